@@ -1,0 +1,272 @@
+//! `switchboard bench echo`: a load client for echo servers.
+//!
+//! C connections each keep K messages in flight; every echo is timed against the send it
+//! answers (echo servers preserve order). After a 1 s warm-up, messages are counted for
+//! the given duration. With `--server-pid`, the server's CPU time over the same window is
+//! read from `/proc/PID/stat` and reported per message: the load client is often the
+//! bottleneck on a small machine, and CPU per message is what separates servers then.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::BytesMut;
+use switchboard_ws::tokio::connect;
+use switchboard_ws::{Config, Message};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::args::BenchEchoArgs;
+
+const WARMUP: Duration = Duration::from_secs(1);
+
+/// What one connection measured inside the window.
+#[derive(Default)]
+struct Tally {
+    messages: u64,
+    latencies_us: Vec<u32>,
+}
+
+/// The measurement window, shared by all connections.
+#[derive(Clone, Copy)]
+struct Window {
+    start: Instant,
+    end: Instant,
+}
+
+impl Window {
+    fn record(&self, tally: &mut Tally, sent: Instant, now: Instant) {
+        if now >= self.start && now < self.end {
+            tally.messages += 1;
+            let us = now.duration_since(sent).as_micros();
+            tally
+                .latencies_us
+                .push(u32::try_from(us).unwrap_or(u32::MAX));
+        }
+    }
+}
+
+enum Target {
+    Ws {
+        addr: String,
+        host: String,
+        path: String,
+    },
+    Tcp {
+        addr: String,
+    },
+}
+
+fn parse_url(url: &str) -> anyhow::Result<Target> {
+    let (scheme, rest) = url.split_once("://").context("the URL needs a scheme")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    match scheme {
+        "ws" => Ok(Target::Ws {
+            addr: authority.to_owned(),
+            host: authority.to_owned(),
+            path: path.to_owned(),
+        }),
+        "tcp" => Ok(Target::Tcp {
+            addr: authority.to_owned(),
+        }),
+        _ => bail!("unsupported scheme {scheme}: use ws:// or tcp://"),
+    }
+}
+
+pub(crate) async fn echo(args: BenchEchoArgs) -> anyhow::Result<()> {
+    let target = Arc::new(parse_url(&args.url)?);
+    let payload: Arc<[u8]> = vec![b'x'; args.size].into();
+    // Connect everything first, so the window measures traffic only.
+    let mut streams = Vec::with_capacity(args.conns);
+    for _ in 0..args.conns {
+        let addr = match &*target {
+            Target::Ws { addr, .. } | Target::Tcp { addr } => addr,
+        };
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        stream.set_nodelay(true)?;
+        streams.push(stream);
+    }
+    let begin = Instant::now();
+    let window = Window {
+        start: begin + WARMUP,
+        end: begin + WARMUP + Duration::from_secs_f64(args.duration),
+    };
+    let mut tasks = Vec::new();
+    for stream in streams {
+        let target = target.clone();
+        let payload = payload.clone();
+        let (pipeline, binary) = (args.pipeline.max(1), args.binary);
+        tasks.push(tokio::spawn(async move {
+            match &*target {
+                Target::Ws { host, path, .. } => {
+                    ws_conn(stream, host, path, &payload, pipeline, binary, window).await
+                }
+                Target::Tcp { .. } => tcp_conn(stream, &payload, pipeline, window).await,
+            }
+        }));
+    }
+    tokio::time::sleep_until(window.start.into()).await;
+    let cpu_start = args.server_pid.map(cpu_ticks).transpose()?;
+    tokio::time::sleep_until(window.end.into()).await;
+    let cpu_end = args.server_pid.map(cpu_ticks).transpose()?;
+
+    let mut total = Tally::default();
+    for task in tasks {
+        let tally = task.await??;
+        total.messages += tally.messages;
+        total.latencies_us.extend(tally.latencies_us);
+    }
+    total.latencies_us.sort_unstable();
+    let secs = args.duration;
+    let rate = total.messages as f64 / secs;
+    let mbps = rate * args.size as f64 / 1e6;
+    let pct = |p: f64| {
+        let v = &total.latencies_us;
+        if v.is_empty() {
+            0
+        } else {
+            v[((v.len() - 1) as f64 * p).round() as usize]
+        }
+    };
+    // USER_HZ is 100 on every Linux ABI, so a tick is 10 ms.
+    let cpu_us_per_msg = match (cpu_start, cpu_end) {
+        (Some(a), Some(b)) if total.messages > 0 => {
+            Some((b - a) as f64 * 10_000.0 / total.messages as f64)
+        }
+        _ => None,
+    };
+    report(&args, rate, mbps, pct(0.5), pct(0.99), cpu_us_per_msg);
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)] // printing the result is this command's job
+fn report(args: &BenchEchoArgs, rate: f64, mbps: f64, p50: u32, p99: u32, cpu: Option<f64>) {
+    println!(
+        "{}: {} conns x {} in flight, {} B: {:.0} msg/s, {:.2} MB/s, p50 {} us, p99 {} us{}",
+        args.url,
+        args.conns,
+        args.pipeline,
+        args.size,
+        rate,
+        mbps,
+        p50,
+        p99,
+        cpu.map(|c| format!(", server CPU {c:.3} us/msg"))
+            .unwrap_or_default()
+    );
+    let json = serde_json::json!({
+        "url": args.url, "conns": args.conns, "pipeline": args.pipeline, "size": args.size,
+        "duration_s": args.duration, "msgs_per_s": rate.round(), "mb_per_s": mbps,
+        "p50_us": p50, "p99_us": p99, "server_cpu_us_per_msg": cpu,
+    });
+    println!("{json}");
+}
+
+/// utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat).
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces; fields after it follow the last ')'.
+    let after = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = fields.get(11).context("malformed stat")?.parse()?;
+    let stime: u64 = fields.get(12).context("malformed stat")?.parse()?;
+    Ok(utime + stime)
+}
+
+async fn ws_conn(
+    stream: TcpStream,
+    host: &str,
+    path: &str,
+    payload: &[u8],
+    pipeline: usize,
+    binary: bool,
+    window: Window,
+) -> anyhow::Result<Tally> {
+    let (mut ws, _) = connect(stream, host, path, &[], &[], Config::default()).await?;
+    let message = if binary {
+        Message::binary(payload.to_vec())
+    } else {
+        Message::text(String::from_utf8_lossy(payload).into_owned())
+    };
+    let mut tally = Tally::default();
+    let mut in_flight = VecDeque::with_capacity(pipeline);
+    for _ in 0..pipeline {
+        in_flight.push_back(Instant::now());
+        ws.feed(&message).await?;
+    }
+    ws.flush().await?;
+    loop {
+        let Some(reply) = ws.recv().await? else { break };
+        if !reply.is_data() {
+            continue;
+        }
+        let now = Instant::now();
+        let sent = in_flight.pop_front().context("echo without a request")?;
+        window.record(&mut tally, sent, now);
+        if now >= window.end {
+            break;
+        }
+        in_flight.push_back(now);
+        // Sent by the next recv() before it waits, batched with other replies.
+        ws.feed(&message).await?;
+    }
+    let _ = ws.close(None).await;
+    Ok(tally)
+}
+
+async fn tcp_conn(
+    mut stream: TcpStream,
+    payload: &[u8],
+    pipeline: usize,
+    window: Window,
+) -> anyhow::Result<Tally> {
+    // The same bytes a masked client frame would take: 2-byte header + 4-byte mask key
+    // for payloads under 126 bytes (more for larger ones).
+    let header = match payload.len() {
+        0..=125 => 6,
+        126..=65535 => 8,
+        _ => 14,
+    };
+    let chunk = vec![b'x'; header + payload.len()];
+    let mut tally = Tally::default();
+    let mut in_flight = VecDeque::with_capacity(pipeline);
+    let mut out = Vec::with_capacity(chunk.len() * pipeline);
+    for _ in 0..pipeline {
+        in_flight.push_back(Instant::now());
+        out.extend_from_slice(&chunk);
+    }
+    stream.write_all(&out).await?;
+    let mut buf = BytesMut::with_capacity(64 << 10);
+    let mut pending = 0usize;
+    loop {
+        if stream.read_buf(&mut buf).await? == 0 {
+            break;
+        }
+        pending += buf.len();
+        buf.clear();
+        out.clear();
+        let now = Instant::now();
+        while pending >= chunk.len() {
+            pending -= chunk.len();
+            let sent = in_flight.pop_front().context("echo without a request")?;
+            window.record(&mut tally, sent, now);
+            in_flight.push_back(now);
+            out.extend_from_slice(&chunk);
+        }
+        if now >= window.end {
+            break;
+        }
+        stream.write_all(&out).await?;
+        if buf.capacity() < 16 << 10 {
+            buf.reserve(64 << 10);
+        }
+    }
+    Ok(tally)
+}

@@ -1,0 +1,54 @@
+//! `switchboard`: the command-line entry point. Glue only: parse the arguments, set up
+//! logging and the runtime, and hand over to the libraries.
+//!
+//! # Layout
+//! - `args`: the clap definitions.
+//! - `echo`: `switchboard echo`, a WebSocket echo server for conformance suites and
+//!   diagnostics.
+//! - `bench`: `switchboard bench echo`, a load client that ends with one JSON line.
+
+mod args;
+mod bench;
+mod echo;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use args::{Args, BenchCommand, Command};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(args.log_level.as_str()));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("switchboard: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::Echo(echo) => runtime(echo.threads)?.block_on(echo::run(echo)),
+        Command::Bench(bench) => match bench.command {
+            BenchCommand::Echo(opts) => runtime(opts.threads)?.block_on(bench::echo(opts)),
+        },
+    }
+}
+
+/// A multi-thread runtime with `threads` workers (0: one per core).
+fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if threads > 0 {
+        builder.worker_threads(threads);
+    }
+    Ok(builder.enable_all().build()?)
+}

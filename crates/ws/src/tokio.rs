@@ -1,0 +1,356 @@
+//! The tokio adapter: [`WebSocket`] over any `AsyncRead + AsyncWrite`.
+//!
+//! Writes are batched: [`WebSocket::feed`] only encodes into a buffer, and
+//! [`WebSocket::recv`] flushes that buffer before it waits for the socket. An echo loop
+//! that answers every message it receives therefore writes once per batch of frames that
+//! arrived together, not once per frame. [`WebSocket::send`] is feed + flush.
+
+use std::io::IoSlice;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::timeout;
+
+use crate::close::{CloseCode, CloseFrame};
+use crate::conn::{CloseState, Connection};
+use crate::error::{Error, Result};
+use crate::handshake::{HandshakeError, client, server};
+use crate::message::Message;
+use crate::prepared::PreparedMessage;
+use crate::{Config, Role};
+
+/// Bytes the read buffer keeps free before each read.
+const READ_CHUNK: usize = 8 << 10;
+
+/// A WebSocket connection over a byte stream.
+#[derive(Debug)]
+pub struct WebSocket<S> {
+    stream: S,
+    conn: Connection,
+    config: Config,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
+    /// Wraps a stream whose handshake is done. `leftover` holds bytes read past the end of
+    /// the handshake (frames the peer sent right after it).
+    pub fn from_raw(stream: S, role: Role, config: Config, leftover: BytesMut) -> Self {
+        WebSocket {
+            stream,
+            conn: Connection::new(role, &config),
+            config,
+            read_buf: leftover,
+            write_buf: BytesMut::new(),
+        }
+    }
+
+    /// The close handshake's progress.
+    pub fn close_state(&self) -> CloseState {
+        self.conn.state()
+    }
+
+    /// Receives the next message. Pings are answered with pongs and a close frame is
+    /// echoed, before the message is returned to the caller. `Ok(None)` once the
+    /// connection is closed cleanly. A protocol violation closes the connection with its
+    /// RFC close code and is returned as [`Error::Protocol`].
+    pub async fn recv(&mut self) -> Result<Option<Message>> {
+        loop {
+            match self.conn.read(&mut self.read_buf) {
+                Ok(Some(message)) => {
+                    self.obey(&message).await?;
+                    return Ok(Some(message));
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    let reason = err.to_string();
+                    // Best effort: the peer may be gone already.
+                    let _ = self.fail(CloseFrame::new(err.close_code(), reason)).await;
+                    return Err(err.into());
+                }
+            }
+            if self.conn.state() == CloseState::Closed {
+                return Ok(None);
+            }
+            self.flush().await?;
+            if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK {
+                self.read_buf.reserve(READ_CHUNK);
+            }
+            if self.stream.read_buf(&mut self.read_buf).await? == 0 {
+                self.conn.set_closed();
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+        }
+    }
+
+    /// Honours what a received control frame obliges us to do.
+    async fn obey(&mut self, message: &Message) -> Result<()> {
+        match message {
+            Message::Ping(payload) if self.conn.state() == CloseState::Open => self
+                .conn
+                .encode(&Message::Pong(payload.clone()), &mut self.write_buf),
+            Message::Close(frame) => {
+                if let Some(reply) = self.conn.close_reply(frame) {
+                    self.conn.encode(&reply, &mut self.write_buf)?;
+                }
+                self.flush().await?;
+                self.finish_close().await;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// After both close frames: the server closes the TCP connection first (§7.1.1); a
+    /// client waits for it, within the close timeout.
+    async fn finish_close(&mut self) {
+        let _ = self.stream.shutdown().await;
+        self.drain().await;
+    }
+
+    /// Reads and discards until the peer closes or the close timeout passes, so unread
+    /// bytes do not make the kernel reset the connection under our close frame.
+    async fn drain(&mut self) {
+        let mut sink = [0u8; 1024];
+        let wait = async { while matches!(self.stream.read(&mut sink).await, Ok(n) if n > 0) {} };
+        let _ = timeout(self.config.close_timeout, wait).await;
+    }
+
+    /// Fails the connection (§7.1.7): sends a close frame with `frame`, then closes.
+    async fn fail(&mut self, frame: CloseFrame) -> Result<()> {
+        if self.conn.state() == CloseState::Open {
+            self.conn
+                .encode(&Message::Close(Some(frame)), &mut self.write_buf)?;
+        }
+        self.conn.set_closed();
+        self.flush().await?;
+        self.finish_close().await;
+        Ok(())
+    }
+
+    /// Buffers a message; it is written by the next [`flush`](Self::flush), by
+    /// [`recv`](Self::recv) before it waits, or at once if the buffer is full or the payload
+    /// is large.
+    pub async fn feed(&mut self, message: &Message) -> Result<()> {
+        let payload = match message {
+            Message::Text(t) => Some((true, t.as_bytes())),
+            Message::Binary(b) => Some((false, b)),
+            _ => None,
+        };
+        match payload {
+            Some((text, data))
+                if self.conn.role() == Role::Server
+                    && data.len() >= self.config.vectored_write_threshold =>
+            {
+                self.conn
+                    .encode_data_header(text, data.len(), &mut self.write_buf)?;
+                return self.write_with(data).await;
+            }
+            _ => self.conn.encode(message, &mut self.write_buf)?,
+        }
+        if self.write_buf.len() >= self.config.write_buffer_size {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends a message now.
+    pub async fn send(&mut self, message: &Message) -> Result<()> {
+        self.feed(message).await?;
+        self.flush().await
+    }
+
+    /// Buffers a message encoded once for many connections (server side).
+    pub async fn feed_prepared(&mut self, message: &PreparedMessage) -> Result<()> {
+        if matches!(
+            self.conn.state(),
+            CloseState::CloseSent | CloseState::Closed
+        ) {
+            return Err(Error::AlreadyClosed);
+        }
+        let frame = message.as_bytes();
+        if frame.len() >= self.config.vectored_write_threshold {
+            return self.write_with(frame).await;
+        }
+        self.write_buf.extend_from_slice(frame);
+        if self.write_buf.len() >= self.config.write_buffer_size {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything buffered.
+    pub async fn flush(&mut self) -> Result<()> {
+        if !self.write_buf.is_empty() {
+            self.stream.write_all(&self.write_buf).await?;
+            self.write_buf.clear();
+        }
+        self.stream.flush().await?;
+        Ok(())
+    }
+
+    /// Writes the buffer then `tail`, in vectored writes, without copying `tail`.
+    async fn write_with(&mut self, mut tail: &[u8]) -> Result<()> {
+        while !self.write_buf.is_empty() {
+            let bufs = [IoSlice::new(&self.write_buf), IoSlice::new(tail)];
+            let n = self.stream.write_vectored(&bufs).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+            }
+            let from_buf = n.min(self.write_buf.len());
+            self.write_buf.advance(from_buf);
+            tail = &tail[n - from_buf..];
+        }
+        self.stream.write_all(tail).await?;
+        self.write_buf.clear();
+        Ok(())
+    }
+
+    /// Starts the close handshake with `frame` (or no status) and completes it: waits for
+    /// the peer's close frame, discarding data that arrives meanwhile, then closes the
+    /// stream. Bounded by the close timeout.
+    pub async fn close(&mut self, frame: Option<CloseFrame>) -> Result<()> {
+        if self.conn.state() == CloseState::Open {
+            self.conn
+                .encode(&Message::Close(frame), &mut self.write_buf)?;
+        }
+        self.flush().await?;
+        let close_timeout = self.config.close_timeout;
+        let wait = async {
+            loop {
+                match self.recv().await {
+                    Ok(Some(Message::Close(_))) | Ok(None) => return Ok(()),
+                    Ok(Some(_)) => continue,
+                    Err(err) => return Err(err),
+                }
+            }
+        };
+        match timeout(close_timeout, wait).await {
+            Ok(result) => result,
+            Err(_) => {
+                self.conn.set_closed();
+                let _ = self.stream.shutdown().await;
+                Err(Error::Timeout)
+            }
+        }
+    }
+
+    /// Closes with a code and a reason.
+    pub async fn close_with(&mut self, code: CloseCode, reason: &str) -> Result<()> {
+        self.close(Some(CloseFrame::new(code, reason))).await
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+}
+
+/// Reads an HTTP head (request or response) into `buf` until `parse` finds it whole,
+/// within the size limit that `parse` enforces and the handshake timeout.
+async fn read_head<S, T>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    config: &Config,
+    mut parse: impl FnMut(&[u8]) -> std::result::Result<Option<(usize, T)>, HandshakeError>,
+) -> Result<(usize, T)>
+where
+    S: AsyncRead + Unpin,
+{
+    let read = async {
+        loop {
+            if let Some(done) = parse(buf)? {
+                return Ok(done);
+            }
+            // Never read past the limit: a head that fills it is refused by `parse`.
+            let room = config.max_handshake_size.saturating_sub(buf.len()).max(1);
+            buf.reserve(room);
+            let n = (&mut *stream).take(room as u64).read_buf(buf).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+        }
+    };
+    timeout(config.handshake_timeout, read)
+        .await
+        .unwrap_or(Err(Error::Timeout))
+}
+
+/// Accepts a WebSocket connection on a raw stream: reads and checks the upgrade request,
+/// then lets `decide` refuse it (e.g. a bad `Origin`) or pick a subprotocol. A refused or
+/// invalid request is answered with its 400/426 and returned as an error.
+pub async fn accept_with<S, F>(mut stream: S, config: Config, decide: F) -> Result<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(
+        &server::Request,
+        &server::Upgrade,
+    ) -> std::result::Result<Option<String>, HandshakeError>,
+{
+    let mut buf = BytesMut::new();
+    let max = config.max_handshake_size;
+    let checked = match read_head(&mut stream, &mut buf, &config, |b| {
+        server::parse_request(b, max)
+    })
+    .await
+    {
+        Ok((len, request)) => request.check().and_then(|up| {
+            let protocol = decide(&request, &up)?;
+            Ok((len, up, protocol))
+        }),
+        Err(Error::Handshake(err)) => Err(err),
+        Err(other) => return Err(other),
+    };
+    match checked {
+        Ok((len, upgrade, protocol)) => {
+            stream
+                .write_all(&upgrade.response(protocol.as_deref()))
+                .await?;
+            stream.flush().await?;
+            buf.advance(len);
+            Ok(WebSocket::from_raw(stream, Role::Server, config, buf))
+        }
+        Err(err) => {
+            stream.write_all(&server::rejection(&err)).await?;
+            let _ = stream.shutdown().await;
+            Err(err.into())
+        }
+    }
+}
+
+/// Accepts any valid upgrade request, without a subprotocol.
+pub async fn accept<S>(stream: S, config: Config) -> Result<WebSocket<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    accept_with(stream, config, |_, _| Ok(None)).await
+}
+
+/// Performs the client handshake on a connected stream. `host` is the `Host` header
+/// (`host[:port]`), `path` the request target.
+pub async fn connect<S>(
+    mut stream: S,
+    host: &str,
+    path: &str,
+    protocols: &[&str],
+    headers: &[(&str, &str)],
+    config: Config,
+) -> Result<(WebSocket<S>, client::Response)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let request = client::Request::new(host, path, protocols, headers);
+    stream.write_all(request.as_bytes()).await?;
+    stream.flush().await?;
+    let mut buf = BytesMut::new();
+    let max = config.max_handshake_size;
+    let (len, response) = read_head(&mut stream, &mut buf, &config, |b| {
+        request.parse_response(b, max)
+    })
+    .await?;
+    buf.advance(len);
+    Ok((
+        WebSocket::from_raw(stream, Role::Client, config, buf),
+        response,
+    ))
+}
