@@ -7,6 +7,7 @@
 //! bottleneck on a small machine, and CPU per message is what separates servers then.
 
 use std::collections::VecDeque;
+use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -145,9 +146,8 @@ pub(crate) async fn echo(args: BenchEchoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[allow(clippy::print_stdout)] // printing the result is this command's job
 fn report(args: &BenchEchoArgs, rate: f64, mbps: f64, p50: u32, p99: u32, cpu: Option<f64>) {
-    println!(
+    let human = format!(
         "{}: {} conns x {} in flight, {} B: {:.0} msg/s, {:.2} MB/s, p50 {} us, p99 {} us{}",
         args.url,
         args.conns,
@@ -165,7 +165,9 @@ fn report(args: &BenchEchoArgs, rate: f64, mbps: f64, p50: u32, p99: u32, cpu: O
         "duration_s": args.duration, "msgs_per_s": rate.round(), "mb_per_s": mbps,
         "p50_us": p50, "p99_us": p99, "server_cpu_us_per_msg": cpu,
     });
-    println!("{json}");
+    // A closed stdout (`| head`) is not an error worth a panic.
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{human}\n{json}");
 }
 
 /// utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat).

@@ -1,14 +1,19 @@
 //! `switchboard echo`: every text or binary message comes back as it came (fragmented
 //! messages come back whole); pings, pongs and closes follow the protocol.
+//!
+//! On SIGINT or SIGTERM it stops accepting, closes every connection with 1001 (going
+//! away), and waits for the close handshakes, each bounded by the close timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use switchboard_ws::Config;
 use switchboard_ws::tokio::{WebSocket, accept};
+use switchboard_ws::{CloseCode, Config};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::args::EchoArgs;
@@ -26,46 +31,75 @@ pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<()> {
         max_frame_size: args.max_message_size.min(Config::default().max_frame_size),
         ..Config::default()
     };
-    let permits = Arc::new(Semaphore::new(args.max_connections));
-    let mut backoff = Duration::from_millis(10);
-    let serve = async {
-        loop {
-            let permit = permits.clone().acquire_owned().await?;
-            let (stream, peer) = match listener.accept().await {
-                Ok(accepted) => {
-                    backoff = Duration::from_millis(10);
-                    accepted
-                }
-                Err(err) => {
-                    // Out of file descriptors and the like: wait rather than spin.
-                    warn!(cause = %err, "accept failed");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            };
-            let config = config.clone();
-            tokio::spawn(async move {
-                if let Err(err) = echo(stream, config).await {
-                    debug!(%peer, cause = %err, "connection ended");
-                }
-                drop(permit);
-            });
-        }
-    };
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
     tokio::select! {
-        result = serve => result,
-        _ = tokio::signal::ctrl_c() => Ok(()),
+        result = serve(listener, config, args.max_connections, &shutdown, &tracker) => result?,
+        _ = crate::shutdown_signal() => info!("shutting down"),
+    }
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+async fn serve(
+    listener: TcpListener,
+    config: Config,
+    max_connections: usize,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> anyhow::Result<()> {
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let permit = permits.clone().acquire_owned().await?;
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => {
+                backoff = Duration::from_millis(10);
+                accepted
+            }
+            Err(err) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                warn!(cause = %err, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let config = config.clone();
+        let shutdown = shutdown.child_token();
+        tracker.spawn(async move {
+            if let Err(err) = echo(stream, config, shutdown).await {
+                debug!(%peer, cause = %err, "connection ended");
+            }
+            drop(permit);
+        });
     }
 }
 
-async fn echo(stream: TcpStream, config: Config) -> switchboard_ws::Result<()> {
+async fn echo(
+    stream: TcpStream,
+    config: Config,
+    shutdown: CancellationToken,
+) -> switchboard_ws::Result<()> {
     stream.set_nodelay(true)?;
-    let mut ws: WebSocket<TcpStream> = accept(stream, config).await?;
-    while let Some(message) = ws.recv().await? {
-        if message.is_data() {
-            ws.feed(&message).await?;
+    let mut ws: WebSocket<TcpStream> = tokio::select! {
+        ws = accept(stream, config) => ws?,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
+    loop {
+        // `recv` is cancel-safe while it waits, so shutdown can interrupt it.
+        let message = tokio::select! {
+            message = ws.recv() => message?,
+            _ = shutdown.cancelled() => {
+                return ws.close_with(CloseCode::GOING_AWAY, "server shutting down").await;
+            }
+        };
+        match message {
+            Some(message) if message.is_data() => ws.feed(&message).await?,
+            Some(_) => {}
+            None => return Ok(()),
         }
     }
-    Ok(())
 }

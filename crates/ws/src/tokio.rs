@@ -54,6 +54,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// echoed, before the message is returned to the caller. `Ok(None)` once the
     /// connection is closed cleanly. A protocol violation closes the connection with its
     /// RFC close code and is returned as [`Error::Protocol`].
+    ///
+    /// Cancel-safe while it waits for data (the usual case in a `select!`): received
+    /// bytes stay buffered and a partly flushed write resumes on the next call. Only the
+    /// close handshake itself, once a close frame has arrived, should not be cancelled.
     pub async fn recv(&mut self) -> Result<Option<Message>> {
         loop {
             match self.conn.read(&mut self.read_buf) {
@@ -179,11 +183,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         Ok(())
     }
 
-    /// Writes everything buffered.
+    /// Writes everything buffered. Cancel-safe: bytes leave the buffer only once written,
+    /// so a cancelled flush resumes where it stopped.
     pub async fn flush(&mut self) -> Result<()> {
-        if !self.write_buf.is_empty() {
-            self.stream.write_all(&self.write_buf).await?;
-            self.write_buf.clear();
+        while !self.write_buf.is_empty() {
+            let n = self.stream.write(&self.write_buf).await?;
+            if n == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+            }
+            self.write_buf.advance(n);
         }
         self.stream.flush().await?;
         Ok(())
