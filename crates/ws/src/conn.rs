@@ -70,6 +70,8 @@ impl Connection {
             }
             let Some(frame) = self.decoder.decode(buf)? else {
                 self.check_partial(buf)?;
+                // Only now, with every limit checked, make room for the rest of the frame.
+                buf.reserve(self.decoder.missing(buf));
                 return Ok(None);
             };
             let h = frame.header;
@@ -104,8 +106,9 @@ impl Connection {
         };
         let is_text = match header.opcode {
             OpCode::Text => true,
+            OpCode::Binary => false,
             OpCode::Continuation => self.assembler.in_progress() == Some(true),
-            _ => return Ok(()),
+            OpCode::Close | OpCode::Ping | OpCode::Pong => return Ok(()),
         };
         // Ordering rules first, so a misplaced frame is reported as such.
         match (header.opcode, self.assembler.in_progress()) {

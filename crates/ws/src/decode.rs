@@ -65,8 +65,8 @@ impl Decoder {
         // Fits: the length was checked against `max_frame_size`, a `usize`.
         let len = header.len as usize;
         if buf.len() < len {
-            // Room for the rest and the next header, so the reader fills it in one go.
-            buf.reserve(len - buf.len() + MAX_HEADER_LEN);
+            // The caller reserves room for the rest once it has checked its own limits
+            // (the message size), see `Decoder::missing`.
             return Ok(None);
         }
         let mut payload = buf.split_to(len);
@@ -79,6 +79,14 @@ impl Decoder {
             header,
             payload: payload.freeze(),
         }))
+    }
+
+    /// How many more bytes the frame in progress needs beyond what `buf` holds, plus room
+    /// for the next header, so a reader can reserve once and fill it in one go.
+    pub fn missing(&self, buf: &BytesMut) -> usize {
+        self.current.map_or(0, |h| {
+            (h.len as usize).saturating_sub(buf.len()) + MAX_HEADER_LEN
+        })
     }
 
     /// For a frame whose payload is still arriving: unmasks the bytes that arrived since the

@@ -30,6 +30,8 @@ pub struct WebSocket<S> {
     config: Config,
     read_buf: BytesMut,
     write_buf: BytesMut,
+    /// Whether the wait for the peer to close TCP is done (see `drain`).
+    drained: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
@@ -42,6 +44,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             config,
             read_buf: leftover,
             write_buf: BytesMut::new(),
+            drained: false,
         }
     }
 
@@ -74,6 +77,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 }
             }
             if self.conn.state() == CloseState::Closed {
+                if !self.drained {
+                    self.drained = true;
+                    self.drain().await;
+                }
                 return Ok(None);
             }
             self.flush().await?;
@@ -98,22 +105,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     self.conn.encode(&reply, &mut self.write_buf)?;
                 }
                 self.flush().await?;
-                self.finish_close().await;
+                // §7.1.1: the server closes TCP first. The wait for the peer's end happens
+                // in the next `recv`, so the caller sees the close frame at once.
+                if self.conn.role() == Role::Server {
+                    let _ = self.stream.shutdown().await;
+                }
                 Ok(())
             }
             _ => Ok(()),
         }
     }
 
-    /// After both close frames: the server closes the TCP connection first (§7.1.1); a
-    /// client waits for it, within the close timeout.
-    async fn finish_close(&mut self) {
-        let _ = self.stream.shutdown().await;
-        self.drain().await;
-    }
-
     /// Reads and discards until the peer closes or the close timeout passes, so unread
-    /// bytes do not make the kernel reset the connection under our close frame.
+    /// bytes do not make the kernel reset the connection under our close frame (a client
+    /// waits here for the server to close TCP, §7.1.1).
     async fn drain(&mut self) {
         let mut sink = [0u8; 1024];
         let wait = async { while matches!(self.stream.read(&mut sink).await, Ok(n) if n > 0) {} };
@@ -127,8 +132,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 .encode(&Message::Close(Some(frame)), &mut self.write_buf)?;
         }
         self.conn.set_closed();
+        self.drained = true;
         self.flush().await?;
-        self.finish_close().await;
+        let _ = self.stream.shutdown().await;
+        self.drain().await;
         Ok(())
     }
 
@@ -224,14 +231,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
         self.flush().await?;
         let close_timeout = self.config.close_timeout;
+        // Until `recv` reports the end: past the peer's close frame and, for a client,
+        // the server closing TCP.
         let wait = async {
-            loop {
-                match self.recv().await {
-                    Ok(Some(Message::Close(_))) | Ok(None) => return Ok(()),
-                    Ok(Some(_)) => continue,
-                    Err(err) => return Err(err),
-                }
-            }
+            while self.recv().await?.is_some() {}
+            Ok(())
         };
         match timeout(close_timeout, wait).await {
             Ok(result) => result,
