@@ -60,14 +60,3 @@ impl<'a> Input<'a> {
         self.wire.chunks(1).collect()
     }
 }
-
-/// Builds a raw fuzz input (the inverse of [`Input::parse`]); used to write seeds.
-pub fn encode_input(bit0: bool, cuts: &[u16], wire: &[u8]) -> Vec<u8> {
-    assert!(cuts.len() <= 7);
-    let mut out = vec![(cuts.len() as u8) << 1 | u8::from(bit0)];
-    for c in cuts {
-        out.extend_from_slice(&c.to_le_bytes());
-    }
-    out.extend_from_slice(wire);
-    out
-}
