@@ -10,6 +10,8 @@ use crate::frame::{MAX_HEADER_LEN, OpCode, encode_frame};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PreparedMessage {
     frame: Bytes,
+    /// Where the payload starts in `frame`.
+    header_len: u8,
 }
 
 impl PreparedMessage {
@@ -27,8 +29,15 @@ impl PreparedMessage {
         let mut out = BytesMut::with_capacity(MAX_HEADER_LEN + payload.len());
         encode_frame(&mut out, true, opcode, payload, None);
         PreparedMessage {
+            header_len: (out.len() - payload.len()) as u8,
             frame: out.freeze(),
         }
+    }
+
+    /// The payload alone, sharing the frame's buffer: transports without WebSocket
+    /// framing (SSE, polling) send this, so one encoding serves every transport.
+    pub fn payload(&self) -> Bytes {
+        self.frame.slice(usize::from(self.header_len)..)
     }
 
     /// The encoded frame, header and payload.
@@ -50,5 +59,7 @@ mod tests {
         let p = PreparedMessage::binary(&[0; 300]);
         assert_eq!(&p.as_bytes()[..4], b"\x82\x7e\x01\x2c");
         assert_eq!(p.clone().as_bytes().as_ptr(), p.as_bytes().as_ptr());
+        assert_eq!(&PreparedMessage::text("Hello").payload()[..], b"Hello");
+        assert_eq!(p.payload().len(), 300);
     }
 }

@@ -1,0 +1,172 @@
+//! Connection tokens (JWT) and the server API key.
+//!
+//! A token carries the user id (`sub`), an expiry (`exp`), optional user `info` shown to
+//! other users, and optionally the private `channels` the user may subscribe to. HS256 with
+//! a shared secret is the default; RS256 and ES256 verify with a configured public key, so
+//! the backend that mints tokens keeps the private key to itself.
+
+use std::sync::Arc;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::config::{AuthConfig, TokenAlgorithm};
+use crate::error::{ClientError, Error, Result};
+
+/// The claims Switchboard reads from a token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+    /// Public information about the user (name, avatar…), shown in presence and pushes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<Box<RawValue>>,
+    /// Private channels the user may subscribe to (exact names).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
+}
+
+/// A verified token.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The user id.
+    pub user: String,
+    /// Public user info.
+    pub info: Option<Arc<RawValue>>,
+    /// Private channels allowed.
+    pub channels: Vec<String>,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+}
+
+/// Verifies connection tokens.
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("algorithms", &self.validation.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// Builds the verifier from the configuration; `secret` is the HS256 secret in force.
+    pub fn new(config: &AuthConfig, secret: &str) -> Result<Verifier> {
+        let (key, algorithm) = match config.token_algorithm {
+            TokenAlgorithm::HS256 => (DecodingKey::from_secret(secret.as_bytes()), Algorithm::HS256),
+            alg @ (TokenAlgorithm::RS256 | TokenAlgorithm::ES256) => {
+                let path = config.token_public_key_file.as_ref().ok_or_else(|| {
+                    Error::Key(format!("{alg:?} needs auth.token_public_key_file"))
+                })?;
+                let pem = std::fs::read(path).map_err(|source| Error::DataDir {
+                    path: path.clone(),
+                    source,
+                })?;
+                let parsed = if alg == TokenAlgorithm::RS256 {
+                    DecodingKey::from_rsa_pem(&pem).map(|k| (k, Algorithm::RS256))
+                } else {
+                    DecodingKey::from_ec_pem(&pem).map(|k| (k, Algorithm::ES256))
+                };
+                parsed.map_err(|e| Error::Key(format!("{}: {e}", path.display())))?
+            }
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = 0;
+        validation.required_spec_claims = ["exp", "sub"].iter().map(|s| s.to_string()).collect();
+        Ok(Verifier { key, validation })
+    }
+
+    /// Verifies a token: signature, algorithm and expiry.
+    pub fn verify(&self, token: &str) -> Result<Identity, ClientError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => ClientError::token_expired("the token has expired"),
+                _ => ClientError::unauthorized(format!("invalid token: {e}")),
+            },
+        )?;
+        let claims = data.claims;
+        if claims.sub.is_empty() {
+            return Err(ClientError::unauthorized("invalid token: empty sub"));
+        }
+        Ok(Identity {
+            user: claims.sub,
+            info: claims.info.map(Arc::from),
+            channels: claims.channels,
+            exp: claims.exp,
+        })
+    }
+}
+
+/// Mints an HS256 token (for `switchboard token`, development and scripts).
+pub fn mint(secret: &str, claims: &Claims) -> Result<String> {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .map_err(|e| Error::Key(e.to_string()))
+}
+
+/// Compares an API key in constant time, so response timing does not leak it.
+pub fn api_key_matches(expected: &str, given: &str) -> bool {
+    let (a, b) = (expected.as_bytes(), given.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(exp: u64) -> Claims {
+        Claims {
+            sub: "alice".into(),
+            exp,
+            info: Some(RawValue::from_string(r#"{"name":"Alice"}"#.into()).unwrap()),
+            channels: vec!["chat:secret".into()],
+        }
+    }
+
+    #[test]
+    fn mint_and_verify() {
+        let verifier = Verifier::new(&AuthConfig::default(), "s3cret").unwrap();
+        let token = mint("s3cret", &claims(now_secs() + 60)).unwrap();
+        let id = verifier.verify(&token).unwrap();
+        assert_eq!(id.user, "alice");
+        assert_eq!(id.info.unwrap().get(), r#"{"name":"Alice"}"#);
+        assert_eq!(id.channels, ["chat:secret"]);
+    }
+
+    #[test]
+    fn expired_and_forged_tokens_are_refused() {
+        let verifier = Verifier::new(&AuthConfig::default(), "s3cret").unwrap();
+        let expired = mint("s3cret", &claims(now_secs() - 1)).unwrap();
+        assert_eq!(verifier.verify(&expired).unwrap_err().code, 109);
+        let forged = mint("other", &claims(now_secs() + 60)).unwrap();
+        assert_eq!(verifier.verify(&forged).unwrap_err().code, 101);
+        assert_eq!(verifier.verify("not.a.token").unwrap_err().code, 101);
+    }
+
+    #[test]
+    fn api_key_comparison() {
+        assert!(api_key_matches("abc", "abc"));
+        assert!(!api_key_matches("abc", "abd"));
+        assert!(!api_key_matches("abc", "ab"));
+    }
+}

@@ -1,0 +1,386 @@
+//! Server configuration: every limit with its documented default.
+//!
+//! Sources, later ones winning: built-in defaults, the TOML file (`--config`), environment
+//! variables (`SWITCHBOARD_*`, applied by the binary), then command-line flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on. Default `127.0.0.1:8000`: loopback unless told otherwise.
+    pub listen: SocketAddr,
+    /// Where secrets (and, from the next step, the database) live. Default
+    /// `./switchboard-data`.
+    pub data_dir: PathBuf,
+    /// Origins allowed to open a WebSocket, e.g. `https://app.example.com`. The server's
+    /// own origin (the `Host` the request was sent to) is always allowed; `*` allows any.
+    pub allowed_origins: Vec<String>,
+    /// Whether clients may connect without a token (as anonymous users). Default false.
+    pub allow_anonymous: bool,
+    /// Token and API key settings.
+    pub auth: AuthConfig,
+    /// Per-connection limits.
+    pub limits: Limits,
+    /// Offline mailbox limits.
+    pub mailbox: MailboxConfig,
+    /// Options of channels whose name has no `namespace:` prefix.
+    pub default_namespace: NamespaceOptions,
+    /// Named namespaces: a channel `chat:lobby` takes the options of namespace `chat`.
+    /// A channel whose namespace is not listed is refused (error 102).
+    pub namespaces: Vec<Namespace>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            data_dir: PathBuf::from("switchboard-data"),
+            allowed_origins: Vec::new(),
+            allow_anonymous: false,
+            auth: AuthConfig::default(),
+            limits: Limits::default(),
+            mailbox: MailboxConfig::default(),
+            default_namespace: NamespaceOptions::default(),
+            namespaces: default_namespaces(),
+        }
+    }
+}
+
+/// The namespaces of the built-in apps, so `switchboard serve` works without a config.
+fn default_namespaces() -> Vec<Namespace> {
+    let chat = NamespaceOptions {
+        history_size: 100,
+        history_ttl: Duration::from_secs(24 * 3600),
+        presence: true,
+        join_leave: true,
+        publish: true,
+        private: false,
+    };
+    vec![
+        Namespace {
+            name: "chat".into(),
+            options: chat.clone(),
+        },
+        Namespace {
+            name: "vote".into(),
+            options: NamespaceOptions {
+                presence: false,
+                join_leave: false,
+                ..chat.clone()
+            },
+        },
+        Namespace {
+            name: "logs".into(),
+            options: NamespaceOptions {
+                history_size: 1000,
+                history_ttl: Duration::from_secs(3600),
+                presence: false,
+                join_leave: false,
+                publish: false,
+                private: false,
+            },
+        },
+        Namespace {
+            name: "metrics".into(),
+            options: NamespaceOptions {
+                history_size: 300,
+                history_ttl: Duration::from_secs(600),
+                presence: false,
+                join_leave: false,
+                publish: false,
+                private: false,
+            },
+        },
+    ]
+}
+
+/// Token and API key settings. Secrets never have a built-in default: without them in the
+/// config or environment, the first start generates them into the data directory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Key for the server API (`X-API-Key`). Default: generated into `DATA_DIR/api-key`.
+    pub api_key: Option<String>,
+    /// HMAC secret for HS256 tokens. Default: generated into `DATA_DIR/token-secret`.
+    pub token_secret: Option<String>,
+    /// `HS256` (default), `RS256` or `ES256`.
+    pub token_algorithm: TokenAlgorithm,
+    /// PEM file with the public key that verifies RS256/ES256 tokens.
+    pub token_public_key_file: Option<PathBuf>,
+}
+
+/// Algorithms accepted for connection tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum TokenAlgorithm {
+    /// HMAC with SHA-256 and the shared `token_secret`.
+    #[default]
+    HS256,
+    /// RSA PKCS#1 v1.5 with SHA-256; verified with `token_public_key_file`.
+    RS256,
+    /// ECDSA P-256 with SHA-256; verified with `token_public_key_file`.
+    ES256,
+}
+
+/// Limits per connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Most connections at once; more wait in the listen backlog. Default 20,000.
+    pub max_connections: usize,
+    /// Largest WebSocket message (a command), in bytes; larger frames close with 1009.
+    /// Default 64 KiB.
+    pub max_message_size: usize,
+    /// Largest `data` of a publication or private message, in bytes; larger ones get
+    /// error 114 and the connection stays. Default 32 KiB.
+    pub max_payload_size: usize,
+    /// Messages waiting to be written to one connection before it is disconnected as a
+    /// slow consumer (close 4004). Default 1024.
+    pub outbox_messages: usize,
+    /// Bytes waiting to be written to one connection before the same. Default 4 MiB.
+    pub outbox_bytes: usize,
+    /// Commands per second a connection may send (token bucket refill). Default 100.
+    pub commands_per_second: u32,
+    /// Commands a connection may send in a burst. Default 200.
+    pub command_burst: u32,
+    /// Commands refused for the rate in a row before the connection is closed (4005).
+    /// Default 20.
+    pub rate_strikes: u32,
+    /// Channels one connection may subscribe to. Default 256.
+    pub max_subscriptions: usize,
+    /// Idle time after which the server pings a connection. Default 25 s.
+    #[serde(with = "duration")]
+    pub ping_interval: Duration,
+    /// Time to answer a ping before the connection is closed as dead. Default 10 s.
+    #[serde(with = "duration")]
+    pub pong_timeout: Duration,
+    /// Time a new connection has to send `connect` (close 4007 after). Default 10 s.
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 20_000,
+            max_message_size: 64 << 10,
+            max_payload_size: 32 << 10,
+            outbox_messages: 1024,
+            outbox_bytes: 4 << 20,
+            commands_per_second: 100,
+            command_burst: 200,
+            rate_strikes: 20,
+            max_subscriptions: 256,
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Offline mailbox limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailboxConfig {
+    /// Messages kept per offline user; a full box refuses new ones (error 115). Default 1000.
+    pub size: usize,
+    /// How long a message waits for its user. Default 7 days.
+    #[serde(with = "duration")]
+    pub ttl: Duration,
+}
+
+impl Default for MailboxConfig {
+    fn default() -> Self {
+        MailboxConfig {
+            size: 1000,
+            ttl: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// A named namespace.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Namespace {
+    /// The prefix before `:` in channel names.
+    pub name: String,
+    /// Its options.
+    #[serde(flatten)]
+    pub options: NamespaceOptions,
+}
+
+/// What a channel does, per namespace.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamespaceOptions {
+    /// Publications kept for history and recovery; 0 keeps none. Default 0.
+    pub history_size: usize,
+    /// How long publications stay in history. Default 0 (none kept).
+    #[serde(with = "duration")]
+    pub history_ttl: Duration,
+    /// Whether `presence` may be asked. Default false.
+    pub presence: bool,
+    /// Whether subscribers get join/leave pushes. Default false.
+    pub join_leave: bool,
+    /// Whether clients may publish (the server API always may). Default false.
+    pub publish: bool,
+    /// Whether subscribing needs the channel in the token's `channels` claim.
+    /// Default false.
+    pub private: bool,
+}
+
+impl Default for NamespaceOptions {
+    fn default() -> Self {
+        NamespaceOptions {
+            history_size: 0,
+            history_ttl: Duration::ZERO,
+            presence: false,
+            join_leave: false,
+            publish: false,
+            private: false,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; unknown keys are errors, so typos do not pass silently.
+    pub fn from_file(path: &std::path::Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|err| match err {
+            Error::Config(message) => Error::Config(format!("{}: {message}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> Result<()> {
+        for ns in &self.namespaces {
+            if ns.name.is_empty() || !ns.name.chars().all(channel_char) || ns.name.contains(':') {
+                return Err(Error::Config(format!("invalid namespace name {:?}", ns.name)));
+            }
+        }
+        if self.limits.max_payload_size > self.limits.max_message_size {
+            return Err(Error::Config(
+                "limits.max_payload_size must not exceed limits.max_message_size".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The options for a channel, or `None` when its namespace is unknown.
+    pub fn channel_options(&self, channel: &str) -> Option<&NamespaceOptions> {
+        match channel.split_once(':') {
+            None => Some(&self.default_namespace),
+            Some((ns, _)) => self
+                .namespaces
+                .iter()
+                .find(|n| n.name == ns)
+                .map(|n| &n.options),
+        }
+    }
+}
+
+/// Characters allowed in channel names: ASCII letters, digits and `_-.:@/=`.
+pub fn channel_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "_-.:@/=".contains(c)
+}
+
+/// Durations written as `500ms`, `25s`, `10m`, `1h`, `7d` (or a bare number of seconds).
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    /// Parses a duration string.
+    pub fn parse(text: &str) -> Option<Duration> {
+        let text = text.trim();
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let n: u64 = number.parse().ok()?;
+        let secs = match unit.trim() {
+            "ms" => return Some(Duration::from_millis(n)),
+            "" | "s" => n,
+            "m" => n.checked_mul(60)?,
+            "h" => n.checked_mul(3600)?,
+            "d" => n.checked_mul(86_400)?,
+            _ => return None,
+        };
+        Some(Duration::from_secs(secs))
+    }
+
+    /// serde: a string like `25s`, or an integer number of seconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Duration::from_secs(s)),
+            Raw::Text(t) => parse(&t).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {t:?}: use a number with ms, s, m, h or d"
+                ))
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration::parse("25s"), Some(Duration::from_secs(25)));
+        assert_eq!(duration::parse("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(duration::parse("7d"), Some(Duration::from_secs(7 * 86400)));
+        assert_eq!(duration::parse("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(duration::parse("10"), Some(Duration::from_secs(10)));
+        assert_eq!(duration::parse("1y"), None);
+        assert_eq!(duration::parse("h"), None);
+    }
+
+    #[test]
+    fn toml_overrides_defaults_and_rejects_typos() {
+        let config = Config::from_toml(
+            r#"
+            listen = "127.0.0.1:9000"
+            [limits]
+            ping_interval = "5s"
+            [[namespaces]]
+            name = "news"
+            history_size = 10
+            history_ttl = "1m"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.limits.ping_interval, Duration::from_secs(5));
+        assert_eq!(config.limits.outbox_messages, 1024);
+        let news = config.channel_options("news:today").unwrap();
+        assert_eq!(news.history_size, 10);
+        assert!(config.channel_options("chat:x").is_none(), "replaced the defaults");
+        assert!(config.channel_options("plain").is_some());
+        let err = Config::from_toml("listne = \"x\"").unwrap_err().to_string();
+        assert!(err.contains("unknown field"), "{err}");
+    }
+}

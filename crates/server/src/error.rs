@@ -1,0 +1,123 @@
+//! The crate's one error type, and the client-facing error and close codes.
+
+use std::path::PathBuf;
+
+/// Errors of the server as a whole (start-up, configuration, I/O). Errors answered to a
+/// client are [`ClientError`]s instead.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The configuration file cannot be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    ConfigRead {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file in the data directory cannot be read or written.
+    #[error("data directory: {path}: {source}")]
+    DataDir {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A token key cannot be used.
+    #[error("token key: {0}")]
+    Key(String),
+    /// Other I/O.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error answered to a client command (`{"error": {"code", "message"}}`). The codes are
+/// documented in `docs/protocol.md`; they never change meaning.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ClientError {
+    /// The stable numeric code.
+    pub code: u16,
+    /// A human-readable explanation.
+    pub message: String,
+}
+
+macro_rules! client_errors {
+    ($($(#[$doc:meta])* $name:ident = $code:literal;)*) => {
+        impl ClientError {
+            $(
+                $(#[$doc])*
+                pub fn $name(message: impl Into<String>) -> ClientError {
+                    ClientError { code: $code, message: message.into() }
+                }
+            )*
+        }
+        /// Every client error code with its constructor's name, for the docs test.
+        pub const CLIENT_ERROR_CODES: &[(u16, &str)] = &[$(($code, stringify!($name))),*];
+    };
+}
+
+client_errors! {
+    /// 100: the server failed; the command may be retried.
+    internal = 100;
+    /// 101: no valid token, or anonymous connections are not allowed.
+    unauthorized = 101;
+    /// 102: the channel name is invalid or its namespace is not configured.
+    unknown_channel = 102;
+    /// 103: the namespace does not allow this (publishing, a private channel).
+    permission_denied = 103;
+    /// 104: the `cmd` is not one the server knows.
+    unknown_command = 104;
+    /// 105: the connection is already subscribed to the channel.
+    already_subscribed = 105;
+    /// 106: too many subscriptions on one connection.
+    limit_exceeded = 106;
+    /// 107: the command is not valid JSON or lacks a field.
+    bad_request = 107;
+    /// 108: the namespace has no history or presence.
+    not_available = 108;
+    /// 109: the token has expired.
+    token_expired = 109;
+    /// 110: `connect` must come first.
+    not_connected = 110;
+    /// 111: too many commands; slow down.
+    too_many_requests = 111;
+    /// 112: `connect` was already sent on this connection.
+    already_connected = 112;
+    /// 113: the connection is not subscribed to the channel.
+    not_subscribed = 113;
+    /// 114: `data` exceeds the payload limit.
+    payload_too_large = 114;
+    /// 115: the user's offline mailbox is full.
+    mailbox_full = 115;
+}
+
+/// WebSocket close codes the server sends (RFC 6455 codes, then ours in the 4000-4999
+/// private range). Documented in `docs/protocol.md`.
+pub mod close {
+    use switchboard_ws::CloseCode;
+
+    /// The server is shutting down or restarting; reconnect.
+    pub const SHUTDOWN: CloseCode = CloseCode::GOING_AWAY;
+    /// A frame or message exceeded the size limit (RFC 6455).
+    pub const TOO_BIG: CloseCode = CloseCode::TOO_BIG;
+    /// The token is invalid or missing where required; do not reconnect with it.
+    pub const UNAUTHORIZED: CloseCode = CloseCode(4001);
+    /// The token expired; get a new one, then reconnect.
+    pub const TOKEN_EXPIRED: CloseCode = CloseCode(4002);
+    /// Disconnected through the server API.
+    pub const DISCONNECTED: CloseCode = CloseCode(4003);
+    /// The client did not read its messages fast enough (outbox full).
+    pub const SLOW_CONSUMER: CloseCode = CloseCode(4004);
+    /// Too many commands refused for the rate limit.
+    pub const RATE_LIMIT: CloseCode = CloseCode(4005);
+    /// No pong to the server's ping in time.
+    pub const NO_PONG: CloseCode = CloseCode(4006);
+    /// `connect` was not sent in time.
+    pub const CONNECT_TIMEOUT: CloseCode = CloseCode(4007);
+}

@@ -1,0 +1,104 @@
+//! Switchboard's server: a pub/sub hub that browsers reach over WebSocket and backends
+//! drive over HTTP.
+//!
+//! # Layout
+//! - [`config`]: [`Config`] with every limit and its default; TOML loading.
+//! - [`error`]: [`Error`] for the server, [`ClientError`](error::ClientError) codes answered
+//!   to clients, and the close codes.
+//! - [`wire`]: the client protocol's JSON commands, replies and pushes.
+//! - [`hub`]: channels (subscribers, presence, history), users and mailboxes.
+//! - [`outbox`]: per-connection bounded queues; slow consumers are disconnected.
+//! - [`session`]: one client's protocol state machine, transport-independent.
+//! - [`transport`]: the WebSocket transport (SSE and polling come later).
+//! - [`auth`]: JWT verification and minting, API key comparison.
+//! - [`secrets`]: API key and token secret from config or generated into the data dir.
+//! - [`http`]: routes, the upgrade with its Origin check, health and metrics.
+//! - `api`: the server API handlers.
+//! - [`metrics`]: counters rendered for Prometheus.
+//! - [`state`]: what handlers share.
+
+mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod outbox;
+pub mod secrets;
+pub mod session;
+pub mod state;
+pub mod transport;
+pub mod wire;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+/// How long shutdown waits for connections to finish their close handshakes.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves until `shutdown` resolves, then closes every connection with 1001 and waits
+/// (bounded) for them to finish.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    secrets: secrets::Secrets,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    config.validate()?;
+    let config = Arc::new(config);
+    let metrics = Arc::new(metrics::Metrics::default());
+    let hub = Arc::new(hub::Hub::new(config.clone(), metrics));
+    let state = Arc::new(state::AppState {
+        verifier: auth::Verifier::new(&config.auth, &secrets.token_secret)?,
+        api_key: secrets.api_key,
+        permits: Arc::new(Semaphore::new(config.limits.max_connections)),
+        config,
+        hub: hub.clone(),
+        shutdown: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+    });
+    // Retention runs beside the hot path, never in it.
+    let sweeper = {
+        let hub = hub.clone();
+        let stop = state.shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => hub.sweep(),
+                    _ = stop.cancelled() => return,
+                }
+            }
+        })
+    };
+    info!(addr = %listener.local_addr()?, "switchboard listening");
+    let token = state.shutdown.clone();
+    let stop = async move {
+        shutdown.await;
+        token.cancel();
+    };
+    axum::serve(listener, http::router(state.clone()))
+        .with_graceful_shutdown(stop)
+        .await?;
+    info!("shutting down: closing connections");
+    state.tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, state.tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("some connections did not close in time");
+    }
+    sweeper.abort();
+    Ok(())
+}

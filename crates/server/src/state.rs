@@ -1,0 +1,30 @@
+//! What every handler shares.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Verifier;
+use crate::config::Config;
+use crate::hub::Hub;
+
+/// Shared server state, behind an `Arc` in every handler.
+#[derive(Debug)]
+pub struct AppState {
+    /// The configuration in force.
+    pub config: Arc<Config>,
+    /// Channels, users and mailboxes.
+    pub hub: Arc<Hub>,
+    /// Verifies connection tokens.
+    pub verifier: Verifier,
+    /// The server API key.
+    pub api_key: String,
+    /// Cancelled on shutdown; every connection watches a child of it.
+    pub shutdown: CancellationToken,
+    /// Tracks connection tasks, so shutdown can wait for their close handshakes.
+    pub tracker: TaskTracker,
+    /// One permit per open connection (`limits.max_connections`).
+    pub permits: Arc<Semaphore>,
+}

@@ -1,0 +1,3 @@
+//! Transports: how sessions reach clients. WebSocket first; SSE and polling follow.
+
+pub mod ws;

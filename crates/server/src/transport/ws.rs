@@ -1,0 +1,171 @@
+//! The WebSocket transport: one task per connection, reading commands and writing what the
+//! hub queued, with the server's pings, timeouts and disconnects.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use switchboard_ws::tokio::WebSocket;
+use switchboard_ws::{Message, Role};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+use tracing::debug;
+
+use crate::auth::now_secs;
+use crate::error::{ClientError, close};
+use crate::outbox::{Disconnect, Outbox, outbox};
+use crate::session::Session;
+use crate::state::AppState;
+use crate::wire::reply_err;
+
+/// Serves one upgraded connection until it closes.
+pub(crate) async fn serve(state: Arc<AppState>, on_upgrade: OnUpgrade, permit: OwnedSemaphorePermit) {
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(err) => {
+            debug!(cause = %err, "upgrade failed");
+            return;
+        }
+    };
+    let limits = &state.config.limits;
+    let ws_config = switchboard_ws::Config {
+        max_message_size: limits.max_message_size,
+        max_frame_size: limits.max_message_size,
+        ..switchboard_ws::Config::default()
+    };
+    let ws = WebSocket::from_raw(TokioIo::new(upgraded), Role::Server, ws_config, BytesMut::new());
+    run(state, ws).await;
+    drop(permit);
+}
+
+/// Runs a session over any WebSocket stream.
+pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(state: Arc<AppState>, mut ws: WebSocket<S>) {
+    let metrics = state.hub.metrics().clone();
+    metrics.connections.add(1);
+    metrics.connections_total.inc();
+    let limits = state.config.limits.clone();
+    let (handle, mut outbox) = outbox(
+        state.hub.next_client_id(),
+        limits.outbox_messages,
+        limits.outbox_bytes,
+        metrics.clone(),
+    );
+    let mut session = Session::new(state.clone(), handle);
+    let ending = drive(&state, &mut ws, &mut session, &mut outbox).await;
+    // Leave channels (announcing leaves) before the close handshake's wait.
+    drop(session);
+    if let Some(end) = ending {
+        debug!(code = end.code.0, reason = %end.reason, "closing connection");
+        let _ = ws.close_with(end.code, &end.reason).await;
+    }
+    metrics.connections.add(-1);
+}
+
+/// The connection loop. Returns how to close, or `None` when the connection already ended.
+async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
+    state: &AppState,
+    ws: &mut WebSocket<S>,
+    session: &mut Session,
+    outbox: &mut Outbox,
+) -> Option<Disconnect> {
+    let limits = &state.config.limits;
+    // Long-lived futures are created once, not per message.
+    let shutdown = state.shutdown.clone().cancelled_owned();
+    let killed = outbox.kill_token().cancelled_owned();
+    tokio::pin!(shutdown, killed);
+    // One timer for every deadline: connect, ping, pong and token expiry.
+    let far = Duration::from_secs(365 * 24 * 3600);
+    let connect_deadline = Instant::now() + limits.connect_timeout;
+    let timer = tokio::time::sleep_until(connect_deadline);
+    tokio::pin!(timer);
+    // Whether any frame arrived since the last check, and whether a ping awaits its pong.
+    let mut active = false;
+    let mut ping_sent = false;
+    let mut next_check = connect_deadline;
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut killed => return Some(outbox.reason()),
+            _ = &mut shutdown => {
+                return Some(Disconnect { code: close::SHUTDOWN, reason: "server shutting down".into() });
+            }
+            message = outbox.recv() => {
+                let message = message?;
+                // Batch whatever else is queued into the same write.
+                let mut result = ws.feed_prepared(&message).await;
+                while result.is_ok() {
+                    match outbox.try_recv() {
+                        Some(more) => result = ws.feed_prepared(&more).await,
+                        None => break,
+                    }
+                }
+                if result.is_err() || ws.flush().await.is_err() {
+                    return None;
+                }
+            }
+            received = ws.recv() => {
+                active = true;
+                match received {
+                    Ok(Some(Message::Text(text))) => {
+                        if let Err(end) = session.handle(&text) {
+                            // Let the error reply go out before the close frame.
+                            while let Some(m) = outbox.try_recv() {
+                                let _ = ws.feed_prepared(&m).await;
+                            }
+                            return Some(end);
+                        }
+                    }
+                    Ok(Some(Message::Binary(_))) => {
+                        let err = ClientError::bad_request("commands are JSON text frames, not binary");
+                        let frame = switchboard_ws::PreparedMessage::text(&reply_err(None, &err));
+                        if ws.feed_prepared(&frame).await.is_err() {
+                            return None;
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => return None,
+                }
+            }
+            _ = &mut timer => {
+                let now = Instant::now();
+                if !session.is_connected() {
+                    return Some(Disconnect {
+                        code: close::CONNECT_TIMEOUT,
+                        reason: "connect was not sent in time".into(),
+                    });
+                }
+                if session.token_expiry().is_some_and(|exp| exp <= now_secs()) {
+                    return Some(Disconnect {
+                        code: close::TOKEN_EXPIRED,
+                        reason: "the token expired; refresh it".into(),
+                    });
+                }
+                if now >= next_check {
+                    if ping_sent && !active {
+                        return Some(Disconnect { code: close::NO_PONG, reason: "no pong".into() });
+                    }
+                    if active {
+                        ping_sent = false;
+                        next_check = now + limits.ping_interval;
+                    } else {
+                        if ws.send(&Message::Ping(bytes::Bytes::new())).await.is_err() {
+                            return None;
+                        }
+                        ping_sent = true;
+                        next_check = now + limits.pong_timeout;
+                    }
+                    active = false;
+                }
+                // Wake for the next check or the token's expiry, whichever comes first.
+                let expiry = session.token_expiry().map_or(now + far, |exp| {
+                    let left = exp.saturating_sub(now_secs());
+                    now + Duration::from_secs(left)
+                });
+                timer.as_mut().reset(next_check.min(expiry));
+            }
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The client protocol: JSON text frames, documented in `docs/protocol.md`.
+//!
+//! A command is one flat object, `{"id": 1, "cmd": "publish", "channel": "...", "data": ...}`.
+//! It is parsed into [`Request`] with every field optional, then [`Request::command`] checks
+//! the fields the command needs, so a missing field gets an error that names it. `data` stays
+//! raw JSON ([`RawValue`]) from the socket to the subscribers: it is never re-parsed.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::error::ClientError;
+
+/// A position in a channel's stream: the offset of a publication within an epoch. A new
+/// epoch means the stream was lost (offsets restarted), so positions from another epoch
+/// cannot be recovered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPosition {
+    /// Offset of the last publication seen (0: none).
+    pub offset: u64,
+    /// The epoch the offset belongs to.
+    pub epoch: String,
+}
+
+/// A command as sent, every field optional.
+#[derive(Debug, Deserialize)]
+pub struct Request<'a> {
+    /// Echoed in the reply, so a client can match replies to commands.
+    pub id: Option<u64>,
+    /// The command name.
+    pub cmd: Option<&'a str>,
+    #[serde(borrow)]
+    channel: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+    token: Option<String>,
+    recover: Option<StreamPosition>,
+    since: Option<StreamPosition>,
+    limit: Option<usize>,
+    user: Option<String>,
+    mailbox: Option<u64>,
+}
+
+/// A command with its required fields present.
+#[derive(Debug)]
+pub enum Command<'a> {
+    /// Authenticate the connection; must come first.
+    Connect {
+        /// A JWT, or none for an anonymous connection where allowed.
+        token: Option<String>,
+    },
+    /// Subscribe, optionally recovering from a position.
+    Subscribe {
+        /// Channel name.
+        channel: &'a str,
+        /// Last position seen, to receive what was missed.
+        recover: Option<StreamPosition>,
+    },
+    /// Unsubscribe.
+    Unsubscribe {
+        /// Channel name.
+        channel: &'a str,
+    },
+    /// Publish to a channel.
+    Publish {
+        /// Channel name.
+        channel: &'a str,
+        /// Any JSON value.
+        data: &'a RawValue,
+    },
+    /// Read a channel's history: the latest `limit`, or everything after `since`.
+    History {
+        /// Channel name.
+        channel: &'a str,
+        /// Most publications returned.
+        limit: Option<usize>,
+        /// Return publications after this position.
+        since: Option<StreamPosition>,
+    },
+    /// Who is subscribed to a channel.
+    Presence {
+        /// Channel name.
+        channel: &'a str,
+    },
+    /// A private message to a user.
+    Send {
+        /// The recipient's user id.
+        user: String,
+        /// Any JSON value.
+        data: &'a RawValue,
+    },
+    /// Acknowledge private messages up to an id, so they leave the mailbox.
+    Ack {
+        /// The highest message id received.
+        mailbox: u64,
+    },
+    /// Application-level ping (for clients that cannot send WebSocket pings).
+    Ping,
+    /// Replace the connection's token before it expires.
+    Refresh {
+        /// The new JWT.
+        token: String,
+    },
+}
+
+impl<'a> Request<'a> {
+    /// Parses a command frame. A frame that is not a JSON object is a [`ClientError`]
+    /// (107) with no request id to answer to.
+    pub fn parse(text: &'a str) -> Result<Request<'a>, ClientError> {
+        serde_json::from_str(text).map_err(|e| ClientError::bad_request(format!("invalid JSON: {e}")))
+    }
+
+    /// The command, with its required fields checked.
+    pub fn command(&'a self) -> Result<Command<'a>, ClientError> {
+        let need = |field: &str| ClientError::bad_request(format!("missing field \"{field}\""));
+        let channel = || self.channel.as_deref().ok_or_else(|| need("channel"));
+        let data = || self.data.ok_or_else(|| need("data"));
+        let cmd = self.cmd.ok_or_else(|| need("cmd"))?;
+        Ok(match cmd {
+            "connect" => Command::Connect {
+                token: self.token.clone(),
+            },
+            "subscribe" => Command::Subscribe {
+                channel: channel()?,
+                recover: self.recover.clone(),
+            },
+            "unsubscribe" => Command::Unsubscribe { channel: channel()? },
+            "publish" => Command::Publish {
+                channel: channel()?,
+                data: data()?,
+            },
+            "history" => Command::History {
+                channel: channel()?,
+                limit: self.limit,
+                since: self.since.clone(),
+            },
+            "presence" => Command::Presence { channel: channel()? },
+            "send" => Command::Send {
+                user: self.user.clone().ok_or_else(|| need("user"))?,
+                data: data()?,
+            },
+            "ack" => Command::Ack {
+                mailbox: self.mailbox.ok_or_else(|| need("mailbox"))?,
+            },
+            "ping" => Command::Ping,
+            "refresh" => Command::Refresh {
+                token: self.token.clone().ok_or_else(|| need("token"))?,
+            },
+            other => return Err(ClientError::unknown_command(format!("unknown cmd {other:?}"))),
+        })
+    }
+}
+
+/// Who published or sent something, as subscribers see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientInfo {
+    /// The user id ("" for anonymous connections).
+    pub user: String,
+    /// The connection id.
+    pub client: String,
+    /// The `info` claim of the user's token, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<Arc<RawValue>>,
+}
+
+/// A publication, as stored in history and pushed to subscribers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Publication {
+    /// Position in the channel.
+    pub offset: u64,
+    /// The published JSON value.
+    pub data: Arc<RawValue>,
+    /// The publisher, absent when published through the server API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<ClientInfo>,
+    /// Unix time in milliseconds when the server accepted it.
+    pub time: u64,
+}
+
+/// A private message, as kept in a mailbox and pushed to its recipient.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrivateMessage {
+    /// Per-recipient increasing id; `ack` takes it.
+    pub id: u64,
+    /// The sender, absent when sent through the server API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<ClientInfo>,
+    /// The JSON value sent.
+    pub data: Arc<RawValue>,
+    /// Unix time in milliseconds when the server accepted it.
+    pub time: u64,
+}
+
+/// Server-to-client pushes, not answers to a command.
+#[derive(Debug, Serialize)]
+#[serde(tag = "push", rename_all = "snake_case")]
+pub enum Push<'a> {
+    /// A publication on a subscribed channel.
+    Publication {
+        /// The channel.
+        channel: &'a str,
+        /// The channel's epoch.
+        epoch: &'a str,
+        /// The publication.
+        #[serde(flatten)]
+        publication: &'a Publication,
+    },
+    /// A user's first connection subscribed.
+    Join {
+        /// The channel.
+        channel: &'a str,
+        /// Who joined.
+        info: &'a ClientInfo,
+    },
+    /// A user's last connection left.
+    Leave {
+        /// The channel.
+        channel: &'a str,
+        /// Who left.
+        info: &'a ClientInfo,
+    },
+    /// A private message.
+    Message {
+        /// The message.
+        #[serde(flatten)]
+        message: &'a PrivateMessage,
+    },
+}
+
+impl Push<'_> {
+    /// The push as JSON text.
+    pub fn to_json(&self) -> String {
+        // Serializing these types cannot fail: no maps with non-string keys, no I/O.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// A reply to a command: `{"id": N, "result": ...}` or `{"id": N, "error": ...}`.
+pub fn reply_ok<T: Serialize>(id: Option<u64>, result: &T) -> String {
+    #[derive(Serialize)]
+    struct Ok<'a, T> {
+        id: Option<u64>,
+        result: &'a T,
+    }
+    serde_json::to_string(&Ok { id, result }).unwrap_or_default()
+}
+
+/// An error reply.
+pub fn reply_err(id: Option<u64>, error: &ClientError) -> String {
+    serde_json::json!({"id": id, "error": {"code": error.code, "message": error.message}})
+        .to_string()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_fields_are_named() {
+        let req = Request::parse(r#"{"id":3,"cmd":"publish","channel":"a"}"#).unwrap();
+        let err = req.command().unwrap_err();
+        assert_eq!((err.code, err.message.as_str()), (107, "missing field \"data\""));
+        let req = Request::parse(r#"{"id":3,"cmd":"fly"}"#).unwrap();
+        assert_eq!(req.command().unwrap_err().code, 104);
+        assert_eq!(Request::parse("[1,2]").unwrap_err().code, 107);
+        assert_eq!(Request::parse("{").unwrap_err().code, 107);
+    }
+
+    #[test]
+    fn data_stays_raw() {
+        let req =
+            Request::parse(r#"{"cmd":"publish","channel":"c","data":{"b": [1, 2.50]}}"#).unwrap();
+        match req.command().unwrap() {
+            Command::Publish { data, .. } => assert_eq!(data.get(), r#"{"b": [1, 2.50]}"#),
+            other => panic!("{other:?}"),
+        }
+    }
+}
