@@ -1,6 +1,7 @@
 //! Command-line arguments.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -17,10 +18,123 @@ pub(crate) struct Args {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
+    /// Run the server (hub, server API, WebSocket endpoint) with the embedded store.
+    Serve(ServeArgs),
+    /// Configuration helpers.
+    Config(ConfigArgs),
+    /// Mint a connection token (HS256, from the configured secret) for development.
+    Token(TokenArgs),
+    /// Subscribe to a channel and print each publication as one JSON line.
+    Sub(SubArgs),
+    /// Publish to a channel through the server API.
+    Pub(PubArgs),
     /// Run a WebSocket echo server (for conformance suites and diagnostics).
     Echo(EchoArgs),
     /// Load-test a server.
     Bench(BenchArgs),
+}
+
+/// Where the configuration comes from; shared by every command that reads it.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ConfigSource {
+    /// TOML configuration file (see `switchboard config init`).
+    #[arg(long, env = "SWITCHBOARD_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Data directory (secrets, database). Default ./switchboard-data.
+    #[arg(long, env = "SWITCHBOARD_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    pub(crate) source: ConfigSource,
+    /// Address to listen on. Default 127.0.0.1:8000 (loopback only).
+    #[arg(long, env = "SWITCHBOARD_LISTEN")]
+    pub(crate) listen: Option<SocketAddr>,
+    /// Another origin allowed to open WebSockets (repeatable; `*` for any).
+    #[arg(long = "allow-origin", env = "SWITCHBOARD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub(crate) allowed_origins: Vec<String>,
+    /// Let clients connect without a token.
+    #[arg(long, env = "SWITCHBOARD_ALLOW_ANONYMOUS")]
+    pub(crate) allow_anonymous: bool,
+    /// Worker threads (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) threads: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ConfigArgs {
+    #[command(subcommand)]
+    pub(crate) command: ConfigCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Write a commented example configuration.
+    Init {
+        /// Where to write it.
+        #[arg(default_value = "switchboard.toml")]
+        path: PathBuf,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct TokenArgs {
+    #[command(flatten)]
+    pub(crate) source: ConfigSource,
+    /// The user id (the token's `sub`).
+    #[arg(long)]
+    pub(crate) user: String,
+    /// Public user info as JSON, e.g. '{"name":"Alice"}'.
+    #[arg(long)]
+    pub(crate) info: Option<String>,
+    /// Lifetime: 30s, 10m, 1h, 7d…
+    #[arg(long, default_value = "1h")]
+    pub(crate) ttl: String,
+    /// Private channels the user may subscribe to.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) channels: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct SubArgs {
+    #[command(flatten)]
+    pub(crate) source: ConfigSource,
+    /// The channel, e.g. chat:lobby.
+    pub(crate) channel: String,
+    /// The server's WebSocket URL.
+    #[arg(long, default_value = "ws://127.0.0.1:8000/ws")]
+    pub(crate) url: String,
+    /// A connection token; without one, a token for --user is minted from the local
+    /// secret, or the connection is anonymous.
+    #[arg(long, env = "SWITCHBOARD_TOKEN")]
+    pub(crate) token: Option<String>,
+    /// The user to mint a token for (needs the server's data directory).
+    #[arg(long)]
+    pub(crate) user: Option<String>,
+    /// Print the last N publications from history first.
+    #[arg(long)]
+    pub(crate) history: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct PubArgs {
+    #[command(flatten)]
+    pub(crate) source: ConfigSource,
+    /// The channel.
+    pub(crate) channel: String,
+    /// The data: JSON, or any other text (sent as a JSON string).
+    pub(crate) data: String,
+    /// The server's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    pub(crate) url: String,
+    /// The API key; by default read like the server reads it.
+    #[arg(long, env = "SWITCHBOARD_API_KEY")]
+    pub(crate) api_key: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -3,20 +3,24 @@
 //!
 //! # Layout
 //! - `args`: the clap definitions.
+//! - `serve`: `switchboard serve` and configuration loading.
+//! - `client`: `switchboard token`, `sub`, `pub` and `config init`.
 //! - `echo`: `switchboard echo`, a WebSocket echo server for conformance suites and
 //!   diagnostics.
 //! - `bench`: `switchboard bench echo`, a load client that ends with one JSON line.
 
 mod args;
 mod bench;
+mod client;
 mod echo;
+mod serve;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use args::{Args, BenchCommand, Command};
+use args::{Args, BenchCommand, Command, ConfigCommand};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -37,6 +41,13 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
+        Command::Serve(serve) => runtime(serve.threads)?.block_on(serve::run(serve)),
+        Command::Config(config) => match config.command {
+            ConfigCommand::Init { path, force } => client::config_init(&path, force),
+        },
+        Command::Token(token) => client::token(token),
+        Command::Sub(sub) => runtime(1)?.block_on(client::sub(sub)),
+        Command::Pub(args) => runtime(1)?.block_on(client::publish(args)),
         Command::Echo(echo) => runtime(echo.threads)?.block_on(echo::run(echo)),
         Command::Bench(bench) => match bench.command {
             BenchCommand::Echo(opts) => runtime(opts.threads)?.block_on(bench::echo(opts)),

@@ -79,10 +79,13 @@ struct Subscriber {
     handle: ClientHandle,
 }
 
+/// One presence key's entry: the user, their public info, and how many of their
+/// connections are subscribed.
 #[derive(Debug, Clone, Serialize)]
 struct PresenceEntry {
-    #[serde(flatten)]
-    info: ClientInfo,
+    user: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    info: Option<Arc<RawValue>>,
     connections: u32,
 }
 
@@ -341,7 +344,8 @@ impl Hub {
         self.metrics.subscriptions.add(1);
         let key = presence_key(info).to_owned();
         let entry = ch.presence.entry(key).or_insert_with(|| PresenceEntry {
-            info: info.clone(),
+            user: info.user.clone(),
+            info: info.info.clone(),
             connections: 0,
         });
         entry.connections += 1;

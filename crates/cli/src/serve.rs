@@ -1,0 +1,62 @@
+//! `switchboard serve`, and configuration loading shared by the commands that need it.
+
+use anyhow::Context;
+use switchboard_server::Config;
+use switchboard_server::secrets::{self, Secrets};
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::args::{ConfigSource, ServeArgs};
+
+/// Defaults, then the file, then the environment and flags that `source` carries.
+pub(crate) fn load_config(source: &ConfigSource) -> anyhow::Result<Config> {
+    let mut config = match &source.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    if let Some(dir) = &source.data_dir {
+        config.data_dir = dir.clone();
+    }
+    // Secrets may come from the environment so they stay out of files and process lists.
+    if let Ok(key) = std::env::var("SWITCHBOARD_API_KEY") {
+        config.auth.api_key = Some(key);
+    }
+    if let Ok(secret) = std::env::var("SWITCHBOARD_TOKEN_SECRET") {
+        config.auth.token_secret = Some(secret);
+    }
+    Ok(config)
+}
+
+/// Loads the secrets and tells the operator about any that were just generated.
+pub(crate) fn load_secrets(config: &Config) -> anyhow::Result<Secrets> {
+    let secrets = secrets::load(config)?;
+    for path in &secrets.generated {
+        // On stderr, for a person reading the first start's output.
+        eprintln!("switchboard: generated {} (mode 0600)", path.display());
+    }
+    Ok(secrets)
+}
+
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = load_config(&args.source)?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    config.allowed_origins.extend(args.allowed_origins);
+    config.allow_anonymous |= args.allow_anonymous;
+    config.validate()?;
+    let secrets = load_secrets(&config)?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    info!(%addr, data_dir = %config.data_dir.display(), "serving");
+    eprintln!("listening on {addr}");
+    eprintln!(
+        "switchboard: API key in {}, token secret in {}",
+        config.data_dir.join(secrets::API_KEY_FILE).display(),
+        config.data_dir.join(secrets::TOKEN_SECRET_FILE).display()
+    );
+    switchboard_server::run(listener, config, secrets, crate::shutdown_signal()).await?;
+    Ok(())
+}
