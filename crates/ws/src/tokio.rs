@@ -229,11 +229,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             self.conn
                 .encode(&Message::Close(frame), &mut self.write_buf)?;
         }
-        self.flush().await?;
         let close_timeout = self.config.close_timeout;
-        // Until `recv` reports the end: past the peer's close frame and, for a client,
-        // the server closing TCP.
+        // The flush is inside the timeout too: a peer that stopped reading must not hold
+        // the connection open forever. Then until `recv` reports the end: past the peer's
+        // close frame and, for a client, the server closing TCP.
         let wait = async {
+            self.flush().await?;
             while self.recv().await?.is_some() {}
             Ok(())
         };

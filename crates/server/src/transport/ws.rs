@@ -95,15 +95,22 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
             message = outbox.recv() => {
                 let message = message?;
                 // Batch whatever else is queued into the same write.
-                let mut result = ws.feed_prepared(&message).await;
-                while result.is_ok() {
-                    match outbox.try_recv() {
-                        Some(more) => result = ws.feed_prepared(&more).await,
-                        None => break,
+                let write = async {
+                    ws.feed_prepared(&message).await?;
+                    while let Some(more) = outbox.try_recv() {
+                        ws.feed_prepared(&more).await?;
                     }
-                }
-                if result.is_err() || ws.flush().await.is_err() {
-                    return None;
+                    ws.flush().await
+                };
+                // A client that stops reading blocks this write; its outbox then fills and
+                // the hub disconnects it, which must interrupt the write.
+                tokio::select! {
+                    biased;
+                    _ = &mut killed => return Some(outbox.reason()),
+                    _ = &mut shutdown => {
+                        return Some(Disconnect { code: close::SHUTDOWN, reason: "server shutting down".into() });
+                    }
+                    written = write => if written.is_err() { return None },
                 }
             }
             received = ws.recv() => {
