@@ -92,19 +92,23 @@ pub(crate) async fn handle(
     body: Bytes,
 ) -> Response {
     state.hub.metrics().api_requests.inc();
-    match dispatch(&state, &command, &headers, &body) {
+    match dispatch(&state, &command, &headers, &body).await {
         Ok(value) => Json(value).into_response(),
         Err(err) => err.into_response(),
     }
 }
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    let body = if body.is_empty() { b"{}".as_slice() } else { body };
+    let body = if body.is_empty() {
+        b"{}".as_slice()
+    } else {
+        body
+    };
     serde_json::from_slice(body)
         .map_err(|e| ClientError::bad_request(format!("invalid request body: {e}")).into())
 }
 
-fn dispatch(
+async fn dispatch(
     state: &AppState,
     command: &str,
     headers: &HeaderMap,
@@ -135,25 +139,30 @@ fn dispatch(
     Ok(match command {
         "publish" => {
             let body: PublishBody = parse(body)?;
-            let position = hub.publish(&body.channel, payload(body.data)?, None)?;
+            let position = hub
+                .publish(&body.channel, payload(body.data)?, None)
+                .await?;
             json!(position)
         }
         "broadcast" => {
             let body: BroadcastBody = parse(body)?;
             let data = payload(body.data)?;
-            let results: Vec<Value> = body
-                .channels
-                .iter()
-                .map(|channel| match hub.publish(channel, data.clone(), None) {
-                    Ok(pos) => json!({"channel": channel, "offset": pos.offset, "epoch": pos.epoch}),
-                    Err(e) => json!({"channel": channel, "error": {"code": e.code, "message": e.message}}),
-                })
-                .collect();
+            let mut results = Vec::with_capacity(body.channels.len());
+            for channel in &body.channels {
+                results.push(match hub.publish(channel, data.clone(), None).await {
+                    Ok(pos) => {
+                        json!({"channel": channel, "offset": pos.offset, "epoch": pos.epoch})
+                    }
+                    Err(e) => {
+                        json!({"channel": channel, "error": {"code": e.code, "message": e.message}})
+                    }
+                });
+            }
             json!({ "results": results })
         }
         "send" => {
             let body: SendBody = parse(body)?;
-            let (status, id) = hub.send(&body.user, payload(body.data)?, None)?;
+            let (status, id) = hub.send(&body.user, payload(body.data)?, None).await?;
             json!({"status": status, "id": id})
         }
         "presence" => {
@@ -162,7 +171,10 @@ fn dispatch(
         }
         "history" => {
             let body: HistoryBody = parse(body)?;
-            json!(hub.history(&body.channel, body.limit, body.since.as_ref())?)
+            json!(
+                hub.history(&body.channel, body.limit, body.since.as_ref())
+                    .await?
+            )
         }
         "channels" => {
             let _: serde::de::IgnoredAny = parse(body)?;
@@ -175,7 +187,11 @@ fn dispatch(
         }
         "disconnect" => {
             let body: DisconnectBody = parse(body)?;
-            let n = hub.disconnect(&body.user, close::DISCONNECTED, "disconnected by the server");
+            let n = hub.disconnect(
+                &body.user,
+                close::DISCONNECTED,
+                "disconnected by the server",
+            );
             json!({ "disconnected": n })
         }
         "info" => {
@@ -191,7 +207,9 @@ fn dispatch(
             })
         }
         other => {
-            return Err(ClientError::unknown_command(format!("unknown API command {other:?}")).into());
+            return Err(
+                ClientError::unknown_command(format!("unknown API command {other:?}")).into(),
+            );
         }
     })
 }

@@ -60,7 +60,10 @@ impl Verifier {
     /// Builds the verifier from the configuration; `secret` is the HS256 secret in force.
     pub fn new(config: &AuthConfig, secret: &str) -> Result<Verifier> {
         let (key, algorithm) = match config.token_algorithm {
-            TokenAlgorithm::HS256 => (DecodingKey::from_secret(secret.as_bytes()), Algorithm::HS256),
+            TokenAlgorithm::HS256 => (
+                DecodingKey::from_secret(secret.as_bytes()),
+                Algorithm::HS256,
+            ),
             alg @ (TokenAlgorithm::RS256 | TokenAlgorithm::ES256) => {
                 let path = config.token_public_key_file.as_ref().ok_or_else(|| {
                     Error::Key(format!("{alg:?} needs auth.token_public_key_file"))

@@ -273,7 +273,10 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         for ns in &self.namespaces {
             if ns.name.is_empty() || !ns.name.chars().all(channel_char) || ns.name.contains(':') {
-                return Err(Error::Config(format!("invalid namespace name {:?}", ns.name)));
+                return Err(Error::Config(format!(
+                    "invalid namespace name {:?}",
+                    ns.name
+                )));
             }
         }
         if self.limits.max_payload_size > self.limits.max_message_size {
@@ -311,7 +314,9 @@ pub mod duration {
     /// Parses a duration string.
     pub fn parse(text: &str) -> Option<Duration> {
         let text = text.trim();
-        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
         let n: u64 = number.parse().ok()?;
         let secs = match unit.trim() {
@@ -378,7 +383,10 @@ mod tests {
         assert_eq!(config.limits.outbox_messages, 1024);
         let news = config.channel_options("news:today").unwrap();
         assert_eq!(news.history_size, 10);
-        assert!(config.channel_options("chat:x").is_none(), "replaced the defaults");
+        assert!(
+            config.channel_options("chat:x").is_none(),
+            "replaced the defaults"
+        );
         assert!(config.channel_options("plain").is_some());
         let err = Config::from_toml("listne = \"x\"").unwrap_err().to_string();
         assert!(err.contains("unknown field"), "{err}");

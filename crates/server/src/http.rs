@@ -21,7 +21,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/ws", any(ws_upgrade))
         .route("/api/{command}", post(crate::api::handle))
         .layer(DefaultBodyLimit::max(body_limit))
-        .route("/health", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/health",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -35,7 +38,12 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 fn plain(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 /// `GET /ws`: checks the upgrade with the protocol crate's rules (§4.2.1) and the Origin,
@@ -78,10 +86,16 @@ async fn ws_upgrade(State(state): State<Arc<AppState>>, mut request: Request) ->
         );
     }
     let Ok(permit) = state.permits.clone().try_acquire_owned() else {
-        return plain(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n".into());
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections\n".into(),
+        );
     };
     let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
-        return plain(StatusCode::BAD_REQUEST, "the connection cannot be upgraded\n".into());
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "the connection cannot be upgraded\n".into(),
+        );
     };
     let tracker = state.tracker.clone();
     tracker.spawn(transport::ws::serve(state, on_upgrade, permit));
@@ -123,12 +137,24 @@ mod tests {
     fn origins() {
         let none: &[String] = &[];
         assert!(origin_allowed(None, "127.0.0.1:8000", none));
-        assert!(origin_allowed(Some("http://127.0.0.1:8000"), "127.0.0.1:8000", none));
-        assert!(!origin_allowed(Some("http://evil.example"), "127.0.0.1:8000", none));
+        assert!(origin_allowed(
+            Some("http://127.0.0.1:8000"),
+            "127.0.0.1:8000",
+            none
+        ));
+        assert!(!origin_allowed(
+            Some("http://evil.example"),
+            "127.0.0.1:8000",
+            none
+        ));
         assert!(!origin_allowed(Some("null"), "127.0.0.1:8000", none));
         let list = ["https://app.example.com".to_string()];
         assert!(origin_allowed(Some("https://app.example.com"), "x", &list));
-        assert!(!origin_allowed(Some("https://app.example.com.evil"), "x", &list));
+        assert!(!origin_allowed(
+            Some("https://app.example.com.evil"),
+            "x",
+            &list
+        ));
         assert!(origin_allowed(Some("http://any"), "x", &["*".to_string()]));
     }
 }

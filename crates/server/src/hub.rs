@@ -1,16 +1,23 @@
 //! The hub: channels with their subscribers, presence and recent history; users with their
-//! connections and offline mailboxes.
+//! connections. Durable state (history, mailboxes) goes through the [`Store`].
 //!
-//! State lives in shards of `std::sync::Mutex<HashMap>` (no lock is held across an
-//! `.await`). Every operation on a channel happens under its shard's lock, which is what
-//! makes recovery exact: a publication is appended to history and queued to subscribers in
-//! one step, and a subscription reads history, registers, and queues its reply in one
-//! step, so a recovering client gets each missed publication once and in order, followed
-//! by the live ones. Messages are encoded once per publication ([`PreparedMessage`]) and
-//! the same bytes are queued to every subscriber.
+//! Channel state lives in shards of `std::sync::Mutex<HashMap>`, never held across an
+//! `.await`. A publication takes an offset under the channel's lock, is written to the
+//! store without the lock, and once committed is released under the lock again: appended
+//! to the in-memory history and queued to every subscriber, strictly in offset order
+//! (publications that commit out of order wait in `ready`). A subscription reads history,
+//! registers and queues its reply in one step under the same lock, so a recovering client
+//! gets each missed publication once and in order, followed by the live ones. A
+//! publication is encoded once ([`PreparedMessage`]) and the same bytes are queued to
+//! every subscriber.
+//!
+//! Private messages are serialised per user by an async lock, so a `send` racing with the
+//! user's `connect` is delivered once and in order: either from the mailbox after the
+//! connect reply, or live after it.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -20,10 +27,11 @@ use serde_json::value::RawValue;
 use switchboard_ws::{CloseCode, PreparedMessage};
 
 use crate::config::{Config, NamespaceOptions, channel_char};
+use crate::engine::{ChannelSnapshot, MailboxLimits, Retention, Store, StoreError};
 use crate::error::ClientError;
 use crate::metrics::Metrics;
 use crate::outbox::ClientHandle;
-use crate::wire::{ClientInfo, PrivateMessage, Publication, Push, StreamPosition, now_ms};
+use crate::wire::{ClientInfo, Publication, Push, StreamPosition, now_ms};
 
 const SHARDS: usize = 64;
 /// Longest channel name accepted.
@@ -45,9 +53,7 @@ impl<V> Sharded<V> {
     }
 
     fn lock(&self, key: &str) -> MutexGuard<'_, HashMap<String, V>> {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        let shard = &self.shards[(h.finish() as usize) % SHARDS];
+        let shard = &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS];
         // A panic while holding a shard lock leaves plain data behind; keep serving.
         shard.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -62,21 +68,21 @@ impl<V> Sharded<V> {
 /// A channel's state.
 #[derive(Debug)]
 struct Channel {
-    /// Identifies this incarnation of the channel's stream: a channel created again
-    /// (after it emptied) gets a new epoch, so old offsets are never mistaken for new ones.
+    /// Identifies this incarnation of the channel's stream (from the store): offsets of
+    /// another epoch mean nothing here.
     epoch: Arc<str>,
-    /// Offset of the latest publication (0: none yet).
+    /// The last offset handed to a publisher.
+    reserved: u64,
+    /// The last offset released (in history and queued to subscribers).
     top: u64,
+    /// Publications committed before an earlier one: offset → publication, or `None` if
+    /// its write failed (the offset is skipped).
+    ready: BTreeMap<u64, Option<Arc<Publication>>>,
     /// Recent publications, oldest first, with their expiry.
     history: VecDeque<(Arc<Publication>, Instant)>,
-    subscribers: HashMap<u64, Subscriber>,
+    subscribers: HashMap<u64, ClientHandle>,
     /// Connections per presence key (user id, or client id for anonymous connections).
     presence: HashMap<String, PresenceEntry>,
-}
-
-#[derive(Debug)]
-struct Subscriber {
-    handle: ClientHandle,
 }
 
 /// One presence key's entry: the user, their public info, and how many of their
@@ -90,21 +96,26 @@ struct PresenceEntry {
 }
 
 impl Channel {
-    fn new() -> Self {
+    fn new(snapshot: ChannelSnapshot, opts: &NamespaceOptions) -> Self {
+        let expires = Instant::now() + opts.history_ttl;
+        let mut history: VecDeque<_> = snapshot.recent.into_iter().map(|p| (p, expires)).collect();
+        while history.len() > opts.history_size {
+            history.pop_front();
+        }
         Channel {
-            epoch: random_id(8).into(),
-            top: 0,
-            history: VecDeque::new(),
+            epoch: snapshot.epoch.into(),
+            reserved: snapshot.top,
+            top: snapshot.top,
+            ready: BTreeMap::new(),
+            history,
             subscribers: HashMap::new(),
             presence: HashMap::new(),
         }
     }
 
-    fn position(&self) -> StreamPosition {
-        StreamPosition {
-            offset: self.top,
-            epoch: self.epoch.to_string(),
-        }
+    /// Nothing references it: it can be dropped and loaded again from the store.
+    fn is_idle(&self) -> bool {
+        self.subscribers.is_empty() && self.history.is_empty() && self.reserved == self.top
     }
 
     fn trim(&mut self, opts: &NamespaceOptions, now: Instant) {
@@ -134,13 +145,59 @@ impl Channel {
         )
     }
 
+    /// Releases committed publications in offset order: history, then every subscriber.
+    fn release(&mut self, name: &str, opts: &NamespaceOptions, metrics: &Metrics) {
+        let now = Instant::now();
+        while let Some(entry) = self.ready.first_entry() {
+            if *entry.key() != self.top + 1 {
+                break;
+            }
+            self.top += 1;
+            let Some(publication) = entry.remove() else {
+                continue;
+            };
+            let push = Push::Publication {
+                channel: name,
+                epoch: &self.epoch,
+                publication: &publication,
+            };
+            let message = PreparedMessage::text(&push.to_json());
+            if keeps_history(opts) {
+                self.history
+                    .push_back((publication, now + opts.history_ttl));
+            }
+            self.broadcast(&message, metrics);
+        }
+        self.trim(opts, now);
+    }
+
     fn broadcast(&self, message: &PreparedMessage, metrics: &Metrics) {
-        for sub in self.subscribers.values() {
-            if sub.handle.push(message.clone()) {
+        for handle in self.subscribers.values() {
+            if handle.push(message.clone()) {
                 metrics.messages_out.inc();
                 metrics.bytes_out.add(message.as_bytes().len() as u64);
             }
         }
+    }
+}
+
+fn keeps_history(opts: &NamespaceOptions) -> bool {
+    opts.history_size > 0 && !opts.history_ttl.is_zero()
+}
+
+fn retention(opts: &NamespaceOptions) -> Retention {
+    Retention {
+        size: opts.history_size,
+        ttl: opts.history_ttl,
+    }
+}
+
+fn store_failed(err: StoreError) -> ClientError {
+    match err {
+        StoreError::MailboxFull(n) => {
+            ClientError::mailbox_full(format!("the mailbox is full ({n} messages)"))
+        }
+        StoreError::Failed(why) => ClientError::internal(format!("storage failed: {why}")),
     }
 }
 
@@ -153,17 +210,12 @@ fn presence_key(info: &ClientInfo) -> &str {
     }
 }
 
-/// An offline mailbox.
-#[derive(Debug, Default)]
-struct Mailbox {
-    messages: VecDeque<(Arc<PrivateMessage>, Instant)>,
-}
-
-/// A user's live connections and mailbox.
+/// A user's live connections.
 #[derive(Debug, Default)]
 struct User {
     connections: HashMap<u64, ClientHandle>,
-    mailbox: Mailbox,
+    /// Serialises `connect` and `send` for this user (held across store calls).
+    lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The result of a subscription.
@@ -207,28 +259,28 @@ pub enum SendStatus {
     Stored,
 }
 
-/// The hub. One per server; cheap to share (`Arc`).
+/// The hub. One per server, shared as `Arc<Hub>`.
 #[derive(Debug)]
 pub struct Hub {
     config: Arc<Config>,
     metrics: Arc<Metrics>,
+    store: Arc<dyn Store>,
     channels: Sharded<Channel>,
     users: Sharded<User>,
     next_client: AtomicU64,
-    next_message: AtomicU64,
     started: Instant,
 }
 
 impl Hub {
-    /// A hub with the given configuration.
-    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
+    /// A hub over `store`.
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, store: Arc<dyn Store>) -> Self {
         Hub {
             config,
             metrics,
+            store,
             channels: Sharded::new(),
             users: Sharded::new(),
             next_client: AtomicU64::new(1),
-            next_message: AtomicU64::new(1),
             started: Instant::now(),
         }
     }
@@ -243,6 +295,11 @@ impl Hub {
         &self.metrics
     }
 
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
     /// Time since the hub started.
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
@@ -255,56 +312,121 @@ impl Hub {
 
     /// Checks a channel name and returns its namespace options.
     pub fn channel_options(&self, channel: &str) -> Result<&NamespaceOptions, ClientError> {
-        if channel.is_empty() || channel.len() > MAX_CHANNEL_LEN || !channel.chars().all(channel_char)
+        if channel.is_empty()
+            || channel.len() > MAX_CHANNEL_LEN
+            || !channel.chars().all(channel_char)
         {
             return Err(ClientError::unknown_channel(format!(
                 "invalid channel name {channel:?}: use up to {MAX_CHANNEL_LEN} letters, digits and _-.:@/="
             )));
         }
         self.config.channel_options(channel).ok_or_else(|| {
-            ClientError::unknown_channel(format!("channel {channel:?} is in no configured namespace"))
+            ClientError::unknown_channel(format!(
+                "channel {channel:?} is in no configured namespace"
+            ))
         })
     }
 
-    /// Publishes to a channel: appends to history and queues the publication to every
-    /// subscriber, encoded once. Returns its position.
-    pub fn publish(
+    /// Runs `f` on the channel under its lock, loading the channel from the store first
+    /// if it is not in memory.
+    async fn with_channel<T>(
         &self,
+        name: &str,
+        opts: &NamespaceOptions,
+        mut f: impl FnMut(&mut Channel) -> T,
+    ) -> Result<T, ClientError> {
+        let mut snapshot = None;
+        loop {
+            {
+                let mut shard = self.channels.lock(name);
+                match shard.entry(name.to_owned()) {
+                    Entry::Occupied(mut e) => return Ok(f(e.get_mut())),
+                    Entry::Vacant(v) => {
+                        if let Some(snapshot) = snapshot.take() {
+                            return Ok(f(v.insert(Channel::new(snapshot, opts))));
+                        }
+                    }
+                }
+            }
+            snapshot = Some(
+                self.store
+                    .channel(name, retention(opts))
+                    .await
+                    .map_err(store_failed)?,
+            );
+        }
+    }
+
+    /// Publishes to a channel. The publication is acknowledged (this returns) only after
+    /// the store committed it; it reaches subscribers in offset order. The store write runs
+    /// in its own task, so a publisher that goes away cannot leave an offset unreleased.
+    pub async fn publish(
+        self: &Arc<Self>,
         channel: &str,
         data: Arc<RawValue>,
         info: Option<ClientInfo>,
     ) -> Result<StreamPosition, ClientError> {
         let opts = self.channel_options(channel)?;
-        let now = Instant::now();
-        let mut shard = self.channels.lock(channel);
-        let ch = shard.entry(channel.to_owned()).or_insert_with(Channel::new);
-        ch.top += 1;
-        let publication = Arc::new(Publication {
-            offset: ch.top,
-            data,
-            info,
-            time: now_ms(),
-        });
-        let message = PreparedMessage::text(
-            &Push::Publication {
-                channel,
-                epoch: &ch.epoch,
-                publication: &publication,
+        let mut payload = Some((data, info));
+        let (epoch, publication) = self
+            .with_channel(channel, opts, |ch| {
+                let (data, info) = payload.take()?;
+                ch.reserved += 1;
+                let publication = Arc::new(Publication {
+                    offset: ch.reserved,
+                    data,
+                    info,
+                    time: now_ms(),
+                });
+                Some((ch.epoch.clone(), publication))
+            })
+            .await?
+            .ok_or_else(|| ClientError::internal("publication lost"))?;
+        let hub = self.clone();
+        let name = channel.to_owned();
+        let epoch_text = epoch.to_string();
+        let committed = tokio::spawn(async move {
+            let opts = hub.channel_options(&name).ok()?.clone();
+            let result = if keeps_history(&opts) {
+                let start = Instant::now();
+                let result = hub
+                    .store
+                    .append(&name, &epoch_text, publication.clone(), retention(&opts))
+                    .await;
+                hub.metrics.store_writes.inc();
+                hub.metrics
+                    .store_write_us
+                    .add(start.elapsed().as_micros() as u64);
+                result
+            } else {
+                Ok(())
+            };
+            let mut shard = hub.channels.lock(&name);
+            // Present: a channel with an unreleased offset is never dropped.
+            if let Some(ch) = shard.get_mut(&name) {
+                let offset = publication.offset;
+                ch.ready
+                    .insert(offset, result.is_ok().then_some(publication));
+                ch.release(&name, &opts, &hub.metrics);
+                return Some(result.map(|()| offset));
             }
-            .to_json(),
-        );
-        if opts.history_size > 0 && !opts.history_ttl.is_zero() {
-            ch.history.push_back((publication, now + opts.history_ttl));
-            ch.trim(opts, now);
-        }
-        ch.broadcast(&message, &self.metrics);
+            None
+        });
+        let offset = match committed.await {
+            Ok(Some(Ok(offset))) => offset,
+            Ok(Some(Err(err))) => return Err(store_failed(err)),
+            _ => return Err(ClientError::internal("publication lost")),
+        };
         self.metrics.publications.inc();
-        Ok(ch.position())
+        Ok(StreamPosition {
+            offset,
+            epoch: epoch.to_string(),
+        })
     }
 
     /// Subscribes a connection. Under the channel's lock: recovers what the client missed,
     /// registers it, queues `reply` (built from the result) to it, then announces the join.
-    pub fn subscribe(
+    pub async fn subscribe(
         &self,
         channel: &str,
         handle: &ClientHandle,
@@ -313,47 +435,49 @@ impl Hub {
         reply: impl FnOnce(&Subscribed) -> String,
     ) -> Result<(), ClientError> {
         let opts = self.channel_options(channel)?;
-        let now = Instant::now();
-        let mut shard = self.channels.lock(channel);
-        let ch = shard.entry(channel.to_owned()).or_insert_with(Channel::new);
-        if ch.subscribers.contains_key(&handle.id) {
-            return Err(ClientError::already_subscribed(format!("already subscribed to {channel:?}")));
-        }
-        ch.trim(opts, now);
-        let recovered = recover.map(|pos| {
-            if *pos.epoch == *ch.epoch {
-                ch.since(pos.offset)
-            } else {
-                None
+        let mut reply = Some(reply);
+        self.with_channel(channel, opts, |ch| {
+            if ch.subscribers.contains_key(&handle.id) {
+                return Err(ClientError::already_subscribed(format!(
+                    "already subscribed to {channel:?}"
+                )));
             }
-        });
-        let result = Subscribed {
-            epoch: ch.epoch.to_string(),
-            offset: ch.top,
-            recoverable: opts.history_size > 0 && !opts.history_ttl.is_zero(),
-            recovered: recovered.as_ref().map(Option::is_some),
-            publications: recovered.flatten().unwrap_or_default(),
-        };
-        handle.push(PreparedMessage::text(&reply(&result)));
-        ch.subscribers.insert(
-            handle.id,
-            Subscriber {
-                handle: handle.clone(),
-            },
-        );
-        self.metrics.subscriptions.add(1);
-        let key = presence_key(info).to_owned();
-        let entry = ch.presence.entry(key).or_insert_with(|| PresenceEntry {
-            user: info.user.clone(),
-            info: info.info.clone(),
-            connections: 0,
-        });
-        entry.connections += 1;
-        if entry.connections == 1 && opts.join_leave {
-            let push = Push::Join { channel, info };
-            ch.broadcast(&PreparedMessage::text(&push.to_json()), &self.metrics);
-        }
-        Ok(())
+            ch.trim(opts, Instant::now());
+            let recovered = recover.map(|pos| {
+                if *pos.epoch == *ch.epoch {
+                    ch.since(pos.offset)
+                } else {
+                    None
+                }
+            });
+            let result = Subscribed {
+                epoch: ch.epoch.to_string(),
+                offset: ch.top,
+                recoverable: keeps_history(opts),
+                recovered: recovered.as_ref().map(Option::is_some),
+                publications: recovered.flatten().unwrap_or_default(),
+            };
+            if let Some(reply) = reply.take() {
+                handle.push(PreparedMessage::text(&reply(&result)));
+            }
+            ch.subscribers.insert(handle.id, handle.clone());
+            self.metrics.subscriptions.add(1);
+            let entry = ch
+                .presence
+                .entry(presence_key(info).to_owned())
+                .or_insert_with(|| PresenceEntry {
+                    user: info.user.clone(),
+                    info: info.info.clone(),
+                    connections: 0,
+                });
+            entry.connections += 1;
+            if entry.connections == 1 && opts.join_leave {
+                let push = Push::Join { channel, info };
+                ch.broadcast(&PreparedMessage::text(&push.to_json()), &self.metrics);
+            }
+            Ok(())
+        })
+        .await?
     }
 
     /// Unsubscribes a connection; announces the leave when it was the user's last one.
@@ -382,60 +506,67 @@ impl Hub {
                 }
             }
         }
-        if ch.subscribers.is_empty() && ch.history.is_empty() {
+        if ch.is_idle() {
             shard.remove(channel);
         }
         true
     }
 
     /// A channel's history: the latest `limit`, or (with `since`) what followed a position.
-    pub fn history(
+    pub async fn history(
         &self,
         channel: &str,
         limit: Option<usize>,
         since: Option<&StreamPosition>,
     ) -> Result<History, ClientError> {
         let opts = self.channel_options(channel)?;
-        if opts.history_size == 0 || opts.history_ttl.is_zero() {
-            return Err(ClientError::not_available(format!("no history in {channel:?}")));
+        if !keeps_history(opts) {
+            return Err(ClientError::not_available(format!(
+                "no history in {channel:?}"
+            )));
         }
-        let mut shard = self.channels.lock(channel);
-        let Some(ch) = shard.get_mut(channel) else {
-            return Ok(History {
-                epoch: String::new(),
-                offset: 0,
-                publications: Vec::new(),
-                complete: since.map(|s| s.offset == 0),
-            });
-        };
-        ch.trim(opts, Instant::now());
         let limit = limit.unwrap_or(usize::MAX);
-        let (publications, complete) = match since {
-            Some(pos) => {
-                let found = (*pos.epoch == *ch.epoch).then(|| ch.since(pos.offset)).flatten();
-                let complete = found.is_some();
-                let mut pubs = found.unwrap_or_default();
-                pubs.truncate(limit);
-                (pubs, Some(complete))
+        self.with_channel(channel, opts, |ch| {
+            ch.trim(opts, Instant::now());
+            let (publications, complete) = match since {
+                Some(pos) => {
+                    let found = (*pos.epoch == *ch.epoch)
+                        .then(|| ch.since(pos.offset))
+                        .flatten();
+                    let complete = found.is_some();
+                    let mut pubs = found.unwrap_or_default();
+                    pubs.truncate(limit);
+                    (pubs, Some(complete))
+                }
+                None => {
+                    let skip = ch.history.len().saturating_sub(limit);
+                    (
+                        ch.history
+                            .iter()
+                            .skip(skip)
+                            .map(|(p, _)| p.clone())
+                            .collect(),
+                        None,
+                    )
+                }
+            };
+            History {
+                epoch: ch.epoch.to_string(),
+                offset: ch.top,
+                publications,
+                complete,
             }
-            None => {
-                let skip = ch.history.len().saturating_sub(limit);
-                (ch.history.iter().skip(skip).map(|(p, _)| p.clone()).collect(), None)
-            }
-        };
-        Ok(History {
-            epoch: ch.epoch.to_string(),
-            offset: ch.top,
-            publications,
-            complete,
         })
+        .await
     }
 
-    /// Who is subscribed to a channel: presence key → info and connection count.
+    /// Who is subscribed to a channel: presence key → user, info and connection count.
     pub fn presence(&self, channel: &str) -> Result<serde_json::Value, ClientError> {
         let opts = self.channel_options(channel)?;
         if !opts.presence {
-            return Err(ClientError::not_available(format!("no presence in {channel:?}")));
+            return Err(ClientError::not_available(format!(
+                "no presence in {channel:?}"
+            )));
         }
         let shard = self.channels.lock(channel);
         let presence = shard.get(channel).map(|ch| &ch.presence);
@@ -456,19 +587,44 @@ impl Hub {
         out
     }
 
-    /// Registers a user's connection and queues its pending mailbox messages after
-    /// `reply`, all under the user's lock so a concurrent `send` is neither lost nor
-    /// duplicated nor reordered.
-    pub fn connect_user(&self, user: &str, handle: &ClientHandle, reply: String) {
-        let mut shard = self.users.lock(user);
-        let entry = shard.entry(user.to_owned()).or_default();
+    fn user_lock(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.users
+            .lock(user)
+            .entry(user.to_owned())
+            .or_default()
+            .lock
+            .clone()
+    }
+
+    /// Registers a user's connection, queues `reply`, then the user's pending mailbox
+    /// messages, all under the user's lock.
+    pub async fn connect_user(
+        &self,
+        user: &str,
+        handle: &ClientHandle,
+        reply: String,
+    ) -> Result<(), ClientError> {
+        let lock = self.user_lock(user);
+        let _serial = lock.lock().await;
+        let pending = if user.is_empty() {
+            Vec::new()
+        } else {
+            self.store
+                .mailbox_pending(user)
+                .await
+                .map_err(store_failed)?
+        };
         handle.push(PreparedMessage::text(&reply));
-        let now = Instant::now();
-        entry.mailbox.messages.retain(|(_, exp)| *exp > now);
-        for (message, _) in &entry.mailbox.messages {
+        for message in &pending {
             handle.push(PreparedMessage::text(&Push::Message { message }.to_json()));
         }
-        entry.connections.insert(handle.id, handle.clone());
+        self.users
+            .lock(user)
+            .entry(user.to_owned())
+            .or_default()
+            .connections
+            .insert(handle.id, handle.clone());
+        Ok(())
     }
 
     /// Removes a user's connection.
@@ -476,15 +632,16 @@ impl Hub {
         let mut shard = self.users.lock(user);
         if let Some(entry) = shard.get_mut(user) {
             entry.connections.remove(&client);
-            if entry.connections.is_empty() && entry.mailbox.messages.is_empty() {
+            if entry.connections.is_empty() && Arc::strong_count(&entry.lock) == 1 {
                 shard.remove(user);
             }
         }
     }
 
-    /// Sends a private message: queued to every live connection of the user and kept in
-    /// the mailbox until acknowledged, or only kept when the user is offline.
-    pub fn send(
+    /// Sends a private message: stored in the user's mailbox (a full mailbox refuses it),
+    /// then queued to every live connection of the user. It stays in the mailbox until
+    /// the user acknowledges it, so a connection lost before reading it loses nothing.
+    pub async fn send(
         &self,
         user: &str,
         data: Arc<RawValue>,
@@ -493,45 +650,44 @@ impl Hub {
         if user.is_empty() {
             return Err(ClientError::bad_request("the recipient user id is empty"));
         }
-        let limits = &self.config.mailbox;
-        let now = Instant::now();
-        let mut shard = self.users.lock(user);
-        let entry = shard.entry(user.to_owned()).or_default();
-        entry.mailbox.messages.retain(|(_, exp)| *exp > now);
-        let online = !entry.connections.is_empty();
-        let full = entry.mailbox.messages.len() >= limits.size;
-        if full && !online {
-            return Err(ClientError::mailbox_full(format!(
-                "the mailbox of {user:?} is full ({} messages)",
-                limits.size
-            )));
-        }
-        let message = Arc::new(PrivateMessage {
-            id: self.next_message.fetch_add(1, Ordering::Relaxed),
-            from,
-            data,
-            time: now_ms(),
-        });
-        let id = message.id;
-        if online {
+        let limits = MailboxLimits {
+            size: self.config.mailbox.size,
+            ttl: self.config.mailbox.ttl,
+        };
+        let lock = self.user_lock(user);
+        let _serial = lock.lock().await;
+        let message = self
+            .store
+            .mailbox_push(user, from, data, limits)
+            .await
+            .map_err(store_failed)?;
+        let handles: Vec<ClientHandle> = self
+            .users
+            .lock(user)
+            .get(user)
+            .map(|u| u.connections.values().cloned().collect())
+            .unwrap_or_default();
+        if !handles.is_empty() {
             let frame = PreparedMessage::text(&Push::Message { message: &message }.to_json());
-            for handle in entry.connections.values() {
+            for handle in &handles {
                 handle.push(frame.clone());
             }
         }
-        if !full {
-            entry.mailbox.messages.push_back((message, now + limits.ttl));
-        }
         self.metrics.private_messages.inc();
-        Ok((if online { SendStatus::Delivered } else { SendStatus::Stored }, id))
+        let status = if handles.is_empty() {
+            SendStatus::Stored
+        } else {
+            SendStatus::Delivered
+        };
+        Ok((status, message.id))
     }
 
     /// Removes a user's mailbox messages up to and including `upto`.
-    pub fn ack(&self, user: &str, upto: u64) {
-        let mut shard = self.users.lock(user);
-        if let Some(entry) = shard.get_mut(user) {
-            entry.mailbox.messages.retain(|(m, _)| m.id > upto);
-        }
+    pub async fn ack(&self, user: &str, upto: u64) -> Result<(), ClientError> {
+        self.store
+            .mailbox_ack(user, upto)
+            .await
+            .map_err(store_failed)
     }
 
     /// Ends every connection of a user. Returns how many there were.
@@ -546,8 +702,8 @@ impl Hub {
         entry.connections.len()
     }
 
-    /// Drops expired history and mailbox messages, and channels and users left empty.
-    /// Run periodically, off the hot path.
+    /// Drops expired history, and channels and users left idle. Run periodically, off
+    /// the hot path.
     pub fn sweep(&self) {
         let now = Instant::now();
         self.channels.each(|map| {
@@ -555,14 +711,11 @@ impl Hub {
                 if let Some(opts) = self.config.channel_options(name) {
                     ch.trim(opts, now);
                 }
-                !(ch.subscribers.is_empty() && ch.history.is_empty())
+                !ch.is_idle()
             })
         });
         self.users.each(|map| {
-            map.retain(|_, user| {
-                user.mailbox.messages.retain(|(_, exp)| *exp > now);
-                !(user.connections.is_empty() && user.mailbox.messages.is_empty())
-            })
+            map.retain(|_, user| !user.connections.is_empty() || Arc::strong_count(&user.lock) > 1)
         });
     }
 
@@ -580,5 +733,7 @@ impl Hub {
 
 /// A random identifier of `bytes` bytes, hex-encoded.
 pub fn random_id(bytes: usize) -> String {
-    (0..bytes).map(|_| format!("{:02x}", rand::random::<u8>())).collect()
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
 }

@@ -6,7 +6,9 @@
 //! - [`error`]: [`Error`] for the server, [`ClientError`](error::ClientError) codes answered
 //!   to clients, and the close codes.
 //! - [`wire`]: the client protocol's JSON commands, replies and pushes.
-//! - [`hub`]: channels (subscribers, presence, history), users and mailboxes.
+//! - [`hub`]: channels (subscribers, presence, recent history) and users' connections.
+//! - [`engine`]: the [`Store`](engine::Store) trait for durable history and mailboxes, and
+//!   its in-memory implementation.
 //! - [`outbox`]: per-connection bounded queues; slow consumers are disconnected.
 //! - [`session`]: one client's protocol state machine, transport-independent.
 //! - [`transport`]: the WebSocket transport (SSE and polling come later).
@@ -20,6 +22,7 @@
 mod api;
 pub mod auth;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod http;
 pub mod hub;
@@ -58,7 +61,8 @@ pub async fn run(
     config.validate()?;
     let config = Arc::new(config);
     let metrics = Arc::new(metrics::Metrics::default());
-    let hub = Arc::new(hub::Hub::new(config.clone(), metrics));
+    let store: Arc<dyn engine::Store> = Arc::new(engine::memory::MemoryStore::new());
+    let hub = Arc::new(hub::Hub::new(config.clone(), metrics, store));
     let state = Arc::new(state::AppState {
         verifier: auth::Verifier::new(&config.auth, &secrets.token_secret)?,
         api_key: secrets.api_key,
@@ -76,7 +80,12 @@ pub async fn run(
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
-                    _ = tick.tick() => hub.sweep(),
+                    _ = tick.tick() => {
+                        hub.sweep();
+                        if let Err(err) = hub.store().sweep().await {
+                            warn!(cause = %err, "store retention failed");
+                        }
+                    }
                     _ = stop.cancelled() => return,
                 }
             }

@@ -80,20 +80,72 @@ impl Metrics {
                 "# HELP switchboard_{name} {help}\n# TYPE switchboard_{name} gauge\nswitchboard_{name} {value}\n"
             );
         };
-        gauge("connections", "Open client connections.", self.connections.get());
-        gauge("subscriptions", "Active subscriptions.", self.subscriptions.get());
+        gauge(
+            "connections",
+            "Open client connections.",
+            self.connections.get(),
+        );
+        gauge(
+            "subscriptions",
+            "Active subscriptions.",
+            self.subscriptions.get(),
+        );
         let counters: [(&str, &str, &Counter); 12] = [
-            ("connections_total", "Connections accepted.", &self.connections_total),
-            ("commands_total", "Commands received from clients.", &self.commands),
-            ("messages_out_total", "Messages queued to clients.", &self.messages_out),
-            ("bytes_out_total", "Bytes queued to clients.", &self.bytes_out),
-            ("bytes_in_total", "Bytes of commands received.", &self.bytes_in),
-            ("publications_total", "Publications accepted.", &self.publications),
-            ("private_messages_total", "Private messages accepted.", &self.private_messages),
-            ("client_errors_total", "Error replies sent to clients.", &self.client_errors),
-            ("slow_consumers_total", "Connections ended as slow consumers.", &self.slow_consumers),
-            ("api_requests_total", "Server API requests.", &self.api_requests),
-            ("store_write_seconds_total", "Time spent in store writes.", &self.store_write_us),
+            (
+                "connections_total",
+                "Connections accepted.",
+                &self.connections_total,
+            ),
+            (
+                "commands_total",
+                "Commands received from clients.",
+                &self.commands,
+            ),
+            (
+                "messages_out_total",
+                "Messages queued to clients.",
+                &self.messages_out,
+            ),
+            (
+                "bytes_out_total",
+                "Bytes queued to clients.",
+                &self.bytes_out,
+            ),
+            (
+                "bytes_in_total",
+                "Bytes of commands received.",
+                &self.bytes_in,
+            ),
+            (
+                "publications_total",
+                "Publications accepted.",
+                &self.publications,
+            ),
+            (
+                "private_messages_total",
+                "Private messages accepted.",
+                &self.private_messages,
+            ),
+            (
+                "client_errors_total",
+                "Error replies sent to clients.",
+                &self.client_errors,
+            ),
+            (
+                "slow_consumers_total",
+                "Connections ended as slow consumers.",
+                &self.slow_consumers,
+            ),
+            (
+                "api_requests_total",
+                "Server API requests.",
+                &self.api_requests,
+            ),
+            (
+                "store_write_seconds_total",
+                "Time spent in store writes.",
+                &self.store_write_us,
+            ),
             ("store_writes_total", "Store writes.", &self.store_writes),
         ];
         for (name, help, counter) in counters {

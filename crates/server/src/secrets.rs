@@ -78,7 +78,8 @@ fn write_private(dir: &Path, path: &Path, value: &str) -> Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(path).map_err(err)?;
-    file.write_all(format!("{value}\n").as_bytes()).map_err(err)?;
+    file.write_all(format!("{value}\n").as_bytes())
+        .map_err(err)?;
     file.sync_all().map_err(err)
 }
 
@@ -102,7 +103,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join(API_KEY_FILE)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.join(API_KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::remove_dir_all(dir).unwrap();

@@ -100,7 +100,7 @@ impl Session {
 
     /// Handles one command frame. Errors are answered and the connection stays; a returned
     /// [`Disconnect`] means the connection must be closed with it.
-    pub fn handle(&mut self, text: &str) -> Result<(), Disconnect> {
+    pub async fn handle(&mut self, text: &str) -> Result<(), Disconnect> {
         let metrics = &self.state.hub.metrics();
         metrics.commands.inc();
         metrics.bytes_in.add(text.len() as u64);
@@ -113,7 +113,10 @@ impl Session {
                 });
             }
             let id = Request::parse(text).ok().and_then(|r| r.id);
-            self.error(id, &ClientError::too_many_requests("too many commands; slow down"));
+            self.error(
+                id,
+                &ClientError::too_many_requests("too many commands; slow down"),
+            );
             return Ok(());
         }
         self.strikes = 0;
@@ -125,7 +128,10 @@ impl Session {
             }
         };
         let id = request.id;
-        let result = request.command().and_then(|command| self.dispatch(id, command));
+        let result = match request.command() {
+            Ok(command) => self.dispatch(id, command).await,
+            Err(err) => Err(err),
+        };
         match result {
             Ok(()) => Ok(()),
             // A bad token on connect ends the connection: retrying it cannot work.
@@ -147,13 +153,13 @@ impl Session {
         }
     }
 
-    fn dispatch(&mut self, id: Option<u64>, command: Command<'_>) -> Result<(), ClientError> {
+    async fn dispatch(&mut self, id: Option<u64>, command: Command<'_>) -> Result<(), ClientError> {
         if !self.connected && !matches!(command, Command::Connect { .. }) {
             return Err(ClientError::not_connected("send connect first"));
         }
         let hub = &self.state.hub;
         match command {
-            Command::Connect { token } => self.connect(id, token)?,
+            Command::Connect { token } => self.connect(id, token).await?,
             Command::Subscribe { channel, recover } => {
                 let opts = hub.channel_options(channel)?;
                 if opts.private
@@ -169,14 +175,21 @@ impl Session {
                 if self.subscriptions.len() >= self.state.config.limits.max_subscriptions {
                     return Err(ClientError::limit_exceeded("too many subscriptions"));
                 }
-                hub.subscribe(channel, &self.handle, &self.info, recover.as_ref(), |result| {
-                    reply_ok(id, result)
-                })?;
+                hub.subscribe(
+                    channel,
+                    &self.handle,
+                    &self.info,
+                    recover.as_ref(),
+                    |result| reply_ok(id, result),
+                )
+                .await?;
                 self.subscriptions.insert(channel.to_owned());
             }
             Command::Unsubscribe { channel } => {
                 if !self.subscriptions.remove(channel) {
-                    return Err(ClientError::not_subscribed(format!("not subscribed to {channel:?}")));
+                    return Err(ClientError::not_subscribed(format!(
+                        "not subscribed to {channel:?}"
+                    )));
                 }
                 hub.unsubscribe(channel, self.handle.id, &self.info);
                 self.reply(id, &json!({}));
@@ -189,11 +202,15 @@ impl Session {
                     )));
                 }
                 let data = self.payload(data)?;
-                let position = hub.publish(channel, data, Some(self.info.clone()))?;
+                let position = hub.publish(channel, data, Some(self.info.clone())).await?;
                 self.reply(id, &position);
             }
-            Command::History { channel, limit, since } => {
-                let history = hub.history(channel, limit, since.as_ref())?;
+            Command::History {
+                channel,
+                limit,
+                since,
+            } => {
+                let history = hub.history(channel, limit, since.as_ref()).await?;
                 self.reply(id, &history);
             }
             Command::Presence { channel } => {
@@ -206,21 +223,25 @@ impl Session {
             }
             Command::Send { user, data } => {
                 if self.info.user.is_empty() {
-                    return Err(ClientError::permission_denied("anonymous users cannot send"));
+                    return Err(ClientError::permission_denied(
+                        "anonymous users cannot send",
+                    ));
                 }
                 let data = self.payload(data)?;
-                let (status, message) = hub.send(&user, data, Some(self.info.clone()))?;
+                let (status, message) = hub.send(&user, data, Some(self.info.clone())).await?;
                 self.reply(id, &json!({ "status": status, "id": message }));
             }
             Command::Ack { mailbox } => {
-                hub.ack(&self.info.user, mailbox);
+                hub.ack(&self.info.user, mailbox).await?;
                 self.reply(id, &json!({}));
             }
             Command::Ping => self.reply(id, &json!({})),
             Command::Refresh { token } => {
                 let identity = self.state.verifier.verify(&token)?;
                 if identity.user != self.info.user {
-                    return Err(ClientError::unauthorized("the new token is for another user"));
+                    return Err(ClientError::unauthorized(
+                        "the new token is for another user",
+                    ));
                 }
                 self.reply(id, &json!({ "expires": identity.exp }));
                 self.identity = Some(identity);
@@ -229,7 +250,7 @@ impl Session {
         Ok(())
     }
 
-    fn connect(&mut self, id: Option<u64>, token: Option<String>) -> Result<(), ClientError> {
+    async fn connect(&mut self, id: Option<u64>, token: Option<String>) -> Result<(), ClientError> {
         if self.connected {
             return Err(ClientError::already_connected("already connected"));
         }
@@ -243,7 +264,6 @@ impl Session {
             None if self.state.config.allow_anonymous => {}
             None => return Err(ClientError::unauthorized("a token is required")),
         }
-        self.connected = true;
         let limits = &self.state.config.limits;
         let reply = reply_ok(
             id,
@@ -257,7 +277,11 @@ impl Session {
         );
         // Registered with the user (anonymous ones under "") so that shutdown and the
         // server API reach every connection; mailbox messages follow the reply.
-        self.state.hub.connect_user(&self.info.user, &self.handle, reply);
+        self.state
+            .hub
+            .connect_user(&self.info.user, &self.handle, reply)
+            .await?;
+        self.connected = true;
         Ok(())
     }
 
@@ -274,12 +298,14 @@ impl Session {
     }
 
     fn reply<T: serde::Serialize>(&self, id: Option<u64>, result: &T) {
-        self.handle.push(PreparedMessage::text(&reply_ok(id, result)));
+        self.handle
+            .push(PreparedMessage::text(&reply_ok(id, result)));
     }
 
     fn error(&self, id: Option<u64>, error: &ClientError) {
         self.state.hub.metrics().client_errors.inc();
-        self.handle.push(PreparedMessage::text(&reply_err(id, error)));
+        self.handle
+            .push(PreparedMessage::text(&reply_err(id, error)));
     }
 }
 

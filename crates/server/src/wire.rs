@@ -108,7 +108,8 @@ impl<'a> Request<'a> {
     /// Parses a command frame. A frame that is not a JSON object is a [`ClientError`]
     /// (107) with no request id to answer to.
     pub fn parse(text: &'a str) -> Result<Request<'a>, ClientError> {
-        serde_json::from_str(text).map_err(|e| ClientError::bad_request(format!("invalid JSON: {e}")))
+        serde_json::from_str(text)
+            .map_err(|e| ClientError::bad_request(format!("invalid JSON: {e}")))
     }
 
     /// The command, with its required fields checked.
@@ -125,7 +126,9 @@ impl<'a> Request<'a> {
                 channel: channel()?,
                 recover: self.recover.clone(),
             },
-            "unsubscribe" => Command::Unsubscribe { channel: channel()? },
+            "unsubscribe" => Command::Unsubscribe {
+                channel: channel()?,
+            },
             "publish" => Command::Publish {
                 channel: channel()?,
                 data: data()?,
@@ -135,7 +138,9 @@ impl<'a> Request<'a> {
                 limit: self.limit,
                 since: self.since.clone(),
             },
-            "presence" => Command::Presence { channel: channel()? },
+            "presence" => Command::Presence {
+                channel: channel()?,
+            },
             "send" => Command::Send {
                 user: self.user.clone().ok_or_else(|| need("user"))?,
                 data: data()?,
@@ -147,7 +152,11 @@ impl<'a> Request<'a> {
             "refresh" => Command::Refresh {
                 token: self.token.clone().ok_or_else(|| need("token"))?,
             },
-            other => return Err(ClientError::unknown_command(format!("unknown cmd {other:?}"))),
+            other => {
+                return Err(ClientError::unknown_command(format!(
+                    "unknown cmd {other:?}"
+                )));
+            }
         })
     }
 }
@@ -267,7 +276,10 @@ mod tests {
     fn missing_fields_are_named() {
         let req = Request::parse(r#"{"id":3,"cmd":"publish","channel":"a"}"#).unwrap();
         let err = req.command().unwrap_err();
-        assert_eq!((err.code, err.message.as_str()), (107, "missing field \"data\""));
+        assert_eq!(
+            (err.code, err.message.as_str()),
+            (107, "missing field \"data\"")
+        );
         let req = Request::parse(r#"{"id":3,"cmd":"fly"}"#).unwrap();
         assert_eq!(req.command().unwrap_err().code, 104);
         assert_eq!(Request::parse("[1,2]").unwrap_err().code, 107);

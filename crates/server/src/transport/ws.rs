@@ -22,7 +22,11 @@ use crate::state::AppState;
 use crate::wire::reply_err;
 
 /// Serves one upgraded connection until it closes.
-pub(crate) async fn serve(state: Arc<AppState>, on_upgrade: OnUpgrade, permit: OwnedSemaphorePermit) {
+pub(crate) async fn serve(
+    state: Arc<AppState>,
+    on_upgrade: OnUpgrade,
+    permit: OwnedSemaphorePermit,
+) {
     let upgraded = match on_upgrade.await {
         Ok(upgraded) => upgraded,
         Err(err) => {
@@ -36,7 +40,12 @@ pub(crate) async fn serve(state: Arc<AppState>, on_upgrade: OnUpgrade, permit: O
         max_frame_size: limits.max_message_size,
         ..switchboard_ws::Config::default()
     };
-    let ws = WebSocket::from_raw(TokioIo::new(upgraded), Role::Server, ws_config, BytesMut::new());
+    let ws = WebSocket::from_raw(
+        TokioIo::new(upgraded),
+        Role::Server,
+        ws_config,
+        BytesMut::new(),
+    );
     run(state, ws).await;
     drop(permit);
 }
@@ -117,7 +126,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 active = true;
                 match received {
                     Ok(Some(Message::Text(text))) => {
-                        if let Err(end) = session.handle(&text) {
+                        if let Err(end) = session.handle(&text).await {
                             // Let the error reply go out before the close frame.
                             while let Some(m) = outbox.try_recv() {
                                 let _ = ws.feed_prepared(&m).await;
