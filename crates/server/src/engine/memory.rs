@@ -134,3 +134,11 @@ impl Store for MemoryStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn store_suite() {
+        super::super::suite::run_all(&super::MemoryStore::new()).await;
+    }
+}

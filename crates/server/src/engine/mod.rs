@@ -6,9 +6,11 @@
 //! in-memory store ([`memory::MemoryStore`]) keeps nothing across restarts: a restarted
 //! server gives every channel a new epoch, so clients learn that continuity was lost
 //! (`recovered: false`). Durable stores (SQLite by default, Redis for several nodes) come
-//! behind the same trait, and one test suite (`tests/store.rs`) runs against each.
+//! behind the same trait, and one test suite (`engine/suite.rs`) runs against each.
 
 pub mod memory;
+#[cfg(test)]
+pub(crate) mod suite;
 
 use std::future::Future;
 use std::pin::Pin;
