@@ -53,7 +53,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "SWITCHBOARD_LISTEN")]
     pub(crate) listen: Option<SocketAddr>,
     /// Another origin allowed to open WebSockets (repeatable; `*` for any).
-    #[arg(long = "allow-origin", env = "SWITCHBOARD_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        long = "allow-origin",
+        env = "SWITCHBOARD_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
     pub(crate) allowed_origins: Vec<String>,
     /// Let clients connect without a token.
     #[arg(long, env = "SWITCHBOARD_ALLOW_ANONYMOUS")]

@@ -1,42 +1,637 @@
 //! `switchboard token`, `sub`, `pub` and `config init`.
+//!
+//! `sub` prints every publication on its channel as one JSON line on stdout,
+//! `{"channel","offset","epoch","data","info"}` (`info`: the publisher, `null` when the
+//! server API published); joins, leaves and private messages are not printed. `pub` prints
+//! the server's answer (`{"offset","epoch"}`).
+//!
+//! Exit status: 0 on success (for `sub`, also after ctrl-c or SIGTERM, which close with
+//! 1000); 1 when the server refused (an error reply, a close frame, a non-2xx HTTP
+//! answer), with the code on stderr; 2 for local errors (arguments, configuration, a server
+//! that cannot be reached or drops the connection).
 
+use std::collections::HashMap;
+use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, anyhow, bail};
+use serde_json::json;
+use serde_json::value::RawValue;
+use switchboard_server::auth::{self, Claims};
+use switchboard_server::secrets::{API_KEY_FILE, TOKEN_SECRET_FILE};
+use switchboard_ws::handshake::HandshakeError;
+use switchboard_ws::tokio::WebSocket;
+use switchboard_ws::{CloseCode, CloseState, Message};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::timeout;
 
-use crate::args::{PubArgs, SubArgs, TokenArgs};
+use crate::args::{ConfigSource, PubArgs, SubArgs, TokenArgs};
 
-pub(crate) fn config_init(_path: &Path, _force: bool) -> anyhow::Result<()> {
-    anyhow::bail!("not written yet")
+/// The commented example configuration that `config init` writes.
+const EXAMPLE_CONFIG: &str = include_str!("../../../docs/switchboard.example.toml");
+
+/// Time to open a TCP connection, and for `pub`, to get the whole answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Lifetime of the tokens `sub --user` mints; it refreshes them at half that.
+const MINTED_TTL: Duration = Duration::from_secs(3600);
+/// Largest HTTP answer `pub` reads.
+const MAX_RESPONSE: u64 = 1 << 20;
+
+/// Something the server refused: printed on stderr, exit status 1.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// `error CODE: MESSAGE` from the server's `{"code", "message"}`.
+fn describe(error: &serde_json::Value) -> String {
+    let message = error["message"].as_str().unwrap_or_default();
+    format!("error {}: {message}", error["code"])
+}
+
+/// Exits with status 1 for a [`Refused`]; other errors go back to `main` (status 2).
+fn exit_if_refused(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    match result {
+        Err(err) if err.is::<Refused>() => {
+            eprintln!("switchboard: {err}");
+            std::process::exit(1)
+        }
+        other => other,
+    }
+}
+
+pub(crate) fn config_init(path: &Path, force: bool) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if force {
+        options.create(true).truncate(true);
+    } else {
+        // Atomic: never overwrites a file that appears meanwhile.
+        options.create_new(true);
+    }
+    let mut file = match options.open(path) {
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            bail!(
+                "{} already exists; pass --force to overwrite it",
+                path.display()
+            )
+        }
+        opened => opened.with_context(|| format!("cannot create {}", path.display()))?,
+    };
+    file.write_all(EXAMPLE_CONFIG.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!(
+        "switchboard: wrote {0}; start the server with `switchboard serve --config {0}`",
+        path.display()
+    );
+    Ok(())
 }
 
 pub(crate) fn token(args: TokenArgs) -> anyhow::Result<()> {
-    let config = crate::serve::load_config(&args.source)?;
-    let secrets = crate::serve::load_secrets(&config)?;
+    let secret = server_secret(&args.source, Need::TokenSecret, "--config")?;
     let ttl = switchboard_server::config::duration::parse(&args.ttl)
         .with_context(|| format!("invalid --ttl {:?}: use 30s, 10m, 1h, 7d…", args.ttl))?;
     let info = args
         .info
-        .map(|text| {
-            serde_json::value::RawValue::from_string(text).context("--info must be JSON")
-        })
+        .map(|text| RawValue::from_string(text).context("--info must be JSON"))
         .transpose()?;
-    let claims = switchboard_server::auth::Claims {
+    let claims = Claims {
         sub: args.user,
-        exp: switchboard_server::auth::now_secs() + ttl.as_secs(),
+        exp: auth::now_secs() + ttl.as_secs(),
         info,
         channels: args.channels,
     };
-    let token = switchboard_server::auth::mint(&secrets.token_secret, &claims)?;
-    use std::io::Write;
+    let token = auth::mint(&secret, &claims)?;
     writeln!(std::io::stdout(), "{token}")?;
     Ok(())
 }
 
-pub(crate) async fn sub(_args: SubArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not written yet")
+/// Which secret a command needs.
+#[derive(Debug, Clone, Copy)]
+enum Need {
+    ApiKey,
+    TokenSecret,
 }
 
-pub(crate) async fn publish(_args: PubArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not written yet")
+/// One secret of a server on this machine, from its configuration, environment or data
+/// directory. Unlike `serve`, never generates it: a fresh secret could not be the running
+/// server's. `hint` says what to pass instead.
+fn server_secret(source: &ConfigSource, need: Need, hint: &str) -> anyhow::Result<String> {
+    let config = crate::serve::load_config(source)?;
+    let (configured, file) = match need {
+        Need::ApiKey => (&config.auth.api_key, API_KEY_FILE),
+        Need::TokenSecret => (&config.auth.token_secret, TOKEN_SECRET_FILE),
+    };
+    if let Some(value) = configured {
+        return Ok(value.clone());
+    }
+    let path = config.data_dir.join(file);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
+        Ok(_) => bail!("{} is empty", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "{} does not exist: point --data-dir (or --config) at the server's data directory, or pass {hint}",
+            path.display()
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Where a `scheme://host[:port][/path]` URL points.
+#[derive(Debug, PartialEq)]
+struct Target {
+    /// `host[:port]` as written, for the `Host` header.
+    authority: String,
+    /// `host:port`, to connect to.
+    addr: String,
+    /// The path, `/` when none.
+    path: String,
+}
+
+impl Target {
+    fn parse(url: &str, scheme: &str, default_port: u16) -> anyhow::Result<Target> {
+        let unsupported = || anyhow!("unsupported URL {url:?}: use {scheme}://HOST[:PORT][/PATH]");
+        let rest = url
+            .strip_prefix(scheme)
+            .and_then(|r| r.strip_prefix("://"))
+            .ok_or_else(unsupported)?;
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let (host, port) = match authority.rsplit_once(':') {
+            // A colon inside brackets belongs to an IPv6 address, not to a port.
+            Some((host, port)) if !host.contains(':') || host.ends_with(']') => {
+                let port = port
+                    .parse::<u16>()
+                    .map_err(|_| anyhow!("invalid port in {url:?}"))?;
+                (host, port)
+            }
+            _ => (authority, default_port),
+        };
+        if host.is_empty() {
+            return Err(unsupported());
+        }
+        Ok(Target {
+            authority: authority.to_owned(),
+            addr: format!("{host}:{port}"),
+            path: if path.is_empty() { "/" } else { path }.to_owned(),
+        })
+    }
+
+    async fn connect(&self, url: &str) -> anyhow::Result<TcpStream> {
+        let stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| anyhow!("cannot connect to {url}: timed out"))?
+            .with_context(|| format!("cannot connect to {url}"))?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+/// A JSON object with its values kept as the server wrote them: `data` is printed
+/// byte for byte, never re-encoded.
+type Object = HashMap<String, Box<RawValue>>;
+
+fn field<'a>(object: &'a Object, name: &str) -> anyhow::Result<&'a str> {
+    object
+        .get(name)
+        .map(|raw| raw.get())
+        .with_context(|| format!("the server sent an object without {name:?}"))
+}
+
+/// One output line of `sub`. `channel` and `epoch` are JSON strings.
+fn publication_line(channel: &str, epoch: &str, publication: &Object) -> anyhow::Result<String> {
+    let info = publication.get("info").map_or("null", |raw| raw.get());
+    Ok(format!(
+        r#"{{"channel":{channel},"offset":{},"epoch":{epoch},"data":{},"info":{info}}}"#,
+        field(publication, "offset")?,
+        field(publication, "data")?,
+    ))
+}
+
+fn print_line(line: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Prints the publications of a history or recovery result.
+fn print_publications(channel: &str, result: &Object) -> anyhow::Result<()> {
+    let Some(publications) = result.get("publications") else {
+        return Ok(());
+    };
+    let epoch = field(result, "epoch")?;
+    let publications: Vec<Object> = serde_json::from_str(publications.get())?;
+    for publication in &publications {
+        print_line(&publication_line(channel, epoch, publication)?)?;
+    }
+    Ok(())
+}
+
+/// How `sub` authenticates.
+enum Auth {
+    Token(String),
+    /// Minted locally (and refreshed) for a user from the server's token secret.
+    Mint {
+        user: String,
+        secret: String,
+    },
+    Anonymous,
+}
+
+impl Auth {
+    fn token(&self, channel: &str) -> anyhow::Result<Option<String>> {
+        Ok(match self {
+            Auth::Token(token) => Some(token.clone()),
+            Auth::Mint { user, secret } => Some(auth::mint(
+                secret,
+                &Claims {
+                    sub: user.clone(),
+                    exp: auth::now_secs() + MINTED_TTL.as_secs(),
+                    info: None,
+                    // Whoever holds the secret may mint anything; this lets `sub` reach
+                    // private channels too.
+                    channels: vec![channel.to_owned()],
+                },
+            )?),
+            Auth::Anonymous => None,
+        })
+    }
+}
+
+/// A client connection of `sub`.
+struct Client {
+    ws: WebSocket<TcpStream>,
+    next_id: u64,
+    /// The channel as a JSON string, for the output lines.
+    channel: String,
+}
+
+impl Client {
+    /// Sends a command; returns its id.
+    async fn send(&mut self, mut command: serde_json::Value) -> anyhow::Result<u64> {
+        self.next_id += 1;
+        command["id"] = self.next_id.into();
+        self.ws
+            .send(&Message::text(command.to_string()))
+            .await
+            .context("connection lost")?;
+        Ok(self.next_id)
+    }
+
+    /// Handles the next frame: prints a publication, returns a reply, fails on an error
+    /// reply or a close.
+    async fn next(&mut self) -> anyhow::Result<Option<(u64, Object)>> {
+        let text = match self.ws.recv().await.context("connection lost")? {
+            Some(Message::Text(text)) => text,
+            Some(Message::Close(frame)) => {
+                let why = frame.map_or_else(
+                    || format!("{} (no status)", CloseCode::NO_STATUS.0),
+                    |f| format!("{} {}", f.code.0, f.reason),
+                );
+                return Err(Refused(format!("the server closed the connection: {why}")).into());
+            }
+            Some(_) => return Ok(None),
+            None => bail!("the connection closed"),
+        };
+        let frame: Object = serde_json::from_str(&text).with_context(|| {
+            format!("the server sent something else than a JSON object: {text}")
+        })?;
+        if let Some(error) = frame.get("error") {
+            let error: serde_json::Value = serde_json::from_str(error.get())?;
+            return Err(Refused(describe(&error)).into());
+        }
+        if let Some(result) = frame.get("result") {
+            let id: u64 = serde_json::from_str(field(&frame, "id")?)?;
+            return Ok(Some((id, serde_json::from_str(result.get())?)));
+        }
+        if frame.get("push").map(|p| p.get()) == Some(r#""publication""#) {
+            let line =
+                publication_line(field(&frame, "channel")?, field(&frame, "epoch")?, &frame)?;
+            print_line(&line)?;
+        }
+        // Joins, leaves and private messages are not printed (private messages stay
+        // in the mailbox: `sub` does not acknowledge them).
+        Ok(None)
+    }
+
+    /// Sends a command and waits for its result.
+    async fn call(&mut self, command: serde_json::Value) -> anyhow::Result<Object> {
+        let id = self.send(command).await?;
+        loop {
+            if let Some((reply, result)) = self.next().await? {
+                if reply == id {
+                    return Ok(result);
+                }
+            }
+        }
+    }
+
+    /// Connects, prints the history asked for, subscribes, then prints publications until
+    /// the connection ends.
+    async fn run(&mut self, args: &SubArgs, auth: &Auth) -> anyhow::Result<()> {
+        let channel = &args.channel;
+        self.call(json!({"cmd": "connect", "token": auth.token(channel)?}))
+            .await?;
+        let mut subscribe = json!({"cmd": "subscribe", "channel": channel});
+        if let Some(limit) = args.history {
+            let history = self
+                .call(json!({"cmd": "history", "channel": channel, "limit": limit}))
+                .await?;
+            print_publications(&self.channel, &history)?;
+            // Recovering from the history's position makes the server send what was
+            // published in between: no gap, no duplicate.
+            let epoch: String = serde_json::from_str(field(&history, "epoch")?)?;
+            if !epoch.is_empty() {
+                let offset: u64 = serde_json::from_str(field(&history, "offset")?)?;
+                subscribe["recover"] = json!({"offset": offset, "epoch": epoch});
+            }
+        }
+        let subscribed = self.call(subscribe).await?;
+        if subscribed.get("recovered").map(|r| r.get()) == Some("false") {
+            eprintln!(
+                "switchboard: warning: publications between the history and the subscription were lost"
+            );
+        }
+        print_publications(&self.channel, &subscribed)?;
+        eprintln!("switchboard: subscribed to {channel}");
+        let mut refresh = tokio::time::interval(MINTED_TTL / 2);
+        refresh.tick().await;
+        loop {
+            tokio::select! {
+                frame = self.next() => {
+                    frame?;
+                }
+                _ = refresh.tick(), if matches!(auth, Auth::Mint { .. }) => {
+                    self.send(json!({"cmd": "refresh", "token": auth.token(channel)?})).await?;
+                }
+            }
+        }
+    }
+}
+
+pub(crate) async fn sub(args: SubArgs) -> anyhow::Result<()> {
+    exit_if_refused(subscribe(args).await)
+}
+
+async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
+    let auth = match (&args.token, &args.user) {
+        (Some(token), _) => Auth::Token(token.clone()),
+        (None, Some(user)) => Auth::Mint {
+            user: user.clone(),
+            secret: server_secret(&args.source, Need::TokenSecret, "--token")?,
+        },
+        (None, None) => Auth::Anonymous,
+    };
+    let target = Target::parse(&args.url, "ws", 80)?;
+    let stream = target.connect(&args.url).await?;
+    let (ws, _) = switchboard_ws::tokio::connect(
+        stream,
+        &target.authority,
+        &target.path,
+        &[],
+        &[],
+        switchboard_ws::Config::default(),
+    )
+    .await
+    .map_err(|err| match err {
+        switchboard_ws::Error::Handshake(HandshakeError::Status(status)) => Refused(format!(
+            "{} refused the WebSocket upgrade with HTTP {status}",
+            args.url
+        ))
+        .into(),
+        err => {
+            anyhow::Error::new(err).context(format!("WebSocket handshake with {} failed", args.url))
+        }
+    })?;
+    let mut client = Client {
+        ws,
+        next_id: 0,
+        channel: serde_json::to_string(&args.channel)?,
+    };
+    let ended = tokio::select! {
+        result = client.run(&args, &auth) => result,
+        _ = crate::shutdown_signal() => Ok(()),
+    };
+    let ended = match ended {
+        // The reader went away (`sub … | head -1`): a normal end.
+        Err(err)
+            if err
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        other => other,
+    };
+    if client.ws.close_state() == CloseState::Open {
+        // Best effort, bounded by the close timeout.
+        let _ = client.ws.close_with(CloseCode::NORMAL, "").await;
+    }
+    ended
+}
+
+pub(crate) async fn publish(args: PubArgs) -> anyhow::Result<()> {
+    let api_key = match args.api_key {
+        Some(key) => key,
+        None => server_secret(&args.source, Need::ApiKey, "--api-key")?,
+    };
+    // JSON as given (numbers and spacing kept); any other text as a JSON string.
+    let data = match serde_json::from_str::<Box<RawValue>>(&args.data) {
+        Ok(json) => json,
+        Err(_) => RawValue::from_string(serde_json::to_string(&args.data)?)?,
+    };
+    let body = format!(
+        r#"{{"channel":{},"data":{}}}"#,
+        serde_json::to_string(&args.channel)?,
+        data.get()
+    );
+    let (status, answer) = post(&args.url, "/api/publish", &api_key, &body).await?;
+    let answer = answer.trim();
+    if (200..300).contains(&status) {
+        return print_line(answer);
+    }
+    let error = serde_json::from_str::<serde_json::Value>(answer)
+        .ok()
+        .filter(|json| json["error"].is_object())
+        .map_or_else(|| answer.to_owned(), |json| describe(&json["error"]));
+    exit_if_refused(Err(Refused(format!("HTTP {status}: {error}")).into()))
+}
+
+/// A minimal HTTP/1.1 POST: one request per connection, the answer read to its end.
+/// Returns the status and the body.
+async fn post(url: &str, path: &str, api_key: &str, body: &str) -> anyhow::Result<(u16, String)> {
+    let target = Target::parse(url, "http", 80)?;
+    let path = format!("{}{path}", target.path.trim_end_matches('/'));
+    let exchange = async {
+        let mut stream = target.connect(url).await?;
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nX-API-Key: {api_key}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            target.authority,
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.take(MAX_RESPONSE).read_to_end(&mut answer).await?;
+        anyhow::Ok(answer)
+    };
+    let answer = timeout(HTTP_TIMEOUT, exchange)
+        .await
+        .map_err(|_| anyhow!("{url} did not answer within {} s", HTTP_TIMEOUT.as_secs()))??;
+    parse_response(&answer).with_context(|| format!("invalid HTTP answer from {url}"))
+}
+
+fn parse_response(answer: &[u8]) -> anyhow::Result<(u16, String)> {
+    let end = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("incomplete head")?;
+    let head = std::str::from_utf8(&answer[..end])?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .context("no status")?;
+    let chunked = lines.any(|line| {
+        line.split_once(':').is_some_and(|(name, value)| {
+            name.eq_ignore_ascii_case("transfer-encoding")
+                && value.to_ascii_lowercase().contains("chunked")
+        })
+    });
+    let mut body = &answer[end + 4..];
+    let body = if chunked {
+        let mut whole = Vec::new();
+        loop {
+            let line = body
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .context("bad chunk")?;
+            let size = std::str::from_utf8(&body[..line])?;
+            let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)?;
+            if size == 0 {
+                break whole;
+            }
+            let chunk = body
+                .get(line + 2..line + 2 + size)
+                .context("truncated chunk")?;
+            whole.extend_from_slice(chunk);
+            body = body.get(line + 4 + size..).context("truncated chunk")?;
+        }
+    } else {
+        body.to_vec()
+    };
+    Ok((status, String::from_utf8(body)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_server::Config;
+
+    #[test]
+    fn the_example_config_parses_to_the_defaults() {
+        let example = Config::from_toml(EXAMPLE_CONFIG).expect("the example parses");
+        // Debug shows every field: the example cannot drift from `Config::default()`.
+        assert_eq!(format!("{example:#?}"), format!("{:#?}", Config::default()));
+    }
+
+    #[test]
+    fn the_example_config_documents_every_field() {
+        // Every field name that Debug shows, as a key (`name =`, perhaps commented out) or a
+        // table (`[name]`, `[[name]]`). `options` is flattened into its namespace.
+        let debug = format!("{:#?}", Config::default());
+        let fields: std::collections::BTreeSet<&str> = debug
+            .lines()
+            .filter_map(|line| line.trim_start().split_once(": "))
+            .map(|(name, _)| name)
+            .filter(|name| name.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            .filter(|name| *name != "options")
+            .collect();
+        assert!(fields.len() > 25, "{fields:?}");
+        for name in fields {
+            let found = EXAMPLE_CONFIG.lines().any(|line| {
+                let line = line.trim_start_matches(['#', ' ']);
+                line.starts_with(&format!("{name} ="))
+                    || line == format!("[{name}]")
+                    || line == format!("[[{name}]]")
+            });
+            assert!(found, "{name} is not in the example");
+        }
+        // Those without a default are documented commented out; secrets are generated
+        // into the data directory instead.
+        for secret in ["api_key", "token_secret", "token_public_key_file"] {
+            assert!(
+                EXAMPLE_CONFIG.contains(&format!("\n# {secret} = ")),
+                "{secret} should be commented out"
+            );
+        }
+    }
+
+    #[test]
+    fn urls() {
+        let t = Target::parse("ws://127.0.0.1:8000/ws", "ws", 80).unwrap();
+        assert_eq!(
+            t,
+            Target {
+                authority: "127.0.0.1:8000".into(),
+                addr: "127.0.0.1:8000".into(),
+                path: "/ws".into()
+            }
+        );
+        let t = Target::parse("http://example.com", "http", 80).unwrap();
+        assert_eq!((t.addr.as_str(), t.path.as_str()), ("example.com:80", "/"));
+        let t = Target::parse("ws://[::1]:9000/x/ws?a=b", "ws", 80).unwrap();
+        assert_eq!(
+            (t.addr.as_str(), t.path.as_str()),
+            ("[::1]:9000", "/x/ws?a=b")
+        );
+        assert_eq!(
+            Target::parse("ws://[::1]/", "ws", 80).unwrap().addr,
+            "[::1]:80"
+        );
+        for bad in ["wss://h/ws", "http://h/", "ws://", "ws://h:port/", "ws:/h"] {
+            assert!(Target::parse(bad, "ws", 80).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn http_answers_plain_and_chunked() {
+        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+        assert_eq!(parse_response(plain).unwrap(), (200, "{}".into()));
+        let chunked =
+            b"HTTP/1.1 401 Unauthorized\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n5;x=y\r\n\":1}\n\r\n0\r\n\r\n";
+        assert_eq!(
+            parse_response(chunked).unwrap(),
+            (401, "{\"a\":1}\n".into())
+        );
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
+        assert!(
+            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nab")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn publication_lines_keep_data_as_sent() {
+        let push: Object = serde_json::from_str(
+            r#"{"push":"publication","channel":"chat:a","epoch":"e1","offset":3,"data":{"b": [1, 2.50]},"time":1}"#,
+        )
+        .unwrap();
+        let line = publication_line(r#""chat:a""#, r#""e1""#, &push).unwrap();
+        assert_eq!(
+            line,
+            r#"{"channel":"chat:a","offset":3,"epoch":"e1","data":{"b": [1, 2.50]},"info":null}"#
+        );
+        serde_json::from_str::<serde_json::Value>(&line).unwrap();
+    }
 }

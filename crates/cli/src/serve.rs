@@ -42,7 +42,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
-    config.allowed_origins.extend(args.allowed_origins);
+    // Flags and environment replace the file's list, like every other setting.
+    if !args.allowed_origins.is_empty() {
+        config.allowed_origins = args.allowed_origins;
+    }
     config.allow_anonymous |= args.allow_anonymous;
     config.validate()?;
     let secrets = load_secrets(&config)?;

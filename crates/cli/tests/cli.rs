@@ -1,38 +1,116 @@
 //! The `switchboard` binary, run as a user runs it: over real sockets on 127.0.0.1.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use switchboard_ws::tokio::connect;
 use switchboard_ws::{CloseCode, Config, Message};
 use tokio::net::TcpStream;
 
-/// A running `switchboard echo`, killed when dropped.
-struct Echo {
-    child: Child,
-    addr: String,
+/// The bound on every wait for a child process.
+const WAIT: Duration = Duration::from_secs(15);
+
+/// The lines a child writes to a pipe, read to the end by a thread (so that the child
+/// never blocks on a full pipe).
+struct Lines {
+    rx: Receiver<String>,
+    seen: Arc<Mutex<String>>,
+    reader: Option<JoinHandle<()>>,
 }
 
-impl Echo {
-    fn start() -> Echo {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["echo", "--listen", "127.0.0.1:0", "--log-level", "warn"])
+impl Lines {
+    fn new(pipe: impl Read + Send + 'static) -> Lines {
+        let (tx, rx) = channel();
+        let seen = Arc::new(Mutex::new(String::new()));
+        let all = seen.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                let mut all = all.lock().expect("lock");
+                all.push_str(&line);
+                all.push('\n');
+                let _ = tx.send(line);
+            }
+        });
+        Lines {
+            rx,
+            seen,
+            reader: Some(reader),
+        }
+    }
+
+    /// Everything read so far.
+    fn seen(&self) -> String {
+        self.seen.lock().expect("lock").clone()
+    }
+
+    /// The next line not yet taken.
+    fn next(&self) -> String {
+        self.rx
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|err| panic!("no line ({err}); so far:\n{}", self.seen()))
+    }
+
+    /// Skips to the first line that starts with `prefix`; returns the rest of that line.
+    fn until(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix(prefix) {
+                        return rest.to_owned();
+                    }
+                }
+                Err(err) => panic!("no line {prefix:?}… ({err}); so far:\n{}", self.seen()),
+            }
+        }
+    }
+
+    /// Everything, once the child has closed the pipe.
+    fn all(&mut self) -> String {
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("reader thread");
+        }
+        self.seen()
+    }
+}
+
+/// A running `switchboard`, killed when dropped.
+struct Proc {
+    child: Child,
+    stdout: Lines,
+    stderr: Lines,
+}
+
+impl Proc {
+    fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Proc {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        // Only what the test says: no configuration or secrets from the environment.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("SWITCHBOARD_") || name == "RUST_LOG" {
+                command.env_remove(name);
+            }
+        }
+        let mut child = command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("start switchboard echo");
-        // The first stderr line says where it listens.
-        let mut line = String::new();
-        let stderr = child.stderr.take().expect("stderr");
-        BufReader::new(stderr)
-            .read_line(&mut line)
-            .expect("read stderr");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_owned();
-        Echo { child, addr }
+            .expect("start switchboard");
+        let stdout = Lines::new(child.stdout.take().expect("stdout"));
+        let stderr = Lines::new(child.stderr.take().expect("stderr"));
+        Proc {
+            child,
+            stdout,
+            stderr,
+        }
     }
 
     fn signal(&self, name: &str) {
@@ -42,18 +120,101 @@ impl Echo {
             .expect("run kill");
         assert!(status.success());
     }
+
+    /// Waits (bounded) for the exit; the status, stdout and stderr.
+    fn finish(mut self) -> (ExitStatus, String, String) {
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running after {WAIT:?}; stderr:\n{}",
+                self.stderr.seen()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        (status, self.stdout.all(), self.stderr.all())
+    }
 }
 
-impl Drop for Echo {
+impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
+/// Runs `switchboard` to its end: status, stdout, stderr.
+fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (ExitStatus, String, String) {
+    Proc::start(args).finish()
+}
+
+/// A running `switchboard echo` or `serve`, and the address it printed on stderr.
+struct Server {
+    proc: Proc,
+    addr: String,
+}
+
+impl Server {
+    fn start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Server {
+        let proc = Proc::start(args);
+        let addr = proc.stderr.until("listening on ");
+        Server { proc, addr }
+    }
+
+    fn echo() -> Server {
+        Server::start(&["echo", "--listen", "127.0.0.1:0", "--log-level", "warn"])
+    }
+
+    fn serve(data_dir: &Path) -> Server {
+        Server::start(&[
+            "serve".as_ref(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--log-level".as_ref(),
+            "warn".as_ref(),
+            "--data-dir".as_ref(),
+            data_dir.as_os_str(),
+        ])
+    }
+
+    fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// A fresh directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let path =
+            std::env::temp_dir().join(format!("switchboard-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("UTF-8 temp dir")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[tokio::test]
 async fn echo_returns_text_and_binary_then_closes_with_1001_on_sigterm() {
-    let mut echo = Echo::start();
+    let echo = Server::echo();
     let stream = TcpStream::connect(&echo.addr).await.unwrap();
     let (mut ws, _) = connect(stream, &echo.addr, "/", &[], &[], Config::default())
         .await
@@ -66,7 +227,7 @@ async fn echo_returns_text_and_binary_then_closes_with_1001_on_sigterm() {
         assert_eq!(ws.recv().await.unwrap(), Some(message));
     }
 
-    echo.signal("TERM");
+    echo.proc.signal("TERM");
     let close = tokio::time::timeout(Duration::from_secs(5), ws.recv())
         .await
         .expect("close within 5 s")
@@ -76,16 +237,15 @@ async fn echo_returns_text_and_binary_then_closes_with_1001_on_sigterm() {
         other => panic!("expected a 1001 close, got {other:?}"),
     }
     // The server exits once its connections have closed.
-    let exited = tokio::task::spawn_blocking(move || echo.child.wait())
+    let (exited, _, _) = tokio::task::spawn_blocking(move || echo.proc.finish())
         .await
-        .unwrap()
         .unwrap();
     assert!(exited.success(), "exit status {exited}");
 }
 
 #[test]
 fn bench_echo_ends_with_one_json_line() {
-    let echo = Echo::start();
+    let echo = Server::echo();
     let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["bench", "echo", "--url", &format!("ws://{}/", echo.addr)])
         .args([
@@ -98,7 +258,7 @@ fn bench_echo_ends_with_one_json_line() {
             "--pipeline",
             "2",
         ])
-        .args(["--server-pid", &echo.child.id().to_string()])
+        .args(["--server-pid", &echo.proc.child.id().to_string()])
         .output()
         .expect("run bench");
     assert!(
@@ -116,15 +276,321 @@ fn bench_echo_ends_with_one_json_line() {
 
 #[test]
 fn echo_refuses_a_port_it_cannot_bind_with_a_clear_error() {
-    let echo = Echo::start();
-    let output = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["echo", "--listen", &echo.addr])
-        .output()
-        .expect("run echo");
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let echo = Server::echo();
+    let (status, _, stderr) = run(&["echo", "--listen", &echo.addr]);
+    assert_eq!(status.code(), Some(2));
     assert!(
         stderr.contains(&format!("cannot listen on {}", echo.addr)),
         "{stderr}"
     );
+}
+
+fn json(line: &str) -> serde_json::Value {
+    serde_json::from_str(line).unwrap_or_else(|err| panic!("not JSON ({err}): {line:?}"))
+}
+
+/// `pub` to a server: the answer's JSON, after checking that it succeeded.
+fn publish(server: &Server, data_dir: &str, channel: &str, data: &str) -> serde_json::Value {
+    let url = server.http_url();
+    let (status, stdout, stderr) =
+        run(&["pub", channel, data, "--data-dir", data_dir, "--url", &url]);
+    assert!(status.success(), "pub {data}: {status}: {stderr}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    json(&stdout)
+}
+
+#[test]
+fn sub_prints_each_publication_as_one_json_line_and_pub_publishes() {
+    let tmp = TempDir::new("pubsub");
+    let data = tmp.path();
+    let server = Server::serve(tmp.0.as_path());
+    let url = server.ws_url();
+    let sub = Proc::start(&[
+        "sub",
+        "chat:lobby",
+        "--user",
+        "alice",
+        "--data-dir",
+        data,
+        "--url",
+        &url,
+    ]);
+    sub.stderr.until("switchboard: subscribed to chat:lobby");
+
+    let first = publish(&server, data, "chat:lobby", r#"{"n":1}"#);
+    assert_eq!(first["offset"], 1, "{first}");
+    assert_eq!(
+        publish(&server, data, "chat:lobby", r#"{"n":1}"#)["offset"],
+        2
+    );
+    assert_eq!(publish(&server, data, "chat:lobby", "hello")["offset"], 3);
+    let epoch = first["epoch"].as_str().unwrap();
+    assert!(!epoch.is_empty());
+    for (offset, expected) in [(1, r#"{"n":1}"#), (2, r#"{"n":1}"#), (3, r#""hello""#)] {
+        let line = sub.stdout.next();
+        let got = json(&line);
+        assert_eq!(got["channel"], "chat:lobby", "{line}");
+        assert_eq!(got["offset"], offset, "{line}");
+        assert_eq!(got["epoch"], epoch, "{line}");
+        assert_eq!(got["data"], json(expected), "{line}");
+        assert!(got["info"].is_null(), "the server API published it: {line}");
+        assert_eq!(got.as_object().unwrap().len(), 5, "{line}");
+    }
+
+    // ctrl-c: a clean close, status 0.
+    sub.signal("INT");
+    let (status, stdout, stderr) = sub.finish();
+    assert!(status.success(), "{status}: {stderr}");
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+
+    // A token from `switchboard token`; --history replays the latest publications, then
+    // live ones follow without a gap.
+    let (status, token, stderr) = run(&["token", "--user", "bob", "--data-dir", data]);
+    assert!(status.success(), "{stderr}");
+    let token = token.trim();
+    let sub = Proc::start(&[
+        "sub",
+        "chat:lobby",
+        "--history",
+        "2",
+        "--token",
+        token,
+        "--url",
+        &url,
+    ]);
+    sub.stderr.until("switchboard: subscribed to chat:lobby");
+    assert_eq!(json(&sub.stdout.next())["offset"], 2);
+    assert_eq!(json(&sub.stdout.next())["data"], "hello");
+    publish(&server, data, "chat:lobby", "[1, 2.50]");
+    let line = sub.stdout.next();
+    assert!(
+        line.contains(r#""offset":4"#) && line.contains(r#""data":[1, 2.50]"#),
+        "data kept as sent: {line}"
+    );
+}
+
+#[test]
+fn refusals_go_to_stderr_with_their_code_and_exit_status_1() {
+    let tmp = TempDir::new("refusals");
+    let data = tmp.path();
+    let server = Server::serve(tmp.0.as_path());
+    let url = server.ws_url();
+    let http = server.http_url();
+
+    // No token, and the server does not allow anonymous connections.
+    let (status, _, stderr) = run(&["sub", "chat:lobby", "--url", &url]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error 101"), "{stderr}");
+    // A namespace the server does not have.
+    let (status, _, stderr) = run(&[
+        "sub",
+        "nope:x",
+        "--user",
+        "a",
+        "--data-dir",
+        data,
+        "--url",
+        &url,
+    ]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error 102"), "{stderr}");
+    // History where the namespace keeps none.
+    let (status, _, stderr) = run(&[
+        "sub",
+        "lobby",
+        "--history",
+        "5",
+        "--user",
+        "a",
+        "--data-dir",
+        data,
+        "--url",
+        &url,
+    ]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error 108"), "{stderr}");
+    // A wrong path: the upgrade is refused.
+    let (status, _, stderr) = run(&[
+        "sub",
+        "chat:x",
+        "--url",
+        &format!("ws://{}/nope", server.addr),
+    ]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("404"), "{stderr}");
+    // A wrong API key.
+    let (status, stdout, stderr) =
+        run(&["pub", "chat:x", "1", "--api-key", "wrong", "--url", &http]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stdout.is_empty());
+    assert!(
+        stderr.contains("HTTP 401") && stderr.contains("error 101"),
+        "{stderr}"
+    );
+    // Clients may not publish to logs:, but the server API may.
+    assert_eq!(publish(&server, data, "logs:web-1", "line")["offset"], 1);
+
+    // Local errors: status 2, and no secret is generated where the server has none.
+    let elsewhere = format!("{data}/elsewhere");
+    let (status, _, stderr) = run(&[
+        "pub",
+        "chat:x",
+        "1",
+        "--data-dir",
+        &elsewhere,
+        "--url",
+        &http,
+    ]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("api-key does not exist"), "{stderr}");
+    assert!(!Path::new(&elsewhere).exists());
+    let (status, _, stderr) = run(&[
+        "sub",
+        "chat:x",
+        "--url",
+        &format!("wss://{}/ws", server.addr),
+    ]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("ws://HOST"), "{stderr}");
+
+    // The server going away ends a subscription with its close code.
+    let sub = Proc::start(&[
+        "sub",
+        "chat:lobby",
+        "--user",
+        "a",
+        "--data-dir",
+        data,
+        "--url",
+        &url,
+    ]);
+    sub.stderr.until("switchboard: subscribed to chat:lobby");
+    server.proc.signal("TERM");
+    let (status, _, stderr) = sub.finish();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("closed the connection: 1001"), "{stderr}");
+}
+
+#[test]
+fn config_init_writes_an_example_that_serve_accepts_and_refuses_to_overwrite() {
+    let tmp = TempDir::new("config");
+    let file = format!("{}/switchboard.toml", tmp.path());
+    let (status, _, stderr) = run(&["config", "init", &file]);
+    assert!(status.success(), "{stderr}");
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert!(written.contains("[[namespaces]]"));
+
+    let data = format!("{}/data", tmp.path());
+    let server = Server::start(&[
+        "serve",
+        "--config",
+        &file,
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data,
+        "--log-level",
+        "warn",
+    ]);
+    assert!(server.addr.starts_with("127.0.0.1:"), "{}", server.addr);
+
+    std::fs::write(&file, "# mine\n").unwrap();
+    let (status, _, stderr) = run(&["config", "init", &file]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains(&file) && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "# mine\n",
+        "left alone"
+    );
+    let (status, _, stderr) = run(&["config", "init", &file, "--force"]);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), written);
+}
+
+#[test]
+fn token_prints_a_jwt() {
+    let tmp = TempDir::new("token");
+    // Without a server's secret it refuses rather than invent one the server won't know.
+    let (status, _, stderr) = run(&["token", "--user", "alice", "--data-dir", tmp.path()]);
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("token-secret does not exist"), "{stderr}");
+    assert!(!std::path::Path::new(&format!("{}/token-secret", tmp.path())).exists());
+    std::fs::create_dir_all(tmp.path()).unwrap();
+    std::fs::write(format!("{}/token-secret", tmp.path()), "s3cret\n").unwrap();
+    let (status, stdout, stderr) = run(&[
+        "token",
+        "--user",
+        "alice",
+        "--info",
+        r#"{"name":"Alice"}"#,
+        "--ttl",
+        "10m",
+        "--data-dir",
+        tmp.path(),
+    ]);
+    assert!(status.success(), "{stderr}");
+    let token = stdout.trim();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "{token}");
+    for part in parts {
+        assert!(!part.is_empty());
+        assert!(
+            part.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "{token}"
+        );
+    }
+    let (status, _, stderr) = run(&[
+        "token",
+        "--user",
+        "alice",
+        "--ttl",
+        "1y",
+        "--data-dir",
+        tmp.path(),
+    ]);
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("--ttl"), "{stderr}");
+}
+
+#[test]
+fn serve_generates_private_secrets_on_first_start_and_says_where() {
+    let tmp = TempDir::new("secrets");
+    let data = tmp.0.join("data");
+    let server = Server::serve(&data);
+    let stderr = || server.proc.stderr.seen();
+    server.proc.stderr.until("switchboard: API key in");
+    for file in ["api-key", "token-secret"] {
+        let path = data.join(file);
+        assert!(
+            stderr().contains(&format!("generated {} (mode 0600)", path.display())),
+            "{}",
+            stderr()
+        );
+        assert!(stderr().contains(&path.display().to_string()));
+        let meta = std::fs::metadata(&path).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{file}");
+        }
+        assert!(meta.len() > 32, "{file} holds a long random secret");
+    }
+    let key = std::fs::read_to_string(data.join("api-key")).unwrap();
+    drop(server);
+
+    // The next start reuses them and generates nothing.
+    let server = Server::serve(&data);
+    server.proc.stderr.until("switchboard: API key in");
+    assert!(
+        !server.proc.stderr.seen().contains("generated"),
+        "{}",
+        server.proc.stderr.seen()
+    );
+    assert_eq!(std::fs::read_to_string(data.join("api-key")).unwrap(), key);
 }

@@ -133,7 +133,7 @@ pub enum TokenAlgorithm {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Most connections at once; more wait in the listen backlog. Default 20,000.
+    /// Most connections at once; more are refused with HTTP 503. Default 20,000.
     pub max_connections: usize,
     /// Largest WebSocket message (a command), in bytes; larger frames close with 1009.
     /// Default 64 KiB.
@@ -276,6 +276,40 @@ impl Config {
                 return Err(Error::Config(format!(
                     "invalid namespace name {:?}",
                     ns.name
+                )));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = self.namespaces.iter().find(|ns| !seen.insert(&ns.name)) {
+            return Err(Error::Config(format!(
+                "namespace {:?} is defined twice",
+                dup.name
+            )));
+        }
+        let l = &self.limits;
+        for (name, value) in [
+            ("max_connections", l.max_connections),
+            ("max_message_size", l.max_message_size),
+            ("max_payload_size", l.max_payload_size),
+            ("outbox_messages", l.outbox_messages),
+            ("outbox_bytes", l.outbox_bytes),
+            ("commands_per_second", l.commands_per_second as usize),
+            ("command_burst", l.command_burst as usize),
+            ("rate_strikes", l.rate_strikes as usize),
+            ("max_subscriptions", l.max_subscriptions),
+        ] {
+            if value == 0 {
+                return Err(Error::Config(format!("limits.{name} must be at least 1")));
+            }
+        }
+        for (name, value) in [
+            ("ping_interval", l.ping_interval),
+            ("pong_timeout", l.pong_timeout),
+            ("connect_timeout", l.connect_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(Error::Config(format!(
+                    "limits.{name} must be longer than 0"
                 )));
             }
         }

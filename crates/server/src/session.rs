@@ -161,17 +161,7 @@ impl Session {
         match command {
             Command::Connect { token } => self.connect(id, token).await?,
             Command::Subscribe { channel, recover } => {
-                let opts = hub.channel_options(channel)?;
-                if opts.private
-                    && !self
-                        .identity
-                        .as_ref()
-                        .is_some_and(|i| i.channels.iter().any(|c| c == channel))
-                {
-                    return Err(ClientError::permission_denied(format!(
-                        "{channel:?} is private and not in the token's channels"
-                    )));
-                }
+                self.check_private(channel)?;
                 if self.subscriptions.len() >= self.state.config.limits.max_subscriptions {
                     return Err(ClientError::limit_exceeded("too many subscriptions"));
                 }
@@ -195,7 +185,7 @@ impl Session {
                 self.reply(id, &json!({}));
             }
             Command::Publish { channel, data } => {
-                let opts = hub.channel_options(channel)?;
+                let opts = self.check_private(channel)?;
                 if !opts.publish {
                     return Err(ClientError::permission_denied(format!(
                         "clients may not publish to {channel:?}"
@@ -210,6 +200,7 @@ impl Session {
                 limit,
                 since,
             } => {
+                self.check_private(channel)?;
                 let history = hub.history(channel, limit, since.as_ref()).await?;
                 self.reply(id, &history);
             }
@@ -283,6 +274,26 @@ impl Session {
             .await?;
         self.connected = true;
         Ok(())
+    }
+
+    /// The channel's options, after checking that a private channel is in the token's
+    /// `channels` claim (for subscribe, publish and history alike).
+    fn check_private(
+        &self,
+        channel: &str,
+    ) -> Result<&crate::config::NamespaceOptions, ClientError> {
+        let opts = self.state.hub.channel_options(channel)?;
+        let allowed = !opts.private
+            || self
+                .identity
+                .as_ref()
+                .is_some_and(|i| i.channels.iter().any(|c| c == channel));
+        if !allowed {
+            return Err(ClientError::permission_denied(format!(
+                "{channel:?} is private and not in the token's channels"
+            )));
+        }
+        Ok(opts)
     }
 
     /// Checks a payload's size and keeps it as raw JSON.
