@@ -7,7 +7,7 @@
 
 use std::io::IoSlice;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 
@@ -30,6 +30,10 @@ pub struct WebSocket<S> {
     config: Config,
     read_buf: BytesMut,
     write_buf: BytesMut,
+    /// A large payload that goes out right after `write_buf`, written from the caller's
+    /// buffer without a copy. Nothing is appended to `write_buf` while it is pending
+    /// (see `settle`), so the two always leave in order, even across a cancelled flush.
+    tail: Bytes,
     /// Whether the wait for the peer to close TCP is done (see `drain`).
     drained: bool,
 }
@@ -44,6 +48,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             config,
             read_buf: leftover,
             write_buf: BytesMut::new(),
+            tail: Bytes::new(),
             drained: false,
         }
     }
@@ -96,6 +101,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Honours what a received control frame obliges us to do.
     async fn obey(&mut self, message: &Message) -> Result<()> {
+        if matches!(message, Message::Ping(_) | Message::Close(_)) {
+            self.settle().await?;
+        }
         match message {
             Message::Ping(payload) if self.conn.state() == CloseState::Open => self
                 .conn
@@ -127,6 +135,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Fails the connection (§7.1.7): sends a close frame with `frame`, then closes.
     async fn fail(&mut self, frame: CloseFrame) -> Result<()> {
+        self.settle().await?;
         if self.conn.state() == CloseState::Open {
             self.conn
                 .encode(&Message::Close(Some(frame)), &mut self.write_buf)?;
@@ -143,6 +152,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// [`recv`](Self::recv) before it waits, or at once if the buffer is full or the payload
     /// is large.
     pub async fn feed(&mut self, message: &Message) -> Result<()> {
+        self.settle().await?;
         let payload = match message {
             Message::Text(t) => Some((true, t.as_bytes())),
             Message::Binary(b) => Some((false, b)),
@@ -155,7 +165,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             {
                 self.conn
                     .encode_data_header(text, data.len(), &mut self.write_buf)?;
-                return self.write_with(data).await;
+                self.tail = data.clone();
+                return self.flush().await;
             }
             _ => self.conn.encode(message, &mut self.write_buf)?,
         }
@@ -179,9 +190,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         ) {
             return Err(Error::AlreadyClosed);
         }
+        self.settle().await?;
         let frame = message.as_bytes();
         if frame.len() >= self.config.vectored_write_threshold {
-            return self.write_with(frame).await;
+            self.tail = frame.clone();
+            return self.flush().await;
         }
         self.write_buf.extend_from_slice(frame);
         if self.write_buf.len() >= self.config.write_buffer_size {
@@ -190,34 +203,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         Ok(())
     }
 
-    /// Writes everything buffered. Cancel-safe: bytes leave the buffer only once written,
-    /// so a cancelled flush resumes where it stopped.
+    /// Writes everything buffered. Cancel-safe: bytes leave the buffers only once
+    /// written, so a cancelled flush resumes where it stopped.
     pub async fn flush(&mut self) -> Result<()> {
-        while !self.write_buf.is_empty() {
-            let n = self.stream.write(&self.write_buf).await?;
-            if n == 0 {
-                return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
-            }
-            self.write_buf.advance(n);
-        }
-        self.stream.flush().await?;
-        Ok(())
-    }
-
-    /// Writes the buffer then `tail`, in vectored writes, without copying `tail`.
-    async fn write_with(&mut self, mut tail: &[u8]) -> Result<()> {
-        while !self.write_buf.is_empty() {
-            let bufs = [IoSlice::new(&self.write_buf), IoSlice::new(tail)];
-            let n = self.stream.write_vectored(&bufs).await?;
+        while !self.write_buf.is_empty() || !self.tail.is_empty() {
+            let n = if self.tail.is_empty() {
+                self.stream.write(&self.write_buf).await?
+            } else if self.write_buf.is_empty() {
+                self.stream.write(&self.tail).await?
+            } else {
+                let bufs = [IoSlice::new(&self.write_buf), IoSlice::new(&self.tail)];
+                self.stream.write_vectored(&bufs).await?
+            };
             if n == 0 {
                 return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
             }
             let from_buf = n.min(self.write_buf.len());
             self.write_buf.advance(from_buf);
-            tail = &tail[n - from_buf..];
+            self.tail.advance(n - from_buf);
         }
-        self.stream.write_all(tail).await?;
-        self.write_buf.clear();
+        self.stream.flush().await?;
+        Ok(())
+    }
+
+    /// Finishes writing a pending large payload, so new frames can be buffered after it.
+    async fn settle(&mut self) -> Result<()> {
+        if !self.tail.is_empty() {
+            self.flush().await?;
+        }
         Ok(())
     }
 
@@ -225,15 +238,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// the peer's close frame, discarding data that arrives meanwhile, then closes the
     /// stream. Bounded by the close timeout.
     pub async fn close(&mut self, frame: Option<CloseFrame>) -> Result<()> {
-        if self.conn.state() == CloseState::Open {
-            self.conn
-                .encode(&Message::Close(frame), &mut self.write_buf)?;
-        }
         let close_timeout = self.config.close_timeout;
         // The flush is inside the timeout too: a peer that stopped reading must not hold
         // the connection open forever. Then until `recv` reports the end: past the peer's
         // close frame and, for a client, the server closing TCP.
         let wait = async {
+            self.settle().await?;
+            if self.conn.state() == CloseState::Open {
+                self.conn
+                    .encode(&Message::Close(frame), &mut self.write_buf)?;
+            }
             self.flush().await?;
             while self.recv().await?.is_some() {}
             Ok(())

@@ -14,12 +14,11 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::auth::now_secs;
 use crate::error::{ClientError, close};
 use crate::outbox::{Disconnect, Outbox, outbox};
 use crate::session::Session;
 use crate::state::AppState;
-use crate::wire::reply_err;
+use crate::wire::{now_ms, reply_err};
 
 /// Serves one upgraded connection until it closes.
 pub(crate) async fn serve(
@@ -73,6 +72,15 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(state: Arc<AppState>, mut ws
     metrics.connections.add(-1);
 }
 
+/// When the session's token expires (far in the future without one).
+fn expiry(session: &Session) -> Instant {
+    let now = Instant::now();
+    session.token_expiry().map_or(now + Duration::from_secs(365 * 24 * 3600), |exp| {
+        // A millisecond late, so the check after waking sees the token expired.
+        now + Duration::from_millis((exp * 1000).saturating_sub(now_ms()) + 1)
+    })
+}
+
 /// The connection loop. Returns how to close, or `None` when the connection already ended.
 async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     state: &AppState,
@@ -86,7 +94,6 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     let killed = outbox.kill_token().cancelled_owned();
     tokio::pin!(shutdown, killed);
     // One timer for every deadline: connect, ping, pong and token expiry.
-    let far = Duration::from_secs(365 * 24 * 3600);
     let connect_deadline = Instant::now() + limits.connect_timeout;
     let timer = tokio::time::sleep_until(connect_deadline);
     tokio::pin!(timer);
@@ -126,7 +133,14 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 active = true;
                 match received {
                     Ok(Some(Message::Text(text))) => {
-                        if let Err(end) = session.handle(&text).await {
+                        let was_connected = session.is_connected();
+                        let handled = session.handle(&text).await;
+                        if !was_connected && session.is_connected() {
+                            // From now on the timer watches pings and the token's expiry.
+                            next_check = Instant::now() + limits.ping_interval;
+                            timer.as_mut().reset(next_check.min(expiry(session)));
+                        }
+                        if let Err(end) = handled {
                             // Let the error reply go out before the close frame.
                             while let Some(m) = outbox.try_recv() {
                                 let _ = ws.feed_prepared(&m).await;
@@ -153,7 +167,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         reason: "connect was not sent in time".into(),
                     });
                 }
-                if session.token_expiry().is_some_and(|exp| exp <= now_secs()) {
+                if session.token_expiry().is_some_and(|exp| exp * 1000 <= now_ms()) {
                     return Some(Disconnect {
                         code: close::TOKEN_EXPIRED,
                         reason: "the token expired; refresh it".into(),
@@ -176,11 +190,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                     active = false;
                 }
                 // Wake for the next check or the token's expiry, whichever comes first.
-                let expiry = session.token_expiry().map_or(now + far, |exp| {
-                    let left = exp.saturating_sub(now_secs());
-                    now + Duration::from_secs(left)
-                });
-                timer.as_mut().reset(next_check.min(expiry));
+                timer.as_mut().reset(next_check.min(expiry(session)));
             }
         }
     }
