@@ -163,7 +163,7 @@ async fn dispatch(
         "send" => {
             let body: SendBody = parse(body)?;
             let (status, id) = hub.send(&body.user, payload(body.data)?, None).await?;
-            json!({"status": status, "id": id})
+            json!({"status": status, "mailbox": id})
         }
         "presence" => {
             let body: ChannelBody = parse(body)?;

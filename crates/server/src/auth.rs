@@ -82,6 +82,9 @@ impl Verifier {
         };
         let mut validation = Validation::new(algorithm);
         validation.leeway = 0;
+        validation.validate_nbf = true;
+        // Many token libraries add an audience; Switchboard has no audience to check.
+        validation.validate_aud = false;
         validation.required_spec_claims = ["exp", "sub"].iter().map(|s| s.to_string()).collect();
         Ok(Verifier { key, validation })
     }

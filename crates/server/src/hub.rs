@@ -146,7 +146,7 @@ impl Channel {
     }
 
     /// Releases committed publications in offset order: history, then every subscriber.
-    fn release(&mut self, name: &str, opts: &NamespaceOptions, metrics: &Metrics) {
+    fn release(&mut self, name: &str, opts: &NamespaceOptions) {
         let now = Instant::now();
         while let Some(entry) = self.ready.first_entry() {
             if *entry.key() != self.top + 1 {
@@ -166,17 +166,14 @@ impl Channel {
                 self.history
                     .push_back((publication, now + opts.history_ttl));
             }
-            self.broadcast(&message, metrics);
+            self.broadcast(&message);
         }
         self.trim(opts, now);
     }
 
-    fn broadcast(&self, message: &PreparedMessage, metrics: &Metrics) {
+    fn broadcast(&self, message: &PreparedMessage) {
         for handle in self.subscribers.values() {
-            if handle.push(message.clone()) {
-                metrics.messages_out.inc();
-                metrics.bytes_out.add(message.as_bytes().len() as u64);
-            }
+            handle.push(message.clone());
         }
     }
 }
@@ -407,7 +404,7 @@ impl Hub {
                 let offset = publication.offset;
                 ch.ready
                     .insert(offset, result.is_ok().then_some(publication));
-                ch.release(&name, &opts, &hub.metrics);
+                ch.release(&name, &opts);
                 return Some(result.map(|()| offset));
             }
             None
@@ -473,7 +470,7 @@ impl Hub {
             entry.connections += 1;
             if entry.connections == 1 && opts.join_leave {
                 let push = Push::Join { channel, info };
-                ch.broadcast(&PreparedMessage::text(&push.to_json()), &self.metrics);
+                ch.broadcast(&PreparedMessage::text(&push.to_json()));
             }
             Ok(())
         })
@@ -502,7 +499,7 @@ impl Hub {
                 ch.presence.remove(key);
                 if join_leave {
                     let push = Push::Leave { channel, info };
-                    ch.broadcast(&PreparedMessage::text(&push.to_json()), &self.metrics);
+                    ch.broadcast(&PreparedMessage::text(&push.to_json()));
                 }
             }
         }

@@ -22,6 +22,8 @@
 mod api;
 pub mod auth;
 pub mod config;
+#[cfg(test)]
+mod doc_examples;
 pub mod engine;
 pub mod error;
 pub mod http;

@@ -92,6 +92,8 @@ impl ClientHandle {
             self.disconnect(close::SLOW_CONSUMER, "slow consumer: outgoing queue full");
             return false;
         }
+        self.shared.metrics.messages_out.inc();
+        self.shared.metrics.bytes_out.add(len as u64);
         true
     }
 

@@ -112,7 +112,7 @@ impl Session {
                     reason: "too many commands".into(),
                 });
             }
-            let id = Request::parse(text).ok().and_then(|r| r.id);
+            let id = Request::id_of(text);
             self.error(
                 id,
                 &ClientError::too_many_requests("too many commands; slow down"),
@@ -123,7 +123,7 @@ impl Session {
         let request = match Request::parse(text) {
             Ok(request) => request,
             Err(err) => {
-                self.error(None, &err);
+                self.error(Request::id_of(text), &err);
                 return Ok(());
             }
         };
@@ -220,7 +220,7 @@ impl Session {
                 }
                 let data = self.payload(data)?;
                 let (status, message) = hub.send(&user, data, Some(self.info.clone())).await?;
-                self.reply(id, &json!({ "status": status, "id": message }));
+                self.reply(id, &json!({ "status": status, "mailbox": message }));
             }
             Command::Ack { mailbox } => {
                 hub.ack(&self.info.user, mailbox).await?;
@@ -235,6 +235,8 @@ impl Session {
                     ));
                 }
                 self.reply(id, &json!({ "expires": identity.exp }));
+                // Later publications and messages carry the refreshed info.
+                self.info.info = identity.info.clone();
                 self.identity = Some(identity);
             }
         }

@@ -29,7 +29,8 @@ pub struct Request<'a> {
     /// Echoed in the reply, so a client can match replies to commands.
     pub id: Option<u64>,
     /// The command name.
-    pub cmd: Option<&'a str>,
+    #[serde(borrow)]
+    pub cmd: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
     channel: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow)]
@@ -105,11 +106,28 @@ pub enum Command<'a> {
 }
 
 impl<'a> Request<'a> {
-    /// Parses a command frame. A frame that is not a JSON object is a [`ClientError`]
-    /// (107) with no request id to answer to.
+    /// Parses a command frame. A frame that is not a JSON object, or has a field of the
+    /// wrong type, is a [`ClientError`] (107), answered with the request id if one can
+    /// still be read (see [`Request::id_of`]).
     pub fn parse(text: &'a str) -> Result<Request<'a>, ClientError> {
+        // serde would also read a JSON array by field position; commands are objects.
+        if !text.trim_start().starts_with('{') {
+            return Err(ClientError::bad_request(
+                "invalid JSON: a command is one JSON object",
+            ));
+        }
         serde_json::from_str(text)
             .map_err(|e| ClientError::bad_request(format!("invalid JSON: {e}")))
+    }
+
+    /// The `id` of a frame that did not parse as a command (say, `"limit": -1`), so the
+    /// error reply can still carry it.
+    pub fn id_of(text: &str) -> Option<u64> {
+        #[derive(Deserialize)]
+        struct IdOnly {
+            id: Option<u64>,
+        }
+        serde_json::from_str::<IdOnly>(text).ok().and_then(|r| r.id)
     }
 
     /// The command, with its required fields checked.
@@ -117,7 +135,7 @@ impl<'a> Request<'a> {
         let need = |field: &str| ClientError::bad_request(format!("missing field \"{field}\""));
         let channel = || self.channel.as_deref().ok_or_else(|| need("channel"));
         let data = || self.data.ok_or_else(|| need("data"));
-        let cmd = self.cmd.ok_or_else(|| need("cmd"))?;
+        let cmd = self.cmd.as_deref().ok_or_else(|| need("cmd"))?;
         Ok(match cmd {
             "connect" => Command::Connect {
                 token: self.token.clone(),
@@ -190,7 +208,9 @@ pub struct Publication {
 /// A private message, as kept in a mailbox and pushed to its recipient.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PrivateMessage {
-    /// Per-recipient increasing id; `ack` takes it.
+    /// Increasing mailbox id; `ack` takes it. Named `mailbox` on the wire, so a push
+    /// never carries an `id` (which marks replies).
+    #[serde(rename = "mailbox")]
     pub id: u64,
     /// The sender, absent when sent through the server API.
     #[serde(default, skip_serializing_if = "Option::is_none")]

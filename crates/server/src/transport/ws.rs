@@ -75,10 +75,12 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(state: Arc<AppState>, mut ws
 /// When the session's token expires (far in the future without one).
 fn expiry(session: &Session) -> Instant {
     let now = Instant::now();
-    session.token_expiry().map_or(now + Duration::from_secs(365 * 24 * 3600), |exp| {
-        // A millisecond late, so the check after waking sees the token expired.
-        now + Duration::from_millis((exp * 1000).saturating_sub(now_ms()) + 1)
-    })
+    session
+        .token_expiry()
+        .map_or(now + Duration::from_secs(365 * 24 * 3600), |exp| {
+            // A millisecond late, so the check after waking sees the token expired.
+            now + Duration::from_millis((exp * 1000).saturating_sub(now_ms()) + 1)
+        })
 }
 
 /// The connection loop. Returns how to close, or `None` when the connection already ended.

@@ -1,0 +1,24 @@
+//! Integration tests of `switchboard-server` over real sockets on 127.0.0.1:0, one binary
+//! (STYLE.md §3.12). Every module starts its own servers with `util::start`.
+//!
+//! - `connect`: the connect reply, tokens (bad, expired, expiring, refreshed), anonymous
+//!   connections, the connect timeout, the Origin check.
+//! - `pubsub`: subscribe/publish/unsubscribe and every error path of the commands.
+//! - `history`: history, presence, join/leave.
+//! - `recovery`: reconnecting with `{offset, epoch}`, also under concurrent publishing.
+//! - `mailbox`: private messages, online and offline.
+//! - `api`: the server API over HTTP, `/health`, `/metrics`.
+//! - `slow`: slow-consumer disconnect.
+//! - `shutdown`: graceful shutdown.
+//! - `ping`: dead connections are closed.
+
+mod api;
+mod connect;
+mod history;
+mod mailbox;
+mod ping;
+mod pubsub;
+mod recovery;
+mod shutdown;
+mod slow;
+mod util;
