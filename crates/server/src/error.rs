@@ -25,6 +25,14 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The SQLite store cannot be opened or used (not a database, corrupt, unwritable).
+    #[error("store {path}: {message}")]
+    Store {
+        /// The database file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
     /// A token key cannot be used.
     #[error("token key: {0}")]
     Key(String),

@@ -97,8 +97,17 @@ struct PresenceEntry {
 
 impl Channel {
     fn new(snapshot: ChannelSnapshot, opts: &NamespaceOptions) -> Self {
-        let expires = Instant::now() + opts.history_ttl;
-        let mut history: VecDeque<_> = snapshot.recent.into_iter().map(|p| (p, expires)).collect();
+        // Stored publications keep the expiry they had: their age counts from `time`.
+        let (now, now_ms) = (Instant::now(), now_ms());
+        let mut history: VecDeque<_> = snapshot
+            .recent
+            .into_iter()
+            .filter_map(|p| {
+                let age = Duration::from_millis(now_ms.saturating_sub(p.time));
+                let left = opts.history_ttl.checked_sub(age)?;
+                Some((p, now + left))
+            })
+            .collect();
         while history.len() > opts.history_size {
             history.pop_front();
         }
@@ -365,7 +374,7 @@ impl Hub {
     ) -> Result<StreamPosition, ClientError> {
         let opts = self.channel_options(channel)?;
         let mut payload = Some((data, info));
-        let (epoch, publication) = self
+        let (epoch, publication, write) = self
             .with_channel(channel, opts, |ch| {
                 let (data, info) = payload.take()?;
                 ch.reserved += 1;
@@ -375,28 +384,31 @@ impl Hub {
                     info,
                     time: now_ms(),
                 });
-                Some((ch.epoch.clone(), publication))
+                // Queued under the lock, so the store commits offsets in order.
+                let write = keeps_history(opts).then(|| {
+                    let retention = retention(opts);
+                    self.store
+                        .append(channel, &ch.epoch, publication.clone(), retention)
+                });
+                Some((ch.epoch.clone(), publication, write))
             })
             .await?
             .ok_or_else(|| ClientError::internal("publication lost"))?;
         let hub = self.clone();
         let name = channel.to_owned();
-        let epoch_text = epoch.to_string();
         let committed = tokio::spawn(async move {
             let opts = hub.channel_options(&name).ok()?.clone();
-            let result = if keeps_history(&opts) {
-                let start = Instant::now();
-                let result = hub
-                    .store
-                    .append(&name, &epoch_text, publication.clone(), retention(&opts))
-                    .await;
-                hub.metrics.store_writes.inc();
-                hub.metrics
-                    .store_write_us
-                    .add(start.elapsed().as_micros() as u64);
-                result
-            } else {
-                Ok(())
+            let result = match write {
+                Some(write) => {
+                    let start = Instant::now();
+                    let result = write.await;
+                    hub.metrics.store_writes.inc();
+                    hub.metrics
+                        .store_write_us
+                        .add(start.elapsed().as_micros() as u64);
+                    result
+                }
+                None => Ok(()),
             };
             let mut shard = hub.channels.lock(&name);
             // Present: a channel with an unreleased offset is never dropped.
@@ -635,9 +647,10 @@ impl Hub {
         }
     }
 
-    /// Sends a private message: stored in the user's mailbox (a full mailbox refuses it),
-    /// then queued to every live connection of the user. It stays in the mailbox until
-    /// the user acknowledges it, so a connection lost before reading it loses nothing.
+    /// Sends a private message: stored in the user's mailbox, then queued to every live
+    /// connection of the user. It stays in the mailbox until the user acknowledges it, so
+    /// a connection lost before reading it loses nothing. A full mailbox refuses messages
+    /// for an offline user (error 115); an online user still gets them live, unkept.
     pub async fn send(
         &self,
         user: &str,
@@ -653,17 +666,18 @@ impl Hub {
         };
         let lock = self.user_lock(user);
         let _serial = lock.lock().await;
-        let message = self
-            .store
-            .mailbox_push(user, from, data, limits)
-            .await
-            .map_err(store_failed)?;
         let handles: Vec<ClientHandle> = self
             .users
             .lock(user)
             .get(user)
             .map(|u| u.connections.values().cloned().collect())
             .unwrap_or_default();
+        let online = !handles.is_empty();
+        let message = self
+            .store
+            .mailbox_push(user, from, data, limits, online)
+            .await
+            .map_err(store_failed)?;
         if !handles.is_empty() {
             let frame = PreparedMessage::text(&Push::Message { message: &message }.to_json());
             for handle in &handles {

@@ -177,7 +177,6 @@ async fn expired_mailbox_messages_are_not_delivered() {
 /// The mailbox bound is for offline users: a user who is online gets every message at
 /// once, however many unacknowledged ones are kept for their other devices.
 #[tokio::test]
-#[ignore = "needs the store to deliver past a full mailbox; fixed in the next commit"]
 async fn a_full_mailbox_does_not_refuse_an_online_user() {
     let server = start(|c| c.mailbox.size = 2).await;
     let mut carol = server.client("carol").await;

@@ -52,13 +52,13 @@ impl Store for MemoryStore {
         })
     }
 
-    fn append<'a>(
-        &'a self,
-        _channel: &'a str,
-        _epoch: &'a str,
+    fn append(
+        &self,
+        _channel: &str,
+        _epoch: &str,
         _publication: Arc<Publication>,
         _retention: Retention,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
         // The hub's in-memory history is all there is.
         Box::pin(async { Ok(()) })
     }
@@ -69,13 +69,15 @@ impl Store for MemoryStore {
         from: Option<ClientInfo>,
         data: Arc<RawValue>,
         limits: MailboxLimits,
+        online: bool,
     ) -> BoxFuture<'a, Result<Arc<PrivateMessage>, StoreError>> {
         Box::pin(async move {
             let now = Instant::now();
             let mut boxes = self.boxes();
             let queue = boxes.entry(user.to_owned()).or_default();
             queue.retain(|(_, exp)| *exp > now);
-            if queue.len() >= limits.size {
+            let full = queue.len() >= limits.size;
+            if full && !online {
                 return Err(StoreError::MailboxFull(limits.size));
             }
             let message = Arc::new(PrivateMessage {
@@ -84,7 +86,9 @@ impl Store for MemoryStore {
                 data,
                 time: now_ms(),
             });
-            queue.push_back((message.clone(), now + limits.ttl));
+            if !full {
+                queue.push_back((message.clone(), now + limits.ttl));
+            }
             Ok(message)
         })
     }

@@ -7,8 +7,12 @@
 //! server gives every channel a new epoch, so clients learn that continuity was lost
 //! (`recovered: false`). Durable stores (SQLite by default, Redis for several nodes) come
 //! behind the same trait, and one test suite (`engine/suite.rs`) runs against each.
+//! [`sqlite::SqliteStore`] keeps history positions, publications and mailboxes in one
+//! SQLite file, written by one thread with group commit, so epochs and offsets continue
+//! after a restart.
 
 pub mod memory;
+pub mod sqlite;
 #[cfg(test)]
 pub(crate) mod suite;
 
@@ -73,23 +77,29 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         retention: Retention,
     ) -> BoxFuture<'a, Result<ChannelSnapshot, StoreError>>;
 
-    /// Makes a publication durable; resolves once it would survive a crash. Offsets
-    /// arrive in increasing order per channel.
-    fn append<'a>(
-        &'a self,
-        channel: &'a str,
-        epoch: &'a str,
+    /// Makes a publication durable; the future resolves once it would survive a crash.
+    /// The write is queued when `append` is called, not when the future is polled: the hub
+    /// calls it under the channel's lock, in offset order, so writes commit in that order
+    /// and a crash can never keep a later offset and lose an earlier one.
+    fn append(
+        &self,
+        channel: &str,
+        epoch: &str,
         publication: Arc<Publication>,
         retention: Retention,
-    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    ) -> BoxFuture<'static, Result<(), StoreError>>;
 
-    /// Stores a private message for `user`, assigning its id (increasing per store).
+    /// Stores a private message for `user`, assigning its id (increasing per store). When
+    /// the mailbox is full it refuses with [`StoreError::MailboxFull`], unless the user is
+    /// `online`: then the message gets its id but is not kept, and the caller delivers it
+    /// live (the bound is for messages waiting for an absent user).
     fn mailbox_push<'a>(
         &'a self,
         user: &'a str,
         from: Option<ClientInfo>,
         data: Arc<RawValue>,
         limits: MailboxLimits,
+        online: bool,
     ) -> BoxFuture<'a, Result<Arc<PrivateMessage>, StoreError>>;
 
     /// The user's unexpired, unacknowledged messages, oldest first.

@@ -43,7 +43,7 @@ async fn mailbox_keeps_order_until_acked(store: &dyn Store) {
     let mut ids = Vec::new();
     for text in ["one", "two", "three"] {
         let m = store
-            .mailbox_push("bob", sender(), data(text), LIMITS)
+            .mailbox_push("bob", sender(), data(text), LIMITS, false)
             .await
             .unwrap();
         ids.push(m.id);
@@ -65,18 +65,30 @@ async fn mailbox_keeps_order_until_acked(store: &dyn Store) {
 async fn full_mailbox_refuses(store: &dyn Store) {
     for i in 0..LIMITS.size {
         store
-            .mailbox_push("dave", None, data(&i.to_string()), LIMITS)
+            .mailbox_push("dave", None, data(&i.to_string()), LIMITS, false)
             .await
             .unwrap();
     }
     let err = store
-        .mailbox_push("dave", None, data("x"), LIMITS)
+        .mailbox_push("dave", None, data("x"), LIMITS, false)
         .await
         .unwrap_err();
     assert_eq!(err, StoreError::MailboxFull(LIMITS.size));
     assert_eq!(
         store.mailbox_pending("dave").await.unwrap().len(),
         LIMITS.size
+    );
+    // An online user still gets a message (with a fresh id), but it is not kept.
+    let pending = store.mailbox_pending("dave").await.unwrap();
+    let live = store
+        .mailbox_push("dave", None, data("live"), LIMITS, true)
+        .await
+        .unwrap();
+    assert!(pending.iter().all(|m| m.id < live.id));
+    let ids = |m: Vec<Arc<crate::wire::PrivateMessage>>| m.iter().map(|m| m.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.mailbox_pending("dave").await.unwrap()),
+        ids(pending)
     );
 }
 
@@ -86,7 +98,7 @@ async fn expired_messages_are_not_pending(store: &dyn Store) {
         ttl: Duration::from_millis(50),
     };
     store
-        .mailbox_push("erin", None, data("soon gone"), short)
+        .mailbox_push("erin", None, data("soon gone"), short, false)
         .await
         .unwrap();
     assert_eq!(store.mailbox_pending("erin").await.unwrap().len(), 1);
@@ -96,7 +108,7 @@ async fn expired_messages_are_not_pending(store: &dyn Store) {
     // An expired message no longer counts against the size either.
     for i in 0..10 {
         store
-            .mailbox_push("erin", None, data(&i.to_string()), short)
+            .mailbox_push("erin", None, data(&i.to_string()), short, false)
             .await
             .unwrap();
     }
