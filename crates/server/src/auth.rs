@@ -169,6 +169,48 @@ mod tests {
         assert_eq!(verifier.verify("not.a.token").unwrap_err().code, 101);
     }
 
+    /// RS256 and ES256 tokens verify with the configured public key (test keys in
+    /// tests/data, made with `openssl genpkey`), and a token signed with the other
+    /// algorithm or key is refused.
+    #[test]
+    fn asymmetric_algorithms_verify_with_the_public_key() {
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+        let cases = [
+            (TokenAlgorithm::RS256, Algorithm::RS256, "rs256"),
+            (TokenAlgorithm::ES256, Algorithm::ES256, "es256"),
+        ];
+        for (configured, algorithm, name) in cases {
+            let config = AuthConfig {
+                token_algorithm: configured,
+                token_public_key_file: Some(data.join(format!("{name}-public.pem"))),
+                ..AuthConfig::default()
+            };
+            let verifier = Verifier::new(&config, "unused").unwrap();
+            let pem = std::fs::read(data.join(format!("{name}-private.pem"))).unwrap();
+            let key = match algorithm {
+                Algorithm::RS256 => EncodingKey::from_rsa_pem(&pem).unwrap(),
+                _ => EncodingKey::from_ec_pem(&pem).unwrap(),
+            };
+            let claims = claims(now_secs() + 60);
+            let token = jsonwebtoken::encode(&Header::new(algorithm), &claims, &key).unwrap();
+            assert_eq!(verifier.verify(&token).unwrap().user, "alice", "{name}");
+            // An HS256 token made with the public key as secret: the classic confusion.
+            let public = std::fs::read(data.join(format!("{name}-public.pem"))).unwrap();
+            let forged = jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(&public),
+            )
+            .unwrap();
+            assert_eq!(verifier.verify(&forged).unwrap_err().code, 101, "{name}");
+        }
+        let missing = AuthConfig {
+            token_algorithm: TokenAlgorithm::RS256,
+            ..AuthConfig::default()
+        };
+        assert!(Verifier::new(&missing, "x").is_err());
+    }
+
     #[test]
     fn api_key_comparison() {
         assert!(api_key_matches("abc", "abc"));
