@@ -62,6 +62,9 @@ pub(crate) struct ServeArgs {
     /// Let clients connect without a token.
     #[arg(long, env = "SWITCHBOARD_ALLOW_ANONYMOUS")]
     pub(crate) allow_anonymous: bool,
+    /// Storage engine: sqlite (default; durable) or memory (lost on restart).
+    #[arg(long, env = "SWITCHBOARD_STORE")]
+    pub(crate) store: Option<switchboard_server::config::StoreKind>,
     /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub(crate) threads: usize,

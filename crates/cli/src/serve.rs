@@ -47,6 +47,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.allowed_origins = args.allowed_origins;
     }
     config.allow_anonymous |= args.allow_anonymous;
+    if let Some(store) = args.store {
+        config.store = store;
+    }
     config.validate()?;
     let secrets = load_secrets(&config)?;
     let listener = TcpListener::bind(config.listen)

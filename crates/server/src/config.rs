@@ -17,9 +17,12 @@ use crate::error::{Error, Result};
 pub struct Config {
     /// Address to listen on. Default `127.0.0.1:8000`: loopback unless told otherwise.
     pub listen: SocketAddr,
-    /// Where secrets (and, from the next step, the database) live. Default
+    /// Where the secrets and the database (`switchboard.db`) live. Default
     /// `./switchboard-data`.
     pub data_dir: PathBuf,
+    /// Where history and mailboxes are kept: `sqlite` (default; durable, in
+    /// `DATA_DIR/switchboard.db`) or `memory` (lost on restart; for tests and demos).
+    pub store: StoreKind,
     /// Origins allowed to open a WebSocket, e.g. `https://app.example.com`. The server's
     /// own origin (the `Host` the request was sent to) is always allowed; `*` allows any.
     pub allowed_origins: Vec<String>,
@@ -43,6 +46,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             data_dir: PathBuf::from("switchboard-data"),
+            store: StoreKind::Sqlite,
             allowed_origins: Vec::new(),
             allow_anonymous: false,
             auth: AuthConfig::default(),
@@ -100,6 +104,28 @@ fn default_namespaces() -> Vec<Namespace> {
             },
         },
     ]
+}
+
+/// Which storage engine keeps history and mailboxes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// SQLite in the data directory: survives restarts and crashes.
+    #[default]
+    Sqlite,
+    /// In memory: lost on restart.
+    Memory,
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "sqlite" => Ok(StoreKind::Sqlite),
+            "memory" => Ok(StoreKind::Memory),
+            other => Err(format!("unknown store {other:?}: use sqlite or memory")),
+        }
+    }
 }
 
 /// Token and API key settings. Secrets never have a built-in default: without them in the

@@ -49,6 +49,26 @@ use tracing::{info, warn};
 pub use config::Config;
 pub use error::{Error, Result};
 
+/// Name of the SQLite database in the data directory.
+pub const DATABASE_FILE: &str = "switchboard.db";
+
+/// Opens the configured store; a SQLite file that cannot be used is a clear start-up error
+/// naming it.
+pub fn open_store(config: &Config) -> Result<Arc<dyn engine::Store>> {
+    Ok(match config.store {
+        config::StoreKind::Memory => Arc::new(engine::memory::MemoryStore::new()),
+        config::StoreKind::Sqlite => {
+            std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+            Arc::new(engine::sqlite::SqliteStore::open(
+                &config.data_dir.join(DATABASE_FILE),
+            )?)
+        }
+    })
+}
+
 /// How long shutdown waits for connections to finish their close handshakes.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -63,7 +83,7 @@ pub async fn run(
     config.validate()?;
     let config = Arc::new(config);
     let metrics = Arc::new(metrics::Metrics::default());
-    let store: Arc<dyn engine::Store> = Arc::new(engine::memory::MemoryStore::new());
+    let store = open_store(&config)?;
     let hub = Arc::new(hub::Hub::new(config.clone(), metrics, store));
     let state = Arc::new(state::AppState {
         verifier: auth::Verifier::new(&config.auth, &secrets.token_secret)?,

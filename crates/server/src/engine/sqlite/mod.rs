@@ -3,8 +3,10 @@
 //!
 //! # One writer, group commit
 //! A dedicated thread owns the only connection. [`Store`] methods send it a request over a
-//! bounded queue and await a oneshot answer, so no SQLite call ever runs on the async
-//! runtime. The writer takes every request waiting in the queue (up to [`BATCH`]), runs
+//! queue and await a oneshot answer, so no SQLite call ever runs on the async runtime. The
+//! queue is unbounded so that `append` can queue synchronously, under the hub's channel
+//! lock, which makes commits follow offsets; it is bounded in practice because every
+//! caller waits for its answer. The writer takes every request waiting in the queue (up to [`BATCH`]), runs
 //! them all in ONE transaction, commits, and only then answers them: durability costs one
 //! commit (one fsync) per batch rather than per publication, and the busier the server,
 //! the larger the batches. An `append` is answered only after its COMMIT returned, so a
