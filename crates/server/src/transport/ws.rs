@@ -151,6 +151,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         }
                     }
                     Ok(Some(Message::Binary(_))) => {
+                        state.hub.metrics().client_errors.inc();
                         let err = ClientError::bad_request("commands are JSON text frames, not binary");
                         let frame = switchboard_ws::PreparedMessage::text(&reply_err(None, &err));
                         if ws.feed_prepared(&frame).await.is_err() {
@@ -183,7 +184,9 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         ping_sent = false;
                         next_check = now + limits.ping_interval;
                     } else {
-                        if ws.send(&Message::Ping(bytes::Bytes::new())).await.is_err() {
+                        // Buffered only: `recv` sends it, where a disconnect can interrupt
+                        // a client that stopped reading.
+                        if ws.feed(&Message::Ping(bytes::Bytes::new())).await.is_err() {
                             return None;
                         }
                         ping_sent = true;
