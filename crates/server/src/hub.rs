@@ -216,10 +216,14 @@ fn presence_key(info: &ClientInfo) -> &str {
     }
 }
 
-/// A user's live connections.
+/// A user's connections.
 #[derive(Debug, Default)]
 struct User {
     connections: HashMap<u64, ClientHandle>,
+    /// Connections still being sent their mailbox, a page per `ack`. New private
+    /// messages are not pushed to them live (they are stored, and arrive in a later
+    /// page), so every message arrives in order.
+    catching_up: std::collections::HashSet<u64>,
     /// Serialises `connect` and `send` for this user (held across store calls).
     lock: Arc<tokio::sync::Mutex<()>>,
 }
@@ -605,35 +609,81 @@ impl Hub {
             .clone()
     }
 
-    /// Registers a user's connection, queues `reply`, then the user's pending mailbox
-    /// messages, all under the user's lock.
+    /// Registers a user's connection, queues `reply`, then the first page of the user's
+    /// pending mailbox, all under the user's lock. Returns the last mailbox id queued if
+    /// more pages remain (the connection gets them one per `ack`, see
+    /// [`Hub::mailbox_page`]).
     pub async fn connect_user(
         &self,
         user: &str,
         handle: &ClientHandle,
         reply: String,
-    ) -> Result<(), ClientError> {
+    ) -> Result<Option<u64>, ClientError> {
         let lock = self.user_lock(user);
         let _serial = lock.lock().await;
-        let pending = if user.is_empty() {
-            Vec::new()
-        } else {
-            self.store
-                .mailbox_pending(user)
-                .await
-                .map_err(store_failed)?
-        };
         handle.push(PreparedMessage::text(&reply));
-        for message in &pending {
-            handle.push(PreparedMessage::text(&Push::Message { message }.to_json()));
-        }
         self.users
             .lock(user)
             .entry(user.to_owned())
             .or_default()
             .connections
             .insert(handle.id, handle.clone());
-        Ok(())
+        if user.is_empty() {
+            return Ok(None);
+        }
+        self.push_page(user, handle, 0).await
+    }
+
+    /// Queues the next page of mailbox messages after id `after` to a connection that is
+    /// catching up. Returns the last id queued if more remain.
+    pub async fn mailbox_page(
+        &self,
+        user: &str,
+        handle: &ClientHandle,
+        after: u64,
+    ) -> Result<Option<u64>, ClientError> {
+        let lock = self.user_lock(user);
+        let _serial = lock.lock().await;
+        self.push_page(user, handle, after).await
+    }
+
+    /// Queues pending messages after `after` while they fit in half the connection's
+    /// outbox (the other half stays for live traffic), and at least one. The caller holds
+    /// the user's lock.
+    async fn push_page(
+        &self,
+        user: &str,
+        handle: &ClientHandle,
+        after: u64,
+    ) -> Result<Option<u64>, ClientError> {
+        let pending = self
+            .store
+            .mailbox_pending(user)
+            .await
+            .map_err(store_failed)?;
+        let pending: Vec<_> = pending.into_iter().filter(|m| m.id > after).collect();
+        let limits = &self.config.limits;
+        let (max_messages, max_bytes) = (limits.outbox_messages / 2, limits.outbox_bytes / 2);
+        let (mut taken, mut bytes) = (0, 0);
+        for message in &pending {
+            let frame = PreparedMessage::text(&Push::Message { message }.to_json());
+            let len = frame.as_bytes().len();
+            if taken > 0 && (taken >= max_messages || bytes + len > max_bytes) {
+                break;
+            }
+            handle.push(frame);
+            (taken, bytes) = (taken + 1, bytes + len);
+        }
+        let more = taken < pending.len();
+        if let Some(entry) = self.users.lock(user).get_mut(user) {
+            if more {
+                entry.catching_up.insert(handle.id);
+            } else {
+                entry.catching_up.remove(&handle.id);
+            }
+        }
+        // `taken` is at least 1 when more remain.
+        Ok(more.then(|| pending[taken.saturating_sub(1)].id))
     }
 
     /// Removes a user's connection.
@@ -641,6 +691,7 @@ impl Hub {
         let mut shard = self.users.lock(user);
         if let Some(entry) = shard.get_mut(user) {
             entry.connections.remove(&client);
+            entry.catching_up.remove(&client);
             if entry.connections.is_empty() && Arc::strong_count(&entry.lock) == 1 {
                 shard.remove(user);
             }
@@ -670,7 +721,13 @@ impl Hub {
             .users
             .lock(user)
             .get(user)
-            .map(|u| u.connections.values().cloned().collect())
+            .map(|u| {
+                u.connections
+                    .values()
+                    .filter(|h| !u.catching_up.contains(&h.id))
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default();
         let online = !handles.is_empty();
         let message = self

@@ -62,9 +62,20 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn engine::Store>> {
                 path: config.data_dir.clone(),
                 source,
             })?;
-            Arc::new(engine::sqlite::SqliteStore::open(
-                &config.data_dir.join(DATABASE_FILE),
-            )?)
+            let path = config.data_dir.join(DATABASE_FILE);
+            // It holds private messages: readable by its owner only. SQLite gives its WAL
+            // and shared-memory files the database file's mode, so creating the (empty)
+            // file first is enough.
+            let mut create = std::fs::OpenOptions::new();
+            create.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut create, 0o600);
+            match create.open(&path) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(source) => return Err(Error::DataDir { path, source }),
+            }
+            Arc::new(engine::sqlite::SqliteStore::open(&path)?)
         }
     })
 }
@@ -80,10 +91,22 @@ pub async fn run(
     secrets: secrets::Secrets,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let store = open_store(&config)?;
+    run_with_store(listener, config, secrets, store, shutdown).await
+}
+
+/// [`run`] with a store the caller opened (so it can report a bad store before it says
+/// it is listening).
+pub async fn run_with_store(
+    listener: TcpListener,
+    config: Config,
+    secrets: secrets::Secrets,
+    store: Arc<dyn engine::Store>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     config.validate()?;
     let config = Arc::new(config);
     let metrics = Arc::new(metrics::Metrics::default());
-    let store = open_store(&config)?;
     let hub = Arc::new(hub::Hub::new(config.clone(), metrics, store));
     let state = Arc::new(state::AppState {
         verifier: auth::Verifier::new(&config.auth, &secrets.token_secret)?,

@@ -62,6 +62,8 @@ pub struct Session {
     identity: Option<Identity>,
     connected: bool,
     subscriptions: HashSet<String>,
+    /// While the mailbox is sent a page at a time: the last id sent.
+    mailbox_cursor: Option<u64>,
     bucket: Bucket,
     /// Commands refused for the rate in a row.
     strikes: u32,
@@ -83,6 +85,7 @@ impl Session {
             identity: None,
             connected: false,
             subscriptions: HashSet::new(),
+            mailbox_cursor: None,
             bucket,
             strikes: 0,
         }
@@ -225,6 +228,11 @@ impl Session {
             Command::Ack { mailbox } => {
                 hub.ack(&self.info.user, mailbox).await?;
                 self.reply(id, &json!({}));
+                if let Some(after) = self.mailbox_cursor {
+                    self.mailbox_cursor = hub
+                        .mailbox_page(&self.info.user, &self.handle, after)
+                        .await?;
+                }
             }
             Command::Ping => self.reply(id, &json!({})),
             Command::Refresh { token } => {
@@ -270,7 +278,8 @@ impl Session {
         );
         // Registered with the user (anonymous ones under "") so that shutdown and the
         // server API reach every connection; mailbox messages follow the reply.
-        self.state
+        self.mailbox_cursor = self
+            .state
             .hub
             .connect_user(&self.info.user, &self.handle, reply)
             .await?;
