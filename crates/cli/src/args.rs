@@ -170,6 +170,11 @@ pub(crate) struct BenchArgs {
 pub(crate) enum BenchCommand {
     /// Echo round trips: C connections each keep K messages of N bytes in flight.
     Echo(BenchEchoArgs),
+    /// Fan-out: N subscribers on one channel, publishers at R publications/s; reports
+    /// deliveries, end-to-end latency and losses.
+    Fanout(BenchFanoutArgs),
+    /// Opens N subscribed connections and holds them (for the server's RSS per connection).
+    Idle(BenchIdleArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -199,4 +204,75 @@ pub(crate) struct BenchEchoArgs {
     /// PID of the server, to report its CPU time per message from /proc/PID/stat.
     #[arg(long)]
     pub(crate) server_pid: Option<u32>,
+}
+
+/// How the bench clients reach the server: shared by `bench fanout` and `bench idle`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchConnArgs {
+    #[command(flatten)]
+    pub(crate) source: ConfigSource,
+    /// The server's WebSocket URL.
+    #[arg(long, default_value = "ws://127.0.0.1:8000/ws")]
+    pub(crate) url: String,
+    /// A connection token for every connection; without one, a token per connection
+    /// (user bench-sub-I, bench-pub-J) is minted from the server's token secret.
+    #[arg(long, env = "SWITCHBOARD_TOKEN")]
+    pub(crate) token: Option<String>,
+    /// PID of the server, to read its CPU time (/proc/PID/stat) and RSS (/proc/PID/status).
+    #[arg(long)]
+    pub(crate) server_pid: Option<u32>,
+    /// Connections one task of the load client reads (they share its counters).
+    #[arg(long, default_value_t = 64)]
+    pub(crate) conns_per_task: usize,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) connect_concurrency: usize,
+    /// Worker threads of the load client (0: one per core).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) threads: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchFanoutArgs {
+    #[command(flatten)]
+    pub(crate) conn: BenchConnArgs,
+    /// Subscriber connections.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) subscribers: usize,
+    /// Publications per second, all publishers together.
+    #[arg(long, default_value_t = 20.0)]
+    pub(crate) rate: f64,
+    /// Publishing window in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) duration: f64,
+    /// The channel. The default namespace has no join/leave pushes: with them, N
+    /// subscribers joining cost the server N²/2 pushes (chat:…).
+    #[arg(long, default_value = "vote:bench")]
+    pub(crate) channel: String,
+    /// Bytes of padding in each publication's data.
+    #[arg(long, default_value_t = 32)]
+    pub(crate) size: usize,
+    /// Extra subscribers that stop reading after subscribing (slow consumers).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) slow: usize,
+    /// Publisher connections (0: enough to stay at 80% of the server's
+    /// limits.commands_per_second on each).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) publishers: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchIdleArgs {
+    #[command(flatten)]
+    pub(crate) conn: BenchConnArgs,
+    /// Connections to open.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) conns: usize,
+    /// The channel every connection subscribes to (no join/leave pushes by default, see
+    /// `bench fanout --channel`).
+    #[arg(long, default_value = "vote:idle")]
+    pub(crate) channel: String,
+    /// Seconds to hold the connections once open (default: until ctrl-c or SIGTERM).
+    #[arg(long)]
+    pub(crate) hold: Option<f64>,
 }

@@ -5,6 +5,8 @@
 //! the given duration. With `--server-pid`, the server's CPU time over the same window is
 //! read from `/proc/PID/stat` and reported per message: the load client is often the
 //! bottleneck on a small machine, and CPU per message is what separates servers then.
+//!
+//! Also what the other bench commands (`bench_fanout`) share: the URL and the /proc readings.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -48,7 +50,7 @@ impl Window {
     }
 }
 
-enum Target {
+pub(crate) enum Target {
     Ws {
         addr: String,
         host: String,
@@ -59,7 +61,7 @@ enum Target {
     },
 }
 
-fn parse_url(url: &str) -> anyhow::Result<Target> {
+pub(crate) fn parse_url(url: &str) -> anyhow::Result<Target> {
     let (scheme, rest) = url.split_once("://").context("the URL needs a scheme")?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -135,10 +137,9 @@ pub(crate) async fn echo(args: BenchEchoArgs) -> anyhow::Result<()> {
             v[((v.len() - 1) as f64 * p).round() as usize]
         }
     };
-    // USER_HZ is 100 on every Linux ABI, so a tick is 10 ms.
     let cpu_us_per_msg = match (cpu_start, cpu_end) {
         (Some(a), Some(b)) if total.messages > 0 => {
-            Some((b - a) as f64 * 10_000.0 / total.messages as f64)
+            Some((b - a) as f64 * SECS_PER_TICK * 1e6 / total.messages as f64)
         }
         _ => None,
     };
@@ -170,8 +171,11 @@ fn report(args: &BenchEchoArgs, rate: f64, mbps: f64, p50: u32, p99: u32, cpu: O
     let _ = writeln!(out, "{human}\n{json}");
 }
 
+/// Seconds of CPU time per clock tick: USER_HZ is 100 on every Linux ABI.
+pub(crate) const SECS_PER_TICK: f64 = 0.01;
+
 /// utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat).
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+pub(crate) fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
     // The command name (field 2) may hold spaces; fields after it follow the last ')'.
@@ -180,6 +184,19 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let utime: u64 = fields.get(11).context("malformed stat")?.parse()?;
     let stime: u64 = fields.get(12).context("malformed stat")?.parse()?;
     Ok(utime + stime)
+}
+
+/// A process's resident set size in KiB (VmRSS in /proc/PID/status).
+pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
+    vm_rss_kib(&status).with_context(|| format!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// The `VmRSS:   1234 kB` line of a /proc/PID/status text.
+fn vm_rss_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    line.trim().strip_suffix("kB")?.trim().parse().ok()
 }
 
 async fn ws_conn(
@@ -271,4 +288,24 @@ async fn tcp_conn(
         }
     }
     Ok(tally)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_rss_is_read_from_the_status_text() {
+        let status = "Name:\tswitchboard\nVmPeak:\t  9000 kB\nVmRSS:\t  12345 kB\nThreads:\t3\n";
+        assert_eq!(vm_rss_kib(status), Some(12345));
+        // Kernel threads have no VmRSS line.
+        assert_eq!(vm_rss_kib("Name:\tkthreadd\n"), None);
+    }
+
+    #[test]
+    fn own_rss_and_cpu_are_readable() {
+        let pid = std::process::id();
+        assert!(rss_kib(pid).unwrap() > 0);
+        cpu_ticks(pid).unwrap();
+    }
 }

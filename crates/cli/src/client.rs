@@ -117,7 +117,7 @@ pub(crate) fn token(args: TokenArgs) -> anyhow::Result<()> {
 
 /// Which secret a command needs.
 #[derive(Debug, Clone, Copy)]
-enum Need {
+pub(crate) enum Need {
     ApiKey,
     TokenSecret,
 }
@@ -125,7 +125,11 @@ enum Need {
 /// One secret of a server on this machine, from its configuration, environment or data
 /// directory. Unlike `serve`, never generates it: a fresh secret could not be the running
 /// server's. `hint` says what to pass instead.
-fn server_secret(source: &ConfigSource, need: Need, hint: &str) -> anyhow::Result<String> {
+pub(crate) fn server_secret(
+    source: &ConfigSource,
+    need: Need,
+    hint: &str,
+) -> anyhow::Result<String> {
     let config = crate::serve::load_config(source)?;
     let (configured, file) = match need {
         Need::ApiKey => (&config.auth.api_key, API_KEY_FILE),

@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 use crate::args::EchoArgs;
 
 pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<()> {
+    let signal = crate::shutdown_signal();
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -35,7 +36,7 @@ pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<()> {
     let tracker = TaskTracker::new();
     tokio::select! {
         result = serve(listener, config, args.max_connections, &shutdown, &tracker) => result?,
-        _ = crate::shutdown_signal() => info!("shutting down"),
+        _ = signal => info!("shutting down"),
     }
     shutdown.cancel();
     tracker.close();

@@ -7,10 +7,13 @@
 //! - `client`: `switchboard token`, `sub`, `pub` and `config init`.
 //! - `echo`: `switchboard echo`, a WebSocket echo server for conformance suites and
 //!   diagnostics.
-//! - `bench`: `switchboard bench echo`, a load client that ends with one JSON line.
+//! - `bench`: `switchboard bench echo`, a load client that ends with one JSON line, and
+//!   what the bench commands share (/proc readings).
+//! - `bench_fanout`: `switchboard bench fanout` and `bench idle`, pub/sub load clients.
 
 mod args;
 mod bench;
+mod bench_fanout;
 mod client;
 mod echo;
 mod serve;
@@ -51,24 +54,37 @@ fn run(args: Args) -> anyhow::Result<()> {
         Command::Echo(echo) => runtime(echo.threads)?.block_on(echo::run(echo)),
         Command::Bench(bench) => match bench.command {
             BenchCommand::Echo(opts) => runtime(opts.threads)?.block_on(bench::echo(opts)),
+            BenchCommand::Fanout(opts) => {
+                runtime(opts.conn.threads)?.block_on(bench_fanout::fanout(opts))
+            }
+            BenchCommand::Idle(opts) => {
+                runtime(opts.conn.threads)?.block_on(bench_fanout::idle(opts))
+            }
         },
     }
 }
 
-/// Resolves on SIGINT (ctrl-c) or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
+/// Resolves on SIGINT (ctrl-c) or SIGTERM. The handlers are installed when this is
+/// called, not when the future is first polled, so a signal that arrives during start-up
+/// still means a graceful stop rather than the default action (death). Call it within
+/// the runtime.
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    async move {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
             }
-            // Without a SIGTERM handler, ctrl-c still works.
-            Err(_) => std::future::pending().await,
+        };
+        tokio::select! {
+            _ = wait(interrupt.take()) => {}
+            _ = wait(terminate.take()) => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
     }
 }
 

@@ -51,7 +51,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.store = store;
     }
     config.validate()?;
+    let shutdown = crate::shutdown_signal();
     let secrets = load_secrets(&config)?;
+    let store = switchboard_server::open_store(&config)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -63,6 +65,6 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.data_dir.join(secrets::API_KEY_FILE).display(),
         config.data_dir.join(secrets::TOKEN_SECRET_FILE).display()
     );
-    switchboard_server::run(listener, config, secrets, crate::shutdown_signal()).await?;
+    switchboard_server::run_with_store(listener, config, secrets, store, shutdown).await?;
     Ok(())
 }
