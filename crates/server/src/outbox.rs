@@ -6,7 +6,7 @@
 //! close code 4004 rather than slowing the publishers or growing memory (centrifuge's
 //! policy). The connection's writer drains the queue in batches.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use switchboard_ws::{CloseCode, PreparedMessage};
@@ -41,6 +41,9 @@ struct Shared {
     max_bytes: usize,
     /// Cancelled to end the connection; `reason` says why.
     kill: CancellationToken,
+    /// Set with `kill`: checked on every push, where `CancellationToken::is_cancelled`
+    /// (a mutex) cost 5% of the server's CPU in a 100,000 deliveries/s fan-out.
+    killed: AtomicBool,
     reason: Mutex<Option<Disconnect>>,
     metrics: Arc<Metrics>,
 }
@@ -64,6 +67,7 @@ pub fn outbox(
         queued_bytes: AtomicUsize::new(0),
         max_bytes,
         kill: CancellationToken::new(),
+        killed: AtomicBool::new(false),
         reason: Mutex::new(None),
         metrics,
     });
@@ -81,7 +85,7 @@ impl ClientHandle {
     /// Queues a message without waiting. A full queue disconnects the connection as a
     /// slow consumer; returns whether the message was queued.
     pub fn push(&self, message: PreparedMessage) -> bool {
-        if self.shared.kill.is_cancelled() {
+        if self.shared.killed.load(Ordering::Relaxed) {
             return false;
         }
         let len = message.as_bytes().len();
@@ -105,12 +109,13 @@ impl ClientHandle {
                 reason: reason.to_owned(),
             });
         }
+        self.shared.killed.store(true, Ordering::Relaxed);
         self.shared.kill.cancel();
     }
 
     /// Whether the connection is being ended.
     pub fn is_disconnected(&self) -> bool {
-        self.shared.kill.is_cancelled()
+        self.shared.killed.load(Ordering::Relaxed)
     }
 }
 
