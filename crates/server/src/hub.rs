@@ -277,6 +277,9 @@ pub struct Hub {
     store: Arc<dyn Store>,
     channels: Sharded<Channel>,
     users: Sharded<User>,
+    /// Every open connection, connected or not, so shutdown reaches them all. Locked
+    /// twice per connection lifetime only.
+    open: Mutex<HashMap<u64, ClientHandle>>,
     next_client: AtomicU64,
     started: Instant,
 }
@@ -290,6 +293,7 @@ impl Hub {
             store,
             channels: Sharded::new(),
             users: Sharded::new(),
+            open: Mutex::default(),
             next_client: AtomicU64::new(1),
             started: Instant::now(),
         }
@@ -787,15 +791,25 @@ impl Hub {
         });
     }
 
-    /// Ends every connection (shutdown).
+    /// Registers an open connection (see [`Hub::disconnect_all`]).
+    pub fn register(&self, handle: &ClientHandle) {
+        self.open_connections().insert(handle.id, handle.clone());
+    }
+
+    /// Forgets a closed connection.
+    pub fn unregister(&self, id: u64) {
+        self.open_connections().remove(&id);
+    }
+
+    fn open_connections(&self) -> MutexGuard<'_, HashMap<u64, ClientHandle>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Ends every open connection (shutdown).
     pub fn disconnect_all(&self, code: CloseCode, reason: &str) {
-        self.users.each(|map| {
-            for user in map.values() {
-                for handle in user.connections.values() {
-                    handle.disconnect(code, reason);
-                }
-            }
-        });
+        for handle in self.open_connections().values() {
+            handle.disconnect(code, reason);
+        }
     }
 }
 

@@ -137,10 +137,12 @@ pub async fn run_with_store(
         })
     };
     info!(addr = %listener.local_addr()?, "switchboard listening");
-    let token = state.shutdown.clone();
+    let (token, hub_at_stop) = (state.shutdown.clone(), hub.clone());
     let stop = async move {
         shutdown.await;
+        // Connections opening from now on see the token; those already open are told.
         token.cancel();
+        hub_at_stop.disconnect_all(error::close::SHUTDOWN, "server shutting down");
     };
     axum::serve(listener, http::router(state.clone()))
         .with_graceful_shutdown(stop)

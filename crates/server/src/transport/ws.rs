@@ -61,6 +61,11 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(state: Arc<AppState>, mut ws
         limits.outbox_bytes,
         metrics.clone(),
     );
+    state.hub.register(&handle);
+    if state.shutdown.is_cancelled() {
+        handle.disconnect(close::SHUTDOWN, "server shutting down");
+    }
+    let id = handle.id;
     let mut session = Session::new(state.clone(), handle);
     let ending = drive(&state, &mut ws, &mut session, &mut outbox).await;
     // Leave channels (announcing leaves) before the close handshake's wait.
@@ -69,6 +74,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(state: Arc<AppState>, mut ws
         debug!(code = end.code.0, reason = %end.reason, "closing connection");
         let _ = ws.close_with(end.code, &end.reason).await;
     }
+    state.hub.unregister(id);
     metrics.connections.add(-1);
 }
 
@@ -91,10 +97,10 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     outbox: &mut Outbox,
 ) -> Option<Disconnect> {
     let limits = &state.config.limits;
-    // Long-lived futures are created once, not per message.
-    let shutdown = state.shutdown.clone().cancelled_owned();
-    let killed = outbox.kill_token().cancelled_owned();
-    tokio::pin!(shutdown, killed);
+    // Created once, not per message. Shutdown arrives through it too (the hub tells
+    // every open connection), so no shared token is polled on every wake.
+    let killed = outbox.killed();
+    tokio::pin!(killed);
     // One timer for every deadline: connect, ping, pong and token expiry.
     let connect_deadline = Instant::now() + limits.connect_timeout;
     let timer = tokio::time::sleep_until(connect_deadline);
@@ -107,9 +113,6 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         tokio::select! {
             biased;
             _ = &mut killed => return Some(outbox.reason()),
-            _ = &mut shutdown => {
-                return Some(Disconnect { code: close::SHUTDOWN, reason: "server shutting down".into() });
-            }
             message = outbox.recv() => {
                 let message = message?;
                 // Batch whatever else is queued into the same write.
@@ -125,9 +128,6 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                 tokio::select! {
                     biased;
                     _ = &mut killed => return Some(outbox.reason()),
-                    _ = &mut shutdown => {
-                        return Some(Disconnect { code: close::SHUTDOWN, reason: "server shutting down".into() });
-                    }
                     written = write => if written.is_err() { return None },
                 }
             }
