@@ -1,4 +1,5 @@
-//! `switchboard bench fanout` and `switchboard bench idle`: load clients for pub/sub.
+//! `switchboard bench fanout` (and the subscriber machinery `bench idle` shares): a
+//! load client for pub/sub.
 //!
 //! `fanout` opens N subscriber connections on one channel (at most `--connect-concurrency`
 //! opening at once), then publisher connections that publish R publications per second for
@@ -51,7 +52,9 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{BenchConnArgs, BenchFanoutArgs, BenchIdleArgs};
+use crate::bench_stats::{Histogram, find, parse_publication};
+
+use crate::args::{BenchConnArgs, BenchFanoutArgs};
 use crate::bench::{self, Target};
 use crate::client::{Need, server_secret};
 
@@ -171,51 +174,6 @@ pub(crate) async fn fanout(args: BenchFanoutArgs) -> anyhow::Result<()> {
         server_rss_kib: rss,
     };
     report.print();
-    Ok(())
-}
-
-pub(crate) async fn idle(args: BenchIdleArgs) -> anyhow::Result<()> {
-    let pid = args.conn.server_pid;
-    let rss_before = pid.map(bench::rss_kib).transpose()?;
-    let shared = Shared::new(&args.conn, &args.channel)?;
-    let subscribers = Subscribers::spawn(shared, args.conns, args.conn.conns_per_task);
-    subscribers.wait_ready().await?;
-    let rss_after = pid.map(bench::rss_kib).transpose()?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "ready {}", args.conns)?;
-        if let (Some(before), Some(after)) = (rss_before, rss_after) {
-            // Signed: memory freed by an earlier run may be reused, and RSS can shrink.
-            let grown_kib = after as f64 - before as f64;
-            let per_conn = grown_kib * 1024.0 / args.conns.max(1) as f64;
-            let json = json!({
-                "url": args.conn.url, "channel": args.channel, "conns": args.conns,
-                "rss_before_kib": before, "rss_after_kib": after,
-                "rss_per_conn_bytes": per_conn.round(),
-            });
-            writeln!(out, "{json}")?;
-        }
-        out.flush()?;
-    }
-    match args.hold {
-        Some(secs) => {
-            let hold = Duration::try_from_secs_f64(secs).context("invalid --hold")?;
-            tokio::select! {
-                () = tokio::time::sleep(hold) => {}
-                () = crate::shutdown_signal() => {}
-            }
-        }
-        None => crate::shutdown_signal().await,
-    }
-    let tally = subscribers.stop().await;
-    if tally.ended > 0 {
-        eprintln!(
-            "switchboard: {} of {} connections ended while held; the first: {}",
-            tally.ended,
-            args.conns,
-            tally.first_end.unwrap_or_default()
-        );
-    }
     Ok(())
 }
 
@@ -375,127 +333,9 @@ async fn reply(ws: &mut Ws, id: u64) -> anyhow::Result<serde_json::Value> {
     }
 }
 
-/// Where `needle` starts in `hay`. Candidates are the positions of its first byte.
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    let (&first, _) = needle.split_first()?;
-    let mut from = 0;
-    while let Some(i) = hay.get(from..)?.iter().position(|&b| b == first) {
-        let at = from + i;
-        if hay[at..].starts_with(needle) {
-            return Some(at);
-        }
-        from = at + 1;
-    }
-    None
-}
-
-/// The unsigned integer right after `key` in `text`, if any.
-fn number_after(text: &[u8], key: &[u8]) -> Option<(usize, u64)> {
-    let at = find(text, key)? + key.len();
-    let digits = text[at..].iter().take_while(|b| b.is_ascii_digit()).count();
-    let value = std::str::from_utf8(&text[at..at + digits])
-        .ok()?
-        .parse()
-        .ok()?;
-    Some((at + digits, value))
-}
-
-/// A publication push, read without parsing the JSON: its `offset`, and the bench's `t`
-/// when the data is the bench's (`"data":{"t":…`, as published: the server passes `data`
-/// through byte for byte). `None` for anything without an `offset` (replies, joins). The
-/// server writes `offset` before `data`, and nothing before `offset` can contain it
-/// (channel names have no quotes).
-fn parse_publication(text: &[u8]) -> Option<(u64, Option<u64>)> {
-    let (end, offset) = number_after(text, br#""offset":"#)?;
-    let t = number_after(&text[end..], br#""data":{"t":"#).map(|(_, t)| t);
-    Some((offset, t))
-}
-
-/// Latencies in µs: exact below 1024 µs, then 64 buckets per power of two (each under
-/// 1.6% wide). Fixed size, so recording never allocates.
-#[derive(Debug, Clone)]
-struct Histogram {
-    counts: Box<[u64]>,
-    total: u64,
-    max: u64,
-}
-
-impl Histogram {
-    const EXACT: u64 = 1024;
-    const SUB_BITS: u32 = 6;
-    /// Values are clamped below 2^MAX_BITS µs (12 days).
-    const MAX_BITS: u32 = 40;
-    const BUCKETS: usize =
-        Self::EXACT as usize + ((Self::MAX_BITS - 10) << Self::SUB_BITS) as usize;
-
-    fn new() -> Histogram {
-        Histogram {
-            counts: vec![0; Self::BUCKETS].into_boxed_slice(),
-            total: 0,
-            max: 0,
-        }
-    }
-
-    fn bucket(v: u64) -> usize {
-        let v = v.min((1 << Self::MAX_BITS) - 1);
-        if v < Self::EXACT {
-            return v as usize;
-        }
-        let bits = 63 - v.leading_zeros(); // >= 10
-        let sub = (v >> (bits - Self::SUB_BITS)) & ((1 << Self::SUB_BITS) - 1);
-        Self::EXACT as usize + (((bits - 10) << Self::SUB_BITS) as usize) + sub as usize
-    }
-
-    /// The middle of a bucket.
-    fn value(bucket: usize) -> u64 {
-        let i = bucket as u64;
-        if i < Self::EXACT {
-            return i;
-        }
-        let i = i - Self::EXACT;
-        let bits = 10 + (i >> Self::SUB_BITS) as u32;
-        let sub = i & ((1 << Self::SUB_BITS) - 1);
-        let shift = bits - Self::SUB_BITS;
-        (((1 << Self::SUB_BITS) + sub) << shift) + (1 << shift) / 2
-    }
-
-    fn record(&mut self, v: u64) {
-        self.counts[Self::bucket(v)] += 1;
-        self.total += 1;
-        self.max = self.max.max(v);
-    }
-
-    fn merge(&mut self, other: &Histogram) {
-        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
-            *a += b;
-        }
-        self.total += other.total;
-        self.max = self.max.max(other.max);
-    }
-
-    /// The value at quantile `q` (0..=1); 0 when empty.
-    fn quantile(&self, q: f64) -> u64 {
-        if self.total == 0 {
-            return 0;
-        }
-        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
-        if rank == self.total {
-            return self.max;
-        }
-        let mut seen = 0;
-        for (bucket, &count) in self.counts.iter().enumerate() {
-            seen += count;
-            if seen >= rank {
-                return Self::value(bucket).min(self.max);
-            }
-        }
-        self.max
-    }
-}
-
 /// What the subscribers of one task counted.
 #[derive(Debug)]
-struct Tally {
+pub(crate) struct Tally {
     /// Bench publications received (duplicates excluded).
     delivered: u64,
     /// Of those, received before the publishing window ended.
@@ -506,8 +346,9 @@ struct Tally {
     gaps: u64,
     latency_us: Histogram,
     /// Connections that ended before the bench closed them.
-    ended: u64,
-    first_end: Option<String>,
+    pub(crate) ended: u64,
+    /// Why the first of them ended.
+    pub(crate) first_end: Option<String>,
 }
 
 impl Tally {
@@ -537,7 +378,7 @@ impl Tally {
 }
 
 /// What every subscriber task shares.
-struct Shared {
+pub(crate) struct Shared {
     endpoint: Endpoint,
     auth: Auth,
     channel: String,
@@ -553,7 +394,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(args: &BenchConnArgs, channel: &str) -> anyhow::Result<Arc<Shared>> {
+    pub(crate) fn new(args: &BenchConnArgs, channel: &str) -> anyhow::Result<Arc<Shared>> {
         Ok(Arc::new(Shared {
             endpoint: Endpoint::parse(&args.url)?,
             auth: Auth::new(args)?,
@@ -638,7 +479,7 @@ async fn join_all<F: Future<Output = ()>>(futures: Vec<F>) {
 }
 
 /// The subscriber connections, in tasks of `--conns-per-task`.
-struct Subscribers {
+pub(crate) struct Subscribers {
     shared: Arc<Shared>,
     count: usize,
     tallies: Vec<Arc<Mutex<Tally>>>,
@@ -647,7 +488,7 @@ struct Subscribers {
 }
 
 impl Subscribers {
-    fn spawn(shared: Arc<Shared>, count: usize, per_task: usize) -> Subscribers {
+    pub(crate) fn spawn(shared: Arc<Shared>, count: usize, per_task: usize) -> Subscribers {
         let per_task = per_task.max(1);
         let stop = CancellationToken::new();
         let (mut tallies, mut tasks) = (Vec::new(), Vec::new());
@@ -674,7 +515,7 @@ impl Subscribers {
     }
 
     /// Waits until every connection is open and subscribed, printing progress on stderr.
-    async fn wait_ready(&self) -> anyhow::Result<()> {
+    pub(crate) async fn wait_ready(&self) -> anyhow::Result<()> {
         let began = Instant::now();
         let mut next_progress = began + PROGRESS_EVERY;
         loop {
@@ -709,7 +550,7 @@ impl Subscribers {
     }
 
     /// Stops reading, drops the connections, and returns what they counted.
-    async fn stop(self) -> Tally {
+    pub(crate) async fn stop(self) -> Tally {
         self.stop.cancel();
         for task in self.tasks {
             let _ = task.await;
@@ -984,26 +825,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn find_locates_needles() {
-        assert_eq!(find(b"abcabd", b"abd"), Some(3));
-        assert_eq!(find(b"abcabd", b"abe"), None);
-        assert_eq!(find(b"ab", b"abc"), None);
-        assert_eq!(find(b"", b"a"), None);
-        assert_eq!(find(b"abc", b""), None);
-    }
-
-    #[test]
-    fn publications_are_read_without_parsing() {
-        let push = br#"{"push":"publication","channel":"chat:bench","epoch":"4ff04d6da229335e","offset":17,"data":{"t":123456,"pad":"xx"},"info":{"user":"bench-pub-0","client":"5133199db175715b"},"time":1795291295074}"#;
-        assert_eq!(parse_publication(push), Some((17, Some(123456))));
-        // Someone else's publication: an offset, no `t`.
-        let other = br#"{"push":"publication","channel":"chat:bench","epoch":"e","offset":18,"data":{"text":"t"},"time":1}"#;
-        assert_eq!(parse_publication(other), Some((18, None)));
-        let join = br#"{"push":"join","channel":"chat:bench","info":{"user":"bob","client":"1c"}}"#;
-        assert_eq!(parse_publication(join), None);
-    }
-
-    #[test]
     fn the_published_command_is_json_the_subscribers_can_read() {
         let args = BenchFanoutArgs {
             conn: BenchConnArgs {
@@ -1054,48 +875,5 @@ mod tests {
         assert_eq!(publishers_for(200.0, 100.0), 3);
         assert_eq!(publishers_for(50_000.0, 100.0), 625);
         assert_eq!(publishers_for(1.0, 0.0), 1);
-    }
-
-    #[test]
-    fn histogram_buckets_are_exact_then_narrow() {
-        for v in 0..1024 {
-            assert_eq!(Histogram::value(Histogram::bucket(v)), v);
-        }
-        let mut last = 0;
-        for v in (1024..1 << 30).step_by(997) {
-            let bucket = Histogram::bucket(v);
-            assert!(bucket >= last && bucket < Histogram::BUCKETS);
-            last = bucket;
-            let mid = Histogram::value(bucket) as f64;
-            assert!(
-                (mid - v as f64).abs() / v as f64 <= 1.0 / 64.0,
-                "{v} -> {mid}"
-            );
-        }
-        assert_eq!(Histogram::bucket(u64::MAX), Histogram::BUCKETS - 1);
-        assert_eq!(Histogram::bucket(1024), 1024);
-        assert_eq!(Histogram::bucket(2047), 1024 + 63);
-        assert_eq!(Histogram::bucket(2048), 1024 + 64);
-    }
-
-    #[test]
-    fn histogram_quantiles() {
-        let mut h = Histogram::new();
-        assert_eq!(h.quantile(0.99), 0);
-        for v in 1..=1000 {
-            h.record(v);
-        }
-        assert_eq!(h.quantile(0.5), 500);
-        assert_eq!(h.quantile(0.99), 990);
-        assert_eq!(h.quantile(1.0), 1000);
-        assert_eq!(h.quantile(0.0), 1);
-        let mut other = Histogram::new();
-        other.record(50_000);
-        h.merge(&other);
-        assert_eq!(h.total, 1001);
-        assert_eq!(h.max, 50_000);
-        assert_eq!(h.quantile(1.0), 50_000);
-        let p = h.quantile(0.9995) as f64;
-        assert!((p - 50_000.0).abs() / 50_000.0 < 0.02, "{p}");
     }
 }

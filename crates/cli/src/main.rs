@@ -9,11 +9,14 @@
 //!   diagnostics.
 //! - `bench`: `switchboard bench echo`, a load client that ends with one JSON line, and
 //!   what the bench commands share (/proc readings).
-//! - `bench_fanout`: `switchboard bench fanout` and `bench idle`, pub/sub load clients.
+//! - `bench_fanout`, `bench_idle`, `bench_stats`: `switchboard bench fanout` and
+//!   `bench idle`, pub/sub load clients, and their latency histogram.
 
 mod args;
 mod bench;
 mod bench_fanout;
+mod bench_idle;
+mod bench_stats;
 mod client;
 mod echo;
 mod serve;
@@ -58,7 +61,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 runtime(opts.conn.threads)?.block_on(bench_fanout::fanout(opts))
             }
             BenchCommand::Idle(opts) => {
-                runtime(opts.conn.threads)?.block_on(bench_fanout::idle(opts))
+                runtime(opts.conn.threads)?.block_on(bench_idle::idle(opts))
             }
         },
     }
