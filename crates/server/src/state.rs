@@ -21,7 +21,9 @@ pub struct AppState {
     pub verifier: Verifier,
     /// The server API key.
     pub api_key: String,
-    /// Cancelled on shutdown; every connection watches a child of it.
+    /// Cancelled on shutdown. Open connections are told through the hub
+    /// ([`Hub::disconnect_all`](crate::hub::Hub::disconnect_all)); one that opens after
+    /// this is cancelled closes at once.
     pub shutdown: CancellationToken,
     /// Tracks connection tasks, so shutdown can wait for their close handshakes.
     pub tracker: TaskTracker,
