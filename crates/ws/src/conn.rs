@@ -53,6 +53,12 @@ impl Connection {
         self.role
     }
 
+    /// Whether a frame's header has been read and its payload is still awaited (the read
+    /// buffer was sized for it).
+    pub fn frame_in_progress(&self) -> bool {
+        self.decoder.current().is_some()
+    }
+
     /// The close handshake's progress.
     pub fn state(&self) -> CloseState {
         self.state

@@ -6,9 +6,11 @@
 //! arrived together, not once per frame. [`WebSocket::send`] is feed + flush.
 
 use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::Poll;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::timeout;
 
 use crate::close::{CloseCode, CloseFrame};
@@ -21,6 +23,9 @@ use crate::{Config, Role};
 
 /// Bytes the read buffer keeps free before each read.
 const READ_CHUNK: usize = 8 << 10;
+
+/// Size of the scratch array an idle connection reads into (see `read_idle`).
+const IDLE_READ: usize = 4 << 10;
 
 /// A WebSocket connection over a byte stream.
 #[derive(Debug)]
@@ -89,14 +94,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 return Ok(None);
             }
             self.flush().await?;
-            if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK {
-                self.read_buf.reserve(READ_CHUNK);
-            }
-            if self.stream.read_buf(&mut self.read_buf).await? == 0 {
+            let read = if self.read_buf.is_empty() && !self.conn.frame_in_progress() {
+                self.read_idle().await?
+            } else {
+                if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK {
+                    self.read_buf.reserve(READ_CHUNK);
+                }
+                self.stream.read_buf(&mut self.read_buf).await?
+            };
+            if read == 0 {
                 self.conn.set_closed();
                 return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
             }
         }
+    }
+
+    /// Reads when nothing is buffered: an idle connection (most of a server's) should hold
+    /// no read buffer, so the wait happens with the buffer freed, and bytes are read into a
+    /// scratch array on the stack of one `poll` (not kept in the future) and copied into a
+    /// buffer of their own size.
+    async fn read_idle(&mut self) -> Result<usize> {
+        self.read_buf = BytesMut::new();
+        let (stream, read_buf) = (&mut self.stream, &mut self.read_buf);
+        let n = std::future::poll_fn(|cx| {
+            let mut scratch = [0u8; IDLE_READ];
+            let mut filled = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut *stream).poll_read(cx, &mut filled) {
+                Poll::Ready(Ok(())) => {
+                    read_buf.extend_from_slice(filled.filled());
+                    Poll::Ready(Ok(filled.filled().len()))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await?;
+        Ok(n)
     }
 
     /// Honours what a received control frame obliges us to do.
