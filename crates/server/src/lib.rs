@@ -14,6 +14,7 @@
 //! - [`transport`]: the WebSocket transport (SSE and polling come later).
 //! - [`auth`]: JWT verification and minting, API key comparison.
 //! - [`secrets`]: API key and token secret from config or generated into the data dir.
+//! - `listen`: the accept loop (hyper HTTP/1.1 connections, graceful shutdown).
 //! - [`http`]: routes, the upgrade with its Origin check, health and metrics.
 //! - `api`: the server API handlers.
 //! - [`metrics`]: counters rendered for Prometheus.
@@ -27,6 +28,7 @@ mod doc_examples;
 pub mod engine;
 pub mod error;
 pub mod http;
+mod listen;
 pub mod hub;
 pub mod metrics;
 pub mod outbox;
@@ -144,15 +146,7 @@ pub async fn run_with_store(
         token.cancel();
         hub_at_stop.disconnect_all(error::close::SHUTDOWN, "server shutting down");
     };
-    // Replies and pushes are small writes that must leave at once: no Nagle delay.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!(cause = %err, "set_nodelay failed");
-        }
-    });
-    axum::serve(listener, http::router(state.clone()))
-        .with_graceful_shutdown(stop)
-        .await?;
+    listen::serve(listener, http::router(state.clone()), stop).await;
     info!("shutting down: closing connections");
     state.tracker.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, state.tracker.wait())

@@ -10,12 +10,13 @@ use hyper_util::rt::TokioIo;
 use switchboard_ws::tokio::WebSocket;
 use switchboard_ws::{Message, Role};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::debug;
 
 use crate::error::{ClientError, close};
-use crate::outbox::{Disconnect, Outbox, outbox};
+use crate::outbox::{ClientHandle, Disconnect, Outbox, outbox};
 use crate::session::Session;
 use crate::state::AppState;
 use crate::wire::{now_ms, reply_err};
@@ -39,28 +40,61 @@ pub(crate) async fn serve(
         max_frame_size: limits.max_message_size,
         ..switchboard_ws::Config::default()
     };
-    let ws = WebSocket::from_raw(
-        TokioIo::new(upgraded),
-        Role::Server,
-        ws_config,
-        BytesMut::new(),
-    );
-    run(state, ws).await;
+    let (handle, outbox) = new_outbox(&state);
+    // Over plain TCP, pushes are written straight to the socket (see `outbox`); the
+    // WebSocket adapter reads the read half and writes its control frames through the
+    // outbox's shared writer.
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let (read, write) = parts.io.into_inner().into_split();
+            let writer = outbox.attach(write);
+            let leftover = BytesMut::from(&parts.read_buf[..]);
+            let ws = WebSocket::from_raw(
+                tokio::io::join(read, writer),
+                Role::Server,
+                ws_config,
+                leftover,
+            );
+            run_with(state, ws, handle, outbox).await;
+        }
+        Err(upgraded) => {
+            let ws = WebSocket::from_raw(
+                TokioIo::new(upgraded),
+                Role::Server,
+                ws_config,
+                BytesMut::new(),
+            );
+            run_with(state, ws, handle, outbox).await;
+        }
+    }
     drop(permit);
 }
 
-/// Runs a session over any WebSocket stream.
-pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(state: Arc<AppState>, mut ws: WebSocket<S>) {
-    let metrics = state.hub.metrics().clone();
-    metrics.connections.add(1);
-    metrics.connections_total.inc();
-    let limits = state.config.limits.clone();
-    let (handle, mut outbox) = outbox(
+fn new_outbox(state: &AppState) -> (ClientHandle, Outbox) {
+    let limits = &state.config.limits;
+    outbox(
         state.hub.next_client_id(),
         limits.outbox_messages,
         limits.outbox_bytes,
-        metrics.clone(),
-    );
+        state.hub.metrics().clone(),
+    )
+}
+
+/// Runs a session over any WebSocket stream.
+pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(state: Arc<AppState>, ws: WebSocket<S>) {
+    let (handle, outbox) = new_outbox(&state);
+    run_with(state, ws, handle, outbox).await;
+}
+
+async fn run_with<S: AsyncRead + AsyncWrite + Unpin>(
+    state: Arc<AppState>,
+    mut ws: WebSocket<S>,
+    handle: ClientHandle,
+    mut outbox: Outbox,
+) {
+    let metrics = state.hub.metrics().clone();
+    metrics.connections.add(1);
+    metrics.connections_total.inc();
     state.hub.register(&handle);
     if state.shutdown.is_cancelled() {
         handle.disconnect(close::SHUTDOWN, "server shutting down");
@@ -70,6 +104,8 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(state: Arc<AppState>, mut ws
     let ending = drive(&state, &mut ws, &mut session, &mut outbox).await;
     // Leave channels (announcing leaves) before the close handshake's wait.
     drop(session);
+    // Nothing may follow the close frame.
+    outbox.close();
     if let Some(end) = ending {
         debug!(code = end.code.0, reason = %end.reason, "closing connection");
         let _ = ws.close_with(end.code, &end.reason).await;
