@@ -90,7 +90,7 @@ pub(crate) async fn fanout(args: BenchFanoutArgs) -> anyhow::Result<()> {
         }
         n => n,
     };
-    let shared = Shared::new(&args.conn, &args.channel)?;
+    let shared = Shared::new(&args.conn, &args.channel, args.subscribers)?;
     let subscribers =
         Subscribers::spawn(shared.clone(), args.subscribers, args.conn.conns_per_task);
     subscribers.wait_ready().await?;
@@ -152,10 +152,11 @@ pub(crate) async fn fanout(args: BenchFanoutArgs) -> anyhow::Result<()> {
         published.merge(task.await?);
     }
     let expected = published.acked * args.subscribers as u64;
-    while subscribers.delivered() < expected && Instant::now() < deadline {
+    while missing(&shared, published.top) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let received = subscribers.stop().await;
+    let lost = received.gaps + missing(&shared, published.top);
     let slow_closes = slow_closes(slow).await;
 
     let server_cpu_s = match (cpu_start, cpu_end) {
@@ -168,6 +169,7 @@ pub(crate) async fn fanout(args: BenchFanoutArgs) -> anyhow::Result<()> {
         planned: plan.total,
         published,
         expected,
+        lost,
         received,
         slow_closes,
         server_cpu_s,
@@ -175,6 +177,20 @@ pub(crate) async fn fanout(args: BenchFanoutArgs) -> anyhow::Result<()> {
     };
     report.print();
     Ok(())
+}
+
+/// Acknowledged publications (offsets up to `top`) that subscribers have not received
+/// past their last one. Subscribers that never opened count for nothing here: the bench
+/// fails before publishing if any is missing.
+fn missing(shared: &Shared, top: u64) -> u64 {
+    shared
+        .lasts
+        .iter()
+        .map(|last| match last.load(Ordering::Relaxed) {
+            u64::MAX => 0,
+            last => top.saturating_sub(last),
+        })
+        .sum()
 }
 
 /// Publisher connections needed for `rate` when each may send `per_conn` commands/s.
@@ -391,10 +407,17 @@ pub(crate) struct Shared {
     first_error: Mutex<Option<String>>,
     /// End of the publishing window in µs since `base` (u64::MAX until known).
     window_end_us: AtomicU64,
+    /// The last offset each subscriber received (or its subscribe offset), by user
+    /// number: what it lacks of the acknowledged publications is lost.
+    lasts: Vec<AtomicU64>,
 }
 
 impl Shared {
-    pub(crate) fn new(args: &BenchConnArgs, channel: &str) -> anyhow::Result<Arc<Shared>> {
+    pub(crate) fn new(
+        args: &BenchConnArgs,
+        channel: &str,
+        subscribers: usize,
+    ) -> anyhow::Result<Arc<Shared>> {
         Ok(Arc::new(Shared {
             endpoint: Endpoint::parse(&args.url)?,
             auth: Auth::new(args)?,
@@ -405,6 +428,7 @@ impl Shared {
             failed: AtomicUsize::new(0),
             first_error: Mutex::new(None),
             window_end_us: AtomicU64::new(u64::MAX),
+            lasts: (0..subscribers).map(|_| AtomicU64::new(u64::MAX)).collect(),
         }))
     }
 }
@@ -428,6 +452,13 @@ async fn subscriber(shared: &Shared, user: usize, tally: &Mutex<Tally>) {
             return;
         }
     };
+    let slot = shared.lasts.get(user);
+    let remember = |last: u64| {
+        if let Some(slot) = slot {
+            slot.store(last, Ordering::Relaxed);
+        }
+    };
+    remember(last);
     shared.ready.fetch_add(1, Ordering::Relaxed);
     let why = loop {
         match ws.recv().await {
@@ -443,6 +474,7 @@ async fn subscriber(shared: &Shared, user: usize, tally: &Mutex<Tally>) {
                 }
                 tally.gaps += offset - last - 1;
                 last = offset;
+                remember(last);
                 if let Some(t) = t {
                     tally.delivered += 1;
                     if now <= shared.window_end_us.load(Ordering::Relaxed) {
@@ -544,11 +576,6 @@ impl Subscribers {
         }
     }
 
-    /// Publications delivered so far, all connections together.
-    fn delivered(&self) -> u64 {
-        self.tallies.iter().map(|t| lock(t).delivered).sum()
-    }
-
     /// Stops reading, drops the connections, and returns what they counted.
     pub(crate) async fn stop(self) -> Tally {
         self.stop.cancel();
@@ -614,6 +641,8 @@ impl Plan {
 struct PubTally {
     sent: u64,
     acked: u64,
+    /// The highest offset acknowledged.
+    top: u64,
     errors: u64,
     first_error: Option<String>,
     /// Publishers whose connection ended early, and why.
@@ -624,6 +653,7 @@ impl PubTally {
     fn merge(&mut self, other: PubTally) {
         self.sent += other.sent;
         self.acked += other.acked;
+        self.top = self.top.max(other.top);
         self.errors += other.errors;
         if self.first_error.is_none() {
             self.first_error = other.first_error;
@@ -679,8 +709,12 @@ async fn publish(ws: &mut Ws, first: u64, plan: &Plan, tally: &mut PubTally) -> 
                         if tally.first_error.is_none() {
                             tally.first_error = Some(String::from_utf8_lossy(text).into_owned());
                         }
-                    } else if find(text, br#""offset":"#).is_some() {
+                    } else if let Some(at) = find(text, br#""offset":"#) {
                         tally.acked += 1;
+                        let digits = &text[at + 9..];
+                        let end = digits.iter().position(|b| !b.is_ascii_digit()).unwrap_or(digits.len());
+                        let offset = std::str::from_utf8(&digits[..end]).ok().and_then(|d| d.parse().ok());
+                        tally.top = tally.top.max(offset.unwrap_or(0));
                     }
                 }
                 Some(Message::Close(frame)) => {
@@ -737,6 +771,8 @@ struct FanoutReport<'a> {
     planned: u64,
     published: PubTally,
     expected: u64,
+    /// Acknowledged publications that subscribers did not receive.
+    lost: u64,
     received: Tally,
     slow_closes: BTreeMap<String, u64>,
     server_cpu_s: Option<f64>,
@@ -746,7 +782,7 @@ struct FanoutReport<'a> {
 impl FanoutReport<'_> {
     fn print(&self) {
         let (args, published, received) = (self.args, &self.published, &self.received);
-        let lost = self.expected as i64 - received.delivered as i64;
+        let lost = self.lost;
         let per_s = received.in_window as f64 / args.duration;
         let ms = |q: f64| received.latency_us.quantile(q) as f64 / 1000.0;
         let (p50, p99, max) = (ms(0.5), ms(0.99), received.latency_us.max as f64 / 1000.0);
@@ -847,7 +883,7 @@ mod tests {
             slow: 0,
             publishers: 0,
         };
-        let shared = Shared::new(&args.conn, &args.channel).unwrap();
+        let shared = Shared::new(&args.conn, &args.channel, 0).unwrap();
         let now = Instant::now();
         let plan = Plan::new(&args, &shared, now, now, 2).unwrap();
         assert_eq!(plan.total, 15);

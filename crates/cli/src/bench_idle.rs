@@ -14,7 +14,7 @@ use crate::bench_fanout::{Shared, Subscribers};
 pub(crate) async fn idle(args: BenchIdleArgs) -> anyhow::Result<()> {
     let pid = args.conn.server_pid;
     let rss_before = pid.map(bench::rss_kib).transpose()?;
-    let shared = Shared::new(&args.conn, &args.channel)?;
+    let shared = Shared::new(&args.conn, &args.channel, 0)?;
     let subscribers = Subscribers::spawn(shared, args.conns, args.conn.conns_per_task);
     subscribers.wait_ready().await?;
     let rss_after = pid.map(bench::rss_kib).transpose()?;
