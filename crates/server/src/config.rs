@@ -23,8 +23,9 @@ pub struct Config {
     /// Where history and mailboxes are kept: `sqlite` (default; durable, in
     /// `DATA_DIR/switchboard.db`) or `memory` (lost on restart; for tests and demos).
     pub store: StoreKind,
-    /// Origins allowed to open a WebSocket, e.g. `https://app.example.com`. The server's
-    /// own origin (the `Host` the request was sent to) is always allowed; `*` allows any.
+    /// Origins allowed to open a WebSocket or use SSE and polling, e.g.
+    /// `https://app.example.com`. The server's own origin (the `Host` the request was sent
+    /// to) is always allowed; `*` allows any.
     pub allowed_origins: Vec<String>,
     /// Whether clients may connect without a token (as anonymous users). Default false.
     pub allow_anonymous: bool,
@@ -32,6 +33,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Per-connection limits.
     pub limits: Limits,
+    /// Which transports are served.
+    pub transports: Transports,
     /// Offline mailbox limits.
     pub mailbox: MailboxConfig,
     /// Options of channels whose name has no `namespace:` prefix.
@@ -51,6 +54,7 @@ impl Default for Config {
             allow_anonymous: false,
             auth: AuthConfig::default(),
             limits: Limits::default(),
+            transports: Transports::default(),
             mailbox: MailboxConfig::default(),
             default_namespace: NamespaceOptions::default(),
             namespaces: default_namespaces(),
@@ -159,7 +163,8 @@ pub enum TokenAlgorithm {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Most connections at once; more are refused with HTTP 503. Default 20,000.
+    /// Most connections (WebSocket connections and HTTP sessions) at once; more are
+    /// refused with HTTP 503. Default 20,000.
     pub max_connections: usize,
     /// Largest WebSocket message (a command), in bytes; larger frames close with 1009.
     /// Default 64 KiB.
@@ -190,6 +195,15 @@ pub struct Limits {
     /// Time a new connection has to send `connect` (close 4007 after). Default 10 s.
     #[serde(with = "duration")]
     pub connect_timeout: Duration,
+    /// Longest time a long poll is held open when there is nothing to deliver. Default 25 s,
+    /// under the 30 s or more after which proxies commonly cut an idle request.
+    #[serde(with = "duration")]
+    pub poll_timeout: Duration,
+    /// Time an HTTP session (SSE or polling) lives with no open stream and no poll before
+    /// it ends, as a dropped WebSocket would. Must be longer than `poll_timeout`.
+    /// Default 60 s.
+    #[serde(with = "duration")]
+    pub session_idle: Duration,
 }
 
 impl Default for Limits {
@@ -207,6 +221,31 @@ impl Default for Limits {
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
+            poll_timeout: Duration::from_secs(25),
+            session_idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Which transports the server answers. A disabled one's endpoint answers 404, as if it
+/// did not exist: the way to test a client against a proxy that blocks it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Transports {
+    /// WebSocket at `/ws`. Default true.
+    pub websocket: bool,
+    /// Server-Sent Events at `/sse` and `/sse/send`. Default true.
+    pub sse: bool,
+    /// Long and short polling at `/poll`. Default true.
+    pub polling: bool,
+}
+
+impl Default for Transports {
+    fn default() -> Self {
+        Transports {
+            websocket: true,
+            sse: true,
+            polling: true,
         }
     }
 }
@@ -332,12 +371,20 @@ impl Config {
             ("ping_interval", l.ping_interval),
             ("pong_timeout", l.pong_timeout),
             ("connect_timeout", l.connect_timeout),
+            ("poll_timeout", l.poll_timeout),
+            ("session_idle", l.session_idle),
         ] {
             if value.is_zero() {
                 return Err(Error::Config(format!(
                     "limits.{name} must be longer than 0"
                 )));
             }
+        }
+        // Otherwise a client waiting in a long poll would count as gone.
+        if l.session_idle <= l.poll_timeout {
+            return Err(Error::Config(
+                "limits.session_idle must be longer than limits.poll_timeout".into(),
+            ));
         }
         if self.limits.max_payload_size > self.limits.max_message_size {
             return Err(Error::Config(
@@ -450,5 +497,19 @@ mod tests {
         assert!(config.channel_options("plain").is_some());
         let err = Config::from_toml("listne = \"x\"").unwrap_err().to_string();
         assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn transports_and_session_lifetimes() {
+        let config = Config::from_toml("[transports]\nwebsocket = false\n").unwrap();
+        assert!(!config.transports.websocket);
+        assert!(config.transports.sse && config.transports.polling);
+        assert_eq!(config.limits.poll_timeout, Duration::from_secs(25));
+        assert_eq!(config.limits.session_idle, Duration::from_secs(60));
+        let err = Config::from_toml("[limits]\npoll_timeout = \"60s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("session_idle must be longer"), "{err}");
+        assert!(Config::from_toml("[transports]\nsse2 = true\n").is_err());
     }
 }

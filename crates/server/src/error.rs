@@ -103,6 +103,9 @@ client_errors! {
     payload_too_large = 114;
     /// 115: the user's offline mailbox is full.
     mailbox_full = 115;
+    /// 116: an SSE or polling request names a session that does not exist (never did,
+    /// ended, or expired); the client opens a new one.
+    session_not_found = 116;
 }
 
 /// WebSocket close codes the server sends (RFC 6455 codes, then ours in the 4000-4999

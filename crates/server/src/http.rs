@@ -1,5 +1,5 @@
-//! The HTTP front: routes, the WebSocket upgrade with its Origin check, health and
-//! metrics.
+//! The HTTP front: routes, the WebSocket upgrade and the HTTP transports with their
+//! Origin check, health and metrics.
 
 use std::sync::Arc;
 
@@ -14,13 +14,23 @@ use hyper::upgrade::OnUpgrade;
 use crate::state::AppState;
 use crate::transport;
 
-/// The router: `/ws`, `/api/{command}`, `/health`, `/metrics`.
+/// The router: `/ws`, `/sse`, `/sse/send`, `/poll`, `/api/{command}`, `/health`,
+/// `/metrics`.
 pub fn router(state: Arc<AppState>) -> Router {
     let body_limit = state.config.limits.max_message_size.max(1 << 20);
     Router::new()
         .route("/ws", any(ws_upgrade))
         .route("/api/{command}", post(crate::api::handle))
         .layer(DefaultBodyLimit::max(body_limit))
+        // The HTTP transports read their bodies themselves, against max_message_size.
+        .route("/sse", get(transport::sse::stream))
+        .route("/sse/send", post(transport::sse::send).options(preflight))
+        .route(
+            "/poll",
+            get(transport::poll::poll)
+                .post(transport::poll::poll)
+                .options(preflight),
+        )
         .route(
             "/health",
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
@@ -46,9 +56,108 @@ fn plain(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
+/// The answer of a transport switched off in `[transports]`: as if it did not exist.
+pub(crate) fn disabled(transport: &str) -> Response {
+    plain(
+        StatusCode::NOT_FOUND,
+        format!("the {transport} transport is disabled on this server\n"),
+    )
+}
+
+/// The Origin check of the HTTP transports (SSE, polling), with the same rule as the
+/// WebSocket upgrade. Refused: the 403 to answer. Allowed: the origin to name in
+/// `Access-Control-Allow-Origin`, when it is another site's (one in `allowed_origins`),
+/// so that its pages may read the answers.
+pub(crate) fn check_origin(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<HeaderValue>, Forbidden> {
+    let origin = match headers.get(header::ORIGIN).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(origin)) => Some(origin),
+        Some(Err(_)) => {
+            return Err(Forbidden("the Origin header is not readable text\n".into()));
+        }
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !origin_allowed(origin, host, &state.config.allowed_origins) {
+        return Err(Forbidden(format!(
+            "origin {:?} is not allowed; add it to allowed_origins\n",
+            origin.unwrap_or_default()
+        )));
+    }
+    Ok(origin
+        .filter(|origin| !same_origin(origin, host))
+        .and_then(|origin| HeaderValue::from_str(origin).ok()))
+}
+
+/// An origin refused by [`check_origin`]: answered 403 with this text.
+#[derive(Debug)]
+pub(crate) struct Forbidden(String);
+
+impl IntoResponse for Forbidden {
+    fn into_response(self) -> Response {
+        plain(StatusCode::FORBIDDEN, self.0)
+    }
+}
+
+/// Adds the CORS headers for an allowed cross-site origin (see [`check_origin`]).
+pub(crate) fn with_cors(mut response: Response, origin: Option<HeaderValue>) -> Response {
+    if let Some(origin) = origin {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        // The answer depends on the Origin: caches must not give it to another site.
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    response
+}
+
+/// `OPTIONS /sse/send` and `OPTIONS /poll`: the CORS preflight a browser sends before a
+/// cross-site POST with a JSON content type.
+async fn preflight(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let enabled = match request.uri().path() {
+        "/poll" => state.config.transports.polling,
+        _ => state.config.transports.sse,
+    };
+    if !enabled {
+        return disabled(if request.uri().path() == "/poll" {
+            "polling"
+        } else {
+            "SSE"
+        });
+    }
+    let cors = match check_origin(&state, request.headers()) {
+        Ok(cors) => cors,
+        Err(refused) => return refused.into_response(),
+    };
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if cors.is_some() {
+        let headers = response.headers_mut();
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("content-type"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+    }
+    with_cors(response, cors)
+}
+
 /// `GET /ws`: checks the upgrade with the protocol crate's rules (§4.2.1) and the Origin,
 /// answers 101, and hands the upgraded connection to the WebSocket transport.
 async fn ws_upgrade(State(state): State<Arc<AppState>>, mut request: Request) -> Response {
+    if !state.config.transports.websocket {
+        return disabled("WebSocket");
+    }
     let headers = request.headers();
     let upgrade = switchboard_ws::handshake::server::check(
         request.method().as_str(),
@@ -123,6 +232,11 @@ pub fn origin_allowed(origin: Option<&str>, host: &str, allowed: &[String]) -> b
     {
         return true;
     }
+    same_origin(origin, host)
+}
+
+/// Whether `origin` is the server's own: `http://` or `https://` and the request's Host.
+fn same_origin(origin: &str, host: &str) -> bool {
     let authority = origin
         .strip_prefix("http://")
         .or_else(|| origin.strip_prefix("https://"));

@@ -11,11 +11,13 @@
 //!   its in-memory implementation.
 //! - [`outbox`]: per-connection bounded queues; slow consumers are disconnected.
 //! - [`session`]: one client's protocol state machine, transport-independent.
-//! - [`transport`]: the WebSocket transport (SSE and polling come later).
+//! - [`transport`]: WebSocket, Server-Sent Events and polling; the HTTP ones keep a
+//!   session between requests.
 //! - [`auth`]: JWT verification and minting, API key comparison.
 //! - [`secrets`]: API key and token secret from config or generated into the data dir.
 //! - `listen`: the accept loop (hyper HTTP/1.1 connections, graceful shutdown).
-//! - [`http`]: routes, the upgrade with its Origin check, health and metrics.
+//! - [`http`]: routes, the Origin check of the upgrade and the HTTP transports, health
+//!   and metrics.
 //! - `api`: the server API handlers.
 //! - [`metrics`]: counters rendered for Prometheus.
 //! - [`state`]: what handlers share.
@@ -118,6 +120,7 @@ pub async fn run_with_store(
         hub: hub.clone(),
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
+        http_sessions: Default::default(),
     });
     // Retention runs beside the hot path, never in it.
     let sweeper = {

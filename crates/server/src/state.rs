@@ -27,6 +27,9 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Tracks connection tasks, so shutdown can wait for their close handshakes.
     pub tracker: TaskTracker,
-    /// One permit per open connection (`limits.max_connections`).
+    /// One permit per open connection (`limits.max_connections`), WebSocket or HTTP
+    /// session.
     pub permits: Arc<Semaphore>,
+    /// The open HTTP sessions (SSE and polling) by id.
+    pub http_sessions: crate::transport::http_session::Registry,
 }

@@ -11,14 +11,19 @@
 //! - `slow`: slow-consumer disconnect.
 //! - `shutdown`: graceful shutdown.
 //! - `ping`: dead connections are closed.
+//! - `sse`: sessions over Server-Sent Events, resuming with `Last-Event-ID`.
+//! - `poll`: long and short polling; what every HTTP transport shares (Origin, CORS, body
+//!   size, transports switched off); recovery on a new session.
 
 mod api;
 mod connect;
 mod history;
 mod mailbox;
 mod ping;
+mod poll;
 mod pubsub;
 mod recovery;
 mod shutdown;
 mod slow;
+mod sse;
 mod util;

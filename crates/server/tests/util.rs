@@ -1,6 +1,7 @@
 //! Shared fixtures: a server on `127.0.0.1:0`, tokens, a WebSocket client that matches
-//! replies to commands, a raw WebSocket peer that does only what a test tells it, and a
-//! tiny HTTP/1.1 client for the server API. Every wait is bounded by [`WAIT`], so no test
+//! replies to commands, a raw WebSocket peer that does only what a test tells it, a tiny
+//! HTTP/1.1 client for the server API, and clients of the HTTP transports (an SSE stream
+//! reader, [`SseClient`] and [`Poller`]). Every wait is bounded by [`WAIT`], so no test
 //! can hang.
 
 use std::collections::VecDeque;
@@ -604,6 +605,41 @@ pub(crate) async fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String) {
+    let response = http_response(addr, method, path, headers, body).await;
+    (response.status, response.body)
+}
+
+/// A whole HTTP response.
+#[derive(Debug)]
+pub(crate) struct HttpResponse {
+    pub(crate) status: u16,
+    /// The status line and the headers.
+    pub(crate) head: String,
+    pub(crate) body: String,
+}
+
+impl HttpResponse {
+    /// A header's value (the first, by case-insensitive name).
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        header_of(&self.head, name)
+    }
+}
+
+fn header_of<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// One HTTP/1.1 request (`Connection: close`); returns the whole response.
+pub(crate) async fn http_response(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
     let mut stream = bounded("TCP connect", TcpStream::connect(addr))
         .await
         .expect("connect");
@@ -631,10 +667,11 @@ pub(crate) async fn http(
         .lines()
         .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.contains("chunked"));
     let body = if chunked { dechunk(raw) } else { raw.to_vec() };
-    (
-        status_of(&head),
-        String::from_utf8(body).expect("UTF-8 body"),
-    )
+    HttpResponse {
+        status: status_of(&head),
+        body: String::from_utf8(body).expect("UTF-8 body"),
+        head,
+    }
 }
 
 fn dechunk(mut raw: &[u8]) -> Vec<u8> {
@@ -690,4 +727,561 @@ where
         }
     })
     .await;
+}
+
+/// One block of an event stream: an event (its fields) or a comment.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct SseEvent {
+    pub(crate) id: Option<String>,
+    pub(crate) event: Option<String>,
+    /// The `data:` lines joined with `\n`, as EventSource does.
+    pub(crate) data: Option<String>,
+    pub(crate) retry: Option<u64>,
+    /// The text of a comment line (`: ping`), for a block that is only that.
+    pub(crate) comment: Option<String>,
+}
+
+impl SseEvent {
+    /// The data as JSON.
+    pub(crate) fn json(&self) -> Value {
+        let data = self.data.as_deref().expect("an event with data");
+        serde_json::from_str(data).unwrap_or_else(|e| panic!("event data {data:?}: {e}"))
+    }
+}
+
+/// A `GET /sse` response read over a raw TCP stream, block by block, as it arrives.
+#[derive(Debug)]
+pub(crate) struct SseStream {
+    stream: TcpStream,
+    /// Bytes read and not yet de-chunked.
+    raw: BytesMut,
+    /// De-chunked text not yet parsed into blocks.
+    text: String,
+    /// The response's status line and headers.
+    pub(crate) head: String,
+    ended: bool,
+}
+
+impl SseStream {
+    /// Sends `GET path` with extra headers; returns once the response head arrived.
+    pub(crate) async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> SseStream {
+        let mut stream = bounded("TCP connect", TcpStream::connect(addr))
+            .await
+            .expect("connect");
+        let mut request =
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        bounded("SSE request", stream.write_all(request.as_bytes()))
+            .await
+            .expect("write request");
+        let mut raw = BytesMut::new();
+        let head = loop {
+            if let Some(end) = find(&raw, b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+                let _ = raw.split_to(end + 4);
+                break head;
+            }
+            let n = bounded("SSE response head", stream.read_buf(&mut raw))
+                .await
+                .expect("read");
+            assert!(n > 0, "EOF before the SSE response head");
+        };
+        assert_eq!(status_of(&head), 200, "{head}");
+        assert_eq!(header_of(&head, "content-type"), Some("text/event-stream"));
+        assert!(
+            header_of(&head, "transfer-encoding").is_some_and(|v| v.contains("chunked")),
+            "{head}"
+        );
+        SseStream {
+            stream,
+            raw,
+            text: String::new(),
+            head,
+            ended: false,
+        }
+    }
+
+    /// A response header's value.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        header_of(&self.head, name)
+    }
+
+    /// Moves whole chunks from `raw` to `text`; notes the last chunk.
+    fn dechunk(&mut self) {
+        while !self.ended {
+            let Some(line_end) = find(&self.raw, b"\r\n") else {
+                return;
+            };
+            let size_text = String::from_utf8_lossy(&self.raw[..line_end]).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .unwrap_or_else(|e| panic!("chunk size {size_text:?}: {e}"));
+            if self.raw.len() < line_end + 2 + size + 2 {
+                return;
+            }
+            let chunk = self.raw.split_to(line_end + 2 + size + 2);
+            if size == 0 {
+                self.ended = true;
+            }
+            self.text.push_str(
+                std::str::from_utf8(&chunk[line_end + 2..line_end + 2 + size]).expect("UTF-8"),
+            );
+        }
+    }
+
+    /// The next block (event or comment), or `None` once the response has ended.
+    pub(crate) async fn next_block(&mut self) -> Option<SseEvent> {
+        loop {
+            // The head's read may have brought the first chunks too.
+            self.dechunk();
+            if let Some(end) = self.text.find("\n\n") {
+                let block: String = self.text.drain(..end + 2).collect();
+                return Some(parse_block(&block));
+            }
+            if self.ended {
+                assert!(
+                    self.text.is_empty(),
+                    "a partial event at the end: {:?}",
+                    self.text
+                );
+                return None;
+            }
+            let n = bounded("an SSE event", self.stream.read_buf(&mut self.raw))
+                .await
+                .expect("read the event stream");
+            if n == 0 {
+                panic!("the connection closed in the middle of the event stream");
+            }
+        }
+    }
+
+    /// The next event, skipping comments and blocks without data; panics at the end.
+    pub(crate) async fn next_event(&mut self) -> SseEvent {
+        loop {
+            match self.next_block().await {
+                Some(event) if event.data.is_some() => return event,
+                Some(_) => {}
+                None => panic!("the event stream ended while an event was expected"),
+            }
+        }
+    }
+
+    /// Waits for the end of the response, returning the events that came first.
+    pub(crate) async fn until_end(&mut self) -> Vec<SseEvent> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next_block().await {
+            if event.data.is_some() {
+                events.push(event);
+            }
+        }
+        events
+    }
+}
+
+fn parse_block(block: &str) -> SseEvent {
+    let mut event = SseEvent::default();
+    let mut data: Vec<&str> = Vec::new();
+    for line in block.lines().filter(|l| !l.is_empty()) {
+        if let Some(comment) = line.strip_prefix(':') {
+            event.comment = Some(comment.trim().to_owned());
+            continue;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "id" => event.id = Some(value.to_owned()),
+            "event" => event.event = Some(value.to_owned()),
+            "data" => data.push(value),
+            "retry" => event.retry = Some(value.parse().expect("retry is a number")),
+            other => panic!("unknown SSE field {other:?} in {block:?}"),
+        }
+    }
+    if !data.is_empty() {
+        event.data = Some(data.join("\n"));
+    }
+    event
+}
+
+/// What an HTTP session delivered: a JSON message, or the end of the session.
+#[derive(Debug)]
+pub(crate) enum Delivered {
+    Json(Value),
+    /// The `close` event or the poll's `closed`: `{"code","reason"}`.
+    Closed(Value),
+}
+
+/// Sorts delivered messages into replies and pushes, as [`Client`] does.
+#[derive(Debug, Default)]
+struct Inbox {
+    next_id: u64,
+    pushes: VecDeque<Value>,
+    replies: VecDeque<Value>,
+}
+
+impl Inbox {
+    fn keep(&mut self, value: Value) {
+        if value.get("push").is_some() {
+            self.pushes.push_back(value);
+        } else {
+            self.replies.push_back(value);
+        }
+    }
+
+    fn reply(&mut self, id: u64) -> Option<Value> {
+        let i = self.replies.iter().position(|r| r["id"] == id)?;
+        self.replies.remove(i)
+    }
+
+    fn with_id(&mut self, mut command: Value) -> (u64, Value) {
+        let id = match command["id"].as_u64() {
+            Some(id) => id,
+            None => {
+                self.next_id += 1;
+                command["id"] = json!(self.next_id);
+                self.next_id
+            }
+        };
+        (id, command)
+    }
+}
+
+/// An SSE session: its stream, commands through `POST /sse/send`.
+#[derive(Debug)]
+pub(crate) struct SseClient {
+    addr: SocketAddr,
+    pub(crate) stream: SseStream,
+    /// The session id.
+    pub(crate) sid: String,
+    /// The id of the last event received (`<sid>:<seq>`), for `Last-Event-ID`.
+    pub(crate) last_id: String,
+    inbox: Inbox,
+}
+
+impl SseClient {
+    /// Opens a new session (reading its `session` event), without sending `connect`.
+    pub(crate) async fn open(addr: SocketAddr) -> SseClient {
+        let mut stream = SseStream::open(addr, "/sse", &[]).await;
+        let first = stream.next_event().await;
+        assert_eq!(first.event.as_deref(), Some("session"), "{first:?}");
+        let sid = first.json()["session"]
+            .as_str()
+            .expect("session id")
+            .to_owned();
+        assert_eq!(first.id, Some(format!("{sid}:0")));
+        assert_eq!(first.retry, Some(1000));
+        SseClient {
+            addr,
+            stream,
+            last_id: format!("{sid}:0"),
+            sid,
+            inbox: Inbox::default(),
+        }
+    }
+
+    /// Opens a session and connects with a fresh token for `user`.
+    pub(crate) async fn connect(addr: SocketAddr, user: &str) -> SseClient {
+        let mut client = SseClient::open(addr).await;
+        let hello = client
+            .ok(json!({"cmd": "connect", "token": token(user, None, &[], 3600)}))
+            .await;
+        assert_eq!(hello["user"], user);
+        client
+    }
+
+    /// `POST /sse/send?session=<sid>` with `body`.
+    pub(crate) async fn post(&self, body: &str) -> HttpResponse {
+        self.post_bytes(body.as_bytes()).await
+    }
+
+    /// The same with any bytes.
+    pub(crate) async fn post_bytes(&self, body: &[u8]) -> HttpResponse {
+        http_response(
+            self.addr,
+            "POST",
+            &format!("/sse/send?session={}", self.sid),
+            &[("Content-Type", "application/json")],
+            body,
+        )
+        .await
+    }
+
+    /// Sends a command (with a fresh id unless it has one), expecting 202; returns the id.
+    pub(crate) async fn send_cmd(&mut self, command: Value) -> u64 {
+        let (id, command) = self.inbox.with_id(command);
+        let response = self.post(&command.to_string()).await;
+        assert_eq!(response.status, 202, "{command} -> {response:?}");
+        assert_eq!(response.body, "");
+        id
+    }
+
+    /// Sends a command and returns its `result`, panicking on an error reply.
+    pub(crate) async fn ok(&mut self, command: Value) -> Value {
+        let reply = self.cmd(command.clone()).await;
+        assert!(reply.get("error").is_none(), "{command} -> {reply}");
+        reply["result"].clone()
+    }
+
+    /// Sends a command and waits for its reply on the stream.
+    pub(crate) async fn cmd(&mut self, command: Value) -> Value {
+        let id = self.send_cmd(command).await;
+        self.reply(id).await
+    }
+
+    /// Waits for the reply with `id`.
+    pub(crate) async fn reply(&mut self, id: u64) -> Value {
+        loop {
+            if let Some(reply) = self.inbox.reply(id) {
+                return reply;
+            }
+            self.read_one().await;
+        }
+    }
+
+    /// The next reply of any id.
+    pub(crate) async fn next_reply(&mut self) -> Value {
+        loop {
+            if let Some(reply) = self.inbox.replies.pop_front() {
+                return reply;
+            }
+            self.read_one().await;
+        }
+    }
+
+    /// The next push.
+    pub(crate) async fn next_push(&mut self) -> Value {
+        loop {
+            if let Some(push) = self.inbox.pushes.pop_front() {
+                return push;
+            }
+            self.read_one().await;
+        }
+    }
+
+    /// The next publication, skipping joins and leaves.
+    pub(crate) async fn next_publication(&mut self) -> Value {
+        loop {
+            let push = self.next_push().await;
+            if push["push"] == "publication" {
+                return push;
+            }
+            assert!(push["push"] == "join" || push["push"] == "leave", "{push}");
+        }
+    }
+
+    /// Reads one message event and keeps it; panics on the end of the session.
+    async fn read_one(&mut self) {
+        match self.next().await {
+            Delivered::Json(value) => self.inbox.keep(value),
+            Delivered::Closed(closed) => panic!("the session ended: {closed}"),
+        }
+    }
+
+    /// The next thing the stream delivers; message events must carry the next seq.
+    pub(crate) async fn next(&mut self) -> Delivered {
+        let event = self.stream.next_event().await;
+        if event.event.as_deref() == Some("close") {
+            assert_eq!(event.id, None);
+            return Delivered::Closed(event.json());
+        }
+        assert_eq!(event.event, None, "{event:?}");
+        let id = event.id.clone().expect("a message event has an id");
+        let (sid, seq) = id.rsplit_once(':').expect("<sid>:<seq>");
+        assert_eq!(sid, self.sid);
+        let (_, last) = self.last_id.rsplit_once(':').expect("<sid>:<seq>");
+        let (seq, last): (u64, u64) = (seq.parse().expect("seq"), last.parse().expect("seq"));
+        assert_eq!(seq, last + 1, "events arrive in seq order, each once");
+        self.last_id = id;
+        Delivered::Json(event.json())
+    }
+
+    /// Waits for the `close` event (keeping messages that come first) and the end of the
+    /// stream; returns the close code and reason.
+    pub(crate) async fn expect_close(&mut self) -> (u64, String) {
+        loop {
+            match self.next().await {
+                Delivered::Json(value) => self.inbox.keep(value),
+                Delivered::Closed(closed) => {
+                    assert!(
+                        self.stream.next_block().await.is_none(),
+                        "the stream ends after close"
+                    );
+                    return (
+                        closed["code"].as_u64().expect("code"),
+                        closed["reason"].as_str().expect("reason").to_owned(),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Reconnects the stream with `Last-Event-ID: last_id` (as EventSource does after a
+    /// cut), dropping the old connection.
+    pub(crate) async fn reconnect(&mut self, last_id: &str) {
+        self.stream = SseStream::open(self.addr, "/sse", &[("Last-Event-ID", last_id)]).await;
+        self.last_id = last_id.to_owned();
+        let first = self
+            .stream
+            .next_block()
+            .await
+            .expect("the resumed stream starts");
+        assert_eq!(
+            (first.retry, first.data),
+            (Some(1000), None),
+            "no session event on a resume"
+        );
+    }
+}
+
+/// A polling session: every call is one `/poll` request.
+#[derive(Debug)]
+pub(crate) struct Poller {
+    addr: SocketAddr,
+    /// The session id, once the first answer named it.
+    pub(crate) session: Option<String>,
+    /// The seq to acknowledge on the next poll.
+    pub(crate) ack: u64,
+    /// The session's end, once an answer carried it.
+    pub(crate) closed: Option<Value>,
+    inbox: Inbox,
+}
+
+impl Poller {
+    /// A poller with no session yet (the first poll opens one).
+    pub(crate) fn new(addr: SocketAddr) -> Poller {
+        Poller {
+            addr,
+            session: None,
+            ack: 0,
+            closed: None,
+            inbox: Inbox::default(),
+        }
+    }
+
+    /// Opens a session and connects with a fresh token for `user`.
+    pub(crate) async fn connect(addr: SocketAddr, user: &str) -> Poller {
+        let mut poller = Poller::new(addr);
+        let hello = poller
+            .ok(json!({"cmd": "connect", "token": token(user, None, &[], 3600)}))
+            .await;
+        assert_eq!(hello["user"], user);
+        poller
+    }
+
+    /// The `/poll` path and query for `ack` and `wait`.
+    pub(crate) fn path(&self, ack: u64, wait: bool) -> String {
+        let mut path = format!("/poll?ack={ack}&wait={}", u8::from(wait));
+        if let Some(sid) = &self.session {
+            path.push_str(&format!("&session={sid}"));
+        }
+        path
+    }
+
+    /// One raw poll acknowledging `ack`, with `body`; returns the status and the answer.
+    pub(crate) async fn raw(&self, ack: u64, wait: bool, body: &str) -> (u16, Value) {
+        let response = http_response(
+            self.addr,
+            "POST",
+            &self.path(ack, wait),
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+        .await;
+        if response.status == 200 {
+            assert_eq!(response.header("content-type"), Some("application/json"));
+        }
+        let value = serde_json::from_str(&response.body)
+            .unwrap_or_else(|e| panic!("poll answer {:?}: {e}", response.body));
+        (response.status, value)
+    }
+
+    /// One poll with commands; checks the answer, keeps its messages, and acknowledges
+    /// them on the next poll. Returns the answer.
+    pub(crate) async fn poll(&mut self, commands: &[Value], wait: bool) -> Value {
+        let body = match commands {
+            [] => String::new(),
+            [one] => one.to_string(),
+            many => Value::from(many.to_vec()).to_string(),
+        };
+        let (status, answer) = self.raw(self.ack, wait, &body).await;
+        assert_eq!(status, 200, "{answer}");
+        let sid = answer["session"].as_str().expect("session").to_owned();
+        if let Some(known) = &self.session {
+            assert_eq!(&sid, known);
+        }
+        self.session = Some(sid);
+        let messages = answer["messages"].as_array().expect("messages");
+        let seq = answer["seq"].as_u64().expect("seq");
+        // Never a message already acknowledged; seq names the last one.
+        assert_eq!(seq, self.ack + messages.len() as u64, "{answer}");
+        self.ack = seq;
+        for message in messages {
+            self.inbox.keep(message.clone());
+        }
+        if let Some(closed) = answer.get("closed") {
+            self.closed = Some(closed.clone());
+        }
+        answer
+    }
+
+    /// Sends a command (with a fresh id unless it has one) and polls until its reply.
+    pub(crate) async fn cmd(&mut self, command: Value) -> Value {
+        let (id, command) = self.inbox.with_id(command);
+        self.poll(&[command], true).await;
+        self.reply(id).await
+    }
+
+    /// Sends a command and returns its `result`, panicking on an error reply.
+    pub(crate) async fn ok(&mut self, command: Value) -> Value {
+        let reply = self.cmd(command.clone()).await;
+        assert!(reply.get("error").is_none(), "{command} -> {reply}");
+        reply["result"].clone()
+    }
+
+    /// Polls until the reply with `id`.
+    pub(crate) async fn reply(&mut self, id: u64) -> Value {
+        bounded("a reply by polling", async {
+            loop {
+                if let Some(reply) = self.inbox.reply(id) {
+                    return reply;
+                }
+                self.poll_more().await;
+            }
+        })
+        .await
+    }
+
+    /// Polls until a push.
+    pub(crate) async fn next_push(&mut self) -> Value {
+        bounded("a push by polling", async {
+            loop {
+                if let Some(push) = self.inbox.pushes.pop_front() {
+                    return push;
+                }
+                self.poll_more().await;
+            }
+        })
+        .await
+    }
+
+    /// Polls until a publication, skipping joins and leaves.
+    pub(crate) async fn next_publication(&mut self) -> Value {
+        loop {
+            let push = self.next_push().await;
+            if push["push"] == "publication" {
+                return push;
+            }
+            assert!(push["push"] == "join" || push["push"] == "leave", "{push}");
+        }
+    }
+
+    async fn poll_more(&mut self) {
+        assert!(
+            self.closed.is_none(),
+            "the session ended: {:?}",
+            self.closed
+        );
+        self.poll(&[], true).await;
+    }
 }

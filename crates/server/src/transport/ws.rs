@@ -48,7 +48,9 @@ pub(crate) async fn serve(
         Ok(parts) => {
             let (read, write) = parts.io.into_inner().into_split();
             let writer = outbox.attach(write);
+            // Copied and dropped now: it can hold hyper's whole read buffer.
             let leftover = BytesMut::from(&parts.read_buf[..]);
+            drop(parts.read_buf);
             let ws = WebSocket::from_raw(
                 tokio::io::join(read, writer),
                 Role::Server,
@@ -64,7 +66,9 @@ pub(crate) async fn serve(
                 ws_config,
                 BytesMut::new(),
             );
-            run_with(state, ws, handle, outbox).await;
+            // Boxed: not the usual path, and inline its future would add its size to
+            // every connection's task.
+            Box::pin(run_with(state, ws, handle, outbox)).await;
         }
     }
     drop(permit);
