@@ -408,3 +408,96 @@ impl Future for Killed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpSocket};
+
+    use super::*;
+
+    /// Splits a stream of unmasked server frames into (opcode, payload) pairs.
+    fn frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            assert!(bytes.len() >= 2, "a truncated frame header");
+            let opcode = bytes[0] & 0x0f;
+            let (len, header) = match bytes[1] & 0x7f {
+                126 => (usize::from(u16::from_be_bytes([bytes[2], bytes[3]])), 4),
+                127 => (
+                    u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
+                n => (usize::from(n), 2),
+            };
+            assert!(bytes.len() >= header + len, "a truncated frame");
+            out.push((opcode, bytes[header..header + len].to_vec()));
+            bytes = &bytes[header + len..];
+        }
+        out
+    }
+
+    /// Direct pushes, queued frames and the connection's own frames share one socket.
+    /// With the socket full and stopped in the middle of a queued frame, frames written
+    /// through the shared writer wait for the queue, so nothing is ever split.
+    #[tokio::test]
+    async fn frames_never_interleave_on_a_full_socket() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut client = socket
+            .connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (_read, write) = server.into_split();
+
+        let (handle, mut outbox) = outbox(1, 100_000, 1 << 30, Arc::new(Metrics::default()));
+        let mut writer = outbox.attach(write);
+        let text = |i: usize| format!("{i:06}{}", "p".repeat(30_000));
+        // Nobody reads yet: the socket fills and a frame is left half written.
+        let mut sent = 0;
+        while sent < 2_000 && handle.shared.out().head_written == 0 {
+            assert!(handle.push(PreparedMessage::text(&text(sent))));
+            sent += 1;
+        }
+        assert!(
+            handle.shared.out().head_written > 0,
+            "the socket never filled"
+        );
+
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            client.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        // Now the socket drains: the connection's own frames go out between pushes.
+        for i in 0..50u8 {
+            assert!(handle.push(PreparedMessage::text(&text(sent))));
+            sent += 1;
+            writer
+                .write_all(PreparedMessage::binary(&[i]).as_bytes())
+                .await
+                .unwrap();
+        }
+        // What is still queued goes out through the connection's `recv`.
+        while !handle.shared.out().queue.is_empty() {
+            let _ = tokio::time::timeout(Duration::from_millis(10), outbox.recv()).await;
+        }
+        writer.shutdown().await.unwrap();
+        drop(writer);
+        drop(outbox);
+
+        let received = frames(&reader.await.unwrap());
+        let texts: Vec<_> = received.iter().filter(|(op, _)| *op == 1).collect();
+        let binaries: Vec<_> = received.iter().filter(|(op, _)| *op == 2).collect();
+        assert_eq!(texts.len(), sent);
+        for (i, (_, payload)) in texts.iter().enumerate() {
+            assert_eq!(payload, text(i).as_bytes(), "text frame {i}");
+        }
+        let own: Vec<u8> = binaries.iter().map(|(_, p)| p[0]).collect();
+        assert_eq!(own, (0..50).collect::<Vec<u8>>());
+    }
+}

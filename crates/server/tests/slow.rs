@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::util::{RawPeer, bounded, eventually, start, token};
+use crate::util::{RawPeer, api, bounded, eventually, start, token};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_stops_reading_is_disconnected_and_others_get_everything() {
@@ -107,4 +107,74 @@ async fn a_subscriber_that_stops_reading_is_disconnected_and_others_get_everythi
     })
     .await;
     healthy.barrier().await;
+}
+
+/// Pushes are written to the socket straight from the publisher's task, and the
+/// connection's own frames (here, pongs) share that socket. While a flood keeps the
+/// socket full, so that writes stop in the middle of frames, no frame may be split by
+/// another: every frame arrives whole, publications in order, each pong once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pongs_during_a_flood_never_split_a_frame() {
+    const PUBLICATIONS: u64 = 600;
+    const PINGS: u64 = 200;
+    let server = start(|c| {
+        c.limits.outbox_messages = 4096;
+        c.limits.outbox_bytes = 256 << 20;
+    })
+    .await;
+    let mut peer =
+        RawPeer::connect(server.addr, &token("reader", None, &[], 3600), Some(4096)).await;
+    peer.send_text(&json!({"id": 2, "cmd": "subscribe", "channel": "vote:flood"}).to_string())
+        .await;
+    assert!(peer.read_json().await.get("result").is_some());
+    let addr = server.addr;
+    let flood = tokio::spawn(async move {
+        let data = "y".repeat(30_000);
+        for i in 0..=PUBLICATIONS {
+            let data = if i == PUBLICATIONS {
+                json!("end")
+            } else {
+                json!(data)
+            };
+            let (status, reply) = api(
+                addr,
+                "publish",
+                json!({"channel": "vote:flood", "data": data}),
+            )
+            .await;
+            assert_eq!(status, 200, "{reply}");
+        }
+    });
+    let (mut pings, mut pongs, mut offsets) = (0u64, 0u64, Vec::new());
+    let mut ended = false;
+    while !ended || pongs < pings {
+        if pings < PINGS {
+            peer.send_ping(&pings.to_be_bytes()).await;
+            pings += 1;
+        }
+        let frame = peer.read_frame().await;
+        match frame.opcode {
+            0x1 => {
+                let push: Value = serde_json::from_slice(&frame.payload).unwrap_or_else(|e| {
+                    panic!("a text frame is not JSON ({e}): frames were mixed")
+                });
+                assert_eq!(push["push"], "publication", "{push}");
+                if push["data"] == "end" {
+                    ended = true;
+                } else {
+                    offsets.push(push["offset"].as_u64().expect("offset"));
+                }
+            }
+            0xA => {
+                assert_eq!(frame.payload, pongs.to_be_bytes(), "pong {pongs}");
+                pongs += 1;
+            }
+            other => panic!("unexpected opcode {other:#x}"),
+        }
+        // Read slowly, so the server's socket stays full.
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    bounded("the flood", flood).await.expect("the flood task");
+    assert_eq!(offsets, (1..=PUBLICATIONS).collect::<Vec<_>>());
+    assert_eq!(pongs, PINGS);
 }

@@ -503,6 +503,15 @@ impl RawPeer {
             .expect("raw write");
     }
 
+    /// Sends a masked ping frame with `payload`.
+    pub(crate) async fn send_ping(&mut self, payload: &[u8]) {
+        let mut out = BytesMut::new();
+        encode_frame(&mut out, true, OpCode::Ping, payload, Some([5, 6, 7, 8]));
+        bounded("raw write", self.stream.write_all(&out))
+            .await
+            .expect("raw write");
+    }
+
     /// Sends a masked close frame with `code`.
     pub(crate) async fn send_close(&mut self, code: u16) {
         let mut out = BytesMut::new();
