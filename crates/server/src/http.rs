@@ -36,6 +36,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
         )
         .route("/metrics", get(metrics))
+        .merge(crate::assets::router())
         .with_state(state)
 }
 

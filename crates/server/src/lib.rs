@@ -19,10 +19,12 @@
 //! - [`http`]: routes, the Origin check of the upgrade and the HTTP transports, health
 //!   and metrics.
 //! - `api`: the server API handlers.
+//! - `assets`: the browser library, `/switchboard.js` and `/switchboard.d.ts`.
 //! - [`metrics`]: counters rendered for Prometheus.
 //! - [`state`]: what handlers share.
 
 mod api;
+mod assets;
 pub mod auth;
 pub mod config;
 #[cfg(test)]
@@ -30,8 +32,8 @@ mod doc_examples;
 pub mod engine;
 pub mod error;
 pub mod http;
-mod listen;
 pub mod hub;
+mod listen;
 pub mod metrics;
 pub mod outbox;
 pub mod secrets;

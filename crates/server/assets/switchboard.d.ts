@@ -1,0 +1,215 @@
+// Type declarations of switchboard.js, the browser client of Switchboard (served at
+// /switchboard.d.ts next to /switchboard.js). docs/client.md describes the library and
+// docs/protocol.md the protocol underneath.
+
+export const VERSION: string;
+
+export const CONNECTING: 0;
+export const OPEN: 1;
+export const CLOSING: 2;
+export const CLOSED: 3;
+export type ReadyState = 0 | 1 | 2 | 3;
+
+export type TransportName = 'websocket' | 'sse' | 'longpoll' | 'poll';
+export const TRANSPORTS: readonly TransportName[];
+
+/** Client-side error codes; protocol errors have numeric codes (100-116). */
+export type ClientErrorCode = 'closed' | 'disconnected' | 'queue_full' | 'token';
+
+export class SwitchboardError extends Error {
+  constructor(code: number | ClientErrorCode, message: string);
+  /** The protocol's error code (see docs/protocol.md, "Errors"), or a client-side code. */
+  code: number | ClientErrorCode;
+}
+
+/** A position in a channel's stream. */
+export interface Position {
+  offset: number;
+  epoch: string;
+}
+
+/** A connection as others see it. */
+export interface ClientInfo {
+  user: string;
+  client: string;
+  /** The `info` claim of the user's token. */
+  info?: unknown;
+}
+
+export interface Publication<T = unknown> {
+  channel: string;
+  epoch: string;
+  offset: number;
+  data: T;
+  /** The publisher; absent when published through the server API. */
+  info?: ClientInfo;
+  /** When the server accepted it, in Unix milliseconds. */
+  time?: number;
+}
+
+export interface PrivateMessage<T = unknown> {
+  /** Its mailbox id; ids increase. */
+  mailbox: number;
+  /** The sender; absent when sent through the server API. */
+  from?: ClientInfo;
+  data: T;
+  time?: number;
+}
+
+export interface PresenceEvent {
+  channel: string;
+  info: ClientInfo;
+}
+
+export interface SubscribedEvent {
+  channel: string;
+  epoch: string;
+  offset: number;
+  recoverable: boolean;
+  /** Present after a resubscribe that asked to recover. */
+  recovered?: boolean;
+}
+
+export interface RecoveryFailedEvent {
+  channel: string;
+  /** The position the subscription continues from. */
+  epoch: string;
+  offset: number;
+}
+
+export interface SubscribeHandlers<T = unknown> {
+  /** Each publication once, in offset order, across reconnects. */
+  onPublication?: (pub: Publication<T>) => void;
+  onJoin?: (ev: PresenceEvent) => void;
+  onLeave?: (ev: PresenceEvent) => void;
+  /** A resubscribe could not recover everything missed: reload the channel's state. */
+  onRecoveryFailed?: (ev: RecoveryFailedEvent) => void;
+  /** Every successful subscribe and resubscribe. */
+  onSubscribed?: (ev: SubscribedEvent) => void;
+  /** The subscribe was refused (e.g. 102, 103, 106); the subscription is then over. */
+  onError?: (err: SwitchboardError) => void;
+}
+
+export interface SwitchboardOptions {
+  /** A connection token (JWT). Without it and without getToken, the client is anonymous. */
+  token?: string;
+  /** Gives a new token: before connecting without one, after close 4002, and before expiry. */
+  getToken?: () => string | Promise<string>;
+  /** Transports to try, best first. Default ['websocket', 'sse', 'longpoll']. */
+  transports?: TransportName[];
+  /** First reconnect delay cap in ms (default 500); doubles per failed attempt. */
+  minReconnectDelay?: number;
+  /** Largest reconnect delay cap in ms (default 20000). */
+  maxReconnectDelay?: number;
+  /** ms to open a transport and get the connect reply, and to answer a ping (default 10000). */
+  timeout?: number;
+  /** Commands queued while not connected before `queue_full` (default 1000). */
+  maxQueue?: number;
+  /** ms on a fallback transport before checking that a better one opens (default 60000). */
+  upgradeDelay?: number;
+  /** ms between short polls (transport 'poll'; default 1000). */
+  pollInterval?: number;
+  /** Source of jitter in [0, 1) (default Math.random); for tests. */
+  random?: () => number;
+  /** A WebSocket class, where there is no global one (Node < 22: the `ws` package). */
+  WebSocket?: unknown;
+  /** An EventSource class, where there is no global one (Node: the `eventsource` package). */
+  EventSource?: unknown;
+  fetch?: typeof fetch;
+}
+
+export interface ConnectingEvent {
+  transport: TransportName;
+  /** Failed rounds since the last connection (the backoff exponent). */
+  attempt: number;
+}
+
+export interface ConnectedEvent {
+  transport: TransportName;
+  client: string;
+  user: string;
+  /** Token expiry in Unix seconds, or null without a token. */
+  expires: number | null;
+  ping: number;
+  version: string;
+}
+
+export interface DisconnectedEvent {
+  /** A close code (docs/protocol.md, "Close codes"); 1006 when the transport just failed. */
+  code: number;
+  reason: string;
+  /** Whether the client reconnects by itself. */
+  reconnect: boolean;
+  /** With reconnect: the ms before the next attempt. */
+  delay?: number;
+}
+
+export interface EventMap {
+  connecting: ConnectingEvent;
+  connected: ConnectedEvent;
+  disconnected: DisconnectedEvent;
+  error: SwitchboardError;
+  message: PrivateMessage;
+}
+
+export interface HistoryResult<T = unknown> {
+  epoch: string;
+  offset: number;
+  publications: { offset: number; data: T; info?: ClientInfo; time?: number }[];
+  complete?: boolean;
+}
+
+export interface PresenceResult {
+  presence: Record<string, { user: string; connections: number; info?: unknown }>;
+}
+
+export class Subscription<T = unknown> {
+  readonly channel: string;
+  state: 'subscribing' | 'subscribed' | 'unsubscribed';
+  /** The last position delivered (null before the first subscribe reply). */
+  epoch: string | null;
+  offset: number | null;
+  recoverable: boolean | null;
+  unsubscribe(): Promise<void>;
+  presence(): Promise<PresenceResult>;
+  history(opts?: { limit?: number; since?: Position }): Promise<HistoryResult<T>>;
+  publish(data: T): Promise<Position>;
+}
+
+export class Switchboard {
+  static readonly CONNECTING: 0;
+  static readonly OPEN: 1;
+  static readonly CLOSING: 2;
+  static readonly CLOSED: 3;
+
+  /** @param url the server's base URL (`http(s)://host:port`); defaults to the page's origin */
+  constructor(url?: string, options?: SwitchboardOptions);
+
+  readonly url: string;
+  readonly readyState: ReadyState;
+  /** Bytes of commands queued and not yet handed to the network. */
+  readonly bufferedAmount: number;
+  /** The transport in use, or null. */
+  readonly transport: TransportName | null;
+  readonly client: string | null;
+  readonly user: string | null;
+
+  connect(): this;
+  /** Resolves once OPEN; rejects if the client is closed first. */
+  ready(): Promise<void>;
+  close(): void;
+
+  on<K extends keyof EventMap>(event: K, fn: (ev: EventMap[K]) => void): () => void;
+  off<K extends keyof EventMap>(event: K, fn: (ev: EventMap[K]) => void): void;
+
+  subscribe<T = unknown>(channel: string, handlers?: SubscribeHandlers<T>): Subscription<T>;
+  getSubscription(channel: string): Subscription | null;
+
+  publish(channel: string, data: unknown): Promise<Position>;
+  history<T = unknown>(channel: string, opts?: { limit?: number; since?: Position }): Promise<HistoryResult<T>>;
+  presence(channel: string): Promise<PresenceResult>;
+  send(user: string, data: unknown): Promise<{ mailbox: number; status: 'delivered' | 'stored' }>;
+  ping(): Promise<Record<string, never>>;
+}
+
+export default Switchboard;

@@ -1,0 +1,130 @@
+// Browser tests: headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core)
+// loads /switchboard.js from a real `switchboard serve` and subscribes over each transport
+// in turn. A publisher publishes 1,000 messages through the server API while the test
+// cuts the page's connection several times (POST /api/disconnect, close 4003) and
+// restarts the server once (close 1001, every session lost); the page must receive all
+// 1,000, in order, exactly once. Then the same with /ws refused by the server's
+// configuration ([transports] websocket = false) and the default transports: the page
+// falls back to SSE and still receives everything.
+//
+// 4003 means "do not reconnect automatically" (docs/protocol.md), so the library stops
+// there; the test page, like an application that wants to stay connected, calls
+// connect() again on 4003. The restart exercises the library's own reconnect.
+
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { chromium } from 'playwright-core';
+import { startServer, until, sleep } from './server.js';
+
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const TOTAL = 1000;
+/** Where the publisher cuts the page's connection, and where it restarts the server. */
+const CUTS = new Set([100, 220, 340, 460, 640, 760, 880]);
+const RESTART_AT = 550;
+
+let browser;
+before(async () => {
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium`);
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    // The machine has no outside network: keep Chromium from reaching for it.
+    args: ['--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+after(async () => {
+  if (browser) await browser.close();
+});
+
+/**
+ * One page, one subscription, 1,000 publications with cuts and a restart.
+ * @param {{transports?: string[], server?: object, expect: string}} opts
+ */
+async function stream(opts) {
+  const server = await startServer(opts.server);
+  const page = await browser.newPage();
+  const problems = [];
+  page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+  page.on('console', (msg) => {
+    // Chromium logs each failed request: the refused /ws, connections refused during the
+    // restart, the 404 of a session the restart forgot. Those are the test's doing.
+    const network = /^Failed to load resource|^WebSocket connection to .* failed/.test(msg.text());
+    if (msg.type() === 'error' && !network) problems.push(`console: ${msg.text()}`);
+  });
+  const channel = 'test:browser';
+  const user = 'page';
+  try {
+    await page.goto(`${server.url}/health`);
+    await page.evaluate(
+      async ({ token, transports, channel }) => {
+        const { Switchboard } = await import('/switchboard.js');
+        const state = { got: [], failed: 0, disconnects: [], connected: [], errors: [] };
+        // @ts-ignore
+        window.state = state;
+        const options = { token, minReconnectDelay: 100, maxReconnectDelay: 2000 };
+        if (transports) options.transports = transports;
+        const sb = new Switchboard(location.origin, options);
+        // @ts-ignore
+        window.sb = sb;
+        sb.subscribe(channel, {
+          onPublication: (p) => state.got.push(p.data.n),
+          onRecoveryFailed: () => state.failed++,
+        });
+        sb.on('connected', (ev) => state.connected.push(ev.transport));
+        sb.on('error', (err) => state.errors.push(err.message));
+        sb.on('disconnected', (ev) => {
+          state.disconnects.push({ code: ev.code, reconnect: ev.reconnect });
+          // The backend cut us on purpose (4003); this application wants to stay.
+          if (ev.code === 4003) setTimeout(() => sb.connect(), 50 + Math.random() * 150);
+        });
+        sb.connect();
+        await sb.ready();
+      },
+      { token: server.token(user), transports: opts.transports ?? null, channel },
+    );
+    await until(() => page.evaluate((ch) => window.sb.getSubscription(ch).state === 'subscribed', channel), 10000, 'the subscription');
+
+    let cuts = 0;
+    const started = Date.now();
+    for (let n = 1; n <= TOTAL; n++) {
+      await server.api('publish', { channel, data: { n } });
+      if (CUTS.has(n)) cuts += (await server.api('disconnect', { user })).disconnected;
+      if (n === RESTART_AT) await server.restart();
+    }
+    const published = Date.now() - started;
+    await until(() => page.evaluate(() => window.state.got.length >= 1000), 60000, 'the page to receive 1,000 publications');
+    await sleep(300); // anything extra would show now
+    const state = await page.evaluate(() => window.state);
+    assert.equal(state.got.length, TOTAL, 'exactly 1,000 publications');
+    assert.deepEqual(state.got, Array.from({ length: TOTAL }, (_, i) => i + 1), 'in order, each once');
+    assert.equal(state.failed, 0, 'recovery never failed');
+    assert.ok(cuts >= 5, `only ${cuts} cuts hit a connection`);
+    const codes = state.disconnects.map((d) => d.code);
+    assert.equal(codes.filter((c) => c === 4003).length, cuts, `one 4003 per cut: ${codes}`);
+    assert.ok(
+      state.disconnects.some((d) => d.code !== 4003 && d.reconnect),
+      `the restart made the library reconnect by itself: ${JSON.stringify(state.disconnects)}`,
+    );
+    assert.ok(state.connected.every((t) => t === opts.expect), `connected over ${state.connected}`);
+    assert.deepEqual(problems, []);
+    return { cuts, connects: state.connected.length, published };
+  } finally {
+    await page.close();
+    await server.dispose();
+  }
+}
+
+describe('headless Chromium: 1,000 publications through cuts and a restart', () => {
+  for (const transport of ['websocket', 'sse', 'longpoll']) {
+    test(`transports: ['${transport}']`, { timeout: 120000 }, async (t) => {
+      const r = await stream({ transports: [transport], expect: transport });
+      t.diagnostic(`${r.cuts} cuts + 1 restart, ${r.connects} connects, published in ${r.published} ms`);
+    });
+  }
+
+  test('/ws refused by the server, default transports: falls back to SSE', { timeout: 120000 }, async (t) => {
+    const r = await stream({ server: { transports: { websocket: false } }, expect: 'sse' });
+    t.diagnostic(`${r.cuts} cuts + 1 restart, ${r.connects} connects over sse, published in ${r.published} ms`);
+  });
+});

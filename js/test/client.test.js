@@ -1,0 +1,624 @@
+// Node tests of the browser library (crates/server/assets/switchboard.js) against a real
+// `switchboard serve`. Node 20 has no global WebSocket or EventSource, so the tests pass
+// the `ws` and `eventsource` packages through the library's WebSocket and EventSource
+// options (a browser uses its own; browser.test.js runs the same library in Chromium).
+
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import WebSocket from 'ws';
+import { EventSource } from 'eventsource';
+import { startServer, until, sleep, LIBRARY } from './server.js';
+
+const { Switchboard, SwitchboardError, OPEN, CLOSED, CONNECTING } = await import(pathToFileURL(LIBRARY).href);
+
+const TRANSPORTS = ['websocket', 'sse', 'longpoll', 'poll'];
+const range = (a, b) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
+
+/** Every client made by a test, closed when the file ends. */
+const clients = [];
+function client(server, opts = {}) {
+  const sb = new Switchboard(server.url, { WebSocket, EventSource, pollInterval: 100, ...opts });
+  clients.push(sb);
+  return sb;
+}
+after(() => clients.forEach((sb) => sb.close()));
+
+/** Resolves with the next event `name` of `sb`. */
+function once(sb, name, pred = () => true) {
+  return new Promise((resolve) => {
+    const off = sb.on(name, (ev) => {
+      if (!pred(ev)) return;
+      off();
+      resolve(ev);
+    });
+  });
+}
+
+/** A subscription that records what it delivers. */
+function record(sb, channel, extra = {}) {
+  const rec = { got: [], pubs: [], failed: [], joins: [], leaves: [], subscribed: [], errors: [] };
+  rec.sub = sb.subscribe(channel, {
+    onPublication: (p) => {
+      rec.pubs.push(p);
+      rec.got.push(p.data.n);
+    },
+    onRecoveryFailed: (ev) => rec.failed.push(ev),
+    onJoin: (ev) => rec.joins.push(ev),
+    onLeave: (ev) => rec.leaves.push(ev),
+    onSubscribed: (ev) => rec.subscribed.push(ev),
+    onError: (err) => rec.errors.push(err),
+    ...extra,
+  });
+  return rec;
+}
+
+async function publishRange(server, channel, a, b) {
+  for (const n of range(a, b)) await server.api('publish', { channel, data: { n } });
+}
+
+describe('the served library', () => {
+  let server;
+  before(async () => {
+    server = await startServer();
+  });
+  after(() => server.dispose());
+
+  test('GET /switchboard.js is the module, as JavaScript, readable from any origin', async () => {
+    const res = await fetch(`${server.url}/switchboard.js`);
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('content-type'), 'text/javascript; charset=utf-8');
+    assert.equal(res.headers.get('access-control-allow-origin'), '*');
+    assert.equal(await res.text(), readFileSync(LIBRARY, 'utf8'));
+  });
+
+  test('GET /switchboard.d.ts is its declarations', async () => {
+    const res = await fetch(`${server.url}/switchboard.d.ts`);
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get('content-type'), /typescript/);
+    assert.match(await res.text(), /export class Switchboard/);
+  });
+});
+
+for (const transport of TRANSPORTS) {
+  describe(`over ${transport}`, () => {
+    let server;
+    before(async () => {
+      server = await startServer();
+    });
+    after(() => server.dispose());
+
+    test('connects, subscribes and receives publications in order', async () => {
+      const sb = client(server, { transports: [transport] });
+      const states = [sb.readyState];
+      sb.on('connecting', () => states.push(sb.readyState));
+      sb.on('connected', () => states.push(sb.readyState));
+      const rec = record(sb, `test:basic-${transport}`);
+      const connected = once(sb, 'connected');
+      sb.connect();
+      const ev = await connected;
+      assert.equal(ev.transport, transport);
+      assert.equal(sb.transport, transport);
+      assert.equal(ev.user, '');
+      assert.deepEqual(states, [CLOSED, CONNECTING, OPEN]);
+      await until(() => rec.sub.state === 'subscribed', 5000, 'the subscribe reply');
+      await publishRange(server, `test:basic-${transport}`, 1, 20);
+      await until(() => rec.got.length === 20, 5000, '20 publications');
+      assert.deepEqual(rec.got, range(1, 20));
+      assert.deepEqual(
+        rec.pubs.map((p) => p.offset),
+        range(1, 20),
+      );
+      assert.equal(rec.pubs[0].channel, `test:basic-${transport}`);
+      assert.equal(typeof rec.pubs[0].epoch, 'string');
+      sb.close();
+      assert.equal(sb.readyState === CLOSED || sb.readyState === 2, true);
+      await until(() => sb.readyState === CLOSED, 3000, 'CLOSED');
+    });
+
+    test('publish, history, presence, send and join round trips', async () => {
+      const channel = `test:rt-${transport}`;
+      const alice = client(server, { transports: [transport], token: server.token('alice', { info: { name: 'Alice' } }) });
+      const bob = client(server, { transports: [transport], token: server.token('bob') });
+      const a = record(alice, channel);
+      const b = record(bob, channel);
+      const messages = [];
+      bob.on('message', (m) => messages.push(m));
+      alice.connect();
+      await until(() => a.sub.state === 'subscribed', 5000, 'alice subscribed');
+      bob.connect();
+      await until(() => b.sub.state === 'subscribed', 5000, 'bob subscribed');
+      await until(() => a.joins.some((j) => j.info.user === 'bob'), 5000, 'the join of bob');
+
+      const pos = await alice.publish(channel, { n: 1, text: 'hi' });
+      assert.equal(pos.offset, 1);
+      assert.equal(typeof pos.epoch, 'string');
+      const pos2 = await a.sub.publish({ n: 2 });
+      assert.equal(pos2.offset, 2);
+      await until(() => a.got.length === 2 && b.got.length === 2, 5000, 'both publications on both');
+      assert.deepEqual(b.got, [1, 2]);
+      assert.equal(b.pubs[0].info.user, 'alice');
+      assert.deepEqual(b.pubs[0].info.info, { name: 'Alice' });
+
+      const hist = await bob.history(channel, { limit: 1 });
+      assert.equal(hist.offset, 2);
+      assert.deepEqual(hist.publications.map((p) => p.data.n), [2]);
+      const since = await b.sub.history({ since: { offset: 0, epoch: pos.epoch } });
+      assert.equal(since.complete, true);
+      assert.equal(since.publications.length, 2);
+
+      const pres = await alice.presence(channel);
+      assert.deepEqual(Object.keys(pres.presence).sort(), ['alice', 'bob']);
+      assert.equal((await b.sub.presence()).presence.alice.info.name, 'Alice');
+
+      const sent = await alice.send('bob', { text: 'psst' });
+      assert.equal(sent.status, 'delivered');
+      await until(() => messages.length === 1, 5000, 'the private message');
+      assert.equal(messages[0].from.user, 'alice');
+      assert.deepEqual(messages[0].data, { text: 'psst' });
+      assert.equal(messages[0].mailbox, sent.mailbox);
+
+      await b.sub.unsubscribe();
+      assert.equal(b.sub.state, 'unsubscribed');
+      await until(() => a.leaves.some((l) => l.info.user === 'bob'), 5000, 'the leave of bob');
+      await alice.publish(channel, { n: 3 });
+      await until(() => a.got.length === 3, 5000, 'the third publication');
+      await sleep(100);
+      assert.deepEqual(b.got, [1, 2], 'nothing after unsubscribe');
+    });
+
+    test('error codes reject the promises', async () => {
+      const sb = client(server, { transports: [transport] });
+      const bad = record(sb, 'nope:x');
+      sb.connect();
+      await sb.ready();
+      await assert.rejects(sb.publish('logs:web-1', 'x'), (e) => e instanceof SwitchboardError && e.code === 103);
+      await assert.rejects(sb.history('nohist:a'), (e) => e.code === 108);
+      await assert.rejects(sb.presence('test:not-subscribed'), (e) => e.code === 113);
+      await assert.rejects(sb.send('bob', 'x'), (e) => e.code === 103, 'anonymous users cannot send');
+      await assert.rejects(sb.publish('test:x', 'x'.repeat(40000)), (e) => e.code === 114);
+      await until(() => bad.errors.length === 1, 5000, 'the subscribe error');
+      assert.equal(bad.errors[0].code, 102);
+      assert.equal(bad.sub.state, 'unsubscribed');
+      assert.equal(sb.getSubscription('nope:x'), null);
+      assert.equal(sb.readyState, OPEN, 'errors leave the connection open');
+      assert.deepEqual(await sb.ping(), {});
+    });
+
+    test('after a server-API disconnect (4003) it stays closed; connect() again recovers each missed publication once', async () => {
+      const channel = `test:cut-${transport}`;
+      const user = `cut-${transport}`;
+      const sb = client(server, { transports: [transport], token: server.token(user) });
+      const rec = record(sb, channel);
+      const disconnects = [];
+      sb.on('disconnected', (ev) => disconnects.push(ev));
+      sb.connect();
+      await until(() => rec.sub.state === 'subscribed', 5000, 'subscribed');
+      await publishRange(server, channel, 1, 5);
+      await until(() => rec.got.length === 5, 5000, '5 publications');
+
+      const closed = once(sb, 'disconnected');
+      assert.deepEqual(await server.api('disconnect', { user }), { disconnected: 1 });
+      const ev = await closed;
+      assert.equal(ev.code, 4003);
+      assert.equal(ev.reconnect, false);
+      assert.equal(sb.readyState, CLOSED);
+      await assert.rejects(sb.publish(channel, 'x'), (e) => e.code === 'closed');
+      await publishRange(server, channel, 6, 10);
+      await sleep(300);
+      assert.equal(disconnects.length, 1, 'no reconnect after 4003');
+
+      sb.connect();
+      await sb.ready();
+      await publishRange(server, channel, 11, 15);
+      await until(() => rec.got.length >= 15, 5000, '15 publications');
+      await sleep(100);
+      assert.deepEqual(rec.got, range(1, 15));
+      assert.deepEqual(rec.failed, []);
+      assert.equal(rec.subscribed.at(-1).recovered, true);
+    });
+
+    test('a server restart: reconnects by itself with backoff and recovers each missed publication once', async () => {
+      const own = await startServer();
+      try {
+        const channel = `test:restart-${transport}`;
+        const sb = client(own, { transports: [transport], token: own.token('r') });
+        const rec = record(sb, channel);
+        const disconnects = [];
+        sb.on('disconnected', (ev) => disconnects.push(ev));
+        sb.connect();
+        await until(() => rec.sub.state === 'subscribed', 5000, 'subscribed');
+        await publishRange(own, channel, 1, 5);
+        await until(() => rec.got.length === 5, 5000, '5 publications');
+        await own.restart();
+        await publishRange(own, channel, 6, 10);
+        await until(() => rec.got.length >= 10, 15000, '10 publications');
+        await sleep(100);
+        assert.deepEqual(rec.got, range(1, 10));
+        assert.deepEqual(rec.failed, []);
+        assert.ok(disconnects.length >= 1);
+        assert.equal(disconnects[0].reconnect, true);
+        if (transport === 'websocket') assert.equal(disconnects[0].code, 1001);
+        assert.equal(sb.transport, transport);
+      } finally {
+        await own.dispose();
+      }
+    });
+  });
+}
+
+describe('reconnect policy', () => {
+  test('backoff: full jitter under a cap that doubles from minReconnectDelay to maxReconnectDelay', async () => {
+    const server = await startServer();
+    try {
+      const sb = client(server, { transports: ['websocket'], minReconnectDelay: 50, maxReconnectDelay: 400, random: () => 1 });
+      const delays = [];
+      const starts = [];
+      sb.on('disconnected', (ev) => delays.push(ev.delay));
+      sb.on('connecting', () => starts.push(Date.now()));
+      sb.connect();
+      await sb.ready();
+      await server.stop();
+      await until(() => delays.length >= 6 && starts.length >= 7, 10000, '6 reconnect delays');
+      assert.deepEqual(delays.slice(0, 6), [50, 100, 200, 400, 400, 400]);
+      for (let i = 1; i < 6; i++) {
+        assert.ok(starts[i + 1] - starts[i] >= delays[i] - 5, `attempt ${i + 1} waited ${starts[i + 1] - starts[i]} ms, expected ${delays[i]}`);
+      }
+      await server.start();
+      await sb.ready();
+      // A successful connect resets the exponent.
+      delays.length = 0;
+      await server.restart();
+      await until(() => delays.length >= 1);
+      assert.equal(delays[0], 50);
+      await sb.ready();
+    } finally {
+      await server.dispose();
+    }
+  });
+
+  test('the jitter is drawn from [0, cap)', async () => {
+    const server = await startServer();
+    try {
+      const draws = [0.5, 0.25, 0];
+      const sb = client(server, { transports: ['websocket'], minReconnectDelay: 100, random: () => draws.shift() ?? 0 });
+      const delays = [];
+      sb.on('disconnected', (ev) => delays.push(ev.delay));
+      sb.connect();
+      await sb.ready();
+      await server.stop();
+      await until(() => delays.length >= 3, 5000, '3 delays');
+      assert.deepEqual(delays.slice(0, 3), [50, 50, 0]);
+    } finally {
+      await server.dispose();
+    }
+  });
+
+  let server;
+  before(async () => {
+    server = await startServer();
+  });
+  after(() => server.dispose());
+
+  test('4001 (a bad token) is final: no reconnect, queued commands rejected', async () => {
+    const sb = client(server, { token: server.token('mallory', { secret: 'wrong' }) });
+    const events = [];
+    sb.on('disconnected', (ev) => events.push(ev));
+    sb.on('connecting', () => events.push('connecting'));
+    const queued = sb.publish('test:x', 1);
+    sb.connect();
+    await assert.rejects(queued, (e) => e.code === 'closed');
+    await sleep(300);
+    assert.deepEqual(
+      events.map((e) => (typeof e === 'string' ? e : `${e.code} ${e.reconnect}`)),
+      ['connecting', '4001 false'],
+    );
+    assert.equal(sb.readyState, CLOSED);
+    await assert.rejects(sb.ready(), (e) => e.code === 'closed');
+  });
+
+  test('4002 (expired) without getToken is final', async () => {
+    const sb = client(server, { token: server.token('late', { exp: Math.floor(Date.now() / 1000) - 10 }) });
+    const ev = once(sb, 'disconnected');
+    sb.connect();
+    assert.deepEqual(await ev, { code: 4002, reason: 'the token has expired', reconnect: false });
+  });
+
+  test('4002 with getToken: fetches a new token and reconnects', async () => {
+    let calls = 0;
+    const sb = client(server, {
+      token: server.token('late', { exp: Math.floor(Date.now() / 1000) - 10 }),
+      getToken: async () => {
+        calls++;
+        return server.token('late');
+      },
+    });
+    const disc = once(sb, 'disconnected');
+    sb.connect();
+    const ev = await disc;
+    assert.equal(ev.code, 4002);
+    assert.equal(ev.reconnect, true);
+    await sb.ready();
+    assert.equal(sb.user, 'late');
+    assert.equal(calls, 1);
+  });
+
+  test('getToken is called before connecting without a token', async () => {
+    const sb = client(server, { getToken: () => server.token('fetched') });
+    sb.connect();
+    await sb.ready();
+    assert.equal(sb.user, 'fetched');
+  });
+
+  test('token refresh: getToken before expiry, the connection outlives the first token', async () => {
+    let calls = 0;
+    const ttl = 2;
+    const sb = client(server, {
+      token: server.token('fresh', { ttl }),
+      getToken: async () => {
+        calls++;
+        return server.token('fresh', { ttl });
+      },
+    });
+    const disconnects = [];
+    sb.on('disconnected', (ev) => disconnects.push(ev));
+    const errors = [];
+    sb.on('error', (e) => errors.push(e));
+    sb.connect();
+    await sb.ready();
+    await sleep(4500);
+    assert.deepEqual(disconnects, []);
+    assert.deepEqual(errors, []);
+    assert.ok(calls >= 2, `getToken called ${calls} times`);
+    assert.equal(sb.readyState, OPEN);
+    assert.deepEqual(await sb.ping(), {});
+  });
+});
+
+describe('the command queue', () => {
+  let server;
+  before(async () => {
+    server = await startServer();
+  });
+  after(() => server.dispose());
+
+  test('commands made before connecting wait, count in bufferedAmount, and go once connected', async () => {
+    const sb = client(server);
+    const rec = record(sb, 'test:queue');
+    const p1 = sb.publish('test:queue', { n: 1 });
+    const p2 = sb.publish('test:queue', { n: 2 });
+    const expected =
+      Buffer.byteLength(JSON.stringify({ cmd: 'publish', channel: 'test:queue', data: { n: 1 } })) +
+      Buffer.byteLength(JSON.stringify({ cmd: 'publish', channel: 'test:queue', data: { n: 2 } }));
+    assert.equal(sb.bufferedAmount, expected);
+    sb.connect();
+    assert.deepEqual((await p1).offset, 1);
+    assert.deepEqual((await p2).offset, 2);
+    assert.equal(sb.bufferedAmount, 0);
+    // The subscription was sent before the queued commands: it sees both.
+    await until(() => rec.got.length === 2, 5000, 'both publications');
+    assert.deepEqual(rec.got, [1, 2]);
+  });
+
+  test('the queue is bounded, and close() rejects what waits', async () => {
+    const sb = client(server, { maxQueue: 2 });
+    const a = sb.publish('test:q2', 1);
+    const b = sb.history('test:q2');
+    await assert.rejects(sb.publish('test:q2', 3), (e) => e.code === 'queue_full');
+    sb.close();
+    await assert.rejects(a, (e) => e.code === 'closed');
+    await assert.rejects(b, (e) => e.code === 'closed');
+    await assert.rejects(sb.ping(), (e) => e.code === 'closed');
+  });
+
+  test('a command in flight when the connection drops is rejected with disconnected', async () => {
+    const sb = client(server, { transports: ['longpoll'], token: server.token('inflight') });
+    sb.connect();
+    await sb.ready();
+    const errs = [];
+    // Sent, then the session is cut before the reply can be read.
+    const p = sb.history('test:inflight').catch((e) => errs.push(e));
+    await server.api('disconnect', { user: 'inflight' });
+    await p;
+    assert.ok(errs.length === 0 || errs[0].code === 'disconnected' || errs[0].code === 'closed');
+  });
+});
+
+describe('private messages', () => {
+  let server;
+  before(async () => {
+    server = await startServer();
+  });
+  after(() => server.dispose());
+
+  test('the mailbox is delivered after connect, acked, and not delivered again', async () => {
+    for (const n of [1, 2, 3]) await server.api('send', { user: 'carol', data: { n } });
+    const sb = client(server, { token: server.token('carol') });
+    const got = [];
+    sb.on('message', (m) => got.push(m.data.n));
+    sb.connect();
+    await until(() => got.length === 3, 5000, '3 messages');
+    assert.deepEqual(got, [1, 2, 3]);
+    await sleep(200); // the ack
+    sb.close();
+    const again = client(server, { token: server.token('carol') });
+    const got2 = [];
+    again.on('message', (m) => got2.push(m.data.n));
+    again.connect();
+    await again.ready();
+    await server.api('send', { user: 'carol', data: { n: 4 } });
+    await until(() => got2.length === 1, 5000, 'the new message');
+    await sleep(100);
+    assert.deepEqual(got2, [4]);
+  });
+
+  test('without a message listener nothing is acked: the messages wait in the mailbox', async () => {
+    await server.api('send', { user: 'dave', data: { n: 1 } });
+    const deaf = client(server, { token: server.token('dave') });
+    deaf.connect();
+    await deaf.ready();
+    await sleep(200);
+    deaf.close();
+    const sb = client(server, { token: server.token('dave') });
+    const got = [];
+    sb.on('message', (m) => got.push(m.data.n));
+    sb.connect();
+    await until(() => got.length === 1, 5000, 'the waiting message');
+  });
+
+  test('a large mailbox comes page by page as the acks go out, in order', async () => {
+    for (let n = 1; n <= 600; n++) await server.api('send', { user: 'erin', data: { n } });
+    const sb = client(server, { token: server.token('erin'), transports: ['sse'] });
+    const got = [];
+    sb.on('message', (m) => got.push(m.data.n));
+    sb.connect();
+    await until(() => got.length === 600, 15000, '600 messages');
+    assert.deepEqual(got, range(1, 600));
+  });
+});
+
+describe('fallback and upgrade', () => {
+  test('/ws refused: the default transports fall back to sse and deliver', async () => {
+    const server = await startServer({ transports: { websocket: false } });
+    try {
+      const sb = client(server);
+      const tried = [];
+      sb.on('connecting', (ev) => tried.push(ev.transport));
+      const rec = record(sb, 'test:fallback');
+      sb.connect();
+      await sb.ready();
+      assert.deepEqual(tried, ['websocket', 'sse']);
+      assert.equal(sb.transport, 'sse');
+      await until(() => rec.sub.state === 'subscribed');
+      await publishRange(server, 'test:fallback', 1, 10);
+      await until(() => rec.got.length === 10);
+      assert.deepEqual(rec.got, range(1, 10));
+    } finally {
+      await server.dispose();
+    }
+  });
+
+  test('/ws and /sse refused: falls back to longpoll', async () => {
+    const server = await startServer({ transports: { websocket: false, sse: false } });
+    try {
+      const sb = client(server);
+      const tried = [];
+      sb.on('connecting', (ev) => tried.push(ev.transport));
+      sb.connect();
+      await sb.ready();
+      assert.deepEqual(tried, ['websocket', 'sse', 'longpoll']);
+      assert.equal(sb.transport, 'longpoll');
+    } finally {
+      await server.dispose();
+    }
+  });
+
+  test('on a fallback, it upgrades once the better transport opens again, losing nothing', async () => {
+    const server = await startServer({ transports: { websocket: false } });
+    try {
+      const sb = client(server, { upgradeDelay: 300, minReconnectDelay: 50 });
+      const rec = record(sb, 'test:upgrade');
+      sb.connect();
+      await sb.ready();
+      assert.equal(sb.transport, 'sse');
+      await until(() => rec.sub.state === 'subscribed');
+      await publishRange(server, 'test:upgrade', 1, 5);
+      server.opts.transports = { websocket: true };
+      await server.restart();
+      await publishRange(server, 'test:upgrade', 6, 10);
+      await until(() => sb.transport === 'websocket' && sb.readyState === OPEN, 10000, 'the upgrade to websocket');
+      await publishRange(server, 'test:upgrade', 11, 15);
+      await until(() => rec.got.length >= 15, 5000, '15 publications');
+      await sleep(100);
+      assert.deepEqual(rec.got, range(1, 15));
+      assert.deepEqual(rec.failed, []);
+    } finally {
+      await server.dispose();
+    }
+  });
+});
+
+describe('HTTP sessions', () => {
+  let server;
+  before(async () => {
+    server = await startServer();
+  });
+  after(() => server.dispose());
+
+  test('long polling: lost poll answers lose and duplicate nothing', async () => {
+    let polls = 0;
+    let dropped = 0;
+    // Every third bare poll's answer is read by the "network", then lost.
+    const lossy = async (url, init) => {
+      const res = await fetch(url, init);
+      if (String(url).includes('/poll?session=') && !init.body && ++polls % 3 === 0) {
+        await res.text();
+        dropped++;
+        throw new TypeError('network error (simulated)');
+      }
+      return res;
+    };
+    const sb = client(server, { transports: ['longpoll'], fetch: lossy });
+    const rec = record(sb, 'test:lossy');
+    sb.connect();
+    await until(() => rec.sub.state === 'subscribed');
+    for (let n = 1; n <= 60; n++) {
+      await server.api('publish', { channel: 'test:lossy', data: { n } });
+      await sleep(n % 4 === 0 ? 150 : 5);
+    }
+    await until(() => rec.got.length >= 60, 15000, '60 publications');
+    await sleep(200);
+    assert.deepEqual(rec.got, range(1, 60));
+    assert.ok(dropped >= 5, `only ${dropped} answers were lost`);
+    assert.equal(sb.transport, 'longpoll');
+  });
+
+  test('SSE: a stream cut mid-way resumes with Last-Event-ID and loses nothing', async () => {
+    let cuts = 0;
+    // The stream's body fails after some bytes, three times; EventSource reconnects with
+    // Last-Event-ID and the server resumes the session.
+    const cutting = async (url, init) => {
+      const res = await fetch(url, init);
+      if (!String(url).includes('/sse') || String(url).includes('/sse/send') || cuts >= 3 || !res.body) return res;
+      let seen = 0;
+      const reader = res.body.getReader();
+      const body = new ReadableStream({
+        async pull(controller) {
+          const { value, done } = await reader.read();
+          if (done) return controller.close();
+          seen += value.length;
+          if (seen > 1500 && cuts < 3) {
+            cuts++;
+            controller.enqueue(value.slice(0, Math.floor(value.length / 2)));
+            controller.error(new TypeError('connection reset (simulated)'));
+            reader.cancel().catch(() => {});
+            return;
+          }
+          controller.enqueue(value);
+        },
+      });
+      return new Response(body, { status: res.status, headers: res.headers });
+    };
+    class CuttingEventSource extends EventSource {
+      constructor(url) {
+        super(url, { fetch: cutting });
+      }
+    }
+    const sb = client(server, { transports: ['sse'], EventSource: CuttingEventSource });
+    const disconnects = [];
+    sb.on('disconnected', (ev) => disconnects.push(ev));
+    const rec = record(sb, 'test:sse-cut');
+    sb.connect();
+    await until(() => rec.sub.state === 'subscribed');
+    for (let n = 1; n <= 100; n++) {
+      await server.api('publish', { channel: 'test:sse-cut', data: { n, pad: 'x'.repeat(40) } });
+      if (n % 10 === 0) await sleep(30);
+    }
+    await until(() => rec.got.length >= 100, 20000, '100 publications');
+    await sleep(200);
+    assert.deepEqual(rec.got, range(1, 100));
+    assert.equal(cuts, 3);
+    assert.deepEqual(disconnects, [], 'the session survived: no reconnect was needed');
+  });
+});
