@@ -288,3 +288,30 @@ async fn shutdown_closes_streams_with_1001() {
         .expect("the server stops in time");
     assert!(matches!(result, Ok(Ok(()))), "{result:?}");
 }
+
+#[tokio::test]
+async fn an_expired_token_closes_4002() {
+    let server = start(|_| {}).await;
+    let mut client = SseClient::open(server.addr).await;
+    let hello = client
+        .ok(json!({"cmd": "connect", "token": crate::util::token("alice", None, &[], 1)}))
+        .await;
+    assert!(hello["expires"].is_u64());
+    assert_eq!(client.expect_close().await.0, 4002);
+}
+
+#[tokio::test]
+async fn a_session_that_ends_between_streams_tells_the_next_one() {
+    let server = start(|_| {}).await;
+    let mut alice = SseClient::connect(server.addr, "alice").await;
+    let last = alice.last_id.clone();
+    // The client hangs up (the stream of a new, unconnected session stands in for it),
+    // and the session ends before the client comes back.
+    alice.stream = SseStream::open(server.addr, "/sse", &[]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reply = server.api_ok("disconnect", json!({"user": "alice"})).await;
+    assert_eq!(reply["disconnected"], 1);
+    // The ended session waits for its client, and tells the resumed stream why.
+    alice.reconnect(&last).await;
+    assert_eq!(alice.expect_close().await.0, 4003);
+}
