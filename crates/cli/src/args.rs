@@ -249,6 +249,10 @@ pub(crate) struct BenchFanoutArgs {
     /// subscribers joining cost the server N²/2 pushes (chat:…).
     #[arg(long, default_value = "vote:bench")]
     pub(crate) channel: String,
+    /// Publish round-robin to this many channels, CHANNEL-0, CHANNEL-1… (publishing
+    /// throughput; needs --subscribers 0).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) channels: usize,
     /// Bytes of padding in each publication's data.
     #[arg(long, default_value_t = 32)]
     pub(crate) size: usize,

@@ -83,6 +83,9 @@ pub(crate) async fn fanout(args: BenchFanoutArgs) -> anyhow::Result<()> {
     if !(args.duration > 0.0 && args.duration.is_finite()) {
         bail!("--duration must be above 0");
     }
+    if args.channels > 1 && (args.subscribers > 0 || args.slow > 0) {
+        bail!("--channels above 1 measures publishing alone: use --subscribers 0");
+    }
     let publishers = match args.publishers {
         0 => {
             let limits = crate::serve::load_config(&args.conn.source)?.limits;
@@ -604,8 +607,9 @@ struct Plan {
     deadline: Instant,
     /// Publications in flight per publisher.
     cap: usize,
-    /// The command up to the value of `t`, and after it.
-    prefix: String,
+    /// The command up to the value of `t`, one per channel (publication k goes to
+    /// channel k mod their number), and after it.
+    prefixes: Vec<String>,
     suffix: String,
 }
 
@@ -617,7 +621,15 @@ impl Plan {
         deadline: Instant,
         publishers: usize,
     ) -> anyhow::Result<Plan> {
-        let channel = serde_json::to_string(&args.channel)?;
+        let prefixes = channel_names(args)
+            .iter()
+            .map(|name| {
+                let channel = serde_json::to_string(name)?;
+                Ok(format!(
+                    r#""cmd":"publish","channel":{channel},"data":{{"t":"#
+                ))
+            })
+            .collect::<anyhow::Result<_>>()?;
         Ok(Plan {
             base: shared.base,
             start,
@@ -626,13 +638,27 @@ impl Plan {
             publishers: publishers as u64,
             deadline,
             cap: (MAX_IN_FLIGHT / publishers.max(1)).max(8),
-            prefix: format!(r#""cmd":"publish","channel":{channel},"data":{{"t":"#),
+            prefixes,
             suffix: format!(r#","pad":"{}"}}}}"#, "x".repeat(args.size)),
         })
     }
 
     fn due(&self, k: u64) -> Instant {
         self.start + Duration::from_secs_f64(k as f64 / self.rate)
+    }
+
+    /// Publication k's command up to the value of `t`.
+    fn prefix(&self, k: u64) -> &str {
+        &self.prefixes[(k % self.prefixes.len() as u64) as usize]
+    }
+}
+
+/// The channels published to: `--channel` alone, or `--channels` of them named
+/// `CHANNEL-0`, `CHANNEL-1`…
+fn channel_names(args: &BenchFanoutArgs) -> Vec<String> {
+    match args.channels {
+        0 | 1 => vec![args.channel.clone()],
+        n => (0..n).map(|i| format!("{}-{i}", args.channel)).collect(),
     }
 }
 
@@ -689,7 +715,7 @@ async fn publish(ws: &mut Ws, first: u64, plan: &Plan, tally: &mut PubTally) -> 
                     id += 1;
                     command.clear();
                     let t = micros(plan.base.elapsed());
-                    write!(command, r#"{{"id":{id},{}{t}{}"#, plan.prefix, plan.suffix)?;
+                    write!(command, r#"{{"id":{id},{}{t}{}"#, plan.prefix(next), plan.suffix)?;
                     ws.feed(&Message::text(command.as_str())).await?;
                     next += plan.publishers;
                     in_flight += 1;
@@ -836,7 +862,8 @@ impl FanoutReport<'_> {
             );
         }
         let json = json!({
-            "url": args.conn.url, "channel": args.channel, "subscribers": args.subscribers,
+            "url": args.conn.url, "channel": args.channel, "channels": args.channels.max(1),
+            "subscribers": args.subscribers,
             "publishers": self.publishers, "rate": args.rate, "duration_s": args.duration,
             "size": args.size, "planned": self.planned, "published": published.sent,
             "acked": published.acked, "publish_errors": published.errors,
@@ -879,6 +906,7 @@ mod tests {
             rate: 10.0,
             duration: 1.5,
             channel: "chat:bench".into(),
+            channels: 1,
             size: 5,
             slow: 0,
             publishers: 0,
@@ -888,7 +916,7 @@ mod tests {
         let plan = Plan::new(&args, &shared, now, now, 2).unwrap();
         assert_eq!(plan.total, 15);
         assert_eq!(plan.due(10), now + Duration::from_secs(1));
-        let command = format!(r#"{{"id":7,{}42{}"#, plan.prefix, plan.suffix);
+        let command = format!(r#"{{"id":7,{}42{}"#, plan.prefix(0), plan.suffix);
         let value: serde_json::Value = serde_json::from_str(&command).unwrap();
         assert_eq!(
             value,
