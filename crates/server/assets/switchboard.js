@@ -177,8 +177,8 @@ export class Switchboard {
         throw new TypeError(`Switchboard: unknown transport ${JSON.stringify(t)} (known: ${TRANSPORTS.join(', ')})`);
       }
     }
-    /** @private */ this._transports = [...transports];
-    /** @private */ this._opts = {
+    /** @internal */ this._transports = [...transports];
+    /** @internal */ this._opts = {
       minReconnectDelay: options.minReconnectDelay ?? 500,
       maxReconnectDelay: options.maxReconnectDelay ?? 20000,
       timeout: options.timeout ?? 10000,
@@ -187,43 +187,43 @@ export class Switchboard {
       pollInterval: options.pollInterval ?? 1000,
       random: options.random ?? Math.random,
     };
-    /** @private */ this._WebSocket = options.WebSocket ?? globalThis.WebSocket;
-    /** @private */ this._EventSource = options.EventSource ?? globalThis.EventSource;
-    /** @private */ this._fetch = options.fetch ?? (globalThis.fetch && globalThis.fetch.bind(globalThis));
-    /** @private @type {string | null} */ this._token = options.token ?? null;
-    /** @private */ this._getToken = options.getToken ?? null;
+    /** @internal */ this._WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    /** @internal */ this._EventSource = options.EventSource ?? globalThis.EventSource;
+    /** @internal */ this._fetch = options.fetch ?? (globalThis.fetch && globalThis.fetch.bind(globalThis));
+    /** @internal @type {string | null} */ this._token = options.token ?? null;
+    /** @internal */ this._getToken = options.getToken ?? null;
 
-    /** @private */ this._readyState = CLOSED;
-    /** @private Set by close() and by a final close code; commands are then refused. */
+    /** @internal */ this._readyState = CLOSED;
+    /** @internal Set by close() and by a final close code; commands are then refused. */
     this._closed = false;
-    /** @private Bumped whenever the connection is abandoned: stale callbacks check it. */
+    /** @internal Bumped whenever the connection is abandoned: stale callbacks check it. */
     this._gen = 0;
-    /** @private @type {Map<string, Set<Function>>} */ this._listeners = new Map();
-    /** @private @type {Map<string, Subscription>} */ this._subs = new Map();
-    /** @private @type {{cmd: object, resolve: Function, reject: Function, bytes: number}[]} */
+    /** @internal @type {Map<string, Set<Function>>} */ this._listeners = new Map();
+    /** @internal @type {Map<string, Subscription>} */ this._subs = new Map();
+    /** @internal @type {{cmd: object, resolve: Function, reject: Function, bytes: number}[]} */
     this._queue = [];
-    /** @private @type {Map<number, {resolve: Function, reject: Function, internal?: boolean}>} */
+    /** @internal @type {Map<number, {resolve: Function, reject: Function, internal?: boolean}>} */
     this._pending = new Map();
-    /** @private */ this._nextId = 1;
-    /** @private @type {Transport | null} */ this._transport = null;
-    /** @private */ this._transportIndex = -1;
-    /** @private The transport that last reached OPEN: connection attempts start with it. */
+    /** @internal */ this._nextId = 1;
+    /** @internal @type {Transport | null} */ this._transport = null;
+    /** @internal */ this._transportIndex = -1;
+    /** @internal The transport that last reached OPEN: connection attempts start with it. */
     this._preferred = 0;
-    /** @private @type {number[]} */ this._round = [];
-    /** @private @type {CloseInfo | null} */ this._lastClose = null;
-    /** @private Failed rounds since the last successful connect: the backoff exponent. */
+    /** @internal @type {number[]} */ this._round = [];
+    /** @internal @type {CloseInfo | null} */ this._lastClose = null;
+    /** @internal Failed rounds since the last successful connect: the backoff exponent. */
     this._attempt = 0;
-    /** @private */ this._upgradeWait = this._opts.upgradeDelay;
-    /** @private The transport index an upgrade is switching to, or -1. */
+    /** @internal */ this._upgradeWait = this._opts.upgradeDelay;
+    /** @internal The transport index an upgrade is switching to, or -1. */
     this._switching = -1;
-    /** @private @type {Record<string, any>} */ this._timers = {};
-    /** @private */ this._lastReceive = 0;
-    /** @private */ this._pingMs = 25000;
-    /** @private */ this._lastMailbox = 0;
-    /** @private */ this._ackWanted = 0;
-    /** @private */ this._ackSent = 0;
-    /** @private */ this._ackInFlight = false;
-    /** @private @type {{client: string, user: string, expires: number | null, ping: number, version: string} | null} */
+    /** @internal @type {Record<string, any>} */ this._timers = {};
+    /** @internal */ this._lastReceive = 0;
+    /** @internal */ this._pingMs = 25000;
+    /** @internal */ this._lastMailbox = 0;
+    /** @internal */ this._ackWanted = 0;
+    /** @internal */ this._ackSent = 0;
+    /** @internal */ this._ackInFlight = false;
+    /** @internal @type {{client: string, user: string, expires: number | null, ping: number, version: string} | null} */
     this._session = null;
   }
 
@@ -408,7 +408,7 @@ export class Switchboard {
 
   /**
    * Sends a command now when OPEN, queues it otherwise.
-   * @private
+   * @internal
    * @param {Record<string, any>} cmd
    * @returns {Promise<any>}
    */
@@ -431,7 +431,7 @@ export class Switchboard {
   }
 
   /**
-   * @private
+   * @internal
    * @param {Record<string, any>} cmd
    * @param {{resolve: Function, reject: Function, internal?: boolean}} handler
    */
@@ -445,7 +445,7 @@ export class Switchboard {
   /**
    * An internal command: its failure is handled by the caller, and a lost connection
    * drops it silently (what it did is redone after the next connect).
-   * @private
+   * @internal
    * @param {Record<string, any>} cmd
    * @param {(result: any) => void} onResult
    * @param {(err: SwitchboardError) => void} [onError]
@@ -460,7 +460,7 @@ export class Switchboard {
   }
 
   /**
-   * @private
+   * @internal
    * @param {string} code
    * @param {string} message
    */
@@ -472,7 +472,7 @@ export class Switchboard {
   }
 
   /**
-   * @private
+   * @internal
    * @param {string} code
    * @param {string} message
    */
@@ -487,7 +487,7 @@ export class Switchboard {
   // ---- connection state machine ---------------------------------------------------------
 
   /**
-   * @private
+   * @internal
    * @param {number} state
    */
   _setState(state) {
@@ -496,7 +496,7 @@ export class Switchboard {
 
   /**
    * Forgets the current attempt or connection: timers off, stale callbacks ignored.
-   * @private
+   * @internal
    */
   _abandon() {
     this._gen++;
@@ -507,7 +507,7 @@ export class Switchboard {
   }
 
   /**
-   * @private
+   * @internal
    * @param {string} name
    * @param {() => void} fn
    * @param {number} ms
@@ -521,7 +521,7 @@ export class Switchboard {
   }
 
   /**
-   * @private
+   * @internal
    * @param {string} name
    */
   _clearTimer(name) {
@@ -531,7 +531,7 @@ export class Switchboard {
 
   /**
    * One round of attempts: every transport once, starting with the preferred one.
-   * @private
+   * @internal
    */
   async _startRound() {
     const gen = ++this._gen;
@@ -556,7 +556,7 @@ export class Switchboard {
     this._tryNext();
   }
 
-  /** @private */
+  /** @internal */
   _tryNext() {
     const index = this._round.shift();
     if (index === undefined) {
@@ -607,7 +607,7 @@ export class Switchboard {
   }
 
   /**
-   * @private
+   * @internal
    * @param {any} result
    */
   _onConnected(result) {
@@ -644,7 +644,7 @@ export class Switchboard {
 
   /**
    * The current transport ended (or is being dropped by the client).
-   * @private
+   * @internal
    * @param {CloseInfo} info
    */
   _lost(info) {
@@ -668,7 +668,7 @@ export class Switchboard {
 
   /**
    * Decides what follows a close: a reconnect after a backoff delay, or the end.
-   * @private
+   * @internal
    * @param {CloseInfo} info
    */
   _afterClose(info) {
@@ -703,7 +703,7 @@ export class Switchboard {
   // ---- incoming -------------------------------------------------------------------------
 
   /**
-   * @private
+   * @internal
    * @param {any} msg
    */
   _onMessage(msg) {
@@ -724,7 +724,7 @@ export class Switchboard {
   }
 
   /**
-   * @private
+   * @internal
    * @param {any} push
    */
   _onPush(push) {
@@ -750,7 +750,7 @@ export class Switchboard {
 
   /**
    * Delivery is at least once: drop what was already delivered, ack what was processed.
-   * @private
+   * @internal
    * @param {any} push
    */
   _onPrivateMessage(push) {
@@ -773,7 +773,7 @@ export class Switchboard {
 
   /**
    * One ack in flight at a time, always for the highest id processed.
-   * @private
+   * @internal
    * @param {number} id
    */
   _wantAck(id) {
@@ -804,7 +804,7 @@ export class Switchboard {
   // ---- subscriptions --------------------------------------------------------------------
 
   /**
-   * @private
+   * @internal
    * @param {Subscription} sub
    */
   _sendSubscribe(sub) {
@@ -829,7 +829,7 @@ export class Switchboard {
 
   // ---- token refresh --------------------------------------------------------------------
 
-  /** @private */
+  /** @internal */
   _scheduleRefresh() {
     this._clearTimer('refresh');
     const expires = this._session && this._session.expires;
@@ -840,7 +840,7 @@ export class Switchboard {
     this._timer('refresh', () => this._refresh(), remaining - lead);
   }
 
-  /** @private */
+  /** @internal */
   async _refresh() {
     const gen = this._gen;
     const getToken = /** @type {() => any} */ (this._getToken);
@@ -876,7 +876,7 @@ export class Switchboard {
    * A page cannot see WebSocket pings, and an HTTP session shows nothing while idle: after
    * `ping` seconds without anything received, send the `ping` command, and drop the
    * connection if nothing comes back within `timeout`.
-   * @private
+   * @internal
    */
   _armLiveness() {
     const idle = Date.now() - this._lastReceive;
@@ -915,7 +915,7 @@ export class Switchboard {
   /**
    * Connected on a fallback: check whether a better transport opens now, and switch to it
    * when it does (a reconnect with recovery, done while no command awaits its reply).
-   * @private
+   * @internal
    */
   async _probeUpgrade() {
     const gen = this._gen;
@@ -933,7 +933,7 @@ export class Switchboard {
   }
 
   /**
-   * @private
+   * @internal
    * @param {number} index
    * @param {number} gen
    */
@@ -950,7 +950,7 @@ export class Switchboard {
   // ---- events ---------------------------------------------------------------------------
 
   /**
-   * @private
+   * @internal
    * @param {string} event
    * @param {any} arg
    */
@@ -961,7 +961,7 @@ export class Switchboard {
   }
 
   /**
-   * @private
+   * @internal
    * @param {SwitchboardError} err
    */
   _error(err) {
@@ -980,9 +980,9 @@ export class Subscription {
    * @param {SubscribeHandlers} handlers
    */
   constructor(client, channel, handlers) {
-    /** @private */ this._client = client;
+    /** @internal */ this._client = client;
     this.channel = channel;
-    /** @private */ this._handlers = handlers;
+    /** @internal */ this._handlers = handlers;
     /** 'subscribing' (also while disconnected), 'subscribed' or 'unsubscribed'. */
     this.state = 'subscribing';
     /** The epoch of the last position delivered (null before the first subscribe reply). @type {string | null} */
@@ -991,7 +991,7 @@ export class Subscription {
     this.offset = null;
     /** Whether the channel keeps history, so that recovery can work. @type {boolean | null} */
     this.recoverable = null;
-    /** @private Publications pushed while the subscribe reply is awaited. @type {any[]} */
+    /** @internal Publications pushed while the subscribe reply is awaited. @type {any[]} */
     this._buffer = [];
   }
 
@@ -1037,14 +1037,14 @@ export class Subscription {
     return this._client.publish(this.channel, data);
   }
 
-  /** @private The connection is gone: the next one resubscribes. */
+  /** @internal The connection is gone: the next one resubscribes. */
   _reset() {
     if (this.state !== 'unsubscribed') this.state = 'subscribing';
     this._buffer = [];
   }
 
   /**
-   * @private
+   * @internal
    * @param {any} r
    */
   _onSubscribed(r) {
@@ -1074,7 +1074,7 @@ export class Subscription {
   }
 
   /**
-   * @private
+   * @internal
    * @param {any} push
    */
   _onPublication(push) {
@@ -1084,7 +1084,7 @@ export class Subscription {
 
   /**
    * Delivers a publication unless it is at or below the last position of its epoch.
-   * @private
+   * @internal
    * @param {any} p
    */
   _deliver(p) {
@@ -1100,7 +1100,7 @@ export class Subscription {
   }
 
   /**
-   * @private
+   * @internal
    * @param {any} push
    */
   _onPresenceEvent(push) {
@@ -1108,7 +1108,7 @@ export class Subscription {
   }
 
   /**
-   * @private
+   * @internal
    * @param {SwitchboardError} err
    */
   _fail(err) {
@@ -1117,7 +1117,7 @@ export class Subscription {
   }
 
   /**
-   * @private
+   * @internal
    * @param {keyof SubscribeHandlers} name
    * @param {any} arg
    */
