@@ -1,20 +1,33 @@
-//! Peer echo servers for side-by-side benchmarks. **Bench-only**: nothing in Switchboard depends on this
+//! Peer servers for side-by-side benchmarks. **Bench-only**: nothing in Switchboard depends on this
 //! crate, and it is never published.
 //!
 //! `switchboard bench` runs the same load against our own server and against each peer here, so the
-//! numbers it reports are ratios against well-known baselines rather than absolute figures:
+//! numbers it reports are ratios against well-known baselines rather than absolute figures.
+//!
+//! Echo (`switchboard bench echo`, scripts/bench-echo):
 //!
 //! - [`serve_tungstenite`]: tokio-tungstenite, the WebSocket stack most Tokio users reach for.
 //! - [`serve_fastws`]: fastwebsockets behind a hyper upgrade, the fast one (as in its README).
 //! - [`serve_tcp`]: raw TCP echo with no WebSocket framing at all, the physical limit of the machine.
 //!
+//! Fan-out (`switchboard bench fanout`, scripts/bench-fanout): bare broadcast servers speaking the
+//! part of the Switchboard protocol the load client uses (`connect`, `subscribe`, `publish`, with
+//! offsets), without persistence or authentication. Both share one hub design (a bounded queue per
+//! connection, a slow consumer closed with 4004; see `src/hub.rs` for why):
+//!
+//! - [`serve_fanout_fastws`]: the hub on fastwebsockets.
+//! - [`serve_fanout_tungstenite`]: the hub on tokio-tungstenite.
+//!
 //! Each peer is written the way a careful user of that library would write it, using only its public
 //! API. All of them set `TCP_NODELAY` on accepted sockets, so no peer is penalised by Nagle's algorithm.
 //!
 //! # Layout
-//! - `src/lib.rs`: the three `serve_*` accept loops and their per-connection handlers.
+//! - `src/lib.rs`: the accept loop, the echo `serve_*` and their per-connection handlers.
+//! - `src/hub.rs`: the fan-out peers' subscriber registry, queues and protocol subset.
+//! - `src/fanout.rs`: the two `serve_fanout_*` and their per-connection reader and writer.
 //! - `src/main.rs`: the `bench-peer` binary (clap, runtime, `listening on ADDR` line).
-//! - `tests/echo.rs`: starts each peer on `127.0.0.1:0` and checks the echo with a real client.
+//! - `tests/echo.rs`: starts each echo peer on `127.0.0.1:0` and checks the echo with a real client.
+//! - `tests/fanout.rs`: starts each fan-out peer and checks a publication reaches two subscribers.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -35,6 +48,11 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::debug;
 
+mod fanout;
+mod hub;
+
+pub use fanout::{serve_fanout_fastws, serve_fanout_tungstenite};
+
 /// Read buffer of the raw TCP echo: large enough that one read drains a typical socket buffer burst.
 const TCP_BUF_SIZE: usize = 64 * 1024;
 
@@ -42,7 +60,7 @@ const TCP_BUF_SIZE: usize = 64 * 1024;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Accepts connections forever, spawning `handle` for each one. Errors are logged at debug level only.
-async fn accept_loop<F, Fut>(listener: TcpListener, handle: F)
+pub(crate) async fn accept_loop<F, Fut>(listener: TcpListener, handle: F)
 where
     F: Fn(TcpStream) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
@@ -113,33 +131,55 @@ async fn feed_echo(ws: &mut WebSocketStream<TcpStream>, msg: Message) -> Result<
 /// `tokio::task::unconstrained`. fastwebsockets has no write buffer: each echoed frame is one
 /// `write` (or `writev` above 1 KiB) straight to the socket, which is how the library is meant to be used.
 pub async fn serve_fastws(listener: TcpListener) {
-    accept_loop(listener, |stream| async move {
-        let conn = http1::Builder::new()
-            .serve_connection(TokioIo::new(stream), service_fn(fastws_upgrade))
-            .with_upgrades();
-        if let Err(err) = conn.await {
-            debug!(cause = %err, "fastws http connection ended");
+    serve_fastws_with(listener, echo_fastws).await;
+}
+
+/// Serves hyper HTTP/1.1 with upgrades, running `handle` on each upgraded connection.
+pub(crate) async fn serve_fastws_with<F, Fut>(listener: TcpListener, handle: F)
+where
+    F: Fn(upgrade::UpgradeFut) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), WebSocketError>> + Send + 'static,
+{
+    accept_loop(listener, move |stream| {
+        let handle = handle.clone();
+        async move {
+            let service = service_fn(move |mut req| {
+                let response = fastws_upgrade(&mut req, &handle);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let conn = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(err) = conn.await {
+                debug!(cause = %err, "fastws http connection ended");
+            }
         }
     })
     .await;
 }
 
-/// Answers the upgrade request with 101 and spawns the echo; anything else gets a 400.
-async fn fastws_upgrade(mut req: Request<Incoming>) -> Result<Response<Empty<Bytes>>, Infallible> {
-    match upgrade::upgrade(&mut req) {
+/// Answers the upgrade request with 101 and spawns `handle` on the upgraded connection (in
+/// `unconstrained`, as upstream does); anything else gets a 400.
+fn fastws_upgrade<F, Fut>(req: &mut Request<Incoming>, handle: &F) -> Response<Empty<Bytes>>
+where
+    F: Fn(upgrade::UpgradeFut) -> Fut,
+    Fut: Future<Output = Result<(), WebSocketError>> + Send + 'static,
+{
+    match upgrade::upgrade(req) {
         Ok((response, fut)) => {
+            let conn = handle(fut);
             tokio::spawn(async move {
-                if let Err(err) = tokio::task::unconstrained(echo_fastws(fut)).await {
+                if let Err(err) = tokio::task::unconstrained(conn).await {
                     debug!(cause = %err, "fastws connection ended");
                 }
             });
-            Ok(response)
+            response
         }
         Err(err) => {
             debug!(cause = %err, "fastws upgrade refused");
             let mut response = Response::new(Empty::new());
             *response.status_mut() = StatusCode::BAD_REQUEST;
-            Ok(response)
+            response
         }
     }
 }

@@ -1,4 +1,5 @@
-//! `bench-peer`: runs one of the peer echo servers of `switchboard-bench-peers` (bench-only).
+//! `bench-peer`: runs one of the peer servers of `switchboard-bench-peers` (bench-only): an echo
+//! (`tungstenite`, `fastws`, `tcp`) or a broadcast hub (`fanout-fastws`, `fanout-tungstenite`).
 //!
 //! Prints exactly one line, `listening on ADDR`, to stdout once bound, then serves until killed.
 //! Logs go to stderr, filtered by `RUST_LOG` (off unless set).
@@ -15,10 +16,10 @@ use tracing_subscriber::EnvFilter;
 #[derive(Debug, Parser)]
 #[command(
     name = "bench-peer",
-    about = "Peer echo servers for Switchboard benchmarks"
+    about = "Peer echo and fan-out servers for Switchboard benchmarks"
 )]
 struct Args {
-    /// Which echo server to run.
+    /// Which server to run.
     #[command(subcommand)]
     peer: Peer,
     /// Address to bind; port 0 picks a free port (printed on stdout).
@@ -38,6 +39,10 @@ enum Peer {
     Fastws,
     /// Raw TCP echo, no WebSocket framing.
     Tcp,
+    /// Broadcast hub (the `bench fanout` protocol subset) on fastwebsockets.
+    FanoutFastws,
+    /// Broadcast hub (the `bench fanout` protocol subset) on tokio-tungstenite.
+    FanoutTungstenite,
 }
 
 fn main() -> ExitCode {
@@ -78,6 +83,10 @@ async fn run(args: Args) -> std::io::Result<()> {
         Peer::Tungstenite => tokio::spawn(switchboard_bench_peers::serve_tungstenite(listener)),
         Peer::Fastws => tokio::spawn(switchboard_bench_peers::serve_fastws(listener)),
         Peer::Tcp => tokio::spawn(switchboard_bench_peers::serve_tcp(listener)),
+        Peer::FanoutFastws => tokio::spawn(switchboard_bench_peers::serve_fanout_fastws(listener)),
+        Peer::FanoutTungstenite => {
+            tokio::spawn(switchboard_bench_peers::serve_fanout_tungstenite(listener))
+        }
     };
     server.await.map_err(std::io::Error::other)
 }
