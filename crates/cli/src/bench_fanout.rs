@@ -832,7 +832,7 @@ impl FanoutReport<'_> {
         }
         let mut human = format!(
             "{} {}: {} subscribers, {}/s for {} s ({} publishers, {} B pad): {} acked, {} errors; \
-             delivered {}/{}, lost {lost}, duplicates {}; {per_s:.0} deliveries/s; \
+             delivered {} (acked x subscribers: {}), lost {lost}, duplicates {}; {per_s:.0} deliveries/s in the window; \
              latency p50 {p50:.3} ms, p99 {p99:.3} ms, max {max:.3} ms",
             args.conn.url,
             args.channel,
