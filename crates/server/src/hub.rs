@@ -80,7 +80,11 @@ struct Channel {
     ready: BTreeMap<u64, Option<Arc<Publication>>>,
     /// Recent publications, oldest first, with their expiry.
     history: VecDeque<(Arc<Publication>, Instant)>,
-    subscribers: HashMap<u64, ClientHandle>,
+    /// By connection number, so a broadcast walks connections in the order they were
+    /// opened: their sockets, file table entries and outboxes were allocated in that order,
+    /// and walking them in it rather than in hash order cut the server's CPU per delivery
+    /// (cache and TLB misses in the kernel's send path) in a 10,000-subscriber fan-out.
+    subscribers: BTreeMap<u64, ClientHandle>,
     /// Connections per presence key (user id, or client id for anonymous connections).
     presence: HashMap<String, PresenceEntry>,
 }
@@ -117,7 +121,7 @@ impl Channel {
             top: snapshot.top,
             ready: BTreeMap::new(),
             history,
-            subscribers: HashMap::new(),
+            subscribers: BTreeMap::new(),
             presence: HashMap::new(),
         }
     }
