@@ -17,11 +17,13 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use switchboard_ws::{CloseCode, PreparedMessage};
@@ -159,8 +161,10 @@ impl Channel {
     }
 
     /// Releases committed publications in offset order: history, then every subscriber.
+    /// Several released at once reach each subscriber in one write.
     fn release(&mut self, name: &str, opts: &NamespaceOptions) {
         let now = Instant::now();
+        let mut messages = Vec::new();
         while let Some(entry) = self.ready.first_entry() {
             if *entry.key() != self.top + 1 {
                 break;
@@ -174,12 +178,26 @@ impl Channel {
                 epoch: &self.epoch,
                 publication: &publication,
             };
-            let message = PreparedMessage::text(&push.to_json());
+            messages.push(PreparedMessage::text(&push.to_json()));
             if keeps_history(opts) {
                 self.history
                     .push_back((publication, now + opts.history_ttl));
             }
-            self.broadcast(&message);
+        }
+        match messages.as_slice() {
+            [] => {}
+            [message] => self.broadcast(message),
+            several => {
+                let mut joined =
+                    BytesMut::with_capacity(several.iter().map(|m| m.as_bytes().len()).sum());
+                for message in several {
+                    joined.extend_from_slice(message.as_bytes());
+                }
+                let joined = joined.freeze();
+                for handle in self.subscribers.values() {
+                    handle.push_batch(several, &joined);
+                }
+            }
         }
         self.trim(opts, now);
     }
@@ -376,14 +394,30 @@ impl Hub {
     }
 
     /// Publishes to a channel. The publication is acknowledged (this returns) only after
-    /// the store committed it; it reaches subscribers in offset order. The store write runs
-    /// in its own task, so a publisher that goes away cannot leave an offset unreleased.
+    /// the store committed it; it reaches subscribers in offset order.
     pub async fn publish(
         self: &Arc<Self>,
         channel: &str,
         data: Arc<RawValue>,
         info: Option<ClientInfo>,
     ) -> Result<StreamPosition, ClientError> {
+        self.publish_start(channel, data, info).await?.await
+    }
+
+    /// Reserves the publication's offset and queues its write to the store, then returns
+    /// a future that resolves once the store committed it (the acknowledgement). A
+    /// connection can go on with its next commands meanwhile: its publications keep the
+    /// order in which they were started. The store write runs in its own task, so a
+    /// publisher that goes away cannot leave an offset unreleased.
+    pub async fn publish_start(
+        self: &Arc<Self>,
+        channel: &str,
+        data: Arc<RawValue>,
+        info: Option<ClientInfo>,
+    ) -> Result<
+        impl Future<Output = Result<StreamPosition, ClientError>> + Send + 'static,
+        ClientError,
+    > {
         let opts = self.channel_options(channel)?;
         let mut payload = Some((data, info));
         let (epoch, publication, write) = self
@@ -422,26 +456,37 @@ impl Hub {
                 }
                 None => Ok(()),
             };
-            let mut shard = hub.channels.lock(&name);
-            // Present: a channel with an unreleased offset is never dropped.
-            if let Some(ch) = shard.get_mut(&name) {
-                let offset = publication.offset;
+            let offset = publication.offset;
+            {
+                let mut shard = hub.channels.lock(&name);
+                // Present: a channel with an unreleased offset is never dropped.
+                let ch = shard.get_mut(&name)?;
                 ch.ready
                     .insert(offset, result.is_ok().then_some(publication));
-                ch.release(&name, &opts);
-                return Some(result.map(|()| offset));
             }
-            None
+            // Publications committed together (one group commit, or while a fan-out kept
+            // this thread busy) are released together: let their tasks record them first,
+            // so that one write per subscriber carries all of them.
+            tokio::task::yield_now().await;
+            let mut shard = hub.channels.lock(&name);
+            let ch = shard.get_mut(&name)?;
+            if ch.top < offset {
+                ch.release(&name, &opts);
+            }
+            Some(result.map(|()| offset))
         });
-        let offset = match committed.await {
-            Ok(Some(Ok(offset))) => offset,
-            Ok(Some(Err(err))) => return Err(store_failed(err)),
-            _ => return Err(ClientError::internal("publication lost")),
-        };
-        self.metrics.publications.inc();
-        Ok(StreamPosition {
-            offset,
-            epoch: epoch.to_string(),
+        let metrics = self.metrics.clone();
+        Ok(async move {
+            let offset = match committed.await {
+                Ok(Some(Ok(offset))) => offset,
+                Ok(Some(Err(err))) => return Err(store_failed(err)),
+                _ => return Err(ClientError::internal("publication lost")),
+            };
+            metrics.publications.inc();
+            Ok(StreamPosition {
+                offset,
+                epoch: epoch.to_string(),
+            })
         })
     }
 

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 
+use bytes::Bytes;
 use futures_util::task::AtomicWaker;
 use switchboard_ws::{CloseCode, PreparedMessage};
 use tokio::io::AsyncWrite;
@@ -179,6 +180,59 @@ impl ClientHandle {
         shared.metrics.bytes_out.add(len as u64);
         if was_empty {
             shared.waker.wake();
+        }
+        true
+    }
+
+    /// Hands several messages to the connection at once. `joined` is their frames end to
+    /// end: with the socket attached and nothing queued, it goes out in one write, and
+    /// only what the kernel did not take is queued. Otherwise each is pushed in turn.
+    pub fn push_batch(&self, messages: &[PreparedMessage], joined: &Bytes) -> bool {
+        let shared = &*self.shared;
+        if shared.killed.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut out = shared.out();
+        if out.closed {
+            return false;
+        }
+        let direct = out.queue.is_empty() && !out.adapter_partial;
+        let written = match (&out.socket, direct) {
+            (Some(socket), true) => socket.try_write(joined).unwrap_or(0),
+            _ => 0,
+        };
+        if written == 0 {
+            drop(out);
+            return messages.iter().all(|m| self.push(m.clone()));
+        }
+        shared.metrics.messages_out.add(messages.len() as u64);
+        shared.metrics.bytes_out.add(joined.len() as u64);
+        // Queue what the socket did not take, starting inside the frame it stopped in.
+        let mut skip = written;
+        let mut queued = false;
+        for message in messages {
+            let len = message.as_bytes().len();
+            if skip >= len {
+                skip -= len;
+                continue;
+            }
+            if !queued {
+                out.head_written = skip;
+                skip = 0;
+                queued = true;
+            }
+            out.queue.push_back(message.clone());
+            out.bytes += len;
+        }
+        let over = out.queue.len() > shared.max_messages || out.bytes > shared.max_bytes;
+        drop(out);
+        if queued {
+            shared.waker.wake();
+        }
+        if over {
+            // What is queued stays: a frame may be half written.
+            shared.metrics.slow_consumers.inc();
+            self.disconnect(close::SLOW_CONSUMER, "slow consumer: outgoing queue full");
         }
         true
     }
@@ -413,6 +467,7 @@ impl Future for Killed {
 mod tests {
     use std::time::Duration;
 
+    use bytes::BytesMut;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpSocket};
 
@@ -437,6 +492,62 @@ mod tests {
             bytes = &bytes[header + len..];
         }
         out
+    }
+
+    /// A batch written in one go and stopped by a full socket inside one of its frames
+    /// queues the rest from that point: every frame arrives whole and in order.
+    #[tokio::test]
+    async fn a_batch_cut_short_by_the_socket_queues_the_rest() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut client = socket
+            .connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (_read, write) = server.into_split();
+        let (handle, mut outbox) = outbox(1, 100_000, 1 << 30, Arc::new(Metrics::default()));
+        let _writer = outbox.attach(write);
+        let text = |i: usize| format!("{i:06}{}", "b".repeat(10_000 + i % 7));
+        let mut sent = 0;
+        let mut batches = 0;
+        while batches < 400 && handle.shared.out().queue.len() < 10 {
+            let batch: Vec<_> = (sent..sent + 3)
+                .map(|i| PreparedMessage::text(&text(i)))
+                .collect();
+            let mut joined = BytesMut::new();
+            for m in &batch {
+                joined.extend_from_slice(m.as_bytes());
+            }
+            assert!(handle.push_batch(&batch, &joined.freeze()));
+            sent += 3;
+            batches += 1;
+        }
+        assert!(
+            !handle.shared.out().queue.is_empty(),
+            "the socket never filled"
+        );
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            client.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        while !handle.shared.out().queue.is_empty() {
+            let _ = tokio::time::timeout(Duration::from_millis(10), outbox.recv()).await;
+        }
+        drop(_writer);
+        drop(outbox);
+        drop(handle);
+        let received = frames(&reader.await.unwrap());
+        assert_eq!(received.len(), sent);
+        for (i, (op, payload)) in received.iter().enumerate() {
+            assert_eq!(
+                (*op, payload.as_slice()),
+                (1, text(i).as_bytes()),
+                "frame {i}"
+            );
+        }
     }
 
     /// Direct pushes, queued frames and the connection's own frames share one socket.

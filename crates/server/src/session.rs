@@ -11,6 +11,7 @@ use std::time::Instant;
 use serde_json::json;
 use serde_json::value::RawValue;
 use switchboard_ws::PreparedMessage;
+use tokio::sync::Semaphore;
 
 use crate::auth::Identity;
 use crate::error::{ClientError, close};
@@ -67,7 +68,12 @@ pub struct Session {
     bucket: Bucket,
     /// Commands refused for the rate in a row.
     strikes: u32,
+    /// Publications started and not yet acknowledged, at most [`PUBLISHING`].
+    publishing: Arc<Semaphore>,
 }
+
+/// Publications of one connection in flight at once; the next waits for a commit.
+const PUBLISHING: usize = 256;
 
 impl Session {
     /// A new, unauthenticated session pushing through `handle`.
@@ -88,6 +94,7 @@ impl Session {
             mailbox_cursor: None,
             bucket,
             strikes: 0,
+            publishing: Arc::new(Semaphore::new(PUBLISHING)),
         }
     }
 
@@ -195,8 +202,29 @@ impl Session {
                     )));
                 }
                 let data = self.payload(data)?;
-                let position = hub.publish(channel, data, Some(self.info.clone())).await?;
-                self.reply(id, &position);
+                // Acknowledged when committed; meanwhile the next commands go on, so a
+                // publisher is not limited to one commit per round trip.
+                let permit = self
+                    .publishing
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| ClientError::internal("publishing stopped"))?;
+                let committed = hub
+                    .publish_start(channel, data, Some(self.info.clone()))
+                    .await?;
+                let (handle, metrics) = (self.handle.clone(), hub.metrics().clone());
+                tokio::spawn(async move {
+                    let reply = match committed.await {
+                        Ok(position) => reply_ok(id, &position),
+                        Err(err) => {
+                            metrics.client_errors.inc();
+                            reply_err(id, &err)
+                        }
+                    };
+                    handle.push(PreparedMessage::text(&reply));
+                    drop(permit);
+                });
             }
             Command::History {
                 channel,

@@ -299,3 +299,38 @@ async fn rate_limit_answers_111_then_closes_4005() {
     }
     assert_eq!(client.expect_close().await.0, 4005);
 }
+
+/// A connection does not wait for one publication's commit before reading its next
+/// command: publications sent back to back are all acknowledged, in the order they were
+/// sent (offsets follow the commands), and a command sent after them is answered too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publications_sent_back_to_back_keep_their_order() {
+    const COUNT: u64 = 150;
+    let server = start(|c| c.limits.command_burst = 400).await;
+    let mut watcher = server.client("watcher").await;
+    watcher
+        .ok(json!({"cmd": "subscribe", "channel": "vote:burst"}))
+        .await;
+    let mut publisher = server.client("publisher").await;
+    let mut ids = Vec::new();
+    for i in 0..COUNT {
+        ids.push(
+            publisher
+                .send_cmd(json!({"cmd": "publish", "channel": "vote:burst", "data": i}))
+                .await,
+        );
+    }
+    let ping = publisher.send_cmd(json!({"cmd": "ping"})).await;
+    for (i, id) in ids.iter().enumerate() {
+        let reply = publisher.reply(*id).await;
+        assert_eq!(reply["result"]["offset"], json!(i as u64 + 1), "{reply}");
+    }
+    assert!(publisher.reply(ping).await.get("result").is_some());
+    for i in 0..COUNT {
+        let push = watcher.next_publication().await;
+        assert_eq!(
+            (push["offset"].clone(), push["data"].clone()),
+            (json!(i + 1), json!(i))
+        );
+    }
+}
