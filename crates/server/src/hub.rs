@@ -87,8 +87,25 @@ struct Channel {
     /// and walking them in it rather than in hash order cut the server's CPU per delivery
     /// (cache and TLB misses in the kernel's send path) in a 10,000-subscriber fan-out.
     subscribers: BTreeMap<u64, ClientHandle>,
+    /// `subscribers` as a list shared with deliveries; `None` after a change.
+    snapshot: Option<Arc<[ClientHandle]>>,
+    /// Released publications waiting for the channel's deliverer, in offset order.
+    outgoing: VecDeque<Delivery>,
+    /// Whether a deliverer task is running for this channel (at most one, so deliveries
+    /// keep offset order).
+    delivering: bool,
     /// Connections per presence key (user id, or client id for anonymous connections).
     presence: HashMap<String, PresenceEntry>,
+}
+
+/// Subscribers a deliverer writes to before it yields the thread.
+const DELIVERY_CHUNK: usize = 256;
+
+/// Publications released together, and the subscribers they go to.
+#[derive(Debug)]
+struct Delivery {
+    messages: Vec<PreparedMessage>,
+    subscribers: Arc<[ClientHandle]>,
 }
 
 /// One presence key's entry: the user, their public info, and how many of their
@@ -124,13 +141,20 @@ impl Channel {
             ready: BTreeMap::new(),
             history,
             subscribers: BTreeMap::new(),
+            snapshot: None,
+            outgoing: VecDeque::new(),
+            delivering: false,
             presence: HashMap::new(),
         }
     }
 
     /// Nothing references it: it can be dropped and loaded again from the store.
     fn is_idle(&self) -> bool {
-        self.subscribers.is_empty() && self.history.is_empty() && self.reserved == self.top
+        self.subscribers.is_empty()
+            && self.history.is_empty()
+            && self.reserved == self.top
+            && self.outgoing.is_empty()
+            && !self.delivering
     }
 
     fn trim(&mut self, opts: &NamespaceOptions, now: Instant) {
@@ -160,9 +184,11 @@ impl Channel {
         )
     }
 
-    /// Releases committed publications in offset order: history, then every subscriber.
-    /// Several released at once reach each subscriber in one write.
-    fn release(&mut self, name: &str, opts: &NamespaceOptions) {
+    /// Releases committed publications in offset order: into history, and queued for the
+    /// channel's deliverer with the current subscribers. Returns whether the caller must
+    /// start the deliverer ([`Hub::deliver`]).
+    #[must_use]
+    fn release(&mut self, name: &str, opts: &NamespaceOptions) -> bool {
         let now = Instant::now();
         let mut messages = Vec::new();
         while let Some(entry) = self.ready.first_entry() {
@@ -184,22 +210,27 @@ impl Channel {
                     .push_back((publication, now + opts.history_ttl));
             }
         }
-        match messages.as_slice() {
-            [] => {}
-            [message] => self.broadcast(message),
-            several => {
-                let mut joined =
-                    BytesMut::with_capacity(several.iter().map(|m| m.as_bytes().len()).sum());
-                for message in several {
-                    joined.extend_from_slice(message.as_bytes());
-                }
-                let joined = joined.freeze();
-                for handle in self.subscribers.values() {
-                    handle.push_batch(several, &joined);
-                }
-            }
+        if !messages.is_empty() && !self.subscribers.is_empty() {
+            let subscribers = self.snapshot();
+            self.outgoing.push_back(Delivery {
+                messages,
+                subscribers,
+            });
         }
         self.trim(opts, now);
+        // The caller starts a deliverer if none is running.
+        if !self.outgoing.is_empty() && !self.delivering {
+            self.delivering = true;
+            return true;
+        }
+        false
+    }
+
+    /// The subscribers as a shared list (rebuilt only after a change).
+    fn snapshot(&mut self) -> Arc<[ClientHandle]> {
+        self.snapshot
+            .get_or_insert_with(|| self.subscribers.values().cloned().collect())
+            .clone()
     }
 
     fn broadcast(&self, message: &PreparedMessage) {
@@ -468,10 +499,13 @@ impl Hub {
             // this thread busy) are released together: let their tasks record them first,
             // so that one write per subscriber carries all of them.
             tokio::task::yield_now().await;
-            let mut shard = hub.channels.lock(&name);
-            let ch = shard.get_mut(&name)?;
-            if ch.top < offset {
-                ch.release(&name, &opts);
+            let start_deliverer = {
+                let mut shard = hub.channels.lock(&name);
+                let ch = shard.get_mut(&name)?;
+                ch.top < offset && ch.release(&name, &opts)
+            };
+            if start_deliverer {
+                tokio::spawn(async move { hub.deliver(&name).await });
             }
             Some(result.map(|()| offset))
         });
@@ -488,6 +522,60 @@ impl Hub {
                 epoch: epoch.to_string(),
             })
         })
+    }
+
+    /// The channel's deliverer: writes queued publications to the subscribers they were
+    /// released to, in order, until the queue is empty. It runs outside the channel's
+    /// lock and yields every [`DELIVERY_CHUNK`] subscribers, so a fan-out to thousands
+    /// neither blocks the shard nor holds up the thread: the next publications are read,
+    /// committed and queued meanwhile, and reach each subscriber together in one write.
+    async fn deliver(&self, name: &str) {
+        loop {
+            let delivery = {
+                let mut shard = self.channels.lock(name);
+                let Some(ch) = shard.get_mut(name) else {
+                    return;
+                };
+                let Some(mut delivery) = ch.outgoing.pop_front() else {
+                    ch.delivering = false;
+                    return;
+                };
+                // Batches released to the same subscribers (none joined or left between
+                // them) go out together: under load, one write carries several.
+                while let Some(next) = ch.outgoing.front() {
+                    if !Arc::ptr_eq(&next.subscribers, &delivery.subscribers) {
+                        break;
+                    }
+                    if let Some(next) = ch.outgoing.pop_front() {
+                        delivery.messages.extend(next.messages);
+                    }
+                }
+                delivery
+            };
+            let messages = &delivery.messages;
+            let joined = (messages.len() > 1).then(|| {
+                let mut joined =
+                    BytesMut::with_capacity(messages.iter().map(|m| m.as_bytes().len()).sum());
+                for message in messages {
+                    joined.extend_from_slice(message.as_bytes());
+                }
+                joined.freeze()
+            });
+            for chunk in delivery.subscribers.chunks(DELIVERY_CHUNK) {
+                for handle in chunk {
+                    match (&joined, messages.as_slice()) {
+                        (Some(joined), _) => {
+                            handle.push_batch(messages, joined);
+                        }
+                        (None, [message]) => {
+                            handle.push(message.clone());
+                        }
+                        _ => {}
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+        }
     }
 
     /// Subscribes a connection. Under the channel's lock: recovers what the client missed,
@@ -527,6 +615,7 @@ impl Hub {
                 handle.push(PreparedMessage::text(&reply(&result)));
             }
             ch.subscribers.insert(handle.id, handle.clone());
+            ch.snapshot = None;
             self.metrics.subscriptions.add(1);
             let entry = ch
                 .presence
@@ -557,6 +646,7 @@ impl Hub {
         let Some(ch) = shard.get_mut(channel) else {
             return false;
         };
+        ch.snapshot = None;
         if ch.subscribers.remove(&client).is_none() {
             return false;
         }

@@ -334,3 +334,53 @@ async fn publications_sent_back_to_back_keep_their_order() {
         );
     }
 }
+
+/// Publications are written to subscribers by the channel's deliverer, after their
+/// release. A client that subscribes while earlier publications are still being
+/// delivered gets exactly those after the offset in its subscribe reply: none of the
+/// earlier ones, no gap, no duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_joining_mid_stream_gets_exactly_what_follows_its_offset() {
+    const COUNT: u64 = 400;
+    let server = start(|c| c.limits.command_burst = 1000).await;
+    let mut crowd = Vec::new();
+    for i in 0..300 {
+        let mut c = server.client(&format!("crowd-{i}")).await;
+        c.ok(json!({"cmd": "subscribe", "channel": "vote:stream"}))
+            .await;
+        crowd.push(c);
+    }
+    let mut publisher = server.client("publisher").await;
+    let mut late = server.client("late").await;
+    let mut ids = Vec::new();
+    for i in 0..COUNT {
+        ids.push(
+            publisher
+                .send_cmd(json!({"cmd": "publish", "channel": "vote:stream", "data": i}))
+                .await,
+        );
+        if i == COUNT / 3 {
+            // Let some of them be acknowledged first.
+            publisher.reply(ids[0]).await;
+        }
+    }
+    let joined = late
+        .ok(json!({"cmd": "subscribe", "channel": "vote:stream"}))
+        .await;
+    let from = joined["offset"].as_u64().expect("offset");
+    // The first was awaited above.
+    for id in &ids[1..] {
+        publisher.reply(*id).await;
+    }
+    for offset in from + 1..=COUNT {
+        let push = late.next_publication().await;
+        assert_eq!(push["offset"], json!(offset), "after joining at {from}");
+    }
+    late.barrier().await;
+    assert!(late.take_pushes().is_empty(), "a publication came twice");
+    for c in &mut crowd {
+        for offset in 1..=COUNT {
+            assert_eq!(c.next_publication().await["offset"], json!(offset));
+        }
+    }
+}
