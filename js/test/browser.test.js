@@ -1,15 +1,14 @@
 // Browser tests: headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core)
 // loads /switchboard.js from a real `switchboard serve` and subscribes over each transport
 // in turn. A publisher publishes 1,000 messages through the server API while the test
-// cuts the page's connection several times (POST /api/disconnect, close 4003) and
-// restarts the server once (close 1001, every session lost); the page must receive all
-// 1,000, in order, exactly once. Then the same with /ws refused by the server's
-// configuration ([transports] websocket = false) and the default transports: the page
-// falls back to SSE and still receives everything.
+// cuts the page's connection several times (POST /api/disconnect with reconnect: true,
+// close 4008) and restarts the server once (close 1001, every session lost); the page
+// must receive all 1,000, in order, exactly once. Then the same with /ws refused by the
+// server's configuration ([transports] websocket = false) and the default transports: the
+// page falls back to SSE and still receives everything.
 //
-// 4003 means "do not reconnect automatically" (docs/protocol.md), so the library stops
-// there; the test page, like an application that wants to stay connected, calls
-// connect() again on 4003. The restart exercises the library's own reconnect.
+// The page never calls connect() again: after each cut and after the restart, the library
+// reconnects by itself and recovers what was published meanwhile.
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -73,11 +72,7 @@ async function stream(opts) {
         });
         sb.on('connected', (ev) => state.connected.push(ev.transport));
         sb.on('error', (err) => state.errors.push(err.message));
-        sb.on('disconnected', (ev) => {
-          state.disconnects.push({ code: ev.code, reconnect: ev.reconnect });
-          // The backend cut us on purpose (4003); this application wants to stay.
-          if (ev.code === 4003) setTimeout(() => sb.connect(), 50 + Math.random() * 150);
-        });
+        sb.on('disconnected', (ev) => state.disconnects.push({ code: ev.code, reconnect: ev.reconnect }));
         sb.connect();
         await sb.ready();
       },
@@ -100,7 +95,7 @@ async function stream(opts) {
       await server.api('publish', { channel, data: { n } });
       if (CUTS.has(n)) {
         await live();
-        cuts += (await server.api('disconnect', { user })).disconnected;
+        cuts += (await server.api('disconnect', { user, reconnect: true })).disconnected;
       }
       if (n === RESTART_AT) {
         await live();
@@ -116,11 +111,16 @@ async function stream(opts) {
     assert.equal(state.failed, 0, 'recovery never failed');
     assert.equal(cuts, CUTS.size, 'every cut hit a connection');
     const codes = state.disconnects.map((d) => d.code);
-    assert.equal(codes.filter((c) => c === 4003).length, cuts, `one 4003 per cut: ${codes}`);
+    assert.equal(codes.filter((c) => c === 4008).length, cuts, `one 4008 per cut: ${codes}`);
     assert.ok(
-      state.disconnects.some((d) => d.code !== 4003 && d.reconnect),
-      `the restart made the library reconnect by itself: ${JSON.stringify(state.disconnects)}`,
+      state.disconnects.every((d) => d.reconnect),
+      `the library reconnected by itself every time: ${JSON.stringify(state.disconnects)}`,
     );
+    assert.ok(
+      state.disconnects.some((d) => d.code !== 4008),
+      `the restart cut the connection too: ${JSON.stringify(state.disconnects)}`,
+    );
+    assert.ok(state.connected.length >= cuts + 2, `a connection, then one per cut and after the restart: ${state.connected.length}`);
     assert.ok(state.connected.every((t) => t === opts.expect), `connected over ${state.connected}`);
     assert.deepEqual(problems, []);
     return { cuts, connects: state.connected.length, published };

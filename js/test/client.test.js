@@ -219,6 +219,49 @@ for (const transport of TRANSPORTS) {
       assert.equal(rec.subscribed.at(-1).recovered, true);
     });
 
+    test('after a server-API disconnect with reconnect (4008) it reconnects by itself and recovers each missed publication once', async () => {
+      const channel = `test:recon-${transport}`;
+      const user = `recon-${transport}`;
+      // The largest first delay the backoff can draw (0.99 x 1000 ms): the publications
+      // below are made while the client is away, so they can only arrive by recovery.
+      const sb = client(server, { transports: [transport], token: server.token(user), minReconnectDelay: 1000, random: () => 0.99 });
+      const rec = record(sb, channel);
+      const disconnects = [];
+      sb.on('disconnected', (ev) => disconnects.push(ev));
+      const connects = [];
+      sb.on('connected', (ev) => connects.push({ ...ev, at: Date.now() }));
+      sb.connect();
+      await until(() => rec.sub.state === 'subscribed', 5000, 'subscribed');
+      await publishRange(server, channel, 1, 5);
+      await until(() => rec.got.length === 5, 5000, '5 publications');
+
+      const closed = once(sb, 'disconnected');
+      assert.deepEqual(await server.api('disconnect', { user, reconnect: true }), { disconnected: 1 });
+      const ev = await closed;
+      assert.deepEqual(ev, { code: 4008, reason: 'disconnected by the server; reconnect', reconnect: true, delay: 990 });
+      assert.equal(sb.readyState, CONNECTING);
+      // A command made while away waits in the queue and goes after the reconnect.
+      const queued = sb.publish(channel, { n: 11 });
+      await publishRange(server, channel, 6, 10);
+      const published = Date.now();
+      assert.deepEqual(await queued, { offset: 11, epoch: rec.sub.epoch });
+      assert.equal(connects.length, 2, 'one reconnect');
+      assert.ok(connects[1].at > published, 'reconnected after the publications it missed');
+      assert.equal(connects[1].user, user, 'the same token');
+      assert.equal(connects[1].transport, transport);
+      await publishRange(server, channel, 12, 15);
+      await until(() => rec.got.length >= 15, 5000, '15 publications');
+      await sleep(100);
+      assert.deepEqual(rec.got, range(1, 15), 'each once, in order');
+      assert.deepEqual(rec.failed, []);
+      assert.equal(rec.subscribed.length, 2);
+      assert.equal(rec.subscribed.at(-1).recovered, true);
+      assert.deepEqual(
+        disconnects.map((d) => d.code),
+        [4008],
+      );
+    });
+
     test('a server restart: reconnects by itself with backoff and recovers each missed publication once', async () => {
       const own = await startServer();
       try {
@@ -342,6 +385,35 @@ describe('reconnect policy', () => {
     await sb.ready();
     assert.equal(sb.user, 'late');
     assert.equal(calls, 1);
+  });
+
+  test('4008 with getToken: fetches a new token before reconnecting, and it is in force', async () => {
+    let calls = 0;
+    const channel = 'test:retoken';
+    const sb = client(server, {
+      transports: ['websocket'],
+      getToken: async () => {
+        calls++;
+        return server.token('retoken', { info: { version: calls } });
+      },
+    });
+    const rec = record(sb, channel);
+    sb.connect();
+    await until(() => rec.sub.state === 'subscribed', 5000, 'subscribed');
+    const info = async () => (await server.api('presence', { channel })).presence;
+    assert.deepEqual(Object.values(await info()).map((e) => e.info), [{ version: 1 }]);
+    const disc = once(sb, 'disconnected');
+    await server.api('disconnect', { user: 'retoken', reconnect: true });
+    const ev = await disc;
+    assert.equal(ev.code, 4008);
+    assert.equal(ev.reconnect, true);
+    await sb.ready();
+    await until(() => rec.sub.state === 'subscribed', 5000, 'subscribed again');
+    assert.equal(calls, 2);
+    await until(async () => {
+      const entries = Object.values(await info());
+      return entries.length === 1 && entries[0].info.version === 2;
+    }, 5000, 'presence to show the new token\'s info');
   });
 
   test('getToken is called before connecting without a token', async () => {

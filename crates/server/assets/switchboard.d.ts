@@ -93,7 +93,7 @@ export interface SubscribeHandlers<T = unknown> {
 export interface SwitchboardOptions {
   /** A connection token (JWT). Without it and without getToken, the client is anonymous. */
   token?: string;
-  /** Gives a new token: before connecting without one, after close 4002, and before expiry. */
+  /** Gives a new token: before connecting without one, after close 4002 or 4008, and before expiry. */
   getToken?: () => string | Promise<string>;
   /** Transports to try, best first. Default ['websocket', 'sse', 'longpoll']. */
   transports?: TransportName[];
@@ -138,7 +138,11 @@ export interface DisconnectedEvent {
   /** A close code (docs/protocol.md, "Close codes"); 1006 when the transport just failed. */
   code: number;
   reason: string;
-  /** Whether the client reconnects by itself. */
+  /**
+   * Whether the client reconnects by itself: false after 1009, 4001, 4003 (a server-API
+   * disconnect) and 4002 without getToken, or `close()`; true otherwise, 4008 (a server-API
+   * disconnect asking for a reconnect) included.
+   */
   reconnect: boolean;
   /** With reconnect: the ms before the next attempt. */
   delay?: number;

@@ -14,7 +14,8 @@
  * - speaks the protocol over WebSocket, Server-Sent Events (+ POST for commands), long
  *   polling or short polling, falling back along `transports` when one cannot open;
  * - reconnects with exponential backoff and full jitter, except after close codes that say
- *   retrying cannot help (4001, 4003, 1009; 4002 without `getToken`);
+ *   retrying cannot help (4001, 4003, 1009; 4002 without `getToken`); 4008 is the server
+ *   asking for a reconnect, so it reconnects then too (fetching a new token with `getToken`);
  * - resubscribes every channel with `recover` = the last epoch and offset it delivered, and
  *   drops any publication at or below that offset, so the application sees each
  *   publication once and in order, or is told by `onRecoveryFailed` to reload;
@@ -45,9 +46,13 @@ const DEFAULT_TRANSPORTS = ['websocket', 'sse', 'longpoll'];
  * Close codes after which reconnecting cannot help (docs/protocol.md, "Close codes"): 1009
  * (a command too large: it would be sent again), 4001 (the token is invalid), 4003 (the
  * backend disconnected the user on purpose). 4002 (token expired) is here too unless a
- * `getToken` callback can fetch a new token.
+ * `getToken` callback can fetch a new token. Not here: 4008, the backend disconnecting the
+ * user so that the client reconnects (see `_afterClose`).
  */
 const FINAL_CODES = new Set([1009, 4001, 4003]);
+
+/** Close code of a server-API disconnect that asks the client to reconnect. */
+const RECONNECT = 4008;
 
 /**
  * Error of a command (`code` is the protocol's error code, 100-116, see docs/protocol.md)
@@ -682,7 +687,9 @@ export class Switchboard {
       this._emit('disconnected', { code: info.code, reason: info.reason, reconnect: false });
       return;
     }
-    if (info.code === 4002) this._token = null; // getToken() before the next connect
+    // getToken() before the next connect: after 4002 the token is dead; after 4008 the
+    // backend may have changed what it puts in the user's token (channels, info).
+    if (info.code === 4002 || (info.code === RECONNECT && this._getToken)) this._token = null;
     let delay;
     if (info.switchTo !== undefined) {
       this._preferred = info.switchTo;

@@ -82,6 +82,9 @@ struct HistoryBody {
 #[serde(deny_unknown_fields)]
 struct DisconnectBody {
     user: String,
+    /// Close with 4008 (reconnect) instead of 4003 (stay away).
+    #[serde(default)]
+    reconnect: bool,
 }
 
 /// Handles `POST /api/{command}`.
@@ -187,11 +190,12 @@ async fn dispatch(
         }
         "disconnect" => {
             let body: DisconnectBody = parse(body)?;
-            let n = hub.disconnect(
-                &body.user,
-                close::DISCONNECTED,
-                "disconnected by the server",
-            );
+            let (code, reason) = if body.reconnect {
+                (close::RECONNECT, "disconnected by the server; reconnect")
+            } else {
+                (close::DISCONNECTED, "disconnected by the server")
+            };
+            let n = hub.disconnect(&body.user, code, reason);
             json!({ "disconnected": n })
         }
         "info" => {

@@ -121,7 +121,8 @@ pub mod close {
     pub const UNAUTHORIZED: CloseCode = CloseCode(4001);
     /// The token expired; get a new one, then reconnect.
     pub const TOKEN_EXPIRED: CloseCode = CloseCode(4002);
-    /// Disconnected through the server API.
+    /// Disconnected through the server API (`POST /api/disconnect`); do not reconnect
+    /// automatically.
     pub const DISCONNECTED: CloseCode = CloseCode(4003);
     /// The client did not read its messages fast enough (outbox full).
     pub const SLOW_CONSUMER: CloseCode = CloseCode(4004);
@@ -131,4 +132,22 @@ pub mod close {
     pub const NO_PONG: CloseCode = CloseCode(4006);
     /// `connect` was not sent in time.
     pub const CONNECT_TIMEOUT: CloseCode = CloseCode(4007);
+    /// Disconnected through the server API with `"reconnect": true`: reconnect (with
+    /// backoff) and recover, for example to pick up a new token or to move to another node.
+    pub const RECONNECT: CloseCode = CloseCode(4008);
+
+    /// Every code above. The docs test checks that `docs/protocol.md` documents each one,
+    /// so a new code goes here too.
+    pub const ALL: &[CloseCode] = &[
+        SHUTDOWN,
+        TOO_BIG,
+        UNAUTHORIZED,
+        TOKEN_EXPIRED,
+        DISCONNECTED,
+        SLOW_CONSUMER,
+        RATE_LIMIT,
+        NO_PONG,
+        CONNECT_TIMEOUT,
+        RECONNECT,
+    ];
 }

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::util::{API_KEY, http, start};
+use crate::util::{API_KEY, Poller, SseClient, http, start};
 
 #[tokio::test]
 async fn publish_reaches_subscribers_without_publisher_info() {
@@ -197,6 +197,49 @@ async fn disconnect_closes_every_connection_of_the_user_with_4003() {
     bob.barrier().await;
     let reply = server.api_ok("disconnect", json!({"user": "nobody"})).await;
     assert_eq!(reply["disconnected"], 0);
+}
+
+#[tokio::test]
+async fn disconnect_with_reconnect_closes_every_transport_with_4008() {
+    const REASON: &str = "disconnected by the server; reconnect";
+    let server = start(|_| {}).await;
+    let mut ws = server.client("alice").await;
+    let mut sse = SseClient::connect(server.addr, "alice").await;
+    let mut poller = Poller::connect(server.addr, "alice").await;
+    let mut bob = server.client("bob").await;
+    let reply = server
+        .api_ok("disconnect", json!({"user": "alice", "reconnect": true}))
+        .await;
+    assert_eq!(reply, json!({"disconnected": 3}));
+    assert_eq!(ws.expect_close().await, (4008, REASON.to_owned()));
+    assert_eq!(sse.expect_close().await, (4008, REASON.to_owned()));
+    let answer = poller.poll(&[], false).await;
+    assert_eq!(answer["closed"], json!({"code": 4008, "reason": REASON}));
+    bob.barrier().await;
+    // `"reconnect": false` is the same as leaving it out: 4003.
+    let mut again = server.client("alice").await;
+    let reply = server
+        .api_ok("disconnect", json!({"user": "alice", "reconnect": false}))
+        .await;
+    assert_eq!(reply, json!({"disconnected": 1}));
+    assert_eq!(again.expect_close().await.0, 4003);
+}
+
+#[tokio::test]
+async fn disconnect_refuses_a_reconnect_that_is_not_a_boolean() {
+    let server = start(|_| {}).await;
+    let mut alice = server.client("alice").await;
+    for bad in [json!("true"), json!(1), json!(null), json!([true])] {
+        let body = json!({"user": "alice", "reconnect": bad});
+        let (status, reply) = server.api("disconnect", body.clone()).await;
+        assert_eq!(
+            (status, reply["error"]["code"].clone()),
+            (400, json!(107)),
+            "{body} -> {reply}"
+        );
+    }
+    // Refused before anything was closed.
+    alice.barrier().await;
 }
 
 #[tokio::test]
