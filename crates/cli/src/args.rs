@@ -206,14 +206,39 @@ pub(crate) struct BenchEchoArgs {
     pub(crate) server_pid: Option<u32>,
 }
 
+/// The transport of the bench's subscribers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Transport {
+    /// WebSocket (`--url`).
+    Ws,
+    /// Server-Sent Events: `GET /sse` and `POST /sse/send`.
+    Sse,
+    /// Long polling: `POST /poll`.
+    Longpoll,
+}
+
+impl Transport {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Transport::Ws => "ws",
+            Transport::Sse => "sse",
+            Transport::Longpoll => "longpoll",
+        }
+    }
+}
+
 /// How the bench clients reach the server: shared by `bench fanout` and `bench idle`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchConnArgs {
     #[command(flatten)]
     pub(crate) source: ConfigSource,
-    /// The server's WebSocket URL.
+    /// The server's WebSocket URL. The SSE and polling endpoints are at its host and port
+    /// (`/sse`, `/sse/send`, `/poll`).
     #[arg(long, default_value = "ws://127.0.0.1:8000/ws")]
     pub(crate) url: String,
+    /// The subscribers' transport; publishers always use WebSocket.
+    #[arg(long, value_enum, default_value_t = Transport::Ws)]
+    pub(crate) transport: Transport,
     /// A connection token for every connection; without one, a token per connection
     /// (user bench-sub-I, bench-pub-J) is minted from the server's token secret.
     #[arg(long, env = "SWITCHBOARD_TOKEN")]
@@ -256,7 +281,8 @@ pub(crate) struct BenchFanoutArgs {
     /// Bytes of padding in each publication's data.
     #[arg(long, default_value_t = 32)]
     pub(crate) size: usize,
-    /// Extra subscribers that stop reading after subscribing (slow consumers).
+    /// Extra subscribers that stop reading after subscribing (slow consumers; WebSocket
+    /// whatever --transport says).
     #[arg(long, default_value_t = 0)]
     pub(crate) slow: usize,
     /// Publisher connections (0: enough to stay at 80% of the server's

@@ -14,6 +14,10 @@
 //! a log-linear histogram shared by the connections of one task (`--conns-per-task`), all
 //! of them polled by that task.
 //!
+//! `--transport sse|longpoll` opens the subscribers over Server-Sent Events or long
+//! polling instead (`bench_http`); publishers stay WebSocket, and the counting, latency
+//! and report are the same, so the transports compare.
+//!
 //! The server limits each connection to `limits.commands_per_second`, so the rate is
 //! spread over enough publisher connections to stay at [`PUBLISHER_SHARE`] of it.
 //!
@@ -54,8 +58,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bench_stats::{Histogram, find, parse_publication};
 
-use crate::args::{BenchConnArgs, BenchFanoutArgs};
+use crate::args::{BenchConnArgs, BenchFanoutArgs, Transport};
 use crate::bench::{self, Target};
+use crate::bench_http::{self, Poster};
 use crate::client::{Need, server_secret};
 
 type Ws = WebSocket<TcpStream>;
@@ -251,10 +256,12 @@ impl Auth {
     }
 }
 
-/// Where the WebSocket endpoint is.
-struct Endpoint {
-    addr: String,
-    host: String,
+/// Where the WebSocket endpoint is (and the HTTP transports' endpoints, at the same host).
+pub(crate) struct Endpoint {
+    /// `host:port`, to connect to.
+    pub(crate) addr: String,
+    /// For the `Host` header.
+    pub(crate) host: String,
     path: String,
 }
 
@@ -398,9 +405,11 @@ impl Tally {
 
 /// What every subscriber task shares.
 pub(crate) struct Shared {
-    endpoint: Endpoint,
+    pub(crate) endpoint: Endpoint,
     auth: Auth,
-    channel: String,
+    /// The subscribers' transport.
+    transport: Transport,
+    pub(crate) channel: String,
     /// The clock of every `t`.
     base: Instant,
     /// Bounds the connections being opened at once.
@@ -424,6 +433,7 @@ impl Shared {
         Ok(Arc::new(Shared {
             endpoint: Endpoint::parse(&args.url)?,
             auth: Auth::new(args)?,
+            transport: args.transport,
             channel: channel.to_owned(),
             base: Instant::now(),
             opening: Semaphore::new(args.connect_concurrency.max(1)),
@@ -436,56 +446,174 @@ impl Shared {
     }
 }
 
-/// One subscriber connection: opens, then counts publications until it ends or its task
-/// is stopped.
-async fn subscriber(shared: &Shared, user: usize, tally: &Mutex<Tally>) {
+/// One subscriber's counting: what each transport hands every message it receives to.
+pub(crate) struct Counter<'a> {
+    shared: &'a Shared,
+    tally: &'a Mutex<Tally>,
+    /// Where the last offset is published for the bench's loss count.
+    slot: Option<&'a AtomicU64>,
+    /// The last offset received; `None` until the subscribe reply.
+    last: Option<u64>,
+}
+
+impl<'a> Counter<'a> {
+    fn new(shared: &'a Shared, user: usize, tally: &'a Mutex<Tally>) -> Counter<'a> {
+        Counter {
+            shared,
+            tally,
+            slot: shared.lasts.get(user),
+            last: None,
+        }
+    }
+
+    fn remember(&self, last: u64) {
+        if let Some(slot) = self.slot {
+            slot.store(last, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn is_subscribed(&self) -> bool {
+        self.last.is_some()
+    }
+
+    /// The subscribe reply said the channel is at `offset`: the subscriber is ready.
+    fn subscribed(&mut self, offset: u64) {
+        self.last = Some(offset);
+        self.remember(offset);
+        self.shared.ready.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A message of the HTTP transports, which carry the replies to `connect` (id 1) and
+    /// `subscribe` (id 2) on the same stream as the pushes: before the subscribe reply,
+    /// a reply is parsed (an error reply fails the opening); after it, only publications
+    /// count.
+    pub(crate) fn message(&mut self, text: &[u8]) -> anyhow::Result<()> {
+        if self.last.is_none() && text.starts_with(br#"{"id":"#) {
+            let mut reply: serde_json::Value = serde_json::from_slice(text)
+                .with_context(|| format!("a reply that is not JSON: {}", lossy(text)))?;
+            let what = if reply["id"] == 1 {
+                "connect"
+            } else {
+                "subscribe"
+            };
+            if let Some(error) = reply.get("error") {
+                let message = error["message"].as_str().unwrap_or_default();
+                bail!("{what} failed: error {}: {message}", error["code"]);
+            }
+            if reply["id"] == 2 {
+                let offset = reply["result"]["offset"]
+                    .take()
+                    .as_u64()
+                    .context("a subscribe reply without offset")?;
+                self.subscribed(offset);
+            }
+            return Ok(());
+        }
+        self.publication(text);
+        Ok(())
+    }
+
+    /// Counts a publication (anything else is ignored).
+    pub(crate) fn publication(&mut self, text: &[u8]) {
+        let Some(last) = self.last else { return };
+        let Some((offset, t)) = parse_publication(text) else {
+            return;
+        };
+        let now = micros(self.shared.base.elapsed());
+        let mut tally = lock(self.tally);
+        if offset <= last {
+            tally.duplicates += 1;
+            return;
+        }
+        tally.gaps += offset - last - 1;
+        self.last = Some(offset);
+        self.remember(offset);
+        if let Some(t) = t {
+            tally.delivered += 1;
+            if now <= self.shared.window_end_us.load(Ordering::Relaxed) {
+                tally.in_window += 1;
+            }
+            tally.latency_us.record(now.saturating_sub(t));
+        }
+    }
+
+    /// The subscriber ended before the bench stopped it, for `why`.
+    fn end(self, why: String) {
+        let mut tally = lock(self.tally);
+        tally.ended += 1;
+        tally.first_end.get_or_insert(why);
+    }
+}
+
+/// Text from the server, for a message.
+pub(crate) fn lossy(text: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(text)
+}
+
+/// An open, subscribed subscriber.
+enum Sub {
+    Ws(Box<Ws>),
+    Sse(bench_http::SseSub),
+    Poll(bench_http::PollSub),
+}
+
+/// One subscriber: opens over the bench's transport, then counts publications until it
+/// ends or its task is stopped. `poster` is its task's connection for SSE commands.
+async fn subscriber(shared: &Shared, user: usize, tally: &Mutex<Tally>, poster: Option<&Poster>) {
+    let mut counter = Counter::new(shared, user, tally);
     let opened = async {
         let _permit = shared.opening.acquire().await?;
         let token = shared
             .auth
             .token(&format!("bench-sub-{user}"), &shared.channel)?;
-        open(&shared.endpoint, &token, Some(&shared.channel), None).await
+        let opening = async {
+            match (shared.transport, poster) {
+                (Transport::Ws, _) => {
+                    let (ws, offset) =
+                        open(&shared.endpoint, &token, Some(&shared.channel), None).await?;
+                    counter.subscribed(offset);
+                    Ok(Sub::Ws(Box::new(ws)))
+                }
+                (Transport::Sse, Some(poster)) => {
+                    bench_http::open_sse(shared, &token, poster, &mut counter)
+                        .await
+                        .map(Sub::Sse)
+                }
+                (Transport::Sse, None) => bail!("an SSE subscriber without a command connection"),
+                (Transport::Longpoll, _) => bench_http::open_poll(shared, &token, &mut counter)
+                    .await
+                    .map(Sub::Poll),
+            }
+        };
+        tokio::time::timeout(OPEN_TIMEOUT, opening)
+            .await
+            .map_err(|_| anyhow!("timed out opening a connection"))?
     }
     .await;
-    let (mut ws, mut last) = match opened {
-        Ok(opened) => opened,
+    if let Some(poster) = poster {
+        poster.opened().await;
+    }
+    let sub = match opened {
+        Ok(sub) => sub,
         Err(err) => {
             shared.failed.fetch_add(1, Ordering::Relaxed);
             lock(&shared.first_error).get_or_insert_with(|| format!("{err:#}"));
             return;
         }
     };
-    let slot = shared.lasts.get(user);
-    let remember = |last: u64| {
-        if let Some(slot) = slot {
-            slot.store(last, Ordering::Relaxed);
-        }
+    let why = match sub {
+        Sub::Ws(ws) => read_ws(*ws, &mut counter).await,
+        Sub::Sse(sse) => sse.run(&mut counter).await,
+        Sub::Poll(poll) => poll.run(shared, &mut counter).await,
     };
-    remember(last);
-    shared.ready.fetch_add(1, Ordering::Relaxed);
-    let why = loop {
+    counter.end(why);
+}
+
+/// Counts what a WebSocket subscriber receives; returns why it ended.
+async fn read_ws(mut ws: Ws, counter: &mut Counter<'_>) -> String {
+    loop {
         match ws.recv().await {
-            Ok(Some(Message::Text(text))) => {
-                let Some((offset, t)) = parse_publication(text.as_bytes()) else {
-                    continue;
-                };
-                let now = micros(shared.base.elapsed());
-                let mut tally = lock(tally);
-                if offset <= last {
-                    tally.duplicates += 1;
-                    continue;
-                }
-                tally.gaps += offset - last - 1;
-                last = offset;
-                remember(last);
-                if let Some(t) = t {
-                    tally.delivered += 1;
-                    if now <= shared.window_end_us.load(Ordering::Relaxed) {
-                        tally.in_window += 1;
-                    }
-                    tally.latency_us.record(now.saturating_sub(t));
-                }
-            }
+            Ok(Some(Message::Text(text))) => counter.publication(text.as_bytes()),
             Ok(Some(Message::Close(frame))) => {
                 break format!("closed by the server: {}", close_reason(&frame));
             }
@@ -493,10 +621,7 @@ async fn subscriber(shared: &Shared, user: usize, tally: &Mutex<Tally>) {
             Ok(None) => break "the connection closed".to_owned(),
             Err(err) => break format!("connection lost: {err}"),
         }
-    };
-    let mut tally = lock(tally);
-    tally.ended += 1;
-    tally.first_end.get_or_insert(why);
+    }
 }
 
 /// Polls every future in turn until all are done: one task drives many connections.
@@ -532,7 +657,9 @@ impl Subscribers {
             let tally = Arc::new(Mutex::new(Tally::new()));
             let (shared, task_tally, stop) = (shared.clone(), tally.clone(), stop.clone());
             tasks.push(tokio::spawn(async move {
-                let conns = users.map(|user| subscriber(&shared, user, &task_tally));
+                let poster = (shared.transport == Transport::Sse).then(|| Poster::new(users.len()));
+                let conns =
+                    users.map(|user| subscriber(&shared, user, &task_tally, poster.as_ref()));
                 tokio::select! {
                     () = stop.cancelled() => {}
                     () = join_all(conns.collect()) => {}
@@ -831,12 +958,13 @@ impl FanoutReport<'_> {
             );
         }
         let mut human = format!(
-            "{} {}: {} subscribers, {}/s for {} s ({} publishers, {} B pad): {} acked, {} errors; \
+            "{} {}: {} {} subscribers, {}/s for {} s ({} publishers, {} B pad): {} acked, {} errors; \
              delivered {} (acked x subscribers: {}), lost {lost}, duplicates {}; {per_s:.0} deliveries/s in the window; \
              latency p50 {p50:.3} ms, p99 {p99:.3} ms, max {max:.3} ms",
             args.conn.url,
             args.channel,
             args.subscribers,
+            args.conn.transport.name(),
             args.rate,
             args.duration,
             self.publishers,
@@ -862,7 +990,8 @@ impl FanoutReport<'_> {
             );
         }
         let json = json!({
-            "url": args.conn.url, "channel": args.channel, "channels": args.channels.max(1),
+            "url": args.conn.url, "transport": args.conn.transport.name(),
+            "channel": args.channel, "channels": args.channels.max(1),
             "subscribers": args.subscribers,
             "publishers": self.publishers, "rate": args.rate, "duration_s": args.duration,
             "size": args.size, "planned": self.planned, "published": published.sent,
@@ -896,6 +1025,7 @@ mod tests {
                     data_dir: None,
                 },
                 url: "ws://127.0.0.1:1/ws".into(),
+                transport: Transport::Ws,
                 token: Some("t".into()),
                 server_pid: None,
                 conns_per_task: 1,

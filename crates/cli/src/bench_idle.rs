@@ -1,5 +1,7 @@
 //! `switchboard bench idle`: opens N subscribed connections and holds them, so the caller
-//! can read the server's memory per idle connection (printed with `--server-pid`).
+//! can read the server's memory per idle connection (printed with `--server-pid`). With
+//! `--transport sse|longpoll`, a connection is an HTTP session: an open event stream, or a
+//! long poll held by the server.
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -26,7 +28,8 @@ pub(crate) async fn idle(args: BenchIdleArgs) -> anyhow::Result<()> {
             let grown_kib = after as f64 - before as f64;
             let per_conn = grown_kib * 1024.0 / args.conns.max(1) as f64;
             let json = json!({
-                "url": args.conn.url, "channel": args.channel, "conns": args.conns,
+                "url": args.conn.url, "transport": args.conn.transport.name(),
+                "channel": args.channel, "conns": args.conns,
                 "rss_before_kib": before, "rss_after_kib": after,
                 "rss_per_conn_bytes": per_conn.round(),
             });

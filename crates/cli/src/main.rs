@@ -11,10 +11,13 @@
 //!   what the bench commands share (/proc readings).
 //! - `bench_fanout`, `bench_idle`, `bench_stats`: `switchboard bench fanout` and
 //!   `bench idle`, pub/sub load clients, and their latency histogram.
+//! - `bench_http`: their SSE and long-polling subscribers (`--transport`), with the
+//!   parsers of chunked bodies, event streams and poll answers.
 
 mod args;
 mod bench;
 mod bench_fanout;
+mod bench_http;
 mod bench_idle;
 mod bench_stats;
 mod client;

@@ -1,0 +1,116 @@
+//! `bench fanout` and `bench idle` over each subscriber transport (`--transport`), against
+//! the real server: small runs that must lose nothing.
+
+use crate::util::{Server, TempDir, json, run};
+
+/// `bench fanout` with `transport` subscribers: the JSON line.
+fn fanout(server: &Server, data: &str, transport: &str) -> serde_json::Value {
+    let (status, stdout, stderr) = run(&[
+        "bench",
+        "fanout",
+        "--url",
+        &server.ws_url(),
+        "--data-dir",
+        data,
+        "--transport",
+        transport,
+        "--subscribers",
+        "20",
+        "--rate",
+        "20",
+        "--duration",
+        "2",
+        "--conns-per-task",
+        "8",
+        "--server-pid",
+        &server.proc.child.id().to_string(),
+    ]);
+    assert!(status.success(), "{transport}: {status}\n{stderr}");
+    json(stdout.lines().last().unwrap_or_default())
+}
+
+fn fanout_loses_nothing(transport: &str) {
+    let tmp = TempDir::new(&format!("bench-{transport}"));
+    let server = Server::serve(&tmp.0);
+    let report = fanout(&server, tmp.path(), transport);
+    assert_eq!(report["transport"], transport, "{report}");
+    assert_eq!(report["acked"], 40, "{report}");
+    assert_eq!(report["expected"], 800, "{report}");
+    assert_eq!(report["delivered"], 800, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["duplicates"], 0, "{report}");
+    assert_eq!(report["subscribers_ended"], 0, "{report}");
+    let (p50, p99) = (report["p50_ms"].as_f64(), report["p99_ms"].as_f64());
+    assert!(p50 > Some(0.0) && p99 >= p50, "{report}");
+    assert!(report["server_cpu_s"].is_number(), "{report}");
+
+    // The same sessions held idle, with the server's memory per connection.
+    let (status, stdout, stderr) = run(&[
+        "bench",
+        "idle",
+        "--url",
+        &server.ws_url(),
+        "--data-dir",
+        tmp.path(),
+        "--transport",
+        transport,
+        "--conns",
+        "20",
+        "--hold",
+        "0.5",
+        "--server-pid",
+        &server.proc.child.id().to_string(),
+    ]);
+    assert!(status.success(), "{transport}: {status}\n{stderr}");
+    assert!(stdout.starts_with("ready 20\n"), "{stdout}");
+    let idle = json(stdout.lines().last().unwrap_or_default());
+    assert_eq!(idle["transport"], transport, "{idle}");
+    assert!(idle["rss_per_conn_bytes"].is_number(), "{idle}");
+    assert!(!stderr.contains("ended while held"), "{stderr}");
+    server.stop();
+}
+
+#[test]
+fn fanout_over_websocket_loses_nothing() {
+    fanout_loses_nothing("ws");
+}
+
+#[test]
+fn fanout_over_sse_loses_nothing() {
+    fanout_loses_nothing("sse");
+}
+
+#[test]
+fn fanout_over_long_polling_loses_nothing() {
+    fanout_loses_nothing("longpoll");
+}
+
+#[test]
+fn a_transport_the_server_refuses_fails_the_bench_with_its_answer() {
+    let tmp = TempDir::new("bench-refused");
+    let config = tmp.join("switchboard.toml");
+    std::fs::write(&config, "[transports]\nsse = false\npolling = false\n").expect("config");
+    let server = Server::serve_with(&tmp.0, &["--config", config.to_str().expect("UTF-8")]);
+    for (transport, says) in [("sse", "GET /sse: HTTP 404"), ("longpoll", "HTTP 404")] {
+        let (status, _, stderr) = run(&[
+            "bench",
+            "idle",
+            "--url",
+            &server.ws_url(),
+            "--data-dir",
+            tmp.path(),
+            "--transport",
+            transport,
+            "--conns",
+            "3",
+            "--hold",
+            "0.1",
+        ]);
+        assert_eq!(status.code(), Some(2), "{transport}: {stderr}");
+        assert!(
+            stderr.contains("3 of 3 connections could not be opened") && stderr.contains(says),
+            "{transport}: {stderr}"
+        );
+    }
+    server.stop();
+}
