@@ -177,6 +177,12 @@ pub struct Limits {
     pub outbox_messages: usize,
     /// Bytes waiting to be written to one connection before the same. Default 4 MiB.
     pub outbox_bytes: usize,
+    /// The kernel's send buffer of each accepted socket (SO_SNDBUF; Linux doubles it), or
+    /// 0 for the kernel's autotuning. Bounded, so a client that stops reading fills it
+    /// soon and then the outbox, which cuts it off (4004), instead of parking up to
+    /// 4 MB per connection in the kernel first. Default 256 KiB: ample for real-time
+    /// traffic at any realistic round trip.
+    pub socket_send_buffer: usize,
     /// Commands per second a connection may send (token bucket refill). Default 100.
     pub commands_per_second: u32,
     /// Commands a connection may send in a burst. Default 200.
@@ -214,6 +220,7 @@ impl Default for Limits {
             max_payload_size: 32 << 10,
             outbox_messages: 1024,
             outbox_bytes: 4 << 20,
+            socket_send_buffer: 256 << 10,
             commands_per_second: 100,
             command_burst: 200,
             rate_strikes: 20,

@@ -151,7 +151,13 @@ pub async fn run_with_store(
         token.cancel();
         hub_at_stop.disconnect_all(error::close::SHUTDOWN, "server shutting down");
     };
-    listen::serve(listener, http::router(state.clone()), stop).await;
+    listen::serve(
+        listener,
+        http::router(state.clone()),
+        state.config.limits.socket_send_buffer,
+        stop,
+    )
+    .await;
     info!("shutting down: closing connections");
     state.tracker.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, state.tracker.wait())

@@ -27,7 +27,12 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// Serves `router` on `listener` until `stop` resolves, then lets every HTTP connection
 /// finish its request in flight and returns once they have. Upgraded (WebSocket)
 /// connections have left hyper by then; the caller ends them.
-pub(crate) async fn serve(listener: TcpListener, router: Router, stop: impl Future<Output = ()>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    send_buffer: usize,
+    stop: impl Future<Output = ()>,
+) {
     let (closing, closing_rx) = watch::channel(false);
     let connections = TaskTracker::new();
     tokio::pin!(stop);
@@ -46,6 +51,11 @@ pub(crate) async fn serve(listener: TcpListener, router: Router, stop: impl Futu
         // Replies and pushes are small writes that must leave at once: no Nagle delay.
         if let Err(err) = tcp.set_nodelay(true) {
             debug!(cause = %err, "set_nodelay failed");
+        }
+        if send_buffer > 0 {
+            if let Err(err) = socket2::SockRef::from(&tcp).set_send_buffer_size(send_buffer) {
+                debug!(cause = %err, "SO_SNDBUF failed");
+            }
         }
         let router = router.clone();
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
