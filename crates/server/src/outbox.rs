@@ -494,21 +494,34 @@ mod tests {
         out
     }
 
-    /// A batch written in one go and stopped by a full socket inside one of its frames
-    /// queues the rest from that point: every frame arrives whole and in order.
-    #[tokio::test]
-    async fn a_batch_cut_short_by_the_socket_queues_the_rest() {
+    /// A real socket pair whose server side is attached to a fresh outbox; the client's
+    /// small receive buffer makes the server's writes stop early when it does not read.
+    async fn attached() -> (
+        tokio::net::TcpStream,
+        tokio::net::tcp::OwnedReadHalf,
+        ClientHandle,
+        Outbox,
+        SharedWriter,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let socket = TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
-        let mut client = socket
+        let client = socket
             .connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let (_read, write) = server.into_split();
-        let (handle, mut outbox) = outbox(1, 100_000, 1 << 30, Arc::new(Metrics::default()));
-        let _writer = outbox.attach(write);
+        let (read, write) = server.into_split();
+        let (handle, outbox) = outbox(1, 100_000, 1 << 30, Arc::new(Metrics::default()));
+        let writer = outbox.attach(write);
+        (client, read, handle, outbox, writer)
+    }
+
+    /// A batch written in one go and stopped by a full socket inside one of its frames
+    /// queues the rest from that point: every frame arrives whole and in order.
+    #[tokio::test]
+    async fn a_batch_cut_short_by_the_socket_queues_the_rest() {
+        let (mut client, _read, handle, mut outbox, _writer) = attached().await;
         let text = |i: usize| format!("{i:06}{}", "b".repeat(10_000 + i % 7));
         let mut sent = 0;
         let mut batches = 0;
@@ -555,18 +568,7 @@ mod tests {
     /// through the shared writer wait for the queue, so nothing is ever split.
     #[tokio::test]
     async fn frames_never_interleave_on_a_full_socket() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let socket = TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        let mut client = socket
-            .connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
-        let (_read, write) = server.into_split();
-
-        let (handle, mut outbox) = outbox(1, 100_000, 1 << 30, Arc::new(Metrics::default()));
-        let mut writer = outbox.attach(write);
+        let (mut client, _read, handle, mut outbox, mut writer) = attached().await;
         let text = |i: usize| format!("{i:06}{}", "p".repeat(30_000));
         // Nobody reads yet: the socket fills and a frame is left half written.
         let mut sent = 0;
