@@ -553,25 +553,21 @@ impl Hub {
                 delivery
             };
             let messages = &delivery.messages;
-            let joined = (messages.len() > 1).then(|| {
-                let mut joined =
-                    BytesMut::with_capacity(messages.iter().map(|m| m.as_bytes().len()).sum());
-                for message in messages {
-                    joined.extend_from_slice(message.as_bytes());
+            // Encoded end to end once, for every subscriber's single write.
+            let joined = match messages.as_slice() {
+                [one] => one.as_bytes().clone(),
+                several => {
+                    let mut joined =
+                        BytesMut::with_capacity(several.iter().map(|m| m.as_bytes().len()).sum());
+                    for message in several {
+                        joined.extend_from_slice(message.as_bytes());
+                    }
+                    joined.freeze()
                 }
-                joined.freeze()
-            });
+            };
             for chunk in delivery.subscribers.chunks(DELIVERY_CHUNK) {
                 for handle in chunk {
-                    match (&joined, messages.as_slice()) {
-                        (Some(joined), _) => {
-                            handle.push_batch(messages, joined);
-                        }
-                        (None, [message]) => {
-                            handle.push(message.clone());
-                        }
-                        _ => {}
-                    }
+                    handle.push_batch(messages, &joined);
                 }
                 tokio::task::yield_now().await;
             }

@@ -136,57 +136,15 @@ impl ClientHandle {
     /// takes it, queued otherwise. A full queue disconnects the connection as a slow
     /// consumer; returns whether the message was accepted.
     pub fn push(&self, message: PreparedMessage) -> bool {
-        let shared = &*self.shared;
-        if shared.killed.load(Ordering::Relaxed) {
-            return false;
-        }
-        let len = message.as_bytes().len();
-        let mut out = shared.out();
-        if out.closed {
-            return false;
-        }
-        let mut started = false;
-        if out.queue.is_empty() && !out.adapter_partial {
-            if let Some(socket) = &out.socket {
-                match socket.try_write(message.as_bytes()) {
-                    Ok(n) if n == len => {
-                        drop(out);
-                        shared.metrics.messages_out.inc();
-                        shared.metrics.bytes_out.add(len as u64);
-                        return true;
-                    }
-                    Ok(n) => {
-                        out.head_written = n;
-                        started = n > 0;
-                    }
-                    // The connection's task sees any other error on its next write.
-                    Err(_) => {}
-                }
-            }
-        }
-        // A frame the socket is in the middle of must be queued whatever the bound.
-        let full = out.queue.len() >= shared.max_messages || out.bytes + len > shared.max_bytes;
-        if full && !started {
-            drop(out);
-            shared.metrics.slow_consumers.inc();
-            self.disconnect(close::SLOW_CONSUMER, "slow consumer: outgoing queue full");
-            return false;
-        }
-        let was_empty = out.queue.is_empty();
-        out.queue.push_back(message);
-        out.bytes += len;
-        drop(out);
-        shared.metrics.messages_out.inc();
-        shared.metrics.bytes_out.add(len as u64);
-        if was_empty {
-            shared.waker.wake();
-        }
-        true
+        let joined = message.as_bytes().clone();
+        self.push_batch(std::slice::from_ref(&message), &joined)
     }
 
     /// Hands several messages to the connection at once. `joined` is their frames end to
     /// end: with the socket attached and nothing queued, it goes out in one write, and
-    /// only what the kernel did not take is queued. Otherwise each is pushed in turn.
+    /// only what the kernel did not take is queued, starting inside the frame it stopped
+    /// in. If the rest would pass the queue's bound, the connection is disconnected as a
+    /// slow consumer (a frame already started stays queued, so the stream stays whole).
     pub fn push_batch(&self, messages: &[PreparedMessage], joined: &Bytes) -> bool {
         let shared = &*self.shared;
         if shared.killed.load(Ordering::Relaxed) {
@@ -196,43 +154,62 @@ impl ClientHandle {
         if out.closed {
             return false;
         }
-        let direct = out.queue.is_empty() && !out.adapter_partial;
-        let written = match (&out.socket, direct) {
-            (Some(socket), true) => socket.try_write(joined).unwrap_or(0),
-            _ => 0,
+        let mut written = 0;
+        if out.queue.is_empty() && !out.adapter_partial {
+            if let Some(socket) = &out.socket {
+                // Any error but WouldBlock shows again in the connection's next write.
+                written = socket.try_write(joined).unwrap_or(0);
+            }
+        }
+        // Skip the frames the socket took whole.
+        let mut rest = messages;
+        while let Some((first, more)) = rest.split_first() {
+            let len = first.as_bytes().len();
+            if written < len {
+                break;
+            }
+            written -= len;
+            rest = more;
+        }
+        let was_empty = out.queue.is_empty();
+        if written > 0 {
+            // The socket is in the middle of this frame: it must be queued whatever the bound.
+            out.head_written = written;
+        }
+        let rest_bytes: usize = rest.iter().map(|m| m.as_bytes().len()).sum();
+        let full = out.queue.len() + rest.len() > shared.max_messages
+            || out.bytes + rest_bytes > shared.max_bytes;
+        let queued = if full && written == 0 {
+            &[][..]
+        } else if full {
+            &rest[..1]
+        } else {
+            rest
         };
-        if written == 0 {
-            drop(out);
-            return messages.iter().all(|m| self.push(m.clone()));
-        }
-        shared.metrics.messages_out.add(messages.len() as u64);
-        shared.metrics.bytes_out.add(joined.len() as u64);
-        // Queue what the socket did not take, starting inside the frame it stopped in.
-        let mut skip = written;
-        let mut queued = false;
-        for message in messages {
-            let len = message.as_bytes().len();
-            if skip >= len {
-                skip -= len;
-                continue;
-            }
-            if !queued {
-                out.head_written = skip;
-                skip = 0;
-                queued = true;
-            }
+        for message in queued {
+            out.bytes += message.as_bytes().len();
             out.queue.push_back(message.clone());
-            out.bytes += len;
         }
-        let over = out.queue.len() > shared.max_messages || out.bytes > shared.max_bytes;
         drop(out);
-        if queued {
+        let accepted = if full {
+            messages.len() - rest.len() + queued.len()
+        } else {
+            messages.len()
+        };
+        shared.metrics.messages_out.add(accepted as u64);
+        shared.metrics.bytes_out.add(
+            messages[..accepted]
+                .iter()
+                .map(|m| m.as_bytes().len() as u64)
+                .sum(),
+        );
+        if was_empty && !queued.is_empty() {
             shared.waker.wake();
         }
-        if over {
-            // What is queued stays: a frame may be half written.
+        if full {
             shared.metrics.slow_consumers.inc();
             self.disconnect(close::SLOW_CONSUMER, "slow consumer: outgoing queue full");
+            return false;
         }
         true
     }
