@@ -199,18 +199,22 @@ impl Channel {
             let Some(publication) = entry.remove() else {
                 continue;
             };
-            let push = Push::Publication {
-                channel: name,
-                epoch: &self.epoch,
-                publication: &publication,
-            };
-            messages.push(PreparedMessage::text(&push.to_json()));
+            // Encoded only for someone: a channel published to without subscribers (a
+            // backend filling history) skips the JSON and the frame.
+            if !self.subscribers.is_empty() {
+                let push = Push::Publication {
+                    channel: name,
+                    epoch: &self.epoch,
+                    publication: &publication,
+                };
+                messages.push(PreparedMessage::text(&push.to_json()));
+            }
             if keeps_history(opts) {
                 self.history
                     .push_back((publication, now + opts.history_ttl));
             }
         }
-        if !messages.is_empty() && !self.subscribers.is_empty() {
+        if !messages.is_empty() {
             let subscribers = self.snapshot();
             self.outgoing.push_back(Delivery {
                 messages,
@@ -432,23 +436,28 @@ impl Hub {
         data: Arc<RawValue>,
         info: Option<ClientInfo>,
     ) -> Result<StreamPosition, ClientError> {
-        self.publish_start(channel, data, info).await?.await
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.publish_then(channel, data, info, move |result| {
+            let _ = tx.send(result);
+        })
+        .await?;
+        rx.await
+            .unwrap_or_else(|_| Err(ClientError::internal("publication lost")))
     }
 
-    /// Reserves the publication's offset and queues its write to the store, then returns
-    /// a future that resolves once the store committed it (the acknowledgement). A
-    /// connection can go on with its next commands meanwhile: its publications keep the
-    /// order in which they were started. The store write runs in its own task, so a
-    /// publisher that goes away cannot leave an offset unreleased.
-    pub async fn publish_start(
+    /// Reserves the publication's offset and queues its write to the store, then returns;
+    /// `done` is called with the acknowledgement once the store committed it (or with the
+    /// error). A connection can go on with its next commands meanwhile: its publications
+    /// keep the order in which they were started. The store write and `done` run in one
+    /// task of their own, so a publisher that goes away cannot leave an offset unreleased.
+    /// When this returns an error, nothing was reserved and `done` is not called.
+    pub async fn publish_then(
         self: &Arc<Self>,
         channel: &str,
         data: Arc<RawValue>,
         info: Option<ClientInfo>,
-    ) -> Result<
-        impl Future<Output = Result<StreamPosition, ClientError>> + Send + 'static,
-        ClientError,
-    > {
+        done: impl FnOnce(Result<StreamPosition, ClientError>) + Send + 'static,
+    ) -> Result<(), ClientError> {
         let opts = self.channel_options(channel)?;
         let mut payload = Some((data, info));
         let (epoch, publication, write) = self
@@ -473,55 +482,67 @@ impl Hub {
             .ok_or_else(|| ClientError::internal("publication lost"))?;
         let hub = self.clone();
         let name = channel.to_owned();
-        let committed = tokio::spawn(async move {
-            let opts = hub.channel_options(&name).ok()?.clone();
-            let result = match write {
-                Some(write) => {
-                    let start = Instant::now();
-                    let result = write.await;
-                    hub.metrics.store_writes.inc();
-                    hub.metrics
-                        .store_write_us
-                        .add(start.elapsed().as_micros() as u64);
-                    result
+        tokio::spawn(async move {
+            let result = hub.commit(&name, publication, write).await;
+            done(match result {
+                Some(Ok(offset)) => {
+                    hub.metrics.publications.inc();
+                    Ok(StreamPosition {
+                        offset,
+                        epoch: epoch.to_string(),
+                    })
                 }
-                None => Ok(()),
-            };
-            let offset = publication.offset;
-            {
-                let mut shard = hub.channels.lock(&name);
-                // Present: a channel with an unreleased offset is never dropped.
-                let ch = shard.get_mut(&name)?;
-                ch.ready
-                    .insert(offset, result.is_ok().then_some(publication));
-            }
-            // Publications committed together (one group commit, or while a fan-out kept
-            // this thread busy) are released together: let their tasks record them first,
-            // so that one write per subscriber carries all of them.
-            tokio::task::yield_now().await;
-            let start_deliverer = {
-                let mut shard = hub.channels.lock(&name);
-                let ch = shard.get_mut(&name)?;
-                ch.top < offset && ch.release(&name, &opts)
-            };
-            if start_deliverer {
-                tokio::spawn(async move { hub.deliver(&name).await });
-            }
-            Some(result.map(|()| offset))
+                Some(Err(err)) => Err(store_failed(err)),
+                None => Err(ClientError::internal("publication lost")),
+            });
         });
-        let metrics = self.metrics.clone();
-        Ok(async move {
-            let offset = match committed.await {
-                Ok(Some(Ok(offset))) => offset,
-                Ok(Some(Err(err))) => return Err(store_failed(err)),
-                _ => return Err(ClientError::internal("publication lost")),
-            };
-            metrics.publications.inc();
-            Ok(StreamPosition {
-                offset,
-                epoch: epoch.to_string(),
-            })
-        })
+        Ok(())
+    }
+
+    /// Waits for a publication's store write, then releases it (and whatever committed
+    /// before it) to history and the channel's deliverer. `None` if the channel or its
+    /// namespace went away meanwhile.
+    async fn commit(
+        self: &Arc<Self>,
+        name: &str,
+        publication: Arc<Publication>,
+        write: Option<impl Future<Output = Result<(), StoreError>>>,
+    ) -> Option<Result<u64, StoreError>> {
+        let opts = self.channel_options(name).ok()?;
+        let result = match write {
+            Some(write) => {
+                let start = Instant::now();
+                let result = write.await;
+                self.metrics.store_writes.inc();
+                self.metrics
+                    .store_write_us
+                    .add(start.elapsed().as_micros() as u64);
+                result
+            }
+            None => Ok(()),
+        };
+        let offset = publication.offset;
+        {
+            let mut shard = self.channels.lock(name);
+            // Present: a channel with an unreleased offset is never dropped.
+            let ch = shard.get_mut(name)?;
+            ch.ready
+                .insert(offset, result.is_ok().then_some(publication));
+        }
+        // Publications committed together (one group commit, or while a fan-out kept this
+        // thread busy) are released together: let their tasks record them first, so that
+        // one write per subscriber carries all of them.
+        tokio::task::yield_now().await;
+        let start_deliverer = {
+            let mut shard = self.channels.lock(name);
+            let ch = shard.get_mut(name)?;
+            ch.top < offset && ch.release(name, opts)
+        };
+        if start_deliverer {
+            let (hub, name) = (self.clone(), name.to_owned());
+            tokio::spawn(async move { hub.deliver(&name).await });
+        }
+        Some(result.map(|()| offset))
     }
 
     /// The channel's deliverer: writes queued publications to the subscribers they were

@@ -210,12 +210,9 @@ impl Session {
                     .acquire_owned()
                     .await
                     .map_err(|_| ClientError::internal("publishing stopped"))?;
-                let committed = hub
-                    .publish_start(channel, data, Some(self.info.clone()))
-                    .await?;
                 let (handle, metrics) = (self.handle.clone(), hub.metrics().clone());
-                tokio::spawn(async move {
-                    let reply = match committed.await {
+                hub.publish_then(channel, data, Some(self.info.clone()), move |result| {
+                    let reply = match result {
                         Ok(position) => reply_ok(id, &position),
                         Err(err) => {
                             metrics.client_errors.inc();
@@ -224,7 +221,8 @@ impl Session {
                     };
                     handle.push(PreparedMessage::text(&reply));
                     drop(permit);
-                });
+                })
+                .await?;
             }
             Command::History {
                 channel,
