@@ -237,11 +237,35 @@ pub fn origin_allowed(origin: Option<&str>, host: &str, allowed: &[String]) -> b
 }
 
 /// Whether `origin` is the server's own: `http://` or `https://` and the request's Host.
+/// A port left out means the scheme's default on either side (RFC 6454 §4: a browser
+/// omits it from Origin, while a client or a proxy may write it in Host).
 fn same_origin(origin: &str, host: &str) -> bool {
-    let authority = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"));
-    authority.is_some_and(|a| a.eq_ignore_ascii_case(host))
+    let (authority, default_port) = if let Some(a) = origin.strip_prefix("http://") {
+        (a, "80")
+    } else if let Some(a) = origin.strip_prefix("https://") {
+        (a, "443")
+    } else {
+        return false;
+    };
+    let (origin_host, origin_port) = split_port(authority);
+    let (host, port) = split_port(host);
+    origin_host.eq_ignore_ascii_case(host)
+        && origin_port.unwrap_or(default_port) == port.unwrap_or(default_port)
+}
+
+/// Splits `host[:port]` (the host possibly a bracketed IPv6 address) into its parts.
+fn split_port(authority: &str) -> (&str, Option<&str>) {
+    let port_at = match authority.rfind(':') {
+        // A colon inside brackets belongs to an IPv6 address.
+        Some(i) if !authority[i..].contains(']') => i,
+        _ => return (authority, None),
+    };
+    let (host, port) = (&authority[..port_at], &authority[port_at + 1..]);
+    if host.contains(':') && !host.starts_with('[') {
+        // An unbracketed IPv6 address: no port can be told apart.
+        return (authority, None);
+    }
+    (host, Some(port))
 }
 
 #[cfg(test)]
@@ -271,5 +295,23 @@ mod tests {
             &list
         ));
         assert!(origin_allowed(Some("http://any"), "x", &["*".to_string()]));
+    }
+
+    #[test]
+    fn default_ports_match_on_either_side() {
+        let none: &[String] = &[];
+        let same = |origin: &str, host: &str| origin_allowed(Some(origin), host, none);
+        assert!(same("http://example.com", "example.com:80"));
+        assert!(same("http://example.com:80", "example.com"));
+        assert!(same("https://Example.com", "example.com:443"));
+        assert!(same("http://[::1]:8000", "[::1]:8000"));
+        assert!(same("http://[::1]", "[::1]:80"));
+        // Another port, scheme or host is another origin.
+        assert!(!same("https://example.com", "example.com:80"));
+        assert!(!same("http://example.com", "example.com:8000"));
+        assert!(!same("http://example.com:8000", "example.com"));
+        assert!(!same("http://[::1]:8000", "[::1]:8001"));
+        assert!(!same("http://example.com.evil:80", "example.com:80"));
+        assert!(!same("ws://example.com", "example.com"));
     }
 }
