@@ -23,7 +23,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use switchboard_ws::{CloseCode, PreparedMessage};
@@ -34,6 +33,10 @@ use crate::error::ClientError;
 use crate::metrics::Metrics;
 use crate::outbox::ClientHandle;
 use crate::wire::{ClientInfo, Publication, Push, StreamPosition, now_ms};
+
+mod deliver;
+
+use deliver::Delivery;
 
 const SHARDS: usize = 64;
 /// Longest channel name accepted.
@@ -96,26 +99,6 @@ struct Channel {
     delivering: bool,
     /// Connections per presence key (user id, or client id for anonymous connections).
     presence: HashMap<String, PresenceEntry>,
-}
-
-/// Subscribers a deliverer writes to before it yields the thread.
-const DELIVERY_CHUNK: usize = 256;
-
-/// Publications released together, and the subscribers they go to: the first `until` of
-/// `subscribers` (all of them, unless the rest already got these publications in a
-/// round they joined, see [`Hub::deliver`]).
-#[derive(Debug)]
-struct Delivery {
-    messages: Vec<PreparedMessage>,
-    subscribers: Arc<[ClientHandle]>,
-    until: usize,
-}
-
-impl Delivery {
-    /// Whether `other` goes to the same subscribers (nobody joined or left between them).
-    fn same_targets(&self, other: &Delivery) -> bool {
-        Arc::ptr_eq(&self.subscribers, &other.subscribers) && self.until == other.until
-    }
 }
 
 /// One presence key's entry: the user, their public info, and how many of their
@@ -276,21 +259,6 @@ fn store_failed(err: StoreError) -> ClientError {
 }
 
 /// The presence key of a connection: its user, or the connection itself if anonymous.
-/// Frames end to end, for one write to each subscriber.
-fn join_frames(messages: &[PreparedMessage]) -> Bytes {
-    match messages {
-        [one] => one.as_bytes().clone(),
-        several => {
-            let mut joined =
-                BytesMut::with_capacity(several.iter().map(|m| m.as_bytes().len()).sum());
-            for message in several {
-                joined.extend_from_slice(message.as_bytes());
-            }
-            joined.freeze()
-        }
-    }
-}
-
 fn presence_key(info: &ClientInfo) -> &str {
     if info.user.is_empty() {
         &info.client
@@ -569,105 +537,6 @@ impl Hub {
             tokio::spawn(async move { hub.deliver(&name).await });
         }
         Some(result.map(|()| offset))
-    }
-
-    /// The channel's deliverer: writes queued publications to the subscribers they were
-    /// released to, in order, until the queue is empty. It runs outside the channel's
-    /// lock and yields every [`DELIVERY_CHUNK`] subscribers, so a fan-out to thousands
-    /// neither blocks the shard nor holds up the thread: the next publications are read,
-    /// committed and queued meanwhile.
-    ///
-    /// Publications released while a round is under way, to the same subscribers, join
-    /// the round: the subscribers it has not reached yet get them in the same write, and
-    /// only those it already passed get them in a round of their own afterwards (queued
-    /// first, before anything released later). Under load, a subscriber late in the
-    /// order then waits for one round instead of two, and one write carries several
-    /// publications, which costs the kernel far less than one write each.
-    async fn deliver(&self, name: &str) {
-        loop {
-            let Some(mut delivery) = self.next_delivery(name) else {
-                return;
-            };
-            let mut joined = join_frames(&delivery.messages);
-            // Rounds of what joined this one, for the subscribers it had already passed.
-            let mut passed: Vec<Delivery> = Vec::new();
-            let mut at = 0;
-            while at < delivery.until {
-                let end = (at + DELIVERY_CHUNK).min(delivery.until);
-                for handle in &delivery.subscribers[at..end] {
-                    handle.push_batch(&delivery.messages, &joined);
-                }
-                at = end;
-                tokio::task::yield_now().await;
-                if at < delivery.until && self.join_round(name, &mut delivery, at, &mut passed) {
-                    joined = join_frames(&delivery.messages);
-                }
-            }
-            if !passed.is_empty() {
-                let mut shard = self.channels.lock(name);
-                if let Some(ch) = shard.get_mut(name) {
-                    // Ahead of anything released since, which comes after them.
-                    for rest in passed.into_iter().rev() {
-                        ch.outgoing.push_front(rest);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The next delivery of the channel's queue, with the ones right behind it that go to
-    /// the same subscribers merged in; `None` (and the deliverer stops) if there is none.
-    fn next_delivery(&self, name: &str) -> Option<Delivery> {
-        let mut shard = self.channels.lock(name);
-        let ch = shard.get_mut(name)?;
-        let Some(mut delivery) = ch.outgoing.pop_front() else {
-            ch.delivering = false;
-            return None;
-        };
-        while ch
-            .outgoing
-            .front()
-            .is_some_and(|next| next.same_targets(&delivery))
-        {
-            if let Some(next) = ch.outgoing.pop_front() {
-                delivery.messages.extend(next.messages);
-            }
-        }
-        Some(delivery)
-    }
-
-    /// Moves deliveries queued behind a round under way, to the same subscribers, into it:
-    /// their publications go to the subscribers from `at` on with the round's, and a
-    /// delivery to the first `at` is added to `passed`. Returns whether any joined.
-    fn join_round(
-        &self,
-        name: &str,
-        round: &mut Delivery,
-        at: usize,
-        passed: &mut Vec<Delivery>,
-    ) -> bool {
-        let mut shard = self.channels.lock(name);
-        let Some(ch) = shard.get_mut(name) else {
-            return false;
-        };
-        let mut joined = false;
-        while ch
-            .outgoing
-            .front()
-            .is_some_and(|next| next.same_targets(round))
-        {
-            let Some(next) = ch.outgoing.pop_front() else {
-                break;
-            };
-            round.messages.extend(next.messages.iter().cloned());
-            passed.push(Delivery {
-                messages: next.messages,
-                subscribers: next.subscribers,
-                until: at,
-            });
-            joined = true;
-        }
-        joined
     }
 
     /// Subscribes a connection. Under the channel's lock: recovers what the client missed,
