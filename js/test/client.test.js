@@ -613,6 +613,33 @@ describe('fallback and upgrade', () => {
     }
   });
 
+  test('the transport that worked is retried alone for fallbackAfter ms before the next one', async () => {
+    const server = await startServer({ transports: { websocket: false } });
+    try {
+      const sb = client(server, { minReconnectDelay: 50, maxReconnectDelay: 200, fallbackAfter: 1500 });
+      sb.connect();
+      await sb.ready();
+      assert.equal(sb.transport, 'sse');
+      const tried = [];
+      sb.on('connecting', (ev) => tried.push({ transport: ev.transport, at: Date.now() }));
+      // Back without SSE: the client must keep trying SSE alone for 1.5 s, then fall back.
+      server.opts.transports = { websocket: false, sse: false };
+      const restarted = Date.now();
+      await server.restart();
+      await until(() => sb.transport === 'longpoll' && sb.readyState === OPEN, 10000, 'the fallback to longpoll');
+      const names = tried.map((t) => t.transport);
+      const firstOther = names.findIndex((n) => n !== 'sse');
+      assert.ok(firstOther >= 2, `SSE was retried before any other transport: ${names}`);
+      assert.ok(
+        tried[firstOther].at - restarted >= 1000,
+        `no other transport within fallbackAfter of the loss: ${tried[firstOther].at - restarted} ms`,
+      );
+      assert.equal(names.at(-1), 'longpoll');
+    } finally {
+      await server.dispose();
+    }
+  });
+
   test('on a fallback, it upgrades once the better transport opens again, losing nothing', async () => {
     const server = await startServer({ transports: { websocket: false } });
     try {

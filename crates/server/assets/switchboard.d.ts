@@ -107,6 +107,11 @@ export interface SwitchboardOptions {
   maxQueue?: number;
   /** ms on a fallback transport before checking that a better one opens (default 60000). */
   upgradeDelay?: number;
+  /**
+   * ms the transport that worked last is retried alone, when it fails to open, before the
+   * others are tried (default 5000).
+   */
+  fallbackAfter?: number;
   /** ms between short polls (transport 'poll'; default 1000). */
   pollInterval?: number;
   /** Source of jitter in [0, 1) (default Math.random); for tests. */

@@ -113,6 +113,7 @@ export class SwitchboardError extends Error {
  * @property {number} [timeout]
  * @property {number} [maxQueue]
  * @property {number} [upgradeDelay]
+ * @property {number} [fallbackAfter]
  * @property {number} [pollInterval]
  * @property {() => number} [random]
  * @property {any} [WebSocket]
@@ -189,6 +190,7 @@ export class Switchboard {
       timeout: options.timeout ?? 10000,
       maxQueue: options.maxQueue ?? 1000,
       upgradeDelay: options.upgradeDelay ?? 60000,
+      fallbackAfter: options.fallbackAfter ?? 5000,
       pollInterval: options.pollInterval ?? 1000,
       random: options.random ?? Math.random,
     };
@@ -215,6 +217,12 @@ export class Switchboard {
     /** @internal The transport that last reached OPEN: connection attempts start with it. */
     this._preferred = 0;
     /** @internal @type {number[]} */ this._round = [];
+    /** @internal Transports tried so far in the current round. */
+    this._triedInRound = 0;
+    /** @internal @type {Set<string>} Transports that reached OPEN at least once. */
+    this._worked = new Set();
+    /** @internal When the transport that worked last first failed to open again (ms), or null. */
+    this._failingSince = null;
     /** @internal @type {CloseInfo | null} */ this._lastClose = null;
     /** @internal Failed rounds since the last successful connect: the backoff exponent. */
     this._attempt = 0;
@@ -556,6 +564,7 @@ export class Switchboard {
     const n = this._transports.length;
     const first = Math.min(this._preferred, n - 1);
     this._round = [];
+    this._triedInRound = 0;
     for (let i = 0; i < n; i++) this._round.push((first + i) % n);
     this._lastClose = null;
     this._tryNext();
@@ -570,6 +579,7 @@ export class Switchboard {
     }
     const gen = ++this._gen;
     const name = this._transports[index];
+    this._triedInRound++;
     /** @type {Sink} */
     const sink = {
       message: (msg) => gen === this._gen && this._onMessage(msg),
@@ -626,6 +636,8 @@ export class Switchboard {
     };
     this._preferred = this._transportIndex;
     this._attempt = 0;
+    this._worked.add(/** @type {Transport} */ (this._transport).name);
+    this._failingSince = null;
     this._lastReceive = Date.now();
     this._pingMs = (typeof result.ping === 'number' && result.ping > 0 ? result.ping : 25) * 1000;
     this._setState(OPEN);
@@ -663,7 +675,20 @@ export class Switchboard {
     for (const sub of this._subs.values()) sub._reset();
     if (this._closed) return;
     if (!wasOpen && info.failed) {
-      // It could not open, or was cut during open: try the next transport now.
+      // It could not open, or was cut during open. The transport that worked last is
+      // retried alone, after a backoff, until it has failed for `fallbackAfter` ms: a
+      // server restarting refuses every transport for a moment, and the next one in the
+      // round could be the first to find it back up, leaving the client on a worse
+      // transport for `upgradeDelay`.
+      if (this._triedInRound === 1 && transport && this._worked.has(transport.name)) {
+        const now = Date.now();
+        this._failingSince ??= now;
+        if (now - this._failingSince < this._opts.fallbackAfter) {
+          this._afterClose(info);
+          return;
+        }
+      }
+      // Otherwise try the next transport now.
       this._lastClose = info;
       this._tryNext();
       return;
