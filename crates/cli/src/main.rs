@@ -29,13 +29,13 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+use args::{Args, BenchCommand, Command, ConfigCommand};
+
 /// mimalloc rather than glibc's malloc: a publication's path allocates small, short-lived
 /// buffers (JSON, frames, SQLite's statement work), and glibc's free-list upkeep was about
 /// 12% of the server's CPU in a publishing profile.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-use args::{Args, BenchCommand, Command, ConfigCommand};
 
 fn main() -> ExitCode {
     let args = Args::parse();
