@@ -18,6 +18,10 @@
 //! - [`serve_fanout_fastws`]: the hub on fastwebsockets.
 //! - [`serve_fanout_tungstenite`]: the hub on tokio-tungstenite.
 //!
+//! Floor (`bench-peer sink` + `bench-peer send-floor`): [`send_floor`] writes one frame to
+//! each of N connections per round in a tight loop of non-blocking writes, nothing else: the
+//! least any server on this core can spend handing one publication to N subscribers.
+//!
 //! Each peer is written the way a careful user of that library would write it, using only its public
 //! API. All of them set `TCP_NODELAY` on accepted sockets, so no peer is penalised by Nagle's algorithm.
 //!
@@ -25,6 +29,7 @@
 //! - `src/lib.rs`: the accept loop, the echo `serve_*` and their per-connection handlers.
 //! - `src/hub.rs`: the fan-out peers' subscriber registry, queues and protocol subset.
 //! - `src/fanout.rs`: the two `serve_fanout_*` and their per-connection reader and writer.
+//! - `src/floor.rs`: the sink and the send loop of the floor measurement.
 //! - `src/main.rs`: the `bench-peer` binary (clap, runtime, `listening on ADDR` line).
 //! - `tests/echo.rs`: starts each echo peer on `127.0.0.1:0` and checks the echo with a real client.
 //! - `tests/fanout.rs`: starts each fan-out peer and checks a publication reaches two subscribers.
@@ -49,9 +54,11 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::debug;
 
 mod fanout;
+mod floor;
 mod hub;
 
 pub use fanout::{serve_fanout_fastws, serve_fanout_tungstenite};
+pub use floor::{FloorReport, send_floor, serve_sink};
 
 /// Read buffer of the raw TCP echo: large enough that one read drains a typical socket buffer burst.
 const TCP_BUF_SIZE: usize = 64 * 1024;

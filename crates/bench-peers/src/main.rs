@@ -1,7 +1,9 @@
 //! `bench-peer`: runs one of the peer servers of `switchboard-bench-peers` (bench-only): an echo
-//! (`tungstenite`, `fastws`, `tcp`) or a broadcast hub (`fanout-fastws`, `fanout-tungstenite`).
+//! (`tungstenite`, `fastws`, `tcp`), a broadcast hub (`fanout-fastws`, `fanout-tungstenite`), or
+//! the sink of the kernel-floor measurement (`sink`).
 //!
-//! Prints exactly one line, `listening on ADDR`, to stdout once bound, then serves until killed.
+//! A server prints exactly one line, `listening on ADDR`, to stdout once bound, then serves until
+//! killed. `send-floor` is the other end of `sink`: it prints one JSON line and exits.
 //! Logs go to stderr, filtered by `RUST_LOG` (off unless set).
 
 use std::io::Write as _;
@@ -43,6 +45,27 @@ enum Peer {
     FanoutFastws,
     /// Broadcast hub (the `bench fanout` protocol subset) on tokio-tungstenite.
     FanoutTungstenite,
+    /// Reads and discards whatever its connections send (for `send-floor`).
+    Sink,
+    /// The floor of a fan-out: rounds of one non-blocking write to each of N connections
+    /// to a `sink`, nothing else (see `src/floor.rs`). Prints one JSON line.
+    SendFloor {
+        /// The sink's address.
+        #[arg(long)]
+        to: SocketAddr,
+        /// Connections written to in each round.
+        #[arg(long, default_value_t = 10_000)]
+        conns: usize,
+        /// Rounds to run.
+        #[arg(long, default_value_t = 160)]
+        rounds: usize,
+        /// Rounds per second.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// Payload bytes of each frame.
+        #[arg(long, default_value_t = 150)]
+        size: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,6 +74,25 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(EnvFilter::from_default_env())
         .init();
+    if let Peer::SendFloor {
+        to,
+        conns,
+        rounds,
+        rate,
+        size,
+    } = args.peer
+    {
+        return match switchboard_bench_peers::send_floor(to, conns, rounds, rate, size)
+            .and_then(|report| serde_json::to_string(&report).map_err(std::io::Error::other))
+            .and_then(|line| writeln!(std::io::stdout().lock(), "{line}"))
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("bench-peer: {err}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(usize::from(args.threads))
         .enable_all()
@@ -87,6 +129,8 @@ async fn run(args: Args) -> std::io::Result<()> {
         Peer::FanoutTungstenite => {
             tokio::spawn(switchboard_bench_peers::serve_fanout_tungstenite(listener))
         }
+        Peer::Sink => tokio::spawn(switchboard_bench_peers::serve_sink(listener)),
+        Peer::SendFloor { .. } => return Ok(()),
     };
     server.await.map_err(std::io::Error::other)
 }
