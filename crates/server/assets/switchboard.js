@@ -219,8 +219,8 @@ export class Switchboard {
     /** @internal @type {number[]} */ this._round = [];
     /** @internal Transports tried so far in the current round. */
     this._triedInRound = 0;
-    /** @internal @type {Set<string>} Transports that reached OPEN at least once. */
-    this._worked = new Set();
+    /** @internal @type {string | null} The transport that reached OPEN last. */
+    this._lastWorked = null;
     /** @internal When the transport that worked last first failed to open again (ms), or null. */
     this._failingSince = null;
     /** @internal @type {CloseInfo | null} */ this._lastClose = null;
@@ -636,7 +636,7 @@ export class Switchboard {
     };
     this._preferred = this._transportIndex;
     this._attempt = 0;
-    this._worked.add(/** @type {Transport} */ (this._transport).name);
+    this._lastWorked = /** @type {Transport} */ (this._transport).name;
     this._failingSince = null;
     this._lastReceive = Date.now();
     this._pingMs = (typeof result.ping === 'number' && result.ping > 0 ? result.ping : 25) * 1000;
@@ -680,7 +680,8 @@ export class Switchboard {
       // server restarting refuses every transport for a moment, and the next one in the
       // round could be the first to find it back up, leaving the client on a worse
       // transport for `upgradeDelay`.
-      if (this._triedInRound === 1 && transport && this._worked.has(transport.name)) {
+      // Not after an upgrade's switch: its target is not the transport that worked last.
+      if (this._triedInRound === 1 && transport && transport.name === this._lastWorked) {
         const now = Date.now();
         this._failingSince ??= now;
         if (now - this._failingSince < this._opts.fallbackAfter) {
