@@ -130,6 +130,7 @@ async fn run(args: Args) -> std::io::Result<()> {
             tokio::spawn(switchboard_bench_peers::serve_fanout_tungstenite(listener))
         }
         Peer::Sink => tokio::spawn(switchboard_bench_peers::serve_sink(listener)),
+        // A client, run by `main` without a runtime.
         Peer::SendFloor { .. } => return Ok(()),
     };
     server.await.map_err(std::io::Error::other)

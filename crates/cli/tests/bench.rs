@@ -29,6 +29,33 @@ fn fanout(server: &Server, data: &str, transport: &str) -> serde_json::Value {
     json(stdout.lines().last().unwrap_or_default())
 }
 
+/// `bench idle` with `conns` `transport` sessions held for `hold` seconds: exit status,
+/// stdout and stderr.
+fn idle(
+    server: &Server,
+    data: &str,
+    transport: &str,
+    conns: &str,
+    hold: &str,
+) -> (std::process::ExitStatus, String, String) {
+    run(&[
+        "bench",
+        "idle",
+        "--url",
+        &server.ws_url(),
+        "--data-dir",
+        data,
+        "--transport",
+        transport,
+        "--conns",
+        conns,
+        "--hold",
+        hold,
+        "--server-pid",
+        &server.proc.child.id().to_string(),
+    ])
+}
+
 fn fanout_loses_nothing(transport: &str) {
     let tmp = TempDir::new(&format!("bench-{transport}"));
     let server = Server::serve(&tmp.0);
@@ -45,22 +72,7 @@ fn fanout_loses_nothing(transport: &str) {
     assert!(report["server_cpu_s"].is_number(), "{report}");
 
     // The same sessions held idle, with the server's memory per connection.
-    let (status, stdout, stderr) = run(&[
-        "bench",
-        "idle",
-        "--url",
-        &server.ws_url(),
-        "--data-dir",
-        tmp.path(),
-        "--transport",
-        transport,
-        "--conns",
-        "20",
-        "--hold",
-        "0.5",
-        "--server-pid",
-        &server.proc.child.id().to_string(),
-    ]);
+    let (status, stdout, stderr) = idle(&server, tmp.path(), transport, "20", "0.5");
     assert!(status.success(), "{transport}: {status}\n{stderr}");
     assert!(stdout.starts_with("ready 20\n"), "{stdout}");
     let idle = json(stdout.lines().last().unwrap_or_default());
@@ -92,20 +104,7 @@ fn a_transport_the_server_refuses_fails_the_bench_with_its_answer() {
     std::fs::write(&config, "[transports]\nsse = false\npolling = false\n").expect("config");
     let server = Server::serve_with(&tmp.0, &["--config", config.to_str().expect("UTF-8")]);
     for (transport, says) in [("sse", "GET /sse: HTTP 404"), ("longpoll", "HTTP 404")] {
-        let (status, _, stderr) = run(&[
-            "bench",
-            "idle",
-            "--url",
-            &server.ws_url(),
-            "--data-dir",
-            tmp.path(),
-            "--transport",
-            transport,
-            "--conns",
-            "3",
-            "--hold",
-            "0.1",
-        ]);
+        let (status, _, stderr) = idle(&server, tmp.path(), transport, "3", "0.1");
         assert_eq!(status.code(), Some(2), "{transport}: {stderr}");
         assert!(
             stderr.contains("3 of 3 connections could not be opened") && stderr.contains(says),

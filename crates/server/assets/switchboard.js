@@ -217,8 +217,6 @@ export class Switchboard {
     /** @internal The transport that last reached OPEN: connection attempts start with it. */
     this._preferred = 0;
     /** @internal @type {number[]} */ this._round = [];
-    /** @internal Transports tried so far in the current round. */
-    this._triedInRound = 0;
     /** @internal @type {string | null} The transport that reached OPEN last. */
     this._lastWorked = null;
     /** @internal When the transport that worked last first failed to open again (ms), or null. */
@@ -564,7 +562,6 @@ export class Switchboard {
     const n = this._transports.length;
     const first = Math.min(this._preferred, n - 1);
     this._round = [];
-    this._triedInRound = 0;
     for (let i = 0; i < n; i++) this._round.push((first + i) % n);
     this._lastClose = null;
     this._tryNext();
@@ -579,7 +576,6 @@ export class Switchboard {
     }
     const gen = ++this._gen;
     const name = this._transports[index];
-    this._triedInRound++;
     /** @type {Sink} */
     const sink = {
       message: (msg) => gen === this._gen && this._onMessage(msg),
@@ -681,7 +677,8 @@ export class Switchboard {
       // round could be the first to find it back up, leaving the client on a worse
       // transport for `upgradeDelay`.
       // Not after an upgrade's switch: its target is not the transport that worked last.
-      if (this._triedInRound === 1 && transport && transport.name === this._lastWorked) {
+      const firstOfRound = this._round.length === this._transports.length - 1;
+      if (firstOfRound && transport && transport.name === this._lastWorked) {
         const now = Date.now();
         this._failingSince ??= now;
         if (now - this._failingSince < this._opts.fallbackAfter) {
