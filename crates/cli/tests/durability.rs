@@ -54,9 +54,13 @@ commands_per_second = 1000000
 command_burst = 1000000
 outbox_messages = 1000000
 outbox_bytes = 1000000000
+publish_bytes_per_second = 1000000000
+publish_bytes_burst = 1000000000
 
 [mailbox]
 size = 1000000
+per_sender = 1000000
+server_size = 1000000
 
 [[namespaces]]
 name = "durable"

@@ -4,13 +4,13 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use serde_json::value::RawValue;
-use serde_json::{Value, json};
 
 use crate::auth::api_key_matches;
 use crate::error::{ClientError, close};
@@ -36,7 +36,7 @@ impl From<ClientError> for ApiError {
             104 => StatusCode::NOT_FOUND,
             114 => StatusCode::PAYLOAD_TOO_LARGE,
             100 => StatusCode::INTERNAL_SERVER_ERROR,
-            115 => StatusCode::INSUFFICIENT_STORAGE,
+            115 | 117 => StatusCode::INSUFFICIENT_STORAGE,
             _ => StatusCode::BAD_REQUEST,
         };
         ApiError(status, err)
@@ -87,18 +87,77 @@ struct DisconnectBody {
     reconnect: bool,
 }
 
-/// Handles `POST /api/{command}`.
+/// Largest server API request body: a `broadcast` to many channels carries a list of
+/// names besides its data.
+const MAX_BODY: usize = 1 << 20;
+
+/// Handles `POST /api/{command}`. The key is checked from the headers before the body is
+/// read, so a client without it cannot make the server buffer anything.
 pub(crate) async fn handle(
     State(state): State<Arc<AppState>>,
     Path(command): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
     state.hub.metrics().api_requests.inc();
-    match dispatch(&state, &command, &headers, &body).await {
-        Ok(value) => Json(value).into_response(),
+    let (parts, body) = request.into_parts();
+    if let Err(err) = authorize(&state, &parts.headers) {
+        return err.into_response();
+    }
+    let answer = async {
+        let body = read_body(&state, &parts.headers, body).await?;
+        dispatch(&state, &command, &body).await
+    };
+    match answer.await {
+        Ok(json) => {
+            let mut response = json.into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
         Err(err) => err.into_response(),
     }
+}
+
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !api_key_matches(&state.api_key, key) {
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            ClientError::unauthorized("missing or wrong X-API-Key"),
+        ));
+    }
+    Ok(())
+}
+
+async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, ApiError> {
+    let limits = &state.config.limits;
+    let limit = limits.max_message_size.max(MAX_BODY);
+    crate::body::read(
+        headers,
+        body,
+        limit,
+        limits.body_timeout,
+        state.hub.metrics(),
+    )
+    .await
+    .map(|bytes| bytes.to_vec())
+    .map_err(|err| {
+        let (status, error) = err.answer();
+        ApiError(status, error)
+    })
+}
+
+/// A result as JSON text, written straight from the types: published data stays raw
+/// JSON, passed through as it was accepted (never rebuilt as a `serde_json::Value`,
+/// which cannot hold every valid JSON number or string).
+fn to_json<T: Serialize>(value: &T) -> Result<String, ApiError> {
+    serde_json::to_string(value)
+        .map_err(|e| ClientError::internal(format!("cannot encode the answer: {e}")).into())
 }
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
@@ -111,22 +170,7 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
         .map_err(|e| ClientError::bad_request(format!("invalid request body: {e}")).into())
 }
 
-async fn dispatch(
-    state: &AppState,
-    command: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Value, ApiError> {
-    let key = headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !api_key_matches(&state.api_key, key) {
-        return Err(ApiError(
-            StatusCode::UNAUTHORIZED,
-            ClientError::unauthorized("missing or wrong X-API-Key"),
-        ));
-    }
+async fn dispatch(state: &AppState, command: &str, body: &[u8]) -> Result<String, ApiError> {
     let hub = &state.hub;
     let limit = state.config.limits.max_payload_size;
     let payload = |data: Box<RawValue>| -> Result<Arc<RawValue>, ApiError> {
@@ -139,13 +183,13 @@ async fn dispatch(
         }
         Ok(Arc::from(data))
     };
-    Ok(match command {
+    match command {
         "publish" => {
             let body: PublishBody = parse(body)?;
             let position = hub
                 .publish(&body.channel, payload(body.data)?, None)
                 .await?;
-            json!(position)
+            to_json(&position)
         }
         "broadcast" => {
             let body: BroadcastBody = parse(body)?;
@@ -161,32 +205,32 @@ async fn dispatch(
                     }
                 });
             }
-            json!({ "results": results })
+            to_json(&json!({ "results": results }))
         }
         "send" => {
             let body: SendBody = parse(body)?;
             let (status, id) = hub.send(&body.user, payload(body.data)?, None).await?;
-            json!({"status": status, "mailbox": id})
+            to_json(&json!({"status": status, "mailbox": id}))
         }
         "presence" => {
             let body: ChannelBody = parse(body)?;
-            hub.presence(&body.channel)?
+            to_json(&hub.presence(&body.channel)?)
         }
         "history" => {
             let body: HistoryBody = parse(body)?;
-            json!(
-                hub.history(&body.channel, body.limit, body.since.as_ref())
-                    .await?
+            to_json(
+                &hub.history(&body.channel, body.limit, body.since.as_ref())
+                    .await?,
             )
         }
         "channels" => {
             let _: serde::de::IgnoredAny = parse(body)?;
-            let channels: Vec<Value> = hub
+            let channels: Vec<_> = hub
                 .channels()
                 .into_iter()
                 .map(|(channel, n)| json!({"channel": channel, "subscribers": n}))
                 .collect();
-            json!({ "channels": channels })
+            to_json(&json!({ "channels": channels }))
         }
         "disconnect" => {
             let body: DisconnectBody = parse(body)?;
@@ -196,11 +240,11 @@ async fn dispatch(
                 (close::DISCONNECTED, "disconnected by the server")
             };
             let n = hub.disconnect(&body.user, code, reason);
-            json!({ "disconnected": n })
+            to_json(&json!({ "disconnected": n }))
         }
         "info" => {
             let metrics = hub.metrics();
-            json!({
+            to_json(&json!({
                 "nodes": [{
                     "version": env!("CARGO_PKG_VERSION"),
                     "uptime": hub.uptime().as_secs(),
@@ -208,12 +252,8 @@ async fn dispatch(
                     "subscriptions": metrics.subscriptions.get(),
                     "channels": hub.channels().len(),
                 }]
-            })
+            }))
         }
-        other => {
-            return Err(
-                ClientError::unknown_command(format!("unknown API command {other:?}")).into(),
-            );
-        }
-    })
+        other => Err(ClientError::unknown_command(format!("unknown API command {other:?}")).into()),
+    }
 }

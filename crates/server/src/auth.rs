@@ -6,6 +6,7 @@
 //! the backend that mints tokens keeps the private key to itself.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
@@ -83,8 +84,15 @@ impl Verifier {
         let mut validation = Validation::new(algorithm);
         validation.leeway = 0;
         validation.validate_nbf = true;
-        // Many token libraries add an audience; Switchboard has no audience to check.
-        validation.validate_aud = false;
+        // With an audience configured, a token must name it; without one, `aud` is
+        // ignored (many token libraries add one).
+        match &config.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                validation.validate_aud = true;
+            }
+            None => validation.validate_aud = false,
+        }
         validation.required_spec_claims = ["exp", "sub"].iter().map(|s| s.to_string()).collect();
         Ok(Verifier { key, validation })
     }
@@ -94,6 +102,12 @@ impl Verifier {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature => ClientError::token_expired("the token has expired"),
+                ErrorKind::ImmatureSignature => {
+                    ClientError::unauthorized("invalid token: not valid yet (nbf)")
+                }
+                ErrorKind::InvalidAudience => ClientError::unauthorized(
+                    "invalid token: its aud claim does not name this server's auth.audience",
+                ),
                 _ => ClientError::unauthorized(format!("invalid token: {e}")),
             },
         )?;
@@ -127,6 +141,23 @@ pub fn api_key_matches(expected: &str, given: &str) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Longest time a deadline is set ahead (a token's expiry far in the future is checked
+/// again then): an `Instant` that far ahead cannot overflow.
+const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Time left until a token expiring at `exp` (Unix seconds) has expired, a millisecond
+/// late so that a check after waking sees it expired; at most a year. An `exp` so large
+/// that it overflows in milliseconds is the far future, never the past.
+pub fn expires_in(exp: u64) -> Duration {
+    let at = exp.saturating_mul(1000).saturating_add(1);
+    Duration::from_millis(at.saturating_sub(crate::wire::now_ms())).min(FAR)
+}
+
+/// Whether a token expiring at `exp` (Unix seconds) has expired.
+pub fn is_expired(exp: u64) -> bool {
+    exp.saturating_mul(1000) <= crate::wire::now_ms()
 }
 
 /// Seconds since the Unix epoch.

@@ -27,6 +27,17 @@ pub struct Config {
     /// `https://app.example.com`. The server's own origin (the `Host` the request was sent
     /// to) is always allowed; `*` allows any.
     pub allowed_origins: Vec<String>,
+    /// Host names (with or without a port) requests may be addressed to; others are
+    /// refused with 421, which defeats DNS rebinding (a hostile name resolving to this
+    /// server's address). `*` allows any. Default (empty): when listening on a loopback
+    /// address, only loopback names and addresses (`localhost`, `*.localhost`,
+    /// `127.0.0.0/8`, `[::1]`); otherwise any host.
+    pub allowed_hosts: Vec<String>,
+    /// Addresses of reverse proxies in front of the server. A request from one of them
+    /// is counted against the per-address limits by the address its `X-Forwarded-For`
+    /// names (the nearest one that is not itself a trusted proxy). Default: none, so every
+    /// client is its TCP peer.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Whether clients may connect without a token (as anonymous users). Default false.
     pub allow_anonymous: bool,
     /// Token and API key settings.
@@ -37,6 +48,9 @@ pub struct Config {
     pub transports: Transports,
     /// Offline mailbox limits.
     pub mailbox: MailboxConfig,
+    /// Budgets of the store (disk, or memory with `store = "memory"`) and of the hub's
+    /// in-memory history cache.
+    pub storage: StorageConfig,
     /// Options of channels whose name has no `namespace:` prefix.
     pub default_namespace: NamespaceOptions,
     /// Named namespaces: a channel `chat:lobby` takes the options of namespace `chat`.
@@ -51,11 +65,14 @@ impl Default for Config {
             data_dir: PathBuf::from("switchboard-data"),
             store: StoreKind::Sqlite,
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            trusted_proxies: Vec::new(),
             allow_anonymous: false,
             auth: AuthConfig::default(),
             limits: Limits::default(),
             transports: Transports::default(),
             mailbox: MailboxConfig::default(),
+            storage: StorageConfig::default(),
             default_namespace: NamespaceOptions::default(),
             namespaces: default_namespaces(),
         }
@@ -145,6 +162,9 @@ pub struct AuthConfig {
     pub token_algorithm: TokenAlgorithm,
     /// PEM file with the public key that verifies RS256/ES256 tokens.
     pub token_public_key_file: Option<PathBuf>,
+    /// The audience tokens must name in their `aud` claim. Default: none, and an `aud`
+    /// claim is then ignored.
+    pub audience: Option<String>,
 }
 
 /// Algorithms accepted for connection tokens.
@@ -163,9 +183,22 @@ pub enum TokenAlgorithm {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Most connections (WebSocket connections and HTTP sessions) at once; more are
-    /// refused with HTTP 503. Default 20,000.
+    /// Most connected clients (WebSocket connections and HTTP sessions that sent a
+    /// successful `connect`) at once. While all are taken, new WebSockets and sessions
+    /// are refused with HTTP 503, and a `connect` that finds none gets error 118 and close
+    /// code 1013. Default 20,000.
     pub max_connections: usize,
+    /// Most connections and HTTP sessions that have not yet sent a successful `connect`,
+    /// at once. They hold no `max_connections` slot and each must connect within
+    /// `connect_timeout`, so clients that never authenticate cannot starve those that do.
+    /// More are refused with HTTP 503. Default 2,000.
+    pub max_pending: usize,
+    /// Most such unauthenticated connections and sessions from one client address. More
+    /// are refused with HTTP 503. Default 256.
+    pub pending_per_ip: usize,
+    /// Most connected clients of one user (the token's `sub`; anonymous clients count
+    /// per address). A `connect` past it gets error 118 and close code 1013. Default 100.
+    pub connections_per_user: usize,
     /// Largest WebSocket message (a command), in bytes; larger frames close with 1009.
     /// Default 64 KiB.
     pub max_message_size: usize,
@@ -185,6 +218,13 @@ pub struct Limits {
     pub socket_send_buffer: usize,
     /// Commands per second a connection may send (token bucket refill). Default 100.
     pub commands_per_second: u32,
+    /// Bytes of `data` per second one user may publish and send, over all their
+    /// connections (anonymous clients: per connection). Past it, commands get error 111.
+    /// Default 256 KiB.
+    pub publish_bytes_per_second: usize,
+    /// Bytes of `data` a user may publish and send in a burst. Must be at least
+    /// `max_payload_size`. Default 1 MiB.
+    pub publish_bytes_burst: usize,
     /// Commands a connection may send in a burst. Default 200.
     pub command_burst: u32,
     /// Commands refused for the rate in a row before the connection is closed (4005).
@@ -201,6 +241,19 @@ pub struct Limits {
     /// Time a new connection has to send `connect` (close 4007 after). Default 10 s.
     #[serde(with = "duration")]
     pub connect_timeout: Duration,
+    /// Time a client has to send a request's head, and longest idle time of a kept-alive
+    /// HTTP connection between requests. Default 30 s.
+    #[serde(with = "duration")]
+    pub header_timeout: Duration,
+    /// Time a client has to send a request's body (`/poll`, `/sse/send`, `/api/*`);
+    /// past it the request gets 408 and the connection is closed. Default 10 s.
+    #[serde(with = "duration")]
+    pub body_timeout: Duration,
+    /// Longest time a write to a client's socket may stall (the client stopped reading):
+    /// past it the socket is closed. Covers every HTTP response and SSE stream;
+    /// WebSockets are cut off sooner by the outbox bound. Default 30 s.
+    #[serde(with = "duration")]
+    pub write_timeout: Duration,
     /// Longest time a long poll is held open when there is nothing to deliver. Default 25 s,
     /// under the 30 s or more after which proxies commonly cut an idle request.
     #[serde(with = "duration")]
@@ -216,18 +269,26 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 20_000,
+            max_pending: 2_000,
+            pending_per_ip: 256,
+            connections_per_user: 100,
             max_message_size: 64 << 10,
             max_payload_size: 32 << 10,
             outbox_messages: 1024,
             outbox_bytes: 4 << 20,
             socket_send_buffer: 256 << 10,
             commands_per_second: 100,
+            publish_bytes_per_second: 256 << 10,
+            publish_bytes_burst: 1 << 20,
             command_burst: 200,
             rate_strikes: 20,
             max_subscriptions: 256,
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
             poll_timeout: Duration::from_secs(25),
             session_idle: Duration::from_secs(60),
         }
@@ -257,12 +318,20 @@ impl Default for Transports {
     }
 }
 
-/// Offline mailbox limits.
+/// Offline mailbox limits. Messages from users and messages from the server API are
+/// counted apart, so users filling someone's mailbox never crowd out the backend.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MailboxConfig {
-    /// Messages kept per offline user; a full box refuses new ones (error 115). Default 1000.
+    /// Unacknowledged messages from users kept per user; past it, users' messages to them
+    /// are refused (error 115). Default 1000.
     pub size: usize,
+    /// Unacknowledged messages from one sender kept in one user's mailbox; past it, that
+    /// sender's messages to them are refused (error 115). Default 100.
+    pub per_sender: usize,
+    /// Unacknowledged messages from the server API kept per user, apart from `size`;
+    /// past it, `POST /api/send` to them gets 507. Default 1000.
+    pub server_size: usize,
     /// How long a message waits for its user. Default 7 days.
     #[serde(with = "duration")]
     pub ttl: Duration,
@@ -272,7 +341,37 @@ impl Default for MailboxConfig {
     fn default() -> Self {
         MailboxConfig {
             size: 1000,
+            per_sender: 100,
+            server_size: 1000,
             ttl: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// What the store and the hub's history cache may hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Bytes the store may hold: the database file with `store = "sqlite"`, the stored
+    /// history and mailboxes with `store = "memory"`. Past it, new publications that
+    /// keep history and new private messages are refused (error 117, HTTP 507) until
+    /// retention frees room; deletions always proceed. Default 1 GiB.
+    pub max_bytes: u64,
+    /// Free space the SQLite store leaves on its filesystem: new writes are refused
+    /// (error 117) while less is free, before the disk is full. Default 64 MiB.
+    pub min_free_bytes: u64,
+    /// Bytes of recent history the hub keeps in memory, over all channels, to answer
+    /// recovery and `history` without reading the store. Past it, the oldest cached
+    /// publications are dropped from memory (not from the store). Default 64 MiB.
+    pub history_cache_bytes: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            max_bytes: 1 << 30,
+            min_free_bytes: 64 << 20,
+            history_cache_bytes: 64 << 20,
         }
     }
 }
@@ -361,6 +460,10 @@ impl Config {
         let l = &self.limits;
         for (name, value) in [
             ("max_connections", l.max_connections),
+            ("max_pending", l.max_pending),
+            ("pending_per_ip", l.pending_per_ip),
+            ("connections_per_user", l.connections_per_user),
+            ("publish_bytes_per_second", l.publish_bytes_per_second),
             ("max_message_size", l.max_message_size),
             ("max_payload_size", l.max_payload_size),
             ("outbox_messages", l.outbox_messages),
@@ -378,6 +481,9 @@ impl Config {
             ("ping_interval", l.ping_interval),
             ("pong_timeout", l.pong_timeout),
             ("connect_timeout", l.connect_timeout),
+            ("header_timeout", l.header_timeout),
+            ("body_timeout", l.body_timeout),
+            ("write_timeout", l.write_timeout),
             ("poll_timeout", l.poll_timeout),
             ("session_idle", l.session_idle),
         ] {
@@ -396,6 +502,30 @@ impl Config {
         if self.limits.max_payload_size > self.limits.max_message_size {
             return Err(Error::Config(
                 "limits.max_payload_size must not exceed limits.max_message_size".into(),
+            ));
+        }
+        // Otherwise a payload under the size limit could never be published.
+        if l.publish_bytes_burst < l.max_payload_size {
+            return Err(Error::Config(
+                "limits.publish_bytes_burst must be at least limits.max_payload_size".into(),
+            ));
+        }
+        let m = &self.mailbox;
+        for (name, value) in [
+            ("size", m.size),
+            ("per_sender", m.per_sender),
+            ("server_size", m.server_size),
+        ] {
+            if value == 0 {
+                return Err(Error::Config(format!("mailbox.{name} must be at least 1")));
+            }
+        }
+        if self.storage.max_bytes == 0 {
+            return Err(Error::Config("storage.max_bytes must be at least 1".into()));
+        }
+        if self.auth.audience.as_deref() == Some("") {
+            return Err(Error::Config(
+                "auth.audience is empty: leave it out, or name the audience".into(),
             ));
         }
         Ok(())

@@ -49,10 +49,11 @@ const COMMANDS: &[&str] = &[
     "ack",
     "ping",
     "refresh",
+    "close",
 ];
 
 /// Every push of the protocol; each needs at least one example.
-const PUSHES: &[&str] = &["publication", "join", "leave", "message"];
+const PUSHES: &[&str] = &["publication", "join", "leave", "message", "unsubscribe"];
 
 /// What a fenced block is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +181,7 @@ fn fields(command: &Command<'_>) -> (&'static str, Vec<&'static str>) {
         Command::Ack { .. } => ("ack", vec!["mailbox"]),
         Command::Ping => ("ping", vec![]),
         Command::Refresh { .. } => ("refresh", vec!["token"]),
+        Command::Close => ("close", vec![]),
     }
 }
 
@@ -345,6 +347,15 @@ fn check_push(kind: &str, object: &Map<String, Value>, example: &Value) -> Resul
                 .map_err(|e| format!("not a private message: {e}"))?;
             same(example, &Push::Message { message: &message }.to_json())
         }
+        "unsubscribe" => {
+            let channel = string(object, "channel")?;
+            let reason = string(object, "reason")?;
+            let push = Push::Unsubscribe {
+                channel: &channel,
+                reason: &reason,
+            };
+            same(example, &push.to_json())
+        }
         other => Err(format!("unknown push {other:?}")),
     }
 }
@@ -354,10 +365,21 @@ fn check_result(command: &str, result: &Value) -> Result<(), String> {
     let object = result.as_object().ok_or("a result must be an object")?;
     match command {
         "connect" => {
-            only_keys(object, &["client", "user", "version", "ping", "expires"])?;
+            only_keys(
+                object,
+                &[
+                    "client",
+                    "user",
+                    "version",
+                    "ping",
+                    "expires",
+                    "mailbox_epoch",
+                ],
+            )?;
             string(object, "client")?;
             string(object, "user")?;
             string(object, "version")?;
+            string(object, "mailbox_epoch")?;
             number(object, "ping")?;
             match object.get("expires") {
                 Some(Value::Null) => Ok(()),
@@ -414,18 +436,26 @@ fn check_result(command: &str, result: &Value) -> Result<(), String> {
             )
         }
         "presence" => {
-            only_keys(object, &["presence"])?;
-            let entries = object
+            only_keys(object, &["presence", "anonymous"])?;
+            let users = object
                 .get("presence")
                 .and_then(Value::as_object)
                 .ok_or("\"presence\" must be an object")?;
-            for (key, entry) in entries {
+            let anonymous = match object.get("anonymous") {
+                None => None,
+                Some(v) => Some(v.as_object().ok_or("\"anonymous\" must be an object")?),
+            };
+            let entries = users
+                .iter()
+                .map(|e| (e, false))
+                .chain(anonymous.into_iter().flatten().map(|e| (e, true)));
+            for ((key, entry), is_anonymous) in entries {
                 let entry = entry
                     .as_object()
                     .ok_or("a presence entry must be an object")?;
                 only_keys(entry, &["user", "info", "connections"])?;
                 let user = string(entry, "user")?;
-                if !user.is_empty() && &user != key {
+                if is_anonymous != user.is_empty() || (!is_anonymous && &user != key) {
                     return Err(format!("presence entry {key:?} is for user {user:?}"));
                 }
                 if number(entry, "connections")? == 0 {
@@ -453,7 +483,7 @@ fn check_result(command: &str, result: &Value) -> Result<(), String> {
             only_keys(object, &["expires"])?;
             number(object, "expires").map(drop)
         }
-        "unsubscribe" | "ack" | "ping" => {
+        "unsubscribe" | "ack" | "ping" | "close" => {
             if object.is_empty() {
                 Ok(())
             } else {

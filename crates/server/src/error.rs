@@ -106,6 +106,12 @@ client_errors! {
     /// 116: an SSE or polling request names a session that does not exist (never did,
     /// ended, or expired); the client opens a new one.
     session_not_found = 116;
+    /// 117: the store's budget (`storage.max_bytes`, or the disk's free space) is used
+    /// up; nothing was stored. The command may succeed later.
+    storage_full = 117;
+    /// 118: the server, or this user, has as many connections as allowed; the
+    /// connection is closed (1013) and may retry later.
+    connection_limit = 118;
 }
 
 /// WebSocket close codes the server sends (RFC 6455 codes, then ours in the 4000-4999
@@ -113,6 +119,8 @@ client_errors! {
 pub mod close {
     use switchboard_ws::CloseCode;
 
+    /// The client asked to end the session (`close` command).
+    pub const NORMAL: CloseCode = CloseCode::NORMAL;
     /// The server is shutting down or restarting; reconnect.
     pub const SHUTDOWN: CloseCode = CloseCode::GOING_AWAY;
     /// A frame or message exceeded the size limit (RFC 6455).
@@ -135,10 +143,17 @@ pub mod close {
     /// Disconnected through the server API with `"reconnect": true`: reconnect (with
     /// backoff) and recover, for example to pick up a new token or to move to another node.
     pub const RECONNECT: CloseCode = CloseCode(4008);
+    /// The server or the user has as many connections as allowed (`connect` got error
+    /// 118): reconnect later, with backoff (RFC 6455's "Try Again Later").
+    pub const TRY_AGAIN_LATER: CloseCode = CloseCode::TRY_AGAIN_LATER;
+    /// SSE: another stream resumed this session with its id; this one ends. Do not
+    /// reconnect with the same session: someone else holds its id.
+    pub const SESSION_TAKEN: CloseCode = CloseCode(4009);
 
     /// Every code above. The docs test checks that `docs/protocol.md` documents each one,
     /// so a new code goes here too.
     pub const ALL: &[CloseCode] = &[
+        NORMAL,
         SHUTDOWN,
         TOO_BIG,
         UNAUTHORIZED,
@@ -149,5 +164,7 @@ pub mod close {
         NO_PONG,
         CONNECT_TIMEOUT,
         RECONNECT,
+        TRY_AGAIN_LATER,
+        SESSION_TAKEN,
     ];
 }

@@ -1,28 +1,39 @@
-//! The HTTP front: routes, the WebSocket upgrade and the HTTP transports with their
-//! Origin check, health and metrics.
+//! The HTTP front: routes, the Host check of every request, the WebSocket upgrade and the
+//! HTTP transports with their Origin check, health and metrics.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Version, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use hyper::upgrade::OnUpgrade;
+use tracing::warn;
 
+use crate::config::Config;
+use crate::metrics::Readings;
 use crate::state::AppState;
 use crate::transport;
+use crate::util::LogLimiter;
+
+/// One warning per this interval at most for refused hosts and origins.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+static HOST_REFUSALS: LogLimiter = LogLimiter::new(REFUSAL_LOG_EVERY);
+static ORIGIN_REFUSALS: LogLimiter = LogLimiter::new(REFUSAL_LOG_EVERY);
 
 /// The router: `/ws`, `/sse`, `/sse/send`, `/poll`, `/api/{command}`, `/health`,
-/// `/metrics`.
+/// `/metrics`, the browser library; every route behind the Host check.
 pub fn router(state: Arc<AppState>) -> Router {
-    let body_limit = state.config.limits.max_message_size.max(1 << 20);
     Router::new()
         .route("/ws", any(ws_upgrade))
+        // The server API and the HTTP transports read their bodies themselves, with
+        // their size limit and `limits.body_timeout`.
         .route("/api/{command}", post(crate::api::handle))
-        .layer(DefaultBodyLimit::max(body_limit))
-        // The HTTP transports read their bodies themselves, against max_message_size.
         .route("/sse", get(transport::sse::stream))
         .route("/sse/send", post(transport::sse::send).options(preflight))
         .route(
@@ -31,21 +42,125 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .post(transport::poll::poll)
                 .options(preflight),
         )
-        .route(
-            "/health",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
-        )
+        .route("/health", get(health))
         .route("/metrics", get(metrics))
         .merge(crate::assets::router())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            check_host,
+        ))
         .with_state(state)
 }
 
+/// `GET /health`: 200 `{"status":"ok"}`, or 503 with the reason while the store cannot
+/// write (a full disk, a failing device), so a load balancer stops sending clients here.
+async fn health(State(state): State<Arc<AppState>>) -> Response {
+    match state.hub.store().health() {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ok"})).into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "failing", "reason": reason})),
+        )
+            .into_response(),
+    }
+}
+
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let hub = &state.hub;
+    let usage = hub.store().usage();
+    let readings = Readings {
+        history_cache_bytes: hub.cached_bytes() as u64,
+        channels_in_memory: hub.channels_in_memory() as u64,
+        store_bytes: usage.bytes,
+        store_refused: usage.refused,
+        store_healthy: hub.store().health().is_ok(),
+    };
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.hub.metrics().render(),
+        hub.metrics().render(&readings),
     )
         .into_response()
+}
+
+/// Refuses a request whose `Host` is not one this server answers to (421), which defeats
+/// DNS rebinding: a page on a hostile name that resolves to this server's address sends
+/// its own name as Host (and as Origin, so the Origin check alone would pass it).
+async fn check_host(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    if let Some(host) = host {
+        if !host_allowed(host, &state.config) {
+            state.hub.metrics().refused_host.inc();
+            if let Some(held_back) = HOST_REFUSALS.allow() {
+                warn!(
+                    host,
+                    held_back,
+                    "refused a request for a host this server does not \
+                    answer to; if it is yours, add it to allowed_hosts"
+                );
+            }
+            return plain(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!("host {host:?} is not allowed; add it to allowed_hosts\n"),
+            );
+        }
+    }
+    next.run(request).await
+}
+
+/// Whether a request's `Host` is allowed: listed in `allowed_hosts` (by name, with or
+/// without its port; `*` allows any), or with an empty list, any host unless the server
+/// listens on a loopback address, where only loopback names and addresses are.
+pub fn host_allowed(host: &str, config: &Config) -> bool {
+    let (name, _) = split_port(host);
+    if config.allowed_hosts.is_empty() {
+        return !config.listen.ip().is_loopback() || is_loopback_name(name);
+    }
+    config.allowed_hosts.iter().any(|allowed| {
+        allowed == "*"
+            || allowed.eq_ignore_ascii_case(host)
+            || ((!allowed.contains(':') || allowed.starts_with('['))
+                && allowed.eq_ignore_ascii_case(name))
+    })
+}
+
+/// `localhost`, a name under `.localhost` (RFC 6761), `127.0.0.0/8` or `[::1]`.
+fn is_loopback_name(name: &str) -> bool {
+    let name = name.trim_end_matches('.');
+    if name.eq_ignore_ascii_case("localhost")
+        || name.len() > ".localhost".len()
+            && name[name.len() - ".localhost".len()..].eq_ignore_ascii_case(".localhost")
+    {
+        return true;
+    }
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The client's address: its TCP peer, or, when the peer is a trusted proxy, the nearest
+/// address in `X-Forwarded-For` that is not itself one.
+pub(crate) fn client_ip(config: &Config, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    if !config.trusted_proxies.contains(&peer) {
+        return peer;
+    }
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for hop in forwarded.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if config.trusted_proxies.contains(&ip) => continue,
+            Ok(ip) => return ip,
+            // Unreadable: stop at the last address we can trust.
+            Err(_) => break,
+        }
+    }
+    peer
 }
 
 fn plain(status: StatusCode, body: String) -> Response {
@@ -85,14 +200,27 @@ pub(crate) fn check_origin(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     if !origin_allowed(origin, host, &state.config.allowed_origins) {
-        return Err(Forbidden(format!(
-            "origin {:?} is not allowed; add it to allowed_origins\n",
-            origin.unwrap_or_default()
-        )));
+        return Err(refuse_origin(state, origin.unwrap_or_default()));
     }
     Ok(origin
         .filter(|origin| !same_origin(origin, host))
         .and_then(|origin| HeaderValue::from_str(origin).ok()))
+}
+
+/// Counts and logs (rate-limited, with the fix) a refused origin, and returns the 403.
+fn refuse_origin(state: &AppState, origin: &str) -> Forbidden {
+    state.hub.metrics().refused_origin.inc();
+    if let Some(held_back) = ORIGIN_REFUSALS.allow() {
+        warn!(
+            origin,
+            held_back,
+            "refused a page's connection from another origin; if the \
+            page is yours, add its origin to allowed_origins (--allow-origin)"
+        );
+    }
+    Forbidden(format!(
+        "origin {origin:?} is not allowed; add it to allowed_origins\n"
+    ))
 }
 
 /// An origin refused by [`check_origin`]: answered 403 with this text.
@@ -187,19 +315,16 @@ async fn ws_upgrade(State(state): State<Arc<AppState>>, mut request: Request) ->
         &upgrade.host,
         &state.config.allowed_origins,
     ) {
-        return plain(
-            StatusCode::FORBIDDEN,
-            format!(
-                "origin {:?} is not allowed; add it to allowed_origins\n",
-                upgrade.origin.unwrap_or_default()
-            ),
-        );
+        return refuse_origin(&state, upgrade.origin.as_deref().unwrap_or_default())
+            .into_response();
     }
-    let Ok(permit) = state.permits.clone().try_acquire_owned() else {
-        return plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many connections\n".into(),
-        );
+    let peer = crate::listen::peer(request.extensions()).ip();
+    let ip = client_ip(&state.config, peer, request.headers());
+    let slot = match state.admission.pending(ip) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            return plain(StatusCode::SERVICE_UNAVAILABLE, refusal.message().into());
+        }
     };
     let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
         return plain(
@@ -208,7 +333,7 @@ async fn ws_upgrade(State(state): State<Arc<AppState>>, mut request: Request) ->
         );
     };
     let tracker = state.tracker.clone();
-    tracker.spawn(transport::ws::serve(state, on_upgrade, permit));
+    tracker.spawn(transport::ws::serve(state, on_upgrade, slot, ip));
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h: &mut HeaderMap = response.headers_mut();

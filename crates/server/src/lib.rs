@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //! - [`config`]: [`Config`] with every limit and its default; TOML loading.
+//! - [`admission`]: connection slots, pending (before `connect`) and connected, per
+//!   address and per user.
 //! - [`error`]: [`Error`] for the server, [`ClientError`](error::ClientError) codes answered
 //!   to clients, and the close codes.
 //! - [`wire`]: the client protocol's JSON commands, replies and pushes.
@@ -15,17 +17,23 @@
 //!   session between requests.
 //! - [`auth`]: JWT verification and minting, API key comparison.
 //! - [`secrets`]: API key and token secret from config or generated into the data dir.
-//! - `listen`: the accept loop (hyper HTTP/1.1 connections, graceful shutdown).
+//! - `listen`: the accept loop (hyper HTTP/1.1 connections, accept back-off, graceful
+//!   shutdown); `write_deadline`: the stalled-write deadline of every socket; `body`:
+//!   request bodies read with a size limit and a deadline.
 //! - [`http`]: routes, the Origin check of the upgrade and the HTTP transports, health
 //!   and metrics.
 //! - `api`: the server API handlers.
 //! - `assets`: the browser library, `/switchboard.js` and `/switchboard.d.ts`.
 //! - [`metrics`]: counters rendered for Prometheus.
+//! - [`rate`]: the token bucket behind the rate limits and quotas.
 //! - [`state`]: what handlers share.
+//! - [`util`]: small shared helpers (a rate-limited log).
 
+pub mod admission;
 mod api;
 mod assets;
 pub mod auth;
+mod body;
 pub mod config;
 #[cfg(test)]
 mod doc_examples;
@@ -36,18 +44,20 @@ pub mod hub;
 mod listen;
 pub mod metrics;
 pub mod outbox;
+pub mod rate;
 pub mod secrets;
 pub mod session;
 pub mod state;
 pub mod transport;
+pub mod util;
 pub mod wire;
+mod write_deadline;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -62,7 +72,9 @@ pub const DATABASE_FILE: &str = "switchboard.db";
 /// naming it.
 pub fn open_store(config: &Config) -> Result<Arc<dyn engine::Store>> {
     Ok(match config.store {
-        config::StoreKind::Memory => Arc::new(engine::memory::MemoryStore::new()),
+        config::StoreKind::Memory => Arc::new(engine::memory::MemoryStore::with_max_bytes(
+            config.storage.max_bytes,
+        )),
         config::StoreKind::Sqlite => {
             std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::DataDir {
                 path: config.data_dir.clone(),
@@ -117,7 +129,7 @@ pub async fn run_with_store(
     let state = Arc::new(state::AppState {
         verifier: auth::Verifier::new(&config.auth, &secrets.token_secret)?,
         api_key: secrets.api_key,
-        permits: Arc::new(Semaphore::new(config.limits.max_connections)),
+        admission: admission::Admission::new(&config.limits, hub.metrics().clone()),
         config,
         hub: hub.clone(),
         shutdown: CancellationToken::new(),
@@ -154,7 +166,8 @@ pub async fn run_with_store(
     listen::serve(
         listener,
         http::router(state.clone()),
-        state.config.limits.socket_send_buffer,
+        &state.config.limits,
+        hub.metrics().clone(),
         stop,
     )
     .await;

@@ -3,6 +3,8 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use crate::admission::Refusal;
+
 /// A monotonically increasing counter.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -37,11 +39,17 @@ impl Gauge {
     }
 }
 
+/// Lines of log output dropped because stderr could not take them (full, blocked or
+/// failing). Process-wide: the binary's log writer counts them here.
+pub static LOG_LINES_DROPPED: Counter = Counter(AtomicU64::new(0));
+
 /// Every metric the server keeps.
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Open client connections.
     pub connections: Gauge,
+    /// Connections and HTTP sessions that have not sent a successful `connect` yet.
+    pub pending: Gauge,
     /// Active subscriptions (connection × channel).
     pub subscriptions: Gauge,
     /// Connections accepted since start.
@@ -68,11 +76,55 @@ pub struct Metrics {
     pub store_write_us: Counter,
     /// Store writes.
     pub store_writes: Counter,
+    /// New connections refused: every connected slot taken.
+    pub refused_full: Counter,
+    /// New connections refused: every pending slot taken.
+    pub refused_pending: Counter,
+    /// New connections refused: the address's pending slots taken.
+    pub refused_pending_per_ip: Counter,
+    /// `connect`s refused: the user's connection slots taken.
+    pub user_limit_refusals: Counter,
+    /// Requests refused for their `Host` (421).
+    pub refused_host: Counter,
+    /// Requests refused for their `Origin` (403).
+    pub refused_origin: Counter,
+    /// Commands refused for the user's publishing quota (bytes/s).
+    pub quota_refusals: Counter,
+    /// Requests whose body did not arrive within `limits.body_timeout`.
+    pub body_timeouts: Counter,
+    /// Connections closed because a write stalled past `limits.write_timeout`.
+    pub write_timeouts: Counter,
+    /// `accept` failures (out of file descriptors, ...).
+    pub accept_errors: Counter,
+}
+
+/// Values the metrics page reads from elsewhere when it is rendered.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Readings {
+    /// Bytes of history cached by the hub.
+    pub history_cache_bytes: u64,
+    /// Channels held in memory.
+    pub channels_in_memory: u64,
+    /// Bytes the store holds.
+    pub store_bytes: u64,
+    /// Writes the store refused for its budget.
+    pub store_refused: u64,
+    /// Whether the store can write.
+    pub store_healthy: bool,
 }
 
 impl Metrics {
+    /// Counts a refused new connection.
+    pub fn refused(&self, refusal: Refusal) {
+        match refusal {
+            Refusal::Full => self.refused_full.inc(),
+            Refusal::PendingFull => self.refused_pending.inc(),
+            Refusal::PendingPerIp => self.refused_pending_per_ip.inc(),
+        }
+    }
+
     /// Renders every metric in the Prometheus text exposition format.
-    pub fn render(&self) -> String {
+    pub fn render(&self, readings: &Readings) -> String {
         let mut out = String::new();
         let mut gauge = |name: &str, help: &str, value: i64| {
             let _ = write!(
@@ -86,83 +138,163 @@ impl Metrics {
             self.connections.get(),
         );
         gauge(
+            "pending_connections",
+            "Connections and HTTP sessions not yet authenticated.",
+            self.pending.get(),
+        );
+        gauge(
             "subscriptions",
             "Active subscriptions.",
             self.subscriptions.get(),
         );
-        let counters: [(&str, &str, &Counter); 12] = [
+        gauge(
+            "history_cache_bytes",
+            "Bytes of recent history cached in memory.",
+            readings.history_cache_bytes as i64,
+        );
+        gauge(
+            "channels_in_memory",
+            "Channels held in memory.",
+            readings.channels_in_memory as i64,
+        );
+        gauge(
+            "store_bytes",
+            "Bytes the store holds (storage.max_bytes bounds it).",
+            readings.store_bytes as i64,
+        );
+        gauge(
+            "store_healthy",
+            "1 while the store can write, 0 otherwise.",
+            i64::from(readings.store_healthy),
+        );
+        let counters: [(&str, &str, u64); 20] = [
             (
                 "connections_total",
                 "Connections accepted.",
-                &self.connections_total,
+                self.connections_total.get(),
             ),
             (
                 "commands_total",
                 "Commands received from clients.",
-                &self.commands,
+                self.commands.get(),
             ),
             (
                 "messages_out_total",
                 "Messages queued to clients.",
-                &self.messages_out,
+                self.messages_out.get(),
             ),
             (
                 "bytes_out_total",
                 "Bytes queued to clients.",
-                &self.bytes_out,
+                self.bytes_out.get(),
             ),
             (
                 "bytes_in_total",
                 "Bytes of commands received.",
-                &self.bytes_in,
+                self.bytes_in.get(),
             ),
             (
                 "publications_total",
                 "Publications accepted.",
-                &self.publications,
+                self.publications.get(),
             ),
             (
                 "private_messages_total",
                 "Private messages accepted.",
-                &self.private_messages,
+                self.private_messages.get(),
             ),
             (
                 "client_errors_total",
                 "Error replies sent to clients.",
-                &self.client_errors,
+                self.client_errors.get(),
             ),
             (
                 "slow_consumers_total",
                 "Connections ended as slow consumers.",
-                &self.slow_consumers,
+                self.slow_consumers.get(),
             ),
             (
                 "api_requests_total",
                 "Server API requests.",
-                &self.api_requests,
+                self.api_requests.get(),
             ),
             (
-                "store_write_seconds_total",
-                "Time spent in store writes.",
-                &self.store_write_us,
+                "store_writes_total",
+                "Store writes.",
+                self.store_writes.get(),
             ),
-            ("store_writes_total", "Store writes.", &self.store_writes),
+            (
+                "store_refused_total",
+                "Writes the store refused for its storage budget.",
+                readings.store_refused,
+            ),
+            (
+                "quota_refusals_total",
+                "Commands refused for the publishing quota (bytes/s).",
+                self.quota_refusals.get(),
+            ),
+            (
+                "user_limit_refusals_total",
+                "Connects refused for limits.connections_per_user.",
+                self.user_limit_refusals.get(),
+            ),
+            (
+                "refused_host_total",
+                "Requests refused for their Host (421).",
+                self.refused_host.get(),
+            ),
+            (
+                "refused_origin_total",
+                "Requests refused for their Origin (403).",
+                self.refused_origin.get(),
+            ),
+            (
+                "body_timeouts_total",
+                "Request bodies not received within limits.body_timeout.",
+                self.body_timeouts.get(),
+            ),
+            (
+                "write_timeouts_total",
+                "Connections closed for a write stalled past limits.write_timeout.",
+                self.write_timeouts.get(),
+            ),
+            (
+                "accept_errors_total",
+                "Failed accepts (e.g. out of file descriptors).",
+                self.accept_errors.get(),
+            ),
+            (
+                "log_lines_dropped_total",
+                "Log lines dropped because stderr could not take them.",
+                LOG_LINES_DROPPED.get(),
+            ),
         ];
-        for (name, help, counter) in counters {
-            let value = counter.get();
-            let _ = if name == "store_write_seconds_total" {
-                write!(
-                    out,
-                    "# HELP switchboard_{name} {help}\n# TYPE switchboard_{name} counter\nswitchboard_{name} {}\n",
-                    value as f64 / 1e6
-                )
-            } else {
-                write!(
-                    out,
-                    "# HELP switchboard_{name} {help}\n# TYPE switchboard_{name} counter\nswitchboard_{name} {value}\n"
-                )
-            };
+        for (name, help, value) in counters {
+            let _ = write!(
+                out,
+                "# HELP switchboard_{name} {help}\n# TYPE switchboard_{name} counter\nswitchboard_{name} {value}\n"
+            );
         }
+        // New connections refused before they could authenticate, by reason.
+        out.push_str(
+            "# HELP switchboard_refused_connections_total New connections refused (503), by reason.\n\
+             # TYPE switchboard_refused_connections_total counter\n",
+        );
+        for (reason, value) in [
+            ("connections_full", self.refused_full.get()),
+            ("pending_full", self.refused_pending.get()),
+            ("pending_per_ip", self.refused_pending_per_ip.get()),
+        ] {
+            let _ = writeln!(
+                out,
+                "switchboard_refused_connections_total{{reason=\"{reason}\"}} {value}"
+            );
+        }
+        let _ = write!(
+            out,
+            "# HELP switchboard_store_write_seconds_total Time spent in store writes.\n# TYPE switchboard_store_write_seconds_total counter\nswitchboard_store_write_seconds_total {}\n",
+            self.store_write_us.get() as f64 / 1e6
+        );
         out
     }
 }

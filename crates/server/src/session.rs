@@ -2,55 +2,34 @@
 //!
 //! The transport hands each command frame to [`Session::handle`]; every reply and push goes
 //! out through the connection's [`ClientHandle`], so replies and pushes leave in the order
-//! the hub queued them. A session is created unauthenticated; `connect` must come first.
+//! the hub queued them. A session is created unauthenticated, holding a pending slot
+//! ([`PendingSlot`]); `connect` must come first, and exchanges it for a connected slot.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use serde_json::json;
 use serde_json::value::RawValue;
 use switchboard_ws::PreparedMessage;
 use tokio::sync::Semaphore;
 
+use crate::admission::{ConnectKey, ConnectedSlot, PendingSlot};
 use crate::auth::Identity;
 use crate::error::{ClientError, close};
 use crate::hub::random_id;
 use crate::outbox::{ClientHandle, Disconnect};
+use crate::rate::TokenBucket;
 use crate::state::AppState;
-use crate::wire::{ClientInfo, Command, Request, reply_err, reply_ok};
+use crate::wire::{ClientInfo, Command, Push, Request, reply_err, reply_ok};
 
-/// A token bucket: `rate` tokens a second, at most `burst` saved up.
+/// The connection slot a session holds (see [`crate::admission`]); held for what its
+/// drop releases.
 #[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-    rate: f64,
-    burst: f64,
-}
-
-impl Bucket {
-    fn new(rate: u32, burst: u32) -> Self {
-        Bucket {
-            tokens: f64::from(burst),
-            last: Instant::now(),
-            rate: f64::from(rate),
-            burst: f64::from(burst),
-        }
-    }
-
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
-        self.tokens = (self.tokens + refill).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
+#[expect(dead_code, reason = "held for its Drop, never read")]
+enum Slot {
+    Pending(PendingSlot),
+    Connected(ConnectedSlot),
 }
 
 /// The state of one client connection.
@@ -58,6 +37,10 @@ impl Bucket {
 pub struct Session {
     state: Arc<AppState>,
     handle: ClientHandle,
+    /// The client's address (for the anonymous connection cap).
+    peer: IpAddr,
+    /// Held for the session's whole life, released with it.
+    _slot: Slot,
     /// Who this connection is, once connected.
     info: ClientInfo,
     identity: Option<Identity>,
@@ -65,7 +48,11 @@ pub struct Session {
     subscriptions: HashSet<String>,
     /// While the mailbox is sent a page at a time: the last id sent.
     mailbox_cursor: Option<u64>,
-    bucket: Bucket,
+    /// Commands per second (`limits.commands_per_second`).
+    commands: TokenBucket,
+    /// Bytes published per second by an anonymous connection; users with a token share
+    /// one quota over their connections, in the hub.
+    anonymous_quota: TokenBucket,
     /// Commands refused for the rate in a row.
     strikes: u32,
     /// Publications started and not yet acknowledged, at most [`PUBLISHING`].
@@ -76,10 +63,23 @@ pub struct Session {
 const PUBLISHING: usize = 256;
 
 impl Session {
-    /// A new, unauthenticated session pushing through `handle`.
-    pub fn new(state: Arc<AppState>, handle: ClientHandle) -> Self {
+    /// A new, unauthenticated session of a client at `peer`, holding `slot` and pushing
+    /// through `handle`.
+    pub fn new(
+        state: Arc<AppState>,
+        handle: ClientHandle,
+        slot: PendingSlot,
+        peer: IpAddr,
+    ) -> Self {
         let limits = &state.config.limits;
-        let bucket = Bucket::new(limits.commands_per_second, limits.command_burst);
+        let commands = TokenBucket::new(
+            f64::from(limits.commands_per_second),
+            f64::from(limits.command_burst),
+        );
+        let anonymous_quota = TokenBucket::new(
+            limits.publish_bytes_per_second as f64,
+            limits.publish_bytes_burst as f64,
+        );
         Session {
             info: ClientInfo {
                 user: String::new(),
@@ -88,11 +88,14 @@ impl Session {
             },
             state,
             handle,
+            peer,
+            _slot: Slot::Pending(slot),
             identity: None,
             connected: false,
             subscriptions: HashSet::new(),
             mailbox_cursor: None,
-            bucket,
+            commands,
+            anonymous_quota,
             strikes: 0,
             publishing: Arc::new(Semaphore::new(PUBLISHING)),
         }
@@ -108,13 +111,19 @@ impl Session {
         self.identity.as_ref().map(|i| i.exp)
     }
 
+    /// The connection's id as other users see it (`client` in pushes).
+    pub fn client_id(&self) -> &str {
+        &self.info.client
+    }
+
     /// Handles one command frame. Errors are answered and the connection stays; a returned
-    /// [`Disconnect`] means the connection must be closed with it.
+    /// [`Disconnect`] means the connection must be closed with it (after the replies
+    /// already queued).
     pub async fn handle(&mut self, text: &str) -> Result<(), Disconnect> {
         let metrics = &self.state.hub.metrics();
         metrics.commands.inc();
         metrics.bytes_in.add(text.len() as u64);
-        if !self.bucket.take() {
+        if !self.commands.take(1.0) {
             self.strikes += 1;
             if self.strikes >= self.state.config.limits.rate_strikes {
                 return Err(Disconnect {
@@ -143,15 +152,17 @@ impl Session {
             Err(err) => Err(err),
         };
         match result {
-            Ok(()) => Ok(()),
-            // A bad token on connect ends the connection: retrying it cannot work.
-            Err(err) if !self.connected && matches!(err.code, 101 | 109) => {
+            Ok(None) => Ok(()),
+            Ok(Some(end)) => Err(end),
+            // A refused connect ends the connection when retrying cannot help at once: a
+            // bad token, or no connection slot (the client backs off, then retries).
+            Err(err) if !self.connected && matches!(err.code, 101 | 109 | 118) => {
                 self.error(id, &err);
                 Err(Disconnect {
-                    code: if err.code == 109 {
-                        close::TOKEN_EXPIRED
-                    } else {
-                        close::UNAUTHORIZED
+                    code: match err.code {
+                        109 => close::TOKEN_EXPIRED,
+                        118 => close::TRY_AGAIN_LATER,
+                        _ => close::UNAUTHORIZED,
                     },
                     reason: err.message,
                 })
@@ -163,11 +174,15 @@ impl Session {
         }
     }
 
-    async fn dispatch(&mut self, id: Option<u64>, command: Command<'_>) -> Result<(), ClientError> {
-        if !self.connected && !matches!(command, Command::Connect { .. }) {
+    async fn dispatch(
+        &mut self,
+        id: Option<u64>,
+        command: Command<'_>,
+    ) -> Result<Option<Disconnect>, ClientError> {
+        if !self.connected && !matches!(command, Command::Connect { .. } | Command::Close) {
             return Err(ClientError::not_connected("send connect first"));
         }
-        let hub = &self.state.hub;
+        let hub = &self.state.hub.clone();
         match command {
             Command::Connect { token } => self.connect(id, token).await?,
             Command::Subscribe { channel, recover } => {
@@ -261,55 +276,110 @@ impl Session {
                 }
             }
             Command::Ping => self.reply(id, &json!({})),
-            Command::Refresh { token } => {
-                let identity = self.state.verifier.verify(&token)?;
-                if identity.user != self.info.user {
-                    return Err(ClientError::unauthorized(
-                        "the new token is for another user",
-                    ));
-                }
-                self.reply(id, &json!({ "expires": identity.exp }));
-                // Later publications and messages carry the refreshed info.
-                self.info.info = identity.info.clone();
-                self.identity = Some(identity);
+            Command::Refresh { token } => self.refresh(id, &token)?,
+            Command::Close => {
+                self.reply(id, &json!({}));
+                return Ok(Some(Disconnect {
+                    code: close::NORMAL,
+                    reason: "closed by the client".into(),
+                }));
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     async fn connect(&mut self, id: Option<u64>, token: Option<String>) -> Result<(), ClientError> {
         if self.connected {
             return Err(ClientError::already_connected("already connected"));
         }
-        match token {
-            Some(token) => {
-                let identity = self.state.verifier.verify(&token)?;
-                self.info.user = identity.user.clone();
-                self.info.info = identity.info.clone();
-                self.identity = Some(identity);
-            }
-            None if self.state.config.allow_anonymous => {}
+        let identity = match token {
+            Some(token) => Some(self.state.verifier.verify(&token)?),
+            None if self.state.config.allow_anonymous => None,
             None => return Err(ClientError::unauthorized("a token is required")),
+        };
+        let key = match &identity {
+            Some(identity) => ConnectKey::User(identity.user.clone()),
+            None => ConnectKey::Anonymous(self.peer),
+        };
+        let slot = self.state.admission.connect(key)?;
+        if let Some(identity) = &identity {
+            self.info.user = identity.user.clone();
+            self.info.info = identity.info.clone();
         }
-        let limits = &self.state.config.limits;
-        let reply = reply_ok(
-            id,
-            &json!({
-                "client": self.info.client,
-                "user": self.info.user,
-                "version": env!("CARGO_PKG_VERSION"),
-                "ping": limits.ping_interval.as_secs(),
-                "expires": self.identity.as_ref().map(|i| i.exp),
-            }),
-        );
-        // Registered with the user (anonymous ones under "") so that shutdown and the
-        // server API reach every connection; mailbox messages follow the reply.
-        self.mailbox_cursor = self
+        let ping = self.state.config.limits.ping_interval.as_secs();
+        let expires = identity.as_ref().map(|i| i.exp);
+        let (client, user) = (self.info.client.clone(), self.info.user.clone());
+        // Registered with the user (anonymous ones under "") so that the server API
+        // reaches every connection; mailbox messages follow the reply. If the mailbox
+        // cannot be read, nothing was sent and the error is the one reply.
+        let connected = self
             .state
             .hub
-            .connect_user(&self.info.user, &self.handle, reply)
-            .await?;
-        self.connected = true;
+            .connect_user(&self.info.user, &self.handle, |mailbox_epoch| {
+                reply_ok(
+                    id,
+                    &json!({
+                        "client": client,
+                        "user": user,
+                        "version": env!("CARGO_PKG_VERSION"),
+                        "ping": ping,
+                        "expires": expires,
+                        "mailbox_epoch": mailbox_epoch,
+                    }),
+                )
+            })
+            .await;
+        match connected {
+            Ok(cursor) => {
+                self.mailbox_cursor = cursor;
+                self.identity = identity;
+                self._slot = Slot::Connected(slot);
+                self.connected = true;
+                Ok(())
+            }
+            Err(err) => {
+                self.info.user.clear();
+                self.info.info = None;
+                Err(err)
+            }
+        }
+    }
+
+    /// `refresh`: a new token for the same user. Its `channels` claim applies at once:
+    /// subscriptions to private channels it no longer lists end, with an `unsubscribe`
+    /// push each. The user `info` shown to others stays the one from `connect`.
+    fn refresh(&mut self, id: Option<u64>, token: &str) -> Result<(), ClientError> {
+        let identity = self.state.verifier.verify(token)?;
+        if identity.user != self.info.user {
+            return Err(ClientError::unauthorized(
+                "the new token is for another user",
+            ));
+        }
+        self.reply(id, &json!({ "expires": identity.exp }));
+        let revoked: Vec<String> = self
+            .subscriptions
+            .iter()
+            .filter(|channel| {
+                self.state
+                    .hub
+                    .channel_options(channel)
+                    .is_ok_and(|opts| opts.private)
+                    && !identity.channels.iter().any(|c| c == *channel)
+            })
+            .cloned()
+            .collect();
+        self.identity = Some(identity);
+        for channel in revoked {
+            self.subscriptions.remove(&channel);
+            self.state
+                .hub
+                .unsubscribe(&channel, self.handle.id, &self.info);
+            let push = Push::Unsubscribe {
+                channel: &channel,
+                reason: "the refreshed token no longer allows this private channel",
+            };
+            self.handle.push(PreparedMessage::text(&push.to_json()));
+        }
         Ok(())
     }
 
@@ -333,14 +403,25 @@ impl Session {
         Ok(opts)
     }
 
-    /// Checks a payload's size and keeps it as raw JSON.
-    fn payload(&self, data: &RawValue) -> Result<Arc<RawValue>, ClientError> {
+    /// Checks a payload's size and the publishing quota, and keeps it as raw JSON.
+    fn payload(&mut self, data: &RawValue) -> Result<Arc<RawValue>, ClientError> {
         let limit = self.state.config.limits.max_payload_size;
-        if data.get().len() > limit {
+        let len = data.get().len();
+        if len > limit {
             return Err(ClientError::payload_too_large(format!(
-                "data is {} bytes; the limit is {limit}",
-                data.get().len()
+                "data is {len} bytes; the limit is {limit}"
             )));
+        }
+        if self.info.user.is_empty() {
+            if !self.anonymous_quota.take(len as f64) {
+                self.state.hub.metrics().quota_refusals.inc();
+                return Err(ClientError::too_many_requests(format!(
+                    "publishing quota spent ({} bytes/s); slow down",
+                    self.state.config.limits.publish_bytes_per_second
+                )));
+            }
+        } else {
+            self.state.hub.charge(&self.info.user, len)?;
         }
         Ok(Arc::from(data.to_owned()))
     }

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::Admission;
 use crate::auth::Verifier;
 use crate::config::Config;
 use crate::hub::Hub;
@@ -27,9 +27,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Tracks connection tasks, so shutdown can wait for their close handshakes.
     pub tracker: TaskTracker,
-    /// One permit per open connection (`limits.max_connections`), WebSocket or HTTP
-    /// session.
-    pub permits: Arc<Semaphore>,
+    /// Connection slots: pending and connected (see [`crate::admission`]).
+    pub admission: Arc<Admission>,
     /// The open HTTP sessions (SSE and polling) by id.
     pub http_sessions: crate::transport::http_session::Registry,
 }

@@ -103,6 +103,9 @@ pub enum Command<'a> {
         /// The new JWT.
         token: String,
     },
+    /// End the session now (answered, then closed with 1000): an HTTP session's client
+    /// leaving does not wait for `limits.session_idle`.
+    Close,
 }
 
 impl<'a> Request<'a> {
@@ -170,6 +173,7 @@ impl<'a> Request<'a> {
             "refresh" => Command::Refresh {
                 token: self.token.clone().ok_or_else(|| need("token"))?,
             },
+            "close" => Command::Close,
             other => {
                 return Err(ClientError::unknown_command(format!(
                     "unknown cmd {other:?}"
@@ -254,6 +258,14 @@ pub enum Push<'a> {
         /// The message.
         #[serde(flatten)]
         message: &'a PrivateMessage,
+    },
+    /// The server ended a subscription (the refreshed token no longer allows the
+    /// private channel).
+    Unsubscribe {
+        /// The channel.
+        channel: &'a str,
+        /// Why, for people.
+        reason: &'a str,
     },
 }
 

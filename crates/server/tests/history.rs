@@ -155,12 +155,12 @@ async fn anonymous_connections_are_separate_presence_entries() {
         .await;
     y.ok(json!({"cmd": "subscribe", "channel": "chat:anon"}))
         .await;
-    let presence = x
+    let reply = x
         .ok(json!({"cmd": "presence", "channel": "chat:anon"}))
-        .await["presence"]
-        .clone();
-    let entries = presence.as_object().unwrap();
-    assert_eq!(entries.len(), 2, "{presence}");
+        .await;
+    assert_eq!(reply["presence"], json!({}), "{reply}");
+    let entries = reply["anonymous"].as_object().unwrap();
+    assert_eq!(entries.len(), 2, "{reply}");
     for (key, entry) in entries {
         assert_eq!(entry["user"], "");
         assert_eq!(entry["connections"], 1);
@@ -169,6 +169,39 @@ async fn anonymous_connections_are_separate_presence_entries() {
             "{key}"
         );
     }
+}
+
+/// Issue 10, point 11: a token whose `sub` is an anonymous connection's client id is a
+/// user of its own in presence, never merged with that connection.
+#[tokio::test]
+async fn presence_keys_of_users_and_anonymous_connections_never_collide() {
+    let server = start(|c| c.allow_anonymous = true).await;
+    let mut anonymous = Client::connect(server.addr, None).await;
+    anonymous
+        .ok(json!({"cmd": "subscribe", "channel": "chat:keys"}))
+        .await;
+    let client_id = anonymous.hello["client"].as_str().unwrap().to_owned();
+    let mut impostor = server.client(&client_id).await;
+    impostor
+        .ok(json!({"cmd": "subscribe", "channel": "chat:keys"}))
+        .await;
+    let reply = impostor
+        .ok(json!({"cmd": "presence", "channel": "chat:keys"}))
+        .await;
+    assert_eq!(reply["presence"][&client_id]["user"], client_id, "{reply}");
+    assert_eq!(reply["presence"][&client_id]["connections"], 1, "{reply}");
+    assert_eq!(reply["anonymous"][&client_id]["user"], "", "{reply}");
+    assert_eq!(reply["anonymous"][&client_id]["connections"], 1, "{reply}");
+    // Each leaves on its own: the user's leave does not take the anonymous entry along.
+    drop(impostor);
+    crate::util::eventually("the user to leave the presence", || async {
+        let reply = server
+            .api_ok("presence", json!({"channel": "chat:keys"}))
+            .await;
+        reply["presence"].get(&client_id).is_none()
+            && reply["anonymous"][&client_id]["connections"] == 1
+    })
+    .await;
 }
 
 /// Publishes the next step and returns the pushes the observer got before it.

@@ -134,9 +134,16 @@ async fn anonymous_users_cannot_send() {
     assert_eq!(code, 103);
 }
 
+/// Issue 10, point 5: users filling someone's mailbox get 115, and the server API's
+/// messages have room of their own (`mailbox.server_size`), so a backend's message to
+/// that user is still stored; the API is refused (507) only past its own bound.
 #[tokio::test]
 async fn full_mailbox_of_an_offline_user_is_115() {
-    let server = start(|c| c.mailbox.size = 2).await;
+    let server = start(|c| {
+        c.mailbox.size = 2;
+        c.mailbox.server_size = 1;
+    })
+    .await;
     let mut alice = server.client("alice").await;
     for n in 1..=2 {
         alice
@@ -147,14 +154,43 @@ async fn full_mailbox_of_an_offline_user_is_115() {
         .err(json!({"cmd": "send", "user": "carol", "data": 3}))
         .await;
     assert_eq!(code, 115);
+    let reply = server
+        .api_ok("send", json!({"user": "carol", "data": "from the backend"}))
+        .await;
+    assert_eq!(reply["status"], "stored");
     let (status, reply) = server
-        .api("send", json!({"user": "carol", "data": 3}))
+        .api("send", json!({"user": "carol", "data": "one too many"}))
         .await;
     assert_eq!((status, reply["error"]["code"].clone()), (507, json!(115)));
     let mut carol = server.client("carol").await;
     let messages = messages_after_connect(&mut carol).await;
     let data: Vec<Value> = messages.iter().map(|m| m["data"].clone()).collect();
-    assert_eq!(data, [json!(1), json!(2)]);
+    assert_eq!(data, [json!(1), json!(2), json!("from the backend")]);
+}
+
+/// Issue 10, point 5: one sender fills only their share of a mailbox
+/// (`mailbox.per_sender`); others still reach the user.
+#[tokio::test]
+async fn one_sender_cannot_fill_someone_elses_mailbox() {
+    let server = start(|c| c.mailbox.per_sender = 3).await;
+    let mut spammer = server.client("spammer").await;
+    for n in 1..=3 {
+        spammer
+            .ok(json!({"cmd": "send", "user": "dora", "data": n}))
+            .await;
+    }
+    let (code, message) = spammer
+        .err(json!({"cmd": "send", "user": "dora", "data": 4}))
+        .await;
+    assert_eq!(code, 115, "{message}");
+    let mut friend = server.client("friend").await;
+    friend
+        .ok(json!({"cmd": "send", "user": "dora", "data": "hi"}))
+        .await;
+    let mut dora = server.client("dora").await;
+    let messages = messages_after_connect(&mut dora).await;
+    let data: Vec<Value> = messages.iter().map(|m| m["data"].clone()).collect();
+    assert_eq!(data, [json!(1), json!(2), json!(3), json!("hi")]);
 }
 
 #[tokio::test]

@@ -107,15 +107,20 @@ async fn a_resumed_stream_replays_exactly_the_missed_messages() {
     assert_eq!(alice.next_publication().await["data"], 6);
     alice.ok(json!({"cmd": "ping"})).await;
 
-    // A newer stream ends the older one; `last_event_id` in the query works like the
-    // header, and what it acknowledges is not sent again.
+    // A newer stream ends the older one, which is told so (issue 10, point 15: two
+    // readers never share a session unnoticed); `last_event_id` in the query works like
+    // the header, and what it acknowledges is not sent again.
     let latest = alice.last_id.clone();
     let mut newer =
         SseStream::open(server.addr, &format!("/sse?last_event_id={latest}"), &[]).await;
-    assert!(
-        alice.stream.until_end().await.is_empty(),
-        "the older stream ends"
+    let ending = alice.stream.until_end().await;
+    assert_eq!(
+        ending.len(),
+        1,
+        "the older stream ends with one close event"
     );
+    assert_eq!(ending[0].event.as_deref(), Some("close"));
+    assert_eq!(ending[0].json()["code"], 4009);
     assert_eq!(newer.next_block().await.and_then(|b| b.retry), Some(1000));
     alice.stream = newer;
     server.publish("logs:r", json!(7)).await;

@@ -1,5 +1,5 @@
-//! The channel's deliverer: one task per busy channel writes released publications to
-//! its subscribers, in offset order, outside the channel's lock.
+//! The channel's deliverer: one task per busy channel writes released publications and
+//! join/leave announcements to its subscribers, in order, outside the channel's lock.
 
 use std::sync::Arc;
 
@@ -7,25 +7,48 @@ use bytes::{Bytes, BytesMut};
 use switchboard_ws::PreparedMessage;
 
 use super::Hub;
+use super::channel::Channel;
 use crate::outbox::ClientHandle;
 
 /// Subscribers a deliverer writes to before it yields the thread.
 const DELIVERY_CHUNK: usize = 256;
 
-/// Publications released together, and the subscribers they go to: the first `until` of
-/// `subscribers` (all of them, unless the rest already got these publications in a
-/// round they joined, see [`Hub::deliver`]).
+/// Messages queued together, and the subscribers they go to: the first `until` of
+/// `subscribers` (all of them, unless the rest already got these messages in a round
+/// they joined, see [`Hub::deliver`]).
 #[derive(Debug)]
 pub(super) struct Delivery {
     pub(super) messages: Vec<PreparedMessage>,
-    pub(super) subscribers: Arc<[ClientHandle]>,
+    /// Publications go to the subscribers of the moment they were released. `None`
+    /// (join and leave announcements): to whoever is subscribed when the deliverer
+    /// reaches it, so that announcing costs no copy of the subscriber list each.
+    pub(super) subscribers: Option<Arc<[ClientHandle]>>,
     pub(super) until: usize,
 }
 
 impl Delivery {
-    /// Whether `other` goes to the same subscribers (nobody joined or left between them).
-    fn same_targets(&self, other: &Delivery) -> bool {
-        Arc::ptr_eq(&self.subscribers, &other.subscribers) && self.until == other.until
+    /// Gives an announcement the channel's current subscribers.
+    fn resolve(&mut self, ch: &mut Channel) {
+        if self.subscribers.is_none() {
+            let subscribers = ch.snapshot();
+            self.until = subscribers.len();
+            self.subscribers = Some(subscribers);
+        }
+    }
+
+    /// The subscriber list of a resolved delivery (empty if unresolved).
+    fn targets(&self) -> &[ClientHandle] {
+        self.subscribers.as_deref().unwrap_or_default()
+    }
+
+    /// Whether `other` (resolved first, when `ch` is given) goes to the same subscribers
+    /// (nobody joined or left between them).
+    fn same_targets(&self, other: &mut Delivery, ch: &mut Channel) -> bool {
+        other.resolve(ch);
+        match (&self.subscribers, &other.subscribers) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) && self.until == other.until,
+            _ => false,
+        }
     }
 }
 
@@ -68,7 +91,7 @@ impl Hub {
             let mut at = 0;
             while at < delivery.until {
                 let end = (at + DELIVERY_CHUNK).min(delivery.until);
-                for handle in &delivery.subscribers[at..end] {
+                for handle in &delivery.targets()[at..end] {
                     handle.push_batch(&delivery.messages, &joined);
                 }
                 at = end;
@@ -98,14 +121,13 @@ impl Hub {
             ch.delivering = false;
             return None;
         };
-        while ch
-            .outgoing
-            .front()
-            .is_some_and(|next| next.same_targets(&delivery))
-        {
-            if let Some(next) = ch.outgoing.pop_front() {
-                delivery.messages.extend(next.messages);
+        delivery.resolve(ch);
+        while let Some(mut next) = ch.outgoing.pop_front() {
+            if !delivery.same_targets(&mut next, ch) {
+                ch.outgoing.push_front(next);
+                break;
             }
+            delivery.messages.extend(next.messages);
         }
         Some(delivery)
     }
@@ -125,14 +147,11 @@ impl Hub {
             return false;
         };
         let mut joined = false;
-        while ch
-            .outgoing
-            .front()
-            .is_some_and(|next| next.same_targets(round))
-        {
-            let Some(next) = ch.outgoing.pop_front() else {
+        while let Some(mut next) = ch.outgoing.pop_front() {
+            if !round.same_targets(&mut next, ch) {
+                ch.outgoing.push_front(next);
                 break;
-            };
+            }
             round.messages.extend(next.messages.iter().cloned());
             passed.push(Delivery {
                 messages: next.messages,

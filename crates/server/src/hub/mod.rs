@@ -3,23 +3,28 @@
 //!
 //! Channel state lives in shards of `std::sync::Mutex<HashMap>`, never held across an
 //! `.await`. A publication takes an offset under the channel's lock, is written to the
-//! store without the lock, and once committed is released under the lock again: appended
-//! to the in-memory history and queued to every subscriber, strictly in offset order
-//! (publications that commit out of order wait in `ready`). A subscription reads history,
-//! registers and queues its reply in one step under the same lock, so a recovering client
-//! gets each missed publication once and in order, followed by the live ones. A
-//! publication is encoded once ([`PreparedMessage`]) and the same bytes are queued to
-//! every subscriber.
+//! store without the lock, and once committed is released under the lock again: added to
+//! the channel's history cache and queued for the channel's deliverer, strictly in offset
+//! order (publications that commit out of order wait in `ready`). Join and leave pushes go
+//! through the same queue, so they are ordered with publications and never written under
+//! the lock. A subscription reads history, registers and queues its reply in one step
+//! under the same lock, so a recovering client gets each missed publication once and in
+//! order, followed by the live ones. A publication is encoded once
+//! ([`PreparedMessage`]) and the same bytes are queued to every subscriber.
+//!
+//! History lives in the store; the hub caches the newest of it within a byte budget
+//! (`storage.history_cache_bytes`). A recovery or `history` the cache cannot answer reads
+//! the store without the lock, then joins what it read to the cache under the lock.
+//! Channels nobody uses are dropped from memory after [`IDLE_KEEP`].
 //!
 //! Private messages are serialised per user by an async lock, so a `send` racing with the
 //! user's `connect` is delivered once and in order: either from the mailbox after the
-//! connect reply, or live after it.
+//! connect reply, or live after it (see `users`).
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -28,255 +33,65 @@ use serde_json::value::RawValue;
 use switchboard_ws::{CloseCode, PreparedMessage};
 
 use crate::config::{Config, NamespaceOptions, channel_char};
-use crate::engine::{ChannelSnapshot, MailboxLimits, Retention, Store, StoreError};
+use crate::engine::{HistoryQuery, MailboxQuota, Store, StoreError};
 use crate::error::ClientError;
 use crate::metrics::Metrics;
 use crate::outbox::ClientHandle;
 use crate::wire::{ClientInfo, Publication, Push, StreamPosition, now_ms};
 
+mod channel;
 mod deliver;
+mod shard;
+mod users;
 
-use deliver::Delivery;
+pub use channel::PresenceEntry;
+use channel::{Channel, PresenceKey, Since, keeps_history, retention};
+use shard::Sharded;
+pub use users::SendStatus;
+use users::User;
 
-const SHARDS: usize = 64;
 /// Longest channel name accepted.
 pub const MAX_CHANNEL_LEN: usize = 255;
 
-/// A map split into independently locked shards.
+/// How long a channel nobody subscribes to stays in memory after its last use, so that a
+/// backend publishing to it now and then does not reload it from the store each time.
+pub const IDLE_KEEP: Duration = Duration::from_secs(30);
+
+/// Reads of the store one recovery or `history` makes at most when publications keep
+/// evicting what it read from the cache meanwhile; then it answers with what it has.
+const READ_ATTEMPTS: usize = 3;
+
+/// Publications read from the store for a recovery or `history`: those after `after`.
 #[derive(Debug)]
-struct Sharded<V> {
-    shards: Vec<Mutex<HashMap<String, V>>>,
-    hasher: std::collections::hash_map::RandomState,
+struct Fetched {
+    after: u64,
+    newest: bool,
+    publications: Vec<Arc<Publication>>,
 }
 
-impl<V> Sharded<V> {
-    fn new() -> Self {
-        Sharded {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: Default::default(),
-        }
-    }
-
-    fn lock(&self, key: &str) -> MutexGuard<'_, HashMap<String, V>> {
-        let shard = &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS];
-        // A panic while holding a shard lock leaves plain data behind; keep serving.
-        shard.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn each(&self, mut f: impl FnMut(&mut HashMap<String, V>)) {
-        for shard in &self.shards {
-            f(&mut shard.lock().unwrap_or_else(|e| e.into_inner()));
-        }
-    }
-}
-
-/// A channel's state.
-#[derive(Debug)]
-struct Channel {
-    /// Identifies this incarnation of the channel's stream (from the store): offsets of
-    /// another epoch mean nothing here.
-    epoch: Arc<str>,
-    /// The last offset handed to a publisher.
-    reserved: u64,
-    /// The last offset released (in history and queued to subscribers).
-    top: u64,
-    /// Publications committed before an earlier one: offset → publication, or `None` if
-    /// its write failed (the offset is skipped).
-    ready: BTreeMap<u64, Option<Arc<Publication>>>,
-    /// Recent publications, oldest first, with their expiry.
-    history: VecDeque<(Arc<Publication>, Instant)>,
-    /// By connection number, so a broadcast walks connections in the order they were
-    /// opened: their sockets, file table entries and outboxes were allocated in that order,
-    /// and walking them in it rather than in hash order cut the server's CPU per delivery
-    /// (cache and TLB misses in the kernel's send path) in a 10,000-subscriber fan-out.
-    subscribers: BTreeMap<u64, ClientHandle>,
-    /// `subscribers` as a list shared with deliveries; `None` after a change.
-    snapshot: Option<Arc<[ClientHandle]>>,
-    /// Released publications waiting for the channel's deliverer, in offset order.
-    outgoing: VecDeque<Delivery>,
-    /// Whether a deliverer task is running for this channel (at most one, so deliveries
-    /// keep offset order).
-    delivering: bool,
-    /// Connections per presence key (user id, or client id for anonymous connections).
-    presence: HashMap<String, PresenceEntry>,
-}
-
-/// One presence key's entry: the user, their public info, and how many of their
-/// connections are subscribed.
-#[derive(Debug, Clone, Serialize)]
-struct PresenceEntry {
-    user: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    info: Option<Arc<RawValue>>,
-    connections: u32,
-}
-
-impl Channel {
-    fn new(snapshot: ChannelSnapshot, opts: &NamespaceOptions) -> Self {
-        // Stored publications keep the expiry they had: their age counts from `time`.
-        let (now, now_ms) = (Instant::now(), now_ms());
-        let mut history: VecDeque<_> = snapshot
-            .recent
-            .into_iter()
-            .filter_map(|p| {
-                let age = Duration::from_millis(now_ms.saturating_sub(p.time));
-                let left = opts.history_ttl.checked_sub(age)?;
-                Some((p, now + left))
-            })
-            .collect();
-        while history.len() > opts.history_size {
-            history.pop_front();
-        }
-        Channel {
-            epoch: snapshot.epoch.into(),
-            reserved: snapshot.top,
-            top: snapshot.top,
-            ready: BTreeMap::new(),
-            history,
-            subscribers: BTreeMap::new(),
-            snapshot: None,
-            outgoing: VecDeque::new(),
-            delivering: false,
-            presence: HashMap::new(),
-        }
-    }
-
-    /// Nothing references it: it can be dropped and loaded again from the store.
-    fn is_idle(&self) -> bool {
-        self.subscribers.is_empty()
-            && self.history.is_empty()
-            && self.reserved == self.top
-            && self.outgoing.is_empty()
-            && !self.delivering
-    }
-
-    fn trim(&mut self, opts: &NamespaceOptions, now: Instant) {
-        while self.history.len() > opts.history_size {
-            self.history.pop_front();
-        }
-        while self.history.front().is_some_and(|(_, exp)| *exp <= now) {
-            self.history.pop_front();
-        }
-    }
-
-    /// Publications after `offset`, if all of them are still in history.
-    fn since(&self, offset: u64) -> Option<Vec<Arc<Publication>>> {
-        if offset > self.top {
-            return None;
-        }
-        let first = self.history.front().map_or(self.top + 1, |(p, _)| p.offset);
-        if offset + 1 < first {
-            return None;
-        }
-        Some(
-            self.history
-                .iter()
-                .filter(|(p, _)| p.offset > offset)
-                .map(|(p, _)| p.clone())
-                .collect(),
-        )
-    }
-
-    /// Releases committed publications in offset order: into history, and queued for the
-    /// channel's deliverer with the current subscribers. Returns whether the caller must
-    /// start the deliverer ([`Hub::deliver`]).
-    #[must_use]
-    fn release(&mut self, name: &str, opts: &NamespaceOptions) -> bool {
-        let now = Instant::now();
-        let mut messages = Vec::new();
-        while let Some(entry) = self.ready.first_entry() {
-            if *entry.key() != self.top + 1 {
-                break;
-            }
-            self.top += 1;
-            let Some(publication) = entry.remove() else {
-                continue;
-            };
-            // Encoded only for someone: a channel published to without subscribers (a
-            // backend filling history) skips the JSON and the frame.
-            if !self.subscribers.is_empty() {
-                let push = Push::Publication {
-                    channel: name,
-                    epoch: &self.epoch,
-                    publication: &publication,
-                };
-                messages.push(PreparedMessage::text(&push.to_json()));
-            }
-            if keeps_history(opts) {
-                self.history
-                    .push_back((publication, now + opts.history_ttl));
-            }
-        }
-        if !messages.is_empty() {
-            let subscribers = self.snapshot();
-            self.outgoing.push_back(Delivery {
-                messages,
-                until: subscribers.len(),
-                subscribers,
-            });
-        }
-        self.trim(opts, now);
-        // The caller starts a deliverer if none is running.
-        if !self.outgoing.is_empty() && !self.delivering {
-            self.delivering = true;
-            return true;
-        }
-        false
-    }
-
-    /// The subscribers as a shared list (rebuilt only after a change).
-    fn snapshot(&mut self) -> Arc<[ClientHandle]> {
-        self.snapshot
-            .get_or_insert_with(|| self.subscribers.values().cloned().collect())
-            .clone()
-    }
-
-    fn broadcast(&self, message: &PreparedMessage) {
-        for handle in self.subscribers.values() {
-            handle.push(message.clone());
-        }
-    }
-}
-
-fn keeps_history(opts: &NamespaceOptions) -> bool {
-    opts.history_size > 0 && !opts.history_ttl.is_zero()
-}
-
-fn retention(opts: &NamespaceOptions) -> Retention {
-    Retention {
-        size: opts.history_size,
-        ttl: opts.history_ttl,
-    }
-}
-
-fn store_failed(err: StoreError) -> ClientError {
+pub(crate) fn store_failed(err: StoreError) -> ClientError {
     match err {
-        StoreError::MailboxFull(n) => {
-            ClientError::mailbox_full(format!("the mailbox is full ({n} messages)"))
+        StoreError::MailboxFull {
+            quota: MailboxQuota::Users,
+            limit,
+        } => {
+            ClientError::mailbox_full(format!("the mailbox is full ({limit} messages from users)"))
         }
+        StoreError::MailboxFull {
+            quota: MailboxQuota::Sender,
+            limit,
+        } => ClientError::mailbox_full(format!(
+            "the mailbox already holds {limit} unacknowledged messages from you"
+        )),
+        StoreError::MailboxFull {
+            quota: MailboxQuota::Server,
+            limit,
+        } => ClientError::mailbox_full(format!(
+            "the mailbox is full ({limit} messages from the server)"
+        )),
+        StoreError::Full(why) => ClientError::storage_full(why),
         StoreError::Failed(why) => ClientError::internal(format!("storage failed: {why}")),
     }
-}
-
-/// The presence key of a connection: its user, or the connection itself if anonymous.
-fn presence_key(info: &ClientInfo) -> &str {
-    if info.user.is_empty() {
-        &info.client
-    } else {
-        &info.user
-    }
-}
-
-/// A user's connections.
-#[derive(Debug, Default)]
-struct User {
-    connections: HashMap<u64, ClientHandle>,
-    /// Connections still being sent their mailbox, a page per `ack`. New private
-    /// messages are not pushed to them live (they are stored, and arrive in a later
-    /// page), so every message arrives in order.
-    catching_up: std::collections::HashSet<u64>,
-    /// Serialises `connect` and `send` for this user (held across store calls).
-    lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The result of a subscription.
@@ -310,14 +125,15 @@ pub struct History {
     pub complete: Option<bool>,
 }
 
-/// Where a private message went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SendStatus {
-    /// Queued to the user's live connections (and kept until acknowledged).
-    Delivered,
-    /// The user is offline: kept in the mailbox until they connect.
-    Stored,
+/// Who is subscribed to a channel.
+#[derive(Debug, Serialize)]
+pub struct Presence {
+    /// Users with a token, by user id.
+    pub presence: BTreeMap<String, PresenceEntry>,
+    /// Anonymous connections, by client id (absent when there are none). Kept apart
+    /// from users, so no user id can be mistaken for a connection.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub anonymous: BTreeMap<String, PresenceEntry>,
 }
 
 /// The hub. One per server, shared as `Arc<Hub>`.
@@ -333,6 +149,8 @@ pub struct Hub {
     open: Mutex<HashMap<u64, ClientHandle>>,
     next_client: AtomicU64,
     started: Instant,
+    /// Bytes of history cached over all channels (each channel's cache keeps it current).
+    cached: Arc<AtomicUsize>,
 }
 
 impl Hub {
@@ -347,6 +165,7 @@ impl Hub {
             open: Mutex::default(),
             next_client: AtomicU64::new(1),
             started: Instant::now(),
+            cached: Arc::default(),
         }
     }
 
@@ -370,9 +189,27 @@ impl Hub {
         self.started.elapsed()
     }
 
+    /// Bytes of history cached in memory, over all channels.
+    pub fn cached_bytes(&self) -> usize {
+        self.cached.load(Ordering::Relaxed)
+    }
+
+    /// Channels held in memory.
+    pub fn channels_in_memory(&self) -> usize {
+        let mut n = 0;
+        self.channels.each(|map| n += map.len());
+        n
+    }
+
     /// A fresh connection number.
     pub fn next_client_id(&self) -> u64 {
         self.next_client.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether the history cache is over its budget.
+    fn over_budget(&self) -> impl Fn() -> bool + '_ {
+        let budget = self.config.storage.history_cache_bytes;
+        move || self.cached.load(Ordering::Relaxed) > budget
     }
 
     /// Checks a channel name and returns its namespace options.
@@ -405,17 +242,25 @@ impl Hub {
             {
                 let mut shard = self.channels.lock(name);
                 match shard.entry(name.to_owned()) {
-                    Entry::Occupied(mut e) => return Ok(f(e.get_mut())),
+                    Entry::Occupied(mut e) => {
+                        let ch = e.get_mut();
+                        ch.last_used = Instant::now();
+                        return Ok(f(ch));
+                    }
                     Entry::Vacant(v) => {
                         if let Some(snapshot) = snapshot.take() {
-                            return Ok(f(v.insert(Channel::new(snapshot, opts))));
+                            let ch = Channel::new(snapshot, opts, self.cached.clone());
+                            return Ok(f(v.insert(ch)));
                         }
                     }
                 }
             }
+            // A sixteenth of the budget at most per channel loaded: the cache fills from
+            // live publications, and the store answers the rest.
+            let recent_bytes = self.config.storage.history_cache_bytes / 16;
             snapshot = Some(
                 self.store
-                    .channel(name, retention(opts))
+                    .channel(name, retention(opts), recent_bytes)
                     .await
                     .map_err(store_failed)?,
             );
@@ -494,8 +339,8 @@ impl Hub {
     }
 
     /// Waits for a publication's store write, then releases it (and whatever committed
-    /// before it) to history and the channel's deliverer. `None` if the channel or its
-    /// namespace went away meanwhile.
+    /// before it) to the history cache and the channel's deliverer. `None` if the channel
+    /// or its namespace went away meanwhile.
     async fn commit(
         self: &Arc<Self>,
         name: &str,
@@ -503,6 +348,7 @@ impl Hub {
         write: Option<impl Future<Output = Result<(), StoreError>>>,
     ) -> Option<Result<u64, StoreError>> {
         let opts = self.channel_options(name).ok()?;
+        let stored = write.is_some();
         let result = match write {
             Some(write) => {
                 let start = Instant::now();
@@ -520,6 +366,9 @@ impl Hub {
             let mut shard = self.channels.lock(name);
             // Present: a channel with an unreleased offset is never dropped.
             let ch = shard.get_mut(name)?;
+            if result.is_ok() || !stored {
+                ch.stored_top = ch.stored_top.max(offset);
+            }
             ch.ready
                 .insert(offset, result.is_ok().then_some(publication));
         }
@@ -530,19 +379,62 @@ impl Hub {
         let start_deliverer = {
             let mut shard = self.channels.lock(name);
             let ch = shard.get_mut(name)?;
-            ch.top < offset && ch.release(name, opts)
+            ch.top < offset && ch.release(name, opts, self.over_budget())
         };
         if start_deliverer {
-            let (hub, name) = (self.clone(), name.to_owned());
-            tokio::spawn(async move { hub.deliver(&name).await });
+            self.start_deliverer(name);
         }
         Some(result.map(|()| offset))
+    }
+
+    /// Starts the channel's deliverer task (the caller marked it running).
+    fn start_deliverer(self: &Arc<Self>, name: &str) {
+        let (hub, name) = (self.clone(), name.to_owned());
+        tokio::spawn(async move { hub.deliver(&name).await });
+    }
+
+    /// The publications after `after` (at most `want`), from the cache, or from the cache
+    /// and what was `fetched` from the store.
+    fn since(ch: &Channel, after: u64, want: usize, fetched: Option<&Fetched>) -> Since {
+        let found = |mut publications: Vec<Arc<Publication>>| {
+            publications.truncate(want);
+            Since::Found(publications)
+        };
+        match ch.cache.since(after, ch.top) {
+            Since::Found(publications) => return found(publications),
+            Since::Gone => return Since::Gone,
+            Since::AskStore => {}
+        }
+        let Some(fetched) = fetched.filter(|f| f.after == after && !f.newest) else {
+            return Since::AskStore;
+        };
+        // Later commits may be in the store before they are released: those reach the
+        // subscriber live, so only what was released counts here.
+        let stored: Vec<_> = fetched
+            .publications
+            .iter()
+            .filter(|p| p.offset <= ch.top)
+            .cloned()
+            .collect();
+        match stored.first() {
+            Some(first) if first.offset == after + 1 => {}
+            // The first ones after `after` expired (or were never stored).
+            _ => return Since::Gone,
+        }
+        let last = stored.last().map_or(after, |p| p.offset);
+        if stored.len() >= want || last == ch.top {
+            return found(stored);
+        }
+        match ch.cache.since(last, ch.top) {
+            Since::Found(rest) => found(stored.into_iter().chain(rest).collect()),
+            other => other,
+        }
     }
 
     /// Subscribes a connection. Under the channel's lock: recovers what the client missed,
     /// registers it, queues `reply` (built from the result) to it, then announces the join.
     pub async fn subscribe(
-        &self,
+        self: &Arc<Self>,
         channel: &str,
         handle: &ClientHandle,
         info: &ClientInfo,
@@ -551,80 +443,118 @@ impl Hub {
     ) -> Result<(), ClientError> {
         let opts = self.channel_options(channel)?;
         let mut reply = Some(reply);
-        self.with_channel(channel, opts, |ch| {
-            if ch.subscribers.contains_key(&handle.id) {
-                return Err(ClientError::already_subscribed(format!(
-                    "already subscribed to {channel:?}"
-                )));
-            }
-            ch.trim(opts, Instant::now());
-            let recovered = recover.map(|pos| {
-                if *pos.epoch == *ch.epoch {
-                    ch.since(pos.offset)
-                } else {
-                    None
-                }
-            });
-            let result = Subscribed {
-                epoch: ch.epoch.to_string(),
-                offset: ch.top,
-                recoverable: keeps_history(opts),
-                recovered: recovered.as_ref().map(Option::is_some),
-                publications: recovered.flatten().unwrap_or_default(),
+        let mut fetched: Option<Fetched> = None;
+        for attempt in 1..=READ_ATTEMPTS {
+            let last_try = attempt == READ_ATTEMPTS;
+            let step = self
+                .with_channel(channel, opts, |ch| {
+                    if ch.subscribers.contains_key(&handle.id) {
+                        return Err(ClientError::already_subscribed(format!(
+                            "already subscribed to {channel:?}"
+                        )));
+                    }
+                    ch.cache.trim(opts, Instant::now());
+                    let recovered = match recover {
+                        None => None,
+                        Some(pos) if *pos.epoch != *ch.epoch => Some(None),
+                        Some(pos) => {
+                            match Self::since(ch, pos.offset, usize::MAX, fetched.as_ref()) {
+                                Since::Found(publications) => Some(Some(publications)),
+                                Since::Gone => Some(None),
+                                Since::AskStore if !last_try => return Ok(Some(pos.offset)),
+                                Since::AskStore => Some(None),
+                            }
+                        }
+                    };
+                    let result = Subscribed {
+                        epoch: ch.epoch.to_string(),
+                        offset: ch.top,
+                        recoverable: keeps_history(opts),
+                        recovered: recovered.as_ref().map(Option::is_some),
+                        publications: recovered.flatten().unwrap_or_default(),
+                    };
+                    if let Some(reply) = reply.take() {
+                        handle.push(PreparedMessage::text(&reply(&result)));
+                    }
+                    ch.subscribers.insert(handle.id, handle.clone());
+                    ch.snapshot = None;
+                    self.metrics.subscriptions.add(1);
+                    let entry =
+                        ch.presence
+                            .entry(PresenceKey::of(info))
+                            .or_insert_with(|| PresenceEntry {
+                                user: info.user.clone(),
+                                info: info.info.clone(),
+                                connections: 0,
+                            });
+                    entry.connections += 1;
+                    let start = entry.connections == 1
+                        && opts.join_leave
+                        && ch.announce(PreparedMessage::text(
+                            &Push::Join { channel, info }.to_json(),
+                        ));
+                    if start {
+                        self.start_deliverer(channel);
+                    }
+                    Ok(None)
+                })
+                .await??;
+            let Some(after) = step else {
+                return Ok(());
             };
-            if let Some(reply) = reply.take() {
-                handle.push(PreparedMessage::text(&reply(&result)));
-            }
-            ch.subscribers.insert(handle.id, handle.clone());
-            ch.snapshot = None;
-            self.metrics.subscriptions.add(1);
-            let entry = ch
-                .presence
-                .entry(presence_key(info).to_owned())
-                .or_insert_with(|| PresenceEntry {
-                    user: info.user.clone(),
-                    info: info.info.clone(),
-                    connections: 0,
-                });
-            entry.connections += 1;
-            if entry.connections == 1 && opts.join_leave {
-                let push = Push::Join { channel, info };
-                ch.broadcast(&PreparedMessage::text(&push.to_json()));
-            }
-            Ok(())
-        })
-        .await?
+            let query = HistoryQuery {
+                after,
+                before: None,
+                limit: opts.history_size,
+                newest: false,
+            };
+            fetched = Some(Fetched {
+                after,
+                newest: false,
+                publications: self
+                    .store
+                    .history(channel, query)
+                    .await
+                    .map_err(store_failed)?,
+            });
+        }
+        Err(ClientError::internal("subscription lost"))
     }
 
     /// Unsubscribes a connection; announces the leave when it was the user's last one.
     /// Returns whether it was subscribed.
-    pub fn unsubscribe(&self, channel: &str, client: u64, info: &ClientInfo) -> bool {
+    pub fn unsubscribe(self: &Arc<Self>, channel: &str, client: u64, info: &ClientInfo) -> bool {
         let join_leave = self
             .config
             .channel_options(channel)
             .is_some_and(|o| o.join_leave);
-        let mut shard = self.channels.lock(channel);
-        let Some(ch) = shard.get_mut(channel) else {
-            return false;
-        };
-        ch.snapshot = None;
-        if ch.subscribers.remove(&client).is_none() {
-            return false;
-        }
-        self.metrics.subscriptions.add(-1);
-        let key = presence_key(info);
-        if let Some(entry) = ch.presence.get_mut(key) {
-            entry.connections -= 1;
-            if entry.connections == 0 {
-                ch.presence.remove(key);
-                if join_leave {
-                    let push = Push::Leave { channel, info };
-                    ch.broadcast(&PreparedMessage::text(&push.to_json()));
+        let start = {
+            let mut shard = self.channels.lock(channel);
+            let Some(ch) = shard.get_mut(channel) else {
+                return false;
+            };
+            if ch.subscribers.remove(&client).is_none() {
+                return false;
+            }
+            ch.snapshot = None;
+            ch.last_used = Instant::now();
+            self.metrics.subscriptions.add(-1);
+            let key = PresenceKey::of(info);
+            let mut start = false;
+            if let Some(entry) = ch.presence.get_mut(&key) {
+                entry.connections -= 1;
+                if entry.connections == 0 {
+                    ch.presence.remove(&key);
+                    if join_leave {
+                        let push = Push::Leave { channel, info };
+                        start = ch.announce(PreparedMessage::text(&push.to_json()));
+                    }
                 }
             }
-        }
-        if ch.is_idle() {
-            shard.remove(channel);
+            start
+        };
+        if start {
+            self.start_deliverer(channel);
         }
         true
     }
@@ -642,52 +572,116 @@ impl Hub {
                 "no history in {channel:?}"
             )));
         }
-        let limit = limit.unwrap_or(usize::MAX);
-        self.with_channel(channel, opts, |ch| {
-            ch.trim(opts, Instant::now());
-            let (publications, complete) = match since {
-                Some(pos) => {
-                    let found = (*pos.epoch == *ch.epoch)
-                        .then(|| ch.since(pos.offset))
-                        .flatten();
-                    let complete = found.is_some();
-                    let mut pubs = found.unwrap_or_default();
-                    pubs.truncate(limit);
-                    (pubs, Some(complete))
-                }
-                None => {
-                    let skip = ch.history.len().saturating_sub(limit);
-                    (
-                        ch.history
-                            .iter()
-                            .skip(skip)
-                            .map(|(p, _)| p.clone())
-                            .collect(),
-                        None,
-                    )
-                }
+        let limit = limit.unwrap_or(usize::MAX).min(opts.history_size);
+        let mut fetched: Option<Fetched> = None;
+        for attempt in 1..=READ_ATTEMPTS {
+            let last_try = attempt == READ_ATTEMPTS;
+            let answer = self
+                .with_channel(channel, opts, |ch| {
+                    ch.cache.trim(opts, Instant::now());
+                    let (publications, complete) = match since {
+                        Some(pos) if *pos.epoch != *ch.epoch => (Vec::new(), Some(false)),
+                        Some(pos) => match Self::since(ch, pos.offset, limit, fetched.as_ref()) {
+                            Since::Found(publications) => (publications, Some(true)),
+                            Since::Gone => (Vec::new(), Some(false)),
+                            Since::AskStore if !last_try => {
+                                return Err((pos.offset, false));
+                            }
+                            Since::AskStore => (Vec::new(), Some(false)),
+                        },
+                        None => match Self::newest(ch, limit, fetched.as_ref()) {
+                            Some(publications) => (publications, None),
+                            None if !last_try => return Err((0, true)),
+                            None => (ch.cache.newest(limit), None),
+                        },
+                    };
+                    Ok(History {
+                        epoch: ch.epoch.to_string(),
+                        offset: ch.top,
+                        publications,
+                        complete,
+                    })
+                })
+                .await?;
+            let (after, newest) = match answer {
+                Ok(history) => return Ok(history),
+                Err(read) => read,
             };
-            History {
-                epoch: ch.epoch.to_string(),
-                offset: ch.top,
-                publications,
-                complete,
-            }
-        })
-        .await
+            let query = HistoryQuery {
+                after,
+                before: None,
+                limit,
+                newest,
+            };
+            fetched = Some(Fetched {
+                after,
+                newest,
+                publications: self
+                    .store
+                    .history(channel, query)
+                    .await
+                    .map_err(store_failed)?,
+            });
+        }
+        Err(ClientError::internal("history lost"))
     }
 
-    /// Who is subscribed to a channel: presence key → user, info and connection count.
-    pub fn presence(&self, channel: &str) -> Result<serde_json::Value, ClientError> {
+    /// The newest `limit` publications, from the cache, or from what was `fetched` (the
+    /// store's newest) and the cache; `None` when the store must be read.
+    fn newest(
+        ch: &Channel,
+        limit: usize,
+        fetched: Option<&Fetched>,
+    ) -> Option<Vec<Arc<Publication>>> {
+        if ch.cache.is_complete() || ch.cache.len() >= limit {
+            return Some(ch.cache.newest(limit));
+        }
+        let fetched = fetched.filter(|f| f.newest)?;
+        let mut publications: Vec<_> = fetched
+            .publications
+            .iter()
+            .filter(|p| p.offset <= ch.top)
+            .cloned()
+            .collect();
+        let last = publications.last().map_or(0, |p| p.offset);
+        if last < ch.top {
+            // Released since the read: the cache must hold them.
+            match ch.cache.since(last, ch.top) {
+                Since::Found(rest) => publications.extend(rest),
+                _ => return None,
+            }
+        }
+        let skip = publications.len().saturating_sub(limit);
+        publications.drain(..skip);
+        Some(publications)
+    }
+
+    /// Who is subscribed to a channel.
+    pub fn presence(&self, channel: &str) -> Result<Presence, ClientError> {
         let opts = self.channel_options(channel)?;
         if !opts.presence {
             return Err(ClientError::not_available(format!(
                 "no presence in {channel:?}"
             )));
         }
+        let mut presence = Presence {
+            presence: BTreeMap::new(),
+            anonymous: BTreeMap::new(),
+        };
         let shard = self.channels.lock(channel);
-        let presence = shard.get(channel).map(|ch| &ch.presence);
-        Ok(serde_json::json!({ "presence": presence.cloned().unwrap_or_default() }))
+        if let Some(ch) = shard.get(channel) {
+            for (key, entry) in &ch.presence {
+                match key {
+                    PresenceKey::User(user) => {
+                        presence.presence.insert(user.clone(), entry.clone())
+                    }
+                    PresenceKey::Anonymous(client) => {
+                        presence.anonymous.insert(client.clone(), entry.clone())
+                    }
+                };
+            }
+        }
+        Ok(presence)
     }
 
     /// Active channels (with at least one subscriber) and their subscriber counts.
@@ -704,191 +698,46 @@ impl Hub {
         out
     }
 
-    fn user_lock(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.users
-            .lock(user)
-            .entry(user.to_owned())
-            .or_default()
-            .lock
-            .clone()
-    }
-
-    /// Registers a user's connection, queues `reply`, then the first page of the user's
-    /// pending mailbox, all under the user's lock. Returns the last mailbox id queued if
-    /// more pages remain (the connection gets them one per `ack`, see
-    /// [`Hub::mailbox_page`]).
-    pub async fn connect_user(
-        &self,
-        user: &str,
-        handle: &ClientHandle,
-        reply: String,
-    ) -> Result<Option<u64>, ClientError> {
-        let lock = self.user_lock(user);
-        let _serial = lock.lock().await;
-        handle.push(PreparedMessage::text(&reply));
-        self.users
-            .lock(user)
-            .entry(user.to_owned())
-            .or_default()
-            .connections
-            .insert(handle.id, handle.clone());
-        if user.is_empty() {
-            return Ok(None);
-        }
-        self.push_page(user, handle, 0).await
-    }
-
-    /// Queues the next page of mailbox messages after id `after` to a connection that is
-    /// catching up. Returns the last id queued if more remain.
-    pub async fn mailbox_page(
-        &self,
-        user: &str,
-        handle: &ClientHandle,
-        after: u64,
-    ) -> Result<Option<u64>, ClientError> {
-        let lock = self.user_lock(user);
-        let _serial = lock.lock().await;
-        self.push_page(user, handle, after).await
-    }
-
-    /// Queues pending messages after `after` while they fit in half the connection's
-    /// outbox (the other half stays for live traffic), and at least one. The caller holds
-    /// the user's lock.
-    async fn push_page(
-        &self,
-        user: &str,
-        handle: &ClientHandle,
-        after: u64,
-    ) -> Result<Option<u64>, ClientError> {
-        let pending = self
-            .store
-            .mailbox_pending(user)
-            .await
-            .map_err(store_failed)?;
-        let pending: Vec<_> = pending.into_iter().filter(|m| m.id > after).collect();
-        let limits = &self.config.limits;
-        let (max_messages, max_bytes) = (limits.outbox_messages / 2, limits.outbox_bytes / 2);
-        let (mut taken, mut bytes) = (0, 0);
-        for message in &pending {
-            let frame = PreparedMessage::text(&Push::Message { message }.to_json());
-            let len = frame.as_bytes().len();
-            if taken > 0 && (taken >= max_messages || bytes + len > max_bytes) {
-                break;
-            }
-            handle.push(frame);
-            (taken, bytes) = (taken + 1, bytes + len);
-        }
-        let more = taken < pending.len();
-        if let Some(entry) = self.users.lock(user).get_mut(user) {
-            if more {
-                entry.catching_up.insert(handle.id);
-            } else {
-                entry.catching_up.remove(&handle.id);
-            }
-        }
-        // `taken` is at least 1 when more remain.
-        Ok(more.then(|| pending[taken.saturating_sub(1)].id))
-    }
-
-    /// Removes a user's connection.
-    pub fn disconnect_user(&self, user: &str, client: u64) {
-        let mut shard = self.users.lock(user);
-        if let Some(entry) = shard.get_mut(user) {
-            entry.connections.remove(&client);
-            entry.catching_up.remove(&client);
-            if entry.connections.is_empty() && Arc::strong_count(&entry.lock) == 1 {
-                shard.remove(user);
-            }
-        }
-    }
-
-    /// Sends a private message: stored in the user's mailbox, then queued to every live
-    /// connection of the user. It stays in the mailbox until the user acknowledges it, so
-    /// a connection lost before reading it loses nothing. A full mailbox refuses messages
-    /// for an offline user (error 115); an online user still gets them live, unkept.
-    pub async fn send(
-        &self,
-        user: &str,
-        data: Arc<RawValue>,
-        from: Option<ClientInfo>,
-    ) -> Result<(SendStatus, u64), ClientError> {
-        if user.is_empty() {
-            return Err(ClientError::bad_request("the recipient user id is empty"));
-        }
-        let limits = MailboxLimits {
-            size: self.config.mailbox.size,
-            ttl: self.config.mailbox.ttl,
-        };
-        let lock = self.user_lock(user);
-        let _serial = lock.lock().await;
-        let handles: Vec<ClientHandle> = self
-            .users
-            .lock(user)
-            .get(user)
-            .map(|u| {
-                u.connections
-                    .values()
-                    .filter(|h| !u.catching_up.contains(&h.id))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
-        let online = !handles.is_empty();
-        let message = self
-            .store
-            .mailbox_push(user, from, data, limits, online)
-            .await
-            .map_err(store_failed)?;
-        if !handles.is_empty() {
-            let frame = PreparedMessage::text(&Push::Message { message: &message }.to_json());
-            for handle in &handles {
-                handle.push(frame.clone());
-            }
-        }
-        self.metrics.private_messages.inc();
-        let status = if handles.is_empty() {
-            SendStatus::Stored
-        } else {
-            SendStatus::Delivered
-        };
-        Ok((status, message.id))
-    }
-
-    /// Removes a user's mailbox messages up to and including `upto`.
-    pub async fn ack(&self, user: &str, upto: u64) -> Result<(), ClientError> {
-        self.store
-            .mailbox_ack(user, upto)
-            .await
-            .map_err(store_failed)
-    }
-
-    /// Ends every connection of a user. Returns how many there were.
-    pub fn disconnect(&self, user: &str, code: CloseCode, reason: &str) -> usize {
-        let shard = self.users.lock(user);
-        let Some(entry) = shard.get(user) else {
-            return 0;
-        };
-        for handle in entry.connections.values() {
-            handle.disconnect(code, reason);
-        }
-        entry.connections.len()
-    }
-
-    /// Drops expired history, and channels and users left idle. Run periodically, off
-    /// the hot path.
+    /// Drops expired history, channels left idle for [`IDLE_KEEP`] and users left
+    /// without connections; past the cache budget, drops the caches of the channels used
+    /// least recently. Run periodically, off the hot path.
     pub fn sweep(&self) {
         let now = Instant::now();
+        let over_budget = self.over_budget();
         self.channels.each(|map| {
             map.retain(|name, ch| {
                 if let Some(opts) = self.config.channel_options(name) {
-                    ch.trim(opts, now);
+                    ch.cache.trim(opts, now);
                 }
-                !ch.is_idle()
+                !(ch.is_idle() && now.duration_since(ch.last_used) >= IDLE_KEEP)
             })
         });
-        self.users.each(|map| {
-            map.retain(|_, user| !user.connections.is_empty() || Arc::strong_count(&user.lock) > 1)
-        });
+        if over_budget() {
+            // Least recently used first; idle channels go altogether.
+            let mut used: Vec<(Instant, String)> = Vec::new();
+            self.channels.each(|map| {
+                used.extend(
+                    map.iter()
+                        .filter(|(_, ch)| ch.cache.bytes() > 0)
+                        .map(|(name, ch)| (ch.last_used, name.clone())),
+                );
+            });
+            used.sort();
+            for (_, name) in used {
+                if !over_budget() {
+                    break;
+                }
+                let mut shard = self.channels.lock(&name);
+                if let Some(ch) = shard.get_mut(&name) {
+                    if ch.is_idle() {
+                        shard.remove(&name);
+                    } else {
+                        ch.cache.clear();
+                    }
+                }
+            }
+        }
+        self.sweep_users();
     }
 
     /// Registers an open connection (see [`Hub::disconnect_all`]).

@@ -21,36 +21,33 @@
 //! the next request to tell it. It is then removed: later requests naming it get 404.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use serde_json::value::RawValue;
 use switchboard_ws::{CloseCode, PreparedMessage};
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::admission::Refusal;
+use crate::auth::{expires_in, is_expired};
 use crate::error::{ClientError, close};
 use crate::hub::random_id;
 use crate::outbox::{ClientHandle, Disconnect, Outbox, outbox};
 use crate::session::Session;
 use crate::state::AppState;
 use crate::transport::sse;
-use crate::wire::now_ms;
 
 /// Requests waiting for one session's actor. Small: a client has one poll or one send in
 /// flight at a time; more wait in their HTTP handlers.
 const REQUESTS: usize = 16;
-
-/// Bytes of a body read (and discarded) past the size limit before answering 413, so the
-/// client reads the answer instead of a connection reset; a larger body is cut short.
-const DRAIN_CAP: usize = 1 << 20;
 
 /// The open HTTP sessions by id. A session is in it from its creation until its client
 /// was told it ended (or could not be).
@@ -97,13 +94,15 @@ pub(crate) enum ToSession {
     },
 }
 
-/// Opens a new session, with its SSE stream when it is opened by one; returns its id,
-/// or `None` when `limits.max_connections` are open.
+/// Opens a new session for a client at `peer`, with its SSE stream when it is opened by
+/// one; returns its id, or why it was refused (no pending slot: see
+/// [`crate::admission`]).
 pub(crate) fn open(
     state: &Arc<AppState>,
     stream: Option<sse::StreamTx>,
-) -> Option<(String, mpsc::Sender<ToSession>)> {
-    let permit = state.permits.clone().try_acquire_owned().ok()?;
+    peer: IpAddr,
+) -> Result<(String, mpsc::Sender<ToSession>), Refusal> {
+    let slot = state.admission.pending(peer)?;
     let (tx, rx) = mpsc::channel(REQUESTS);
     let sid = {
         let mut sessions = state.http_sessions.lock();
@@ -138,7 +137,12 @@ pub(crate) fn open(
             next_ping: now + limits.ping_interval,
         }
     });
-    debug!(session = %sid, client = handle.id, sse = stream.is_some(), "HTTP session opened");
+    // Never the session id: it is a bearer credential.
+    debug!(
+        client = handle.id,
+        sse = stream.is_some(),
+        "HTTP session opened"
+    );
     let actor = Actor {
         state: state.clone(),
         sid: sid.clone(),
@@ -153,9 +157,9 @@ pub(crate) fn open(
         stream,
         poll: None,
     };
-    let session = Session::new(state.clone(), handle);
-    state.tracker.spawn(actor.run(session, outbox, rx, permit));
-    Some((sid, tx))
+    let session = Session::new(state.clone(), handle, slot, peer);
+    state.tracker.spawn(actor.run(session, outbox, rx));
+    Ok((sid, tx))
 }
 
 /// An open SSE stream.
@@ -214,7 +218,6 @@ impl Actor {
         mut session: Session,
         mut outbox: Outbox,
         mut rx: mpsc::Receiver<ToSession>,
-        permit: OwnedSemaphorePermit,
     ) {
         let end = self.drive(&mut session, &mut outbox, &mut rx).await;
         // Replies queued before the end (the error before a 4001) still go out.
@@ -226,11 +229,10 @@ impl Actor {
         drop(session);
         self.state.hub.unregister(self.handle.id);
         self.state.hub.metrics().connections.add(-1);
-        drop(permit);
         match end {
-            End::Idle => debug!(session = %self.sid, "HTTP session idle: ended"),
+            End::Idle => debug!(client = self.handle.id, "HTTP session idle: ended"),
             End::Closed(reason) => {
-                debug!(session = %self.sid, code = reason.code.0, reason = %reason.reason, "HTTP session ended");
+                debug!(client = self.handle.id, code = reason.code.0, reason = %reason.reason, "HTTP session ended");
                 if !self.tell(&reason) {
                     self.linger(&mut rx, &reason).await;
                 }
@@ -280,7 +282,7 @@ impl Actor {
                 ready = stream_ready(stream, unwritten) => match ready {
                     Some(permit) => self.write(permit),
                     None => {
-                        debug!(session = %self.sid, "SSE stream closed");
+                        debug!(client = self.handle.id, "SSE stream closed");
                         self.stream = None;
                         self.idle_since_now();
                     }
@@ -302,9 +304,7 @@ impl Actor {
         if !session.is_connected() {
             deadline = deadline.min(connect_deadline);
         } else if let Some(exp) = session.token_expiry() {
-            // A millisecond late, so the check after waking sees the token expired.
-            let left = Duration::from_millis((exp * 1000).saturating_sub(now_ms()) + 1);
-            deadline = deadline.min(now + left);
+            deadline = deadline.min(now + expires_in(exp));
         }
         if let Some(poll) = &self.poll {
             deadline = deadline.min(poll.deadline);
@@ -337,10 +337,7 @@ impl Actor {
                 "connect was not sent in time",
             ));
         }
-        if session
-            .token_expiry()
-            .is_some_and(|exp| exp * 1000 <= now_ms())
-        {
+        if session.token_expiry().is_some_and(is_expired) {
             return Some(self.end(
                 outbox,
                 close::TOKEN_EXPIRED,
@@ -504,7 +501,20 @@ impl Actor {
                 attached,
             } => {
                 let _ = attached.send(());
-                // Replacing the older stream drops its sender, which ends it.
+                // Someone resumed this session by its id: the older stream is told it is
+                // over (if its reader is still there), so two readers never share one
+                // session unnoticed.
+                if let Some(older) = self.stream.take() {
+                    let mut chunk = BytesMut::new();
+                    sse::close(
+                        &mut chunk,
+                        &Disconnect {
+                            code: close::SESSION_TAKEN,
+                            reason: "another stream resumed this session".into(),
+                        },
+                    );
+                    let _ = older.tx.try_send(chunk.freeze());
+                }
                 self.stream = Some(Stream {
                     tx,
                     next_ping: Instant::now() + self.state.config.limits.ping_interval,
@@ -682,51 +692,29 @@ pub(crate) fn not_found() -> Response {
     )
 }
 
-/// Reads a command body of at most `limit` bytes and splits it into commands: a JSON
-/// array gives one command per element; anything else is one command (bad JSON included:
-/// the session answers it with the usual error). An empty body has none.
+/// Reads a command body (at most `limits.max_message_size` bytes, within
+/// `limits.body_timeout`) and splits it into commands: a JSON array gives one command per
+/// element; anything else is one command (bad JSON included: the session answers it with
+/// the usual error). An empty body has none.
 pub(crate) async fn read_commands(
+    state: &AppState,
     headers: &HeaderMap,
     body: Body,
-    limit: usize,
 ) -> Result<Vec<String>, Refused> {
-    let too_large = || {
-        Refused(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ClientError::payload_too_large(format!(
-                "the body is larger than limits.max_message_size ({limit} bytes)"
-            )),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > DRAIN_CAP) {
-        return Err(too_large());
-    }
-    let mut stream = body.into_data_stream();
-    let mut read = Vec::new();
-    let mut seen = 0usize;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|err| {
-            Refused(
-                StatusCode::BAD_REQUEST,
-                ClientError::bad_request(format!("the body could not be read: {err}")),
-            )
-        })?;
-        seen += chunk.len();
-        if seen > DRAIN_CAP {
-            return Err(too_large());
-        }
-        if seen <= limit {
-            read.extend_from_slice(&chunk);
-        }
-    }
-    if seen > limit {
-        return Err(too_large());
-    }
-    let text = String::from_utf8(read).map_err(|_| {
+    let limits = &state.config.limits;
+    let bytes = crate::body::read(
+        headers,
+        body,
+        limits.max_message_size,
+        limits.body_timeout,
+        state.hub.metrics(),
+    )
+    .await
+    .map_err(|err| {
+        let (status, error) = err.answer();
+        Refused(status, error)
+    })?;
+    let text = String::from_utf8(bytes.to_vec()).map_err(|_| {
         Refused(
             StatusCode::BAD_REQUEST,
             ClientError::bad_request("the body is not UTF-8"),

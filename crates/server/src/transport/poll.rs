@@ -55,20 +55,23 @@ pub(crate) async fn poll(State(state): State<Arc<AppState>>, request: Request) -
             Some(other) => return Err(bad(format!("wait is 0 or 1, not {other}"))),
         };
         let (parts, body) = request.into_parts();
-        let limit = state.config.limits.max_message_size;
-        let commands = read_commands(&parts.headers, body, limit)
+        let commands = read_commands(&state, &parts.headers, body)
             .await
             .map_err(IntoResponse::into_response)?;
         let session = match &query.session {
             Some(sid) => state.http_sessions.get(sid).ok_or_else(not_found)?,
-            None => match open(&state, None) {
-                Some((_, session)) => session,
-                None => {
-                    return Err(
-                        (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response()
-                    );
+            None => {
+                let peer = crate::listen::peer(&parts.extensions).ip();
+                let ip = crate::http::client_ip(&state.config, peer, &parts.headers);
+                match open(&state, None, ip) {
+                    Ok((_, session)) => session,
+                    Err(refusal) => {
+                        return Err(
+                            (StatusCode::SERVICE_UNAVAILABLE, refusal.message()).into_response()
+                        );
+                    }
                 }
-            },
+            }
         };
         let (reply, answered) = oneshot::channel();
         let request = ToSession::Poll {

@@ -161,9 +161,11 @@ pub(crate) async fn stream(State(state): State<Arc<AppState>>, request: Request)
         // to subscribe again (recovering by offsets).
         None => {
             let (tx, rx) = mpsc::channel(CHUNKS);
-            if open(&state, Some(tx)).is_none() {
+            let peer = crate::listen::peer(request.extensions()).ip();
+            let ip = crate::http::client_ip(&state.config, peer, request.headers());
+            if let Err(refusal) = open(&state, Some(tx), ip) {
                 return with_cors(
-                    (StatusCode::SERVICE_UNAVAILABLE, "too many connections\n").into_response(),
+                    (StatusCode::SERVICE_UNAVAILABLE, refusal.message()).into_response(),
                     cors,
                 );
             }
@@ -210,8 +212,7 @@ pub(crate) async fn send(State(state): State<Arc<AppState>>, request: Request) -
             ));
         };
         let (parts, body) = request.into_parts();
-        let limit = state.config.limits.max_message_size;
-        let commands = read_commands(&parts.headers, body, limit)
+        let commands = read_commands(&state, &parts.headers, body)
             .await
             .map_err(IntoResponse::into_response)?;
         let session = state.http_sessions.get(&sid).ok_or_else(not_found)?;

@@ -1,8 +1,8 @@
 //! The WebSocket transport: one task per connection, reading commands and writing what the
 //! hub queued, with the server's pings, timeouts and disconnects.
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use hyper::upgrade::OnUpgrade;
@@ -11,21 +11,24 @@ use switchboard_ws::tokio::WebSocket;
 use switchboard_ws::{Message, Role};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::admission::PendingSlot;
+use crate::auth::{expires_in, is_expired};
 use crate::error::{ClientError, close};
 use crate::outbox::{ClientHandle, Disconnect, Outbox, outbox};
 use crate::session::Session;
 use crate::state::AppState;
-use crate::wire::{now_ms, reply_err};
+use crate::wire::reply_err;
+use crate::write_deadline::WriteDeadline;
 
-/// Serves one upgraded connection until it closes.
+/// Serves one upgraded connection of a client at `peer`, holding `slot`, until it closes.
 pub(crate) async fn serve(
     state: Arc<AppState>,
     on_upgrade: OnUpgrade,
-    permit: OwnedSemaphorePermit,
+    slot: PendingSlot,
+    peer: IpAddr,
 ) {
     let upgraded = match on_upgrade.await {
         Ok(upgraded) => upgraded,
@@ -41,12 +44,15 @@ pub(crate) async fn serve(
         ..switchboard_ws::Config::default()
     };
     let (handle, outbox) = new_outbox(&state);
+    let session = Session::new(state.clone(), handle.clone(), slot, peer);
     // Over plain TCP, pushes are written straight to the socket (see `outbox`); the
     // WebSocket adapter reads the read half and writes its control frames through the
     // outbox's shared writer.
-    match upgraded.downcast::<TokioIo<TcpStream>>() {
+    match upgraded.downcast::<TokioIo<WriteDeadline<TcpStream>>>() {
         Ok(parts) => {
-            let (read, write) = parts.io.into_inner().into_split();
+            // The outbox bound, not the write deadline, cuts off a WebSocket client that
+            // stops reading.
+            let (read, write) = parts.io.into_inner().into_inner().into_split();
             let writer = outbox.attach(write);
             // Copied and dropped now: it can hold hyper's whole read buffer.
             let leftover = BytesMut::from(&parts.read_buf[..]);
@@ -57,7 +63,7 @@ pub(crate) async fn serve(
                 ws_config,
                 leftover,
             );
-            run_with(state, ws, handle, outbox).await;
+            run_with(state, ws, session, handle, outbox).await;
         }
         Err(upgraded) => {
             let ws = WebSocket::from_raw(
@@ -68,10 +74,9 @@ pub(crate) async fn serve(
             );
             // Boxed: not the usual path, and inline its future would add its size to
             // every connection's task.
-            Box::pin(run_with(state, ws, handle, outbox)).await;
+            Box::pin(run_with(state, ws, session, handle, outbox)).await;
         }
     }
-    drop(permit);
 }
 
 fn new_outbox(state: &AppState) -> (ClientHandle, Outbox) {
@@ -84,15 +89,11 @@ fn new_outbox(state: &AppState) -> (ClientHandle, Outbox) {
     )
 }
 
-/// Runs a session over any WebSocket stream.
-pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(state: Arc<AppState>, ws: WebSocket<S>) {
-    let (handle, outbox) = new_outbox(&state);
-    run_with(state, ws, handle, outbox).await;
-}
-
+/// Runs `session` over a WebSocket stream until it closes.
 async fn run_with<S: AsyncRead + AsyncWrite + Unpin>(
     state: Arc<AppState>,
     mut ws: WebSocket<S>,
+    mut session: Session,
     handle: ClientHandle,
     mut outbox: Outbox,
 ) {
@@ -104,7 +105,6 @@ async fn run_with<S: AsyncRead + AsyncWrite + Unpin>(
         handle.disconnect(close::SHUTDOWN, "server shutting down");
     }
     let id = handle.id;
-    let mut session = Session::new(state.clone(), handle);
     let ending = drive(&state, &mut ws, &mut session, &mut outbox).await;
     // Leave channels (announcing leaves) before the close handshake's wait.
     drop(session);
@@ -118,15 +118,9 @@ async fn run_with<S: AsyncRead + AsyncWrite + Unpin>(
     metrics.connections.add(-1);
 }
 
-/// When the session's token expires (far in the future without one).
+/// When the session's token expires (or is checked again, far in the future).
 fn expiry(session: &Session) -> Instant {
-    let now = Instant::now();
-    session
-        .token_expiry()
-        .map_or(now + Duration::from_secs(365 * 24 * 3600), |exp| {
-            // A millisecond late, so the check after waking sees the token expired.
-            now + Duration::from_millis((exp * 1000).saturating_sub(now_ms()) + 1)
-        })
+    Instant::now() + expires_in(session.token_expiry().unwrap_or(u64::MAX))
 }
 
 /// The connection loop. Returns how to close, or `None` when the connection already ended.
@@ -210,7 +204,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         reason: "connect was not sent in time".into(),
                     });
                 }
-                if session.token_expiry().is_some_and(|exp| exp * 1000 <= now_ms()) {
+                if session.token_expiry().is_some_and(is_expired) {
                     return Some(Disconnect {
                         code: close::TOKEN_EXPIRED,
                         reason: "the token expired; refresh it".into(),

@@ -63,7 +63,10 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info};
 
-use super::{BoxFuture, ChannelSnapshot, MailboxLimits, Retention, Store, StoreError};
+use super::{
+    BoxFuture, ChannelSnapshot, HistoryQuery, MailboxLimits, MailboxPage, MailboxQuota, Retention,
+    Store, StoreError, StoreUsage,
+};
 use crate::error::Error;
 use crate::hub::random_id;
 use crate::wire::{ClientInfo, PrivateMessage, Publication, now_ms};
@@ -107,6 +110,9 @@ pub struct SqliteStore {
     /// caller waits for its answer.
     requests: Option<mpsc::UnboundedSender<Request>>,
     writer: Option<JoinHandle<()>>,
+    /// Changes when the store may have lost acknowledged writes (see
+    /// [`Store::mailbox_epoch`]).
+    mailbox_epoch: String,
 }
 
 impl SqliteStore {
@@ -139,6 +145,7 @@ impl SqliteStore {
             path: path.to_owned(),
             requests: Some(requests),
             writer: Some(writer),
+            mailbox_epoch: random_id(8),
         })
     }
 
@@ -332,6 +339,11 @@ enum Op {
     Channel {
         name: String,
         retention: Retention,
+        recent_bytes: usize,
+    },
+    History {
+        channel: String,
+        query: HistoryQuery,
     },
     Append {
         channel: String,
@@ -346,8 +358,10 @@ enum Op {
         limits: MailboxLimits,
         online: bool,
     },
-    Pending {
+    Page {
         user: String,
+        after: u64,
+        limit: usize,
     },
     Ack {
         user: String,
@@ -364,9 +378,10 @@ enum Op {
 #[derive(Debug)]
 enum Answer {
     Snapshot(ChannelSnapshot),
+    Publications(Vec<Arc<Publication>>),
     Done,
     Message(Arc<PrivateMessage>),
-    Messages(Vec<Arc<PrivateMessage>>),
+    Page(MailboxPage),
     /// Rows deleted: the most of either table.
     Swept(usize),
 }
@@ -509,8 +524,19 @@ fn client_info_json(info: Option<&ClientInfo>) -> rusqlite::Result<Option<String
 /// prepared once per connection, not per request.
 fn execute(conn: &Connection, op: &Op, now: u64) -> rusqlite::Result<Result<Answer, StoreError>> {
     Ok(match op {
-        Op::Channel { name, retention } => {
-            Ok(Answer::Snapshot(channel(conn, name, *retention, now)?))
+        Op::Channel {
+            name,
+            retention,
+            recent_bytes,
+        } => Ok(Answer::Snapshot(channel(
+            conn,
+            name,
+            *retention,
+            *recent_bytes,
+            now,
+        )?)),
+        Op::History { channel, query } => {
+            Ok(Answer::Publications(history(conn, channel, *query, now)?))
         }
         Op::Append {
             channel,
@@ -526,7 +552,9 @@ fn execute(conn: &Connection, op: &Op, now: u64) -> rusqlite::Result<Result<Answ
             online,
         } => mailbox_push(conn, user, from.as_ref(), data, *limits, *online, now)?
             .map(Answer::Message),
-        Op::Pending { user } => Ok(Answer::Messages(mailbox_pending(conn, user, now)?)),
+        Op::Page { user, after, limit } => {
+            Ok(Answer::Page(mailbox_page(conn, user, *after, *limit, now)?))
+        }
         Op::Ack { user, upto } => {
             conn.prepare_cached("DELETE FROM mailbox WHERE user = ?1 AND id <= ?2")?
                 .execute(params![user, int(*upto)])?;
@@ -541,43 +569,105 @@ fn execute(conn: &Connection, op: &Op, now: u64) -> rusqlite::Result<Result<Answ
     })
 }
 
+/// A publication row (`"offset", data, info, time`) as a [`Publication`].
+fn publication_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Arc<Publication>> {
+    Ok(Arc::new(Publication {
+        offset: uint(row, 0)?,
+        data: raw_json(row.get(1)?, 1)?,
+        info: client_info(row.get(2)?, 2)?,
+        time: uint(row, 3)?,
+    }))
+}
+
+/// About how many bytes a publication holds in memory.
+fn publication_bytes(publication: &Publication) -> usize {
+    let info = publication.info.as_ref().map_or(0, |i| {
+        i.user.len() + i.client.len() + i.info.as_ref().map_or(0, |v| v.get().len())
+    });
+    publication.data.get().len() + info + 96
+}
+
 fn channel(
     conn: &Connection,
     name: &str,
     retention: Retention,
+    recent_bytes: usize,
     now: u64,
 ) -> rusqlite::Result<ChannelSnapshot> {
     let found: Option<(String, u64)> = conn
         .prepare_cached("SELECT epoch, top FROM channels WHERE name = ?1")?
         .query_row(params![name], |row| Ok((row.get(0)?, uint(row, 1)?)))
         .optional()?;
+    // Never stored: a fresh epoch, written by the first append (a read creates nothing).
     let Some((epoch, top)) = found else {
-        let epoch = random_id(8);
-        conn.prepare_cached("INSERT INTO channels (name, epoch, top) VALUES (?1, ?2, 0)")?
-            .execute(params![name, epoch])?;
         return Ok(ChannelSnapshot {
-            epoch,
+            epoch: random_id(8),
             top: 0,
             recent: Vec::new(),
+            complete: true,
         });
     };
     // The newest `size`, read backwards along the primary key, then put oldest first.
-    let mut recent = conn
-        .prepare_cached(
-            r#"SELECT "offset", data, info, time FROM publications
-               WHERE channel = ?1 AND expires > ?2 ORDER BY "offset" DESC LIMIT ?3"#,
-        )?
-        .query_map(params![name, int(now), int(retention.size as u64)], |row| {
-            Ok(Arc::new(Publication {
-                offset: uint(row, 0)?,
-                data: raw_json(row.get(1)?, 1)?,
-                info: client_info(row.get(2)?, 2)?,
-                time: uint(row, 3)?,
-            }))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut statement = conn.prepare_cached(
+        r#"SELECT "offset", data, info, time FROM publications
+           WHERE channel = ?1 AND expires > ?2 ORDER BY "offset" DESC LIMIT ?3"#,
+    )?;
+    let rows = statement.query_map(
+        params![name, int(now), int(retention.size as u64)],
+        publication_row,
+    )?;
+    let (mut recent, mut bytes, mut complete) = (Vec::new(), 0usize, true);
+    for publication in rows {
+        let publication = publication?;
+        bytes = bytes.saturating_add(publication_bytes(&publication));
+        if bytes > recent_bytes {
+            complete = false;
+            break;
+        }
+        recent.push(publication);
+    }
     recent.reverse();
-    Ok(ChannelSnapshot { epoch, top, recent })
+    Ok(ChannelSnapshot {
+        epoch,
+        top,
+        recent,
+        complete,
+    })
+}
+
+fn history(
+    conn: &Connection,
+    channel: &str,
+    query: HistoryQuery,
+    now: u64,
+) -> rusqlite::Result<Vec<Arc<Publication>>> {
+    let before = query.before.map_or(i64::MAX, int);
+    let sql = if query.newest {
+        r#"SELECT "offset", data, info, time FROM publications
+           WHERE channel = ?1 AND "offset" > ?2 AND "offset" < ?3 AND expires > ?4
+           ORDER BY "offset" DESC LIMIT ?5"#
+    } else {
+        r#"SELECT "offset", data, info, time FROM publications
+           WHERE channel = ?1 AND "offset" > ?2 AND "offset" < ?3 AND expires > ?4
+           ORDER BY "offset" LIMIT ?5"#
+    };
+    let mut found = conn
+        .prepare_cached(sql)?
+        .query_map(
+            params![
+                channel,
+                int(query.after),
+                before,
+                int(now),
+                int(query.limit as u64)
+            ],
+            publication_row,
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if query.newest {
+        found.reverse();
+    }
+    Ok(found)
 }
 
 fn append(
@@ -637,13 +727,46 @@ fn mailbox_push(
 ) -> rusqlite::Result<Result<Arc<PrivateMessage>, StoreError>> {
     // Expired messages do not count: they are gone as far as the user can tell, even if
     // the sweep has not deleted them yet.
-    let held: u64 = conn
-        .prepare_cached("SELECT count(*) FROM mailbox WHERE user = ?1 AND expires > ?2")?
-        .query_row(params![user, int(now)], |row| uint(row, 0))?;
-    let full = held >= limits.size as u64;
-    if full && !online {
-        return Ok(Err(StoreError::MailboxFull(limits.size)));
+    let count = |sql: &str, sender: Option<&str>| -> rusqlite::Result<u64> {
+        let mut statement = conn.prepare_cached(sql)?;
+        match sender {
+            Some(sender) => {
+                statement.query_row(params![user, int(now), sender], |row| uint(row, 0))
+            }
+            None => statement.query_row(params![user, int(now)], |row| uint(row, 0)),
+        }
+    };
+    let full = match from {
+        None => {
+            let held = count(
+                "SELECT count(*) FROM mailbox WHERE user = ?1 AND expires > ?2 AND sender IS NULL",
+                None,
+            )?;
+            (held >= limits.server_size as u64)
+                .then_some((MailboxQuota::Server, limits.server_size))
+        }
+        Some(sender) => {
+            let from_sender = count(
+                "SELECT count(*) FROM mailbox WHERE user = ?1 AND expires > ?2
+                 AND sender IS NOT NULL AND json_extract(sender, '$.user') = ?3",
+                Some(&sender.user),
+            )?;
+            let from_users = count(
+                "SELECT count(*) FROM mailbox WHERE user = ?1 AND expires > ?2 AND sender IS NOT NULL",
+                None,
+            )?;
+            if from_sender >= limits.per_sender as u64 {
+                Some((MailboxQuota::Sender, limits.per_sender))
+            } else {
+                (from_users >= limits.size as u64).then_some((MailboxQuota::Users, limits.size))
+            }
+        }
+    };
+    if let (Some((quota, limit)), false) = (full, online) {
+        return Ok(Err(StoreError::MailboxFull { quota, limit }));
     }
+    let full = full.is_some();
+
     conn.prepare_cached(
         "INSERT INTO mailbox (user, sender, data, time, expires) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
@@ -669,24 +792,39 @@ fn mailbox_push(
     })))
 }
 
-fn mailbox_pending(
+fn mailbox_page(
     conn: &Connection,
     user: &str,
+    after: u64,
+    limit: usize,
     now: u64,
-) -> rusqlite::Result<Vec<Arc<PrivateMessage>>> {
-    conn.prepare_cached(
-        "SELECT id, sender, data, time FROM mailbox
-         WHERE user = ?1 AND expires > ?2 ORDER BY id",
-    )?
-    .query_map(params![user, int(now)], |row| {
-        Ok(Arc::new(PrivateMessage {
-            id: uint(row, 0)?,
-            from: client_info(row.get(1)?, 1)?,
-            data: raw_json(row.get(2)?, 2)?,
-            time: uint(row, 3)?,
-        }))
-    })?
-    .collect()
+) -> rusqlite::Result<MailboxPage> {
+    // One more than asked, to tell whether more follow.
+    let mut messages = conn
+        .prepare_cached(
+            "SELECT id, sender, data, time FROM mailbox
+             WHERE user = ?1 AND id > ?2 AND expires > ?3 ORDER BY id LIMIT ?4",
+        )?
+        .query_map(
+            params![
+                user,
+                int(after),
+                int(now),
+                int(limit as u64).saturating_add(1)
+            ],
+            |row| {
+                Ok(Arc::new(PrivateMessage {
+                    id: uint(row, 0)?,
+                    from: client_info(row.get(1)?, 1)?,
+                    data: raw_json(row.get(2)?, 2)?,
+                    time: uint(row, 3)?,
+                }))
+            },
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let more = messages.len() > limit;
+    messages.truncate(limit);
+    Ok(MailboxPage { messages, more })
 }
 
 /// Deletes up to [`SWEEP_BATCH`] expired rows of each table (found through their
@@ -718,6 +856,7 @@ impl Store for SqliteStore {
         &'a self,
         channel: &'a str,
         retention: Retention,
+        recent_bytes: usize,
     ) -> BoxFuture<'a, Result<ChannelSnapshot, StoreError>> {
         Box::pin(async move {
             if keeps_nothing(retention) {
@@ -725,11 +864,13 @@ impl Store for SqliteStore {
                     epoch: random_id(8),
                     top: 0,
                     recent: Vec::new(),
+                    complete: true,
                 });
             }
             let op = Op::Channel {
                 name: channel.to_owned(),
                 retention,
+                recent_bytes,
             };
             match self.call(op).await? {
                 Answer::Snapshot(snapshot) => Ok(snapshot),
@@ -786,16 +927,37 @@ impl Store for SqliteStore {
         })
     }
 
-    fn mailbox_pending<'a>(
+    fn history<'a>(
         &'a self,
-        user: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<Arc<PrivateMessage>>, StoreError>> {
+        channel: &'a str,
+        query: HistoryQuery,
+    ) -> BoxFuture<'a, Result<Vec<Arc<Publication>>, StoreError>> {
         Box::pin(async move {
-            let op = Op::Pending {
-                user: user.to_owned(),
+            let op = Op::History {
+                channel: channel.to_owned(),
+                query,
             };
             match self.call(op).await? {
-                Answer::Messages(messages) => Ok(messages),
+                Answer::Publications(found) => Ok(found),
+                other => Err(mismatched(other)),
+            }
+        })
+    }
+
+    fn mailbox_page<'a>(
+        &'a self,
+        user: &'a str,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<MailboxPage, StoreError>> {
+        Box::pin(async move {
+            let op = Op::Page {
+                user: user.to_owned(),
+                after,
+                limit,
+            };
+            match self.call(op).await? {
+                Answer::Page(page) => Ok(page),
                 other => Err(mismatched(other)),
             }
         })
@@ -816,6 +978,18 @@ impl Store for SqliteStore {
                 other => Err(mismatched(other)),
             }
         })
+    }
+
+    fn mailbox_epoch(&self) -> String {
+        self.mailbox_epoch.clone()
+    }
+
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn usage(&self) -> StoreUsage {
+        StoreUsage::default()
     }
 
     fn sweep(&self) -> BoxFuture<'_, Result<(), StoreError>> {

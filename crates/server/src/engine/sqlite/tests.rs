@@ -39,8 +39,19 @@ const KEEP: Retention = Retention {
 
 const LIMITS: MailboxLimits = MailboxLimits {
     size: 10,
+    per_sender: 10,
+    server_size: 10,
     ttl: Duration::from_secs(600),
 };
+
+/// Every pending message of `user`.
+async fn pending(store: &SqliteStore, user: &str) -> Vec<Arc<crate::wire::PrivateMessage>> {
+    store
+        .mailbox_page(user, 0, usize::MAX)
+        .await
+        .unwrap()
+        .messages
+}
 
 fn json(text: &str) -> Arc<RawValue> {
     Arc::from(RawValue::from_string(text.to_owned()).unwrap())
@@ -97,7 +108,7 @@ async fn a_restart_continues_epochs_offsets_and_mailboxes() {
     let dir = TempDir::new();
     let path = dir.file("store.db");
     let store = SqliteStore::open(&path).unwrap();
-    let first = store.channel("chat:a", KEEP).await.unwrap();
+    let first = store.channel("chat:a", KEEP, usize::MAX).await.unwrap();
     for offset in 1..=5 {
         store
             .append("chat:a", &first.epoch, publication(offset), KEEP)
@@ -116,7 +127,7 @@ async fn a_restart_continues_epochs_offsets_and_mailboxes() {
     drop(store);
 
     let store = SqliteStore::open(&path).unwrap();
-    let again = store.channel("chat:a", KEEP).await.unwrap();
+    let again = store.channel("chat:a", KEEP, usize::MAX).await.unwrap();
     assert_eq!(again.epoch, first.epoch);
     assert_eq!(again.top, 5);
     assert_eq!(offsets(&again), [1, 2, 3, 4, 5]);
@@ -126,7 +137,7 @@ async fn a_restart_continues_epochs_offsets_and_mailboxes() {
     assert_eq!((info.user.as_str(), info.client.as_str()), ("alice", "c1"));
     assert_eq!(info.info.as_ref().unwrap().get(), r#"{"name":"Alice"}"#);
 
-    let pending = store.mailbox_pending("bob").await.unwrap();
+    let pending = pending(&store, "bob").await;
     assert_eq!(pending.iter().map(|m| m.id).collect::<Vec<_>>(), ids[1..]);
     assert_eq!(pending[0].data.get(), "2");
     assert_eq!(pending[0].from.as_ref().unwrap().user, "alice");
@@ -150,7 +161,7 @@ async fn drop_commits_queued_requests() {
     let dir = TempDir::new();
     let path = dir.file("store.db");
     let store = SqliteStore::open(&path).unwrap();
-    let snapshot = store.channel("chat:a", KEEP).await.unwrap();
+    let snapshot = store.channel("chat:a", KEEP, usize::MAX).await.unwrap();
     for offset in 1..=50 {
         // One poll queues the request; the future (its caller) is then dropped.
         let _ = store
@@ -159,7 +170,7 @@ async fn drop_commits_queued_requests() {
     }
     drop(store);
     let store = SqliteStore::open(&path).unwrap();
-    let again = store.channel("chat:a", KEEP).await.unwrap();
+    let again = store.channel("chat:a", KEEP, usize::MAX).await.unwrap();
     assert_eq!(again.top, 50);
     assert_eq!(offsets(&again), (1..=50).collect::<Vec<_>>());
 }
@@ -170,17 +181,17 @@ async fn retention_by_size_deletes_in_the_append() {
     let path = dir.file("store.db");
     let store = SqliteStore::open(&path).unwrap();
     let three = Retention { size: 3, ..KEEP };
-    let snapshot = store.channel("chat:a", three).await.unwrap();
+    let snapshot = store.channel("chat:a", three, usize::MAX).await.unwrap();
     for offset in 1..=10 {
         store
             .append("chat:a", &snapshot.epoch, publication(offset), three)
             .await
             .unwrap();
     }
-    let again = store.channel("chat:a", three).await.unwrap();
+    let again = store.channel("chat:a", three, usize::MAX).await.unwrap();
     assert_eq!((again.top, offsets(&again)), (10, vec![8, 9, 10]));
     // Deleted, not only left out of the snapshot.
-    let wide = store.channel("chat:a", KEEP).await.unwrap();
+    let wide = store.channel("chat:a", KEEP, usize::MAX).await.unwrap();
     assert_eq!(offsets(&wide), [8, 9, 10]);
     drop(store);
     assert_eq!(rows(&path, "publications"), 3);
@@ -195,7 +206,7 @@ async fn retention_by_time_hides_then_sweeps() {
         size: 10_000,
         ttl: Duration::from_millis(100),
     };
-    let snapshot = store.channel("chat:a", short).await.unwrap();
+    let snapshot = store.channel("chat:a", short, usize::MAX).await.unwrap();
     // More than one sweep batch, appended concurrently so they share commits.
     let count = 2 * SWEEP_BATCH as u64 + 10;
     let appends = (1..=count)
@@ -204,8 +215,8 @@ async fn retention_by_time_hides_then_sweeps() {
         result.unwrap();
     }
     let short_box = MailboxLimits {
-        size: 10,
         ttl: Duration::from_millis(100),
+        ..LIMITS
     };
     store
         .mailbox_push("bob", None, json("1"), short_box, false)
@@ -213,20 +224,20 @@ async fn retention_by_time_hides_then_sweeps() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
     // Expired: invisible at once, before any sweep; the position stays.
-    let again = store.channel("chat:a", short).await.unwrap();
+    let again = store.channel("chat:a", short, usize::MAX).await.unwrap();
     assert_eq!(
         (again.epoch.as_str(), again.top),
         (snapshot.epoch.as_str(), count)
     );
     assert!(again.recent.is_empty());
-    assert!(store.mailbox_pending("bob").await.unwrap().is_empty());
+    assert!(pending(&store, "bob").await.is_empty());
     // An unexpired one survives the sweep.
     store
         .append("chat:a", &snapshot.epoch, publication(count + 1), KEEP)
         .await
         .unwrap();
     store.sweep().await.unwrap();
-    let after = store.channel("chat:a", short).await.unwrap();
+    let after = store.channel("chat:a", short, usize::MAX).await.unwrap();
     assert_eq!(offsets(&after), [count + 1]);
     drop(store);
     assert_eq!(rows(&path, "publications"), 1);
@@ -237,7 +248,10 @@ async fn retention_by_time_hides_then_sweeps() {
 async fn a_full_mailbox_refuses_until_acked() {
     let dir = TempDir::new();
     let store = SqliteStore::open(&dir.file("store.db")).unwrap();
-    let two = MailboxLimits { size: 2, ..LIMITS };
+    let two = MailboxLimits {
+        server_size: 2,
+        ..LIMITS
+    };
     let first = store
         .mailbox_push("bob", None, json("1"), two, false)
         .await
@@ -250,7 +264,13 @@ async fn a_full_mailbox_refuses_until_acked() {
         .mailbox_push("bob", None, json("3"), two, false)
         .await
         .unwrap_err();
-    assert_eq!(err, StoreError::MailboxFull(2));
+    assert_eq!(
+        err,
+        StoreError::MailboxFull {
+            quota: super::MailboxQuota::Server,
+            limit: 2
+        }
+    );
     // Another user's box is not affected; an ack makes room.
     store
         .mailbox_push("carol", None, json("1"), two, false)
@@ -263,7 +283,7 @@ async fn a_full_mailbox_refuses_until_acked() {
         .unwrap();
     // An ack beyond any id (a client may send anything) clears the box.
     store.mailbox_ack("bob", u64::MAX).await.unwrap();
-    assert!(store.mailbox_pending("bob").await.unwrap().is_empty());
+    assert!(pending(&store, "bob").await.is_empty());
 }
 
 #[tokio::test]
@@ -274,12 +294,12 @@ async fn namespaces_without_history_are_not_stored() {
         size: 0,
         ttl: Duration::ZERO,
     };
-    let a = store.channel("live:a", none).await.unwrap();
+    let a = store.channel("live:a", none, usize::MAX).await.unwrap();
     store
         .append("live:a", &a.epoch, publication(1), none)
         .await
         .unwrap();
-    let b = store.channel("live:a", none).await.unwrap();
+    let b = store.channel("live:a", none, usize::MAX).await.unwrap();
     // The store cannot know their offsets: a new epoch, never the old one restarting.
     assert_ne!(a.epoch, b.epoch);
     assert_eq!(b.top, 0);
@@ -295,7 +315,7 @@ async fn concurrent_appends_keep_the_highest_top() {
         size: 10_000,
         ..KEEP
     };
-    let snapshot = store.channel("chat:a", all).await.unwrap();
+    let snapshot = store.channel("chat:a", all, usize::MAX).await.unwrap();
 
     // Out of order by construction first.
     for offset in [2, 1] {
@@ -304,7 +324,10 @@ async fn concurrent_appends_keep_the_highest_top() {
             .await
             .unwrap();
     }
-    assert_eq!(store.channel("chat:a", all).await.unwrap().top, 2);
+    assert_eq!(
+        store.channel("chat:a", all, usize::MAX).await.unwrap().top,
+        2
+    );
 
     // Then as the hub does it, with many tasks.
     let reserved = Arc::new(AtomicU64::new(2));
@@ -330,7 +353,7 @@ async fn concurrent_appends_keep_the_highest_top() {
     for task in tasks {
         task.await.unwrap();
     }
-    let again = store.channel("chat:a", all).await.unwrap();
+    let again = store.channel("chat:a", all, usize::MAX).await.unwrap();
     assert_eq!(again.epoch, snapshot.epoch);
     assert_eq!(again.top, 1602);
     assert_eq!(offsets(&again), (1..=1602).collect::<Vec<_>>());
@@ -342,7 +365,7 @@ async fn concurrent_appends_keep_the_highest_top() {
 async fn a_failing_request_does_not_fail_its_batch() {
     let dir = TempDir::new();
     let store = SqliteStore::open(&dir.file("store.db")).unwrap();
-    let snapshot = store.channel("chat:a", KEEP).await.unwrap();
+    let snapshot = store.channel("chat:a", KEEP, usize::MAX).await.unwrap();
     let epoch = snapshot.epoch.as_str();
     // Queued together, so they share one batch; offset 1 twice breaks the primary key.
     let (first, duplicate, message, other) = tokio::join!(
@@ -368,9 +391,9 @@ async fn a_failing_request_does_not_fail_its_batch() {
         .append("chat:a", epoch, publication(2), KEEP)
         .await
         .unwrap();
-    let again = store.channel("chat:a", KEEP).await.unwrap();
+    let again = store.channel("chat:a", KEEP, usize::MAX).await.unwrap();
     assert_eq!((again.top, offsets(&again)), (2, vec![1, 2]));
-    assert_eq!(store.mailbox_pending("bob").await.unwrap().len(), 1);
+    assert_eq!(pending(&store, "bob").await.len(), 1);
 }
 
 /// A disk that fails (here: full, through `max_page_count`) fails every request of
@@ -379,7 +402,7 @@ async fn a_failing_request_does_not_fail_its_batch() {
 async fn a_failing_disk_fails_the_batch_then_recovers() {
     let dir = TempDir::new();
     let store = SqliteStore::open(&dir.file("store.db")).unwrap();
-    let snapshot = store.channel("chat:a", KEEP).await.unwrap();
+    let snapshot = store.channel("chat:a", KEEP, usize::MAX).await.unwrap();
     let epoch = snapshot.epoch.as_str();
     let sql = |sql: &str| store.call(Op::Sql(sql.to_owned()));
     // No page can be added: the first appends fill the free space, then all fail.
@@ -412,7 +435,7 @@ async fn a_failing_disk_fails_the_batch_then_recovers() {
             .unwrap();
     }
     // Every offset once: what failed was not half-written.
-    let again = store.channel("chat:a", KEEP).await.unwrap();
+    let again = store.channel("chat:a", KEEP, usize::MAX).await.unwrap();
     assert_eq!(offsets(&again), (1..=20).collect::<Vec<_>>());
 }
 
@@ -439,7 +462,7 @@ fn a_corrupt_file_is_refused_naming_it() {
         .unwrap();
     runtime.block_on(async {
         let store = SqliteStore::open(&path).unwrap();
-        let snapshot = store.channel("chat:a", KEEP).await.unwrap();
+        let snapshot = store.channel("chat:a", KEEP, usize::MAX).await.unwrap();
         let appends = (1..=300)
             .map(|offset| store.append("chat:a", &snapshot.epoch, publication(offset), KEEP));
         join_all(appends).await;
@@ -569,7 +592,13 @@ async fn measure(path: &Path, sync: Synchronous, tasks: usize, channels: usize) 
     let store = Arc::new(SqliteStore::open_with(path, sync).unwrap());
     let mut epochs = Vec::new();
     for c in 0..channels {
-        epochs.push(store.channel(&format!("ch{c}"), KEEP).await.unwrap().epoch);
+        epochs.push(
+            store
+                .channel(&format!("ch{c}"), KEEP, usize::MAX)
+                .await
+                .unwrap()
+                .epoch,
+        );
     }
     let epochs = Arc::new(epochs);
     let reserved: Arc<Vec<AtomicU64>> =

@@ -1,0 +1,283 @@
+//! Users: their connections, their offline mailboxes, and their publishing quota.
+//!
+//! Private messages are serialised per user by an async lock, so a `send` racing with the
+//! user's `connect` is delivered once and in order: either from the mailbox after the
+//! connect reply, or live after it. A user's mailbox is sent a page at a time (a page
+//! per `ack`), each page read with a bound, so a large mailbox never becomes one large
+//! read or one large burst.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use switchboard_ws::{CloseCode, PreparedMessage};
+
+use super::{Hub, store_failed};
+use crate::engine::MailboxLimits;
+use crate::error::ClientError;
+use crate::outbox::ClientHandle;
+use crate::rate::TokenBucket;
+use crate::wire::{ClientInfo, Push};
+
+/// A user's connections.
+#[derive(Debug)]
+pub(super) struct User {
+    connections: HashMap<u64, ClientHandle>,
+    /// Connections still being sent their mailbox, a page per `ack`. New private
+    /// messages are not pushed to them live (they are stored, and arrive in a later
+    /// page), so every message arrives in order.
+    catching_up: HashSet<u64>,
+    /// Serialises `connect` and `send` for this user (held across store calls).
+    lock: Arc<tokio::sync::Mutex<()>>,
+    /// Bytes of `data` the user may still publish and send (`limits.publish_bytes_*`).
+    /// Kept while it refills, so reconnecting does not reset it.
+    quota: TokenBucket,
+}
+
+impl User {
+    fn new(hub: &Hub) -> Self {
+        let limits = &hub.config.limits;
+        User {
+            connections: HashMap::new(),
+            catching_up: HashSet::new(),
+            lock: Arc::default(),
+            quota: TokenBucket::new(
+                limits.publish_bytes_per_second as f64,
+                limits.publish_bytes_burst as f64,
+            ),
+        }
+    }
+
+    /// Nothing refers to it and its quota is whole again: forgetting it changes nothing.
+    fn is_idle(&mut self) -> bool {
+        self.connections.is_empty() && Arc::strong_count(&self.lock) == 1 && self.quota.is_full()
+    }
+}
+
+/// Where a private message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SendStatus {
+    /// Queued to the user's live connections (and kept until acknowledged).
+    Delivered,
+    /// The user is offline: kept in the mailbox until they connect.
+    Stored,
+}
+
+impl Hub {
+    fn user_lock(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.users
+            .lock(user)
+            .entry(user.to_owned())
+            .or_insert_with(|| User::new(self))
+            .lock
+            .clone()
+    }
+
+    /// Takes `bytes` from a user's publishing quota (`limits.publish_bytes_per_second`,
+    /// shared by all the user's connections). Error 111 when the quota is spent; nothing
+    /// is taken then.
+    pub fn charge(&self, user: &str, bytes: usize) -> Result<(), ClientError> {
+        let mut shard = self.users.lock(user);
+        let entry = shard
+            .entry(user.to_owned())
+            .or_insert_with(|| User::new(self));
+        if entry.quota.take(bytes as f64) {
+            return Ok(());
+        }
+        self.metrics.quota_refusals.inc();
+        Err(ClientError::too_many_requests(format!(
+            "publishing quota spent ({} bytes/s); slow down",
+            self.config.limits.publish_bytes_per_second
+        )))
+    }
+
+    /// Registers a user's connection, then queues `reply` (given the store's mailbox
+    /// epoch) and the first page of the user's pending mailbox, all under the user's
+    /// lock. The page is read first: if it cannot be, nothing is queued or registered
+    /// and the error is the command's one reply. Returns the last mailbox id queued if
+    /// more pages remain (the connection gets them one per `ack`, see
+    /// [`Hub::mailbox_page`]).
+    pub async fn connect_user(
+        &self,
+        user: &str,
+        handle: &ClientHandle,
+        reply: impl FnOnce(&str) -> String,
+    ) -> Result<Option<u64>, ClientError> {
+        let lock = self.user_lock(user);
+        let _serial = lock.lock().await;
+        let page = if user.is_empty() {
+            None
+        } else {
+            Some(self.read_page(user, 0).await?)
+        };
+        handle.push(PreparedMessage::text(&reply(&self.store.mailbox_epoch())));
+        self.users
+            .lock(user)
+            .entry(user.to_owned())
+            .or_insert_with(|| User::new(self))
+            .connections
+            .insert(handle.id, handle.clone());
+        Ok(match page {
+            Some(page) => self.push_page(user, handle, page),
+            None => None,
+        })
+    }
+
+    /// Queues the next page of mailbox messages after id `after` to a connection that is
+    /// catching up. Returns the last id queued if more remain.
+    pub async fn mailbox_page(
+        &self,
+        user: &str,
+        handle: &ClientHandle,
+        after: u64,
+    ) -> Result<Option<u64>, ClientError> {
+        let lock = self.user_lock(user);
+        let _serial = lock.lock().await;
+        let page = self.read_page(user, after).await?;
+        Ok(self.push_page(user, handle, page))
+    }
+
+    /// Reads the pending messages after `after` that fit in half a connection's outbox
+    /// (the other half stays for live traffic), by count; [`Hub::push_page`] bounds the
+    /// bytes.
+    async fn read_page(
+        &self,
+        user: &str,
+        after: u64,
+    ) -> Result<crate::engine::MailboxPage, ClientError> {
+        let limit = (self.config.limits.outbox_messages / 2).max(1);
+        self.store
+            .mailbox_page(user, after, limit)
+            .await
+            .map_err(store_failed)
+    }
+
+    /// Queues a page's messages while they fit in half the connection's outbox bytes
+    /// (and at least one). The caller holds the user's lock. Returns the last id queued
+    /// if more remain.
+    fn push_page(
+        &self,
+        user: &str,
+        handle: &ClientHandle,
+        page: crate::engine::MailboxPage,
+    ) -> Option<u64> {
+        let max_bytes = self.config.limits.outbox_bytes / 2;
+        let (mut taken, mut bytes) = (0, 0);
+        for message in &page.messages {
+            let frame = PreparedMessage::text(&Push::Message { message }.to_json());
+            let len = frame.as_bytes().len();
+            if taken > 0 && bytes + len > max_bytes {
+                break;
+            }
+            handle.push(frame);
+            (taken, bytes) = (taken + 1, bytes + len);
+        }
+        let more = page.more || taken < page.messages.len();
+        if let Some(entry) = self.users.lock(user).get_mut(user) {
+            if more {
+                entry.catching_up.insert(handle.id);
+            } else {
+                entry.catching_up.remove(&handle.id);
+            }
+        }
+        // `taken` is at least 1 when more remain.
+        more.then(|| page.messages.get(taken.saturating_sub(1)).map(|m| m.id))
+            .flatten()
+    }
+
+    /// Removes a user's connection.
+    pub fn disconnect_user(&self, user: &str, client: u64) {
+        let mut shard = self.users.lock(user);
+        if let Some(entry) = shard.get_mut(user) {
+            entry.connections.remove(&client);
+            entry.catching_up.remove(&client);
+            if entry.is_idle() {
+                shard.remove(user);
+            }
+        }
+    }
+
+    /// Sends a private message: stored in the user's mailbox, then queued to every live
+    /// connection of the user. It stays in the mailbox until the user acknowledges it, so
+    /// a connection lost before reading it loses nothing. A full mailbox refuses messages
+    /// for an offline user (error 115); an online user still gets them live, unkept.
+    /// Messages from users (`from`) and from the server API count against separate
+    /// bounds (`mailbox.*`).
+    pub async fn send(
+        &self,
+        user: &str,
+        data: Arc<RawValue>,
+        from: Option<ClientInfo>,
+    ) -> Result<(SendStatus, u64), ClientError> {
+        if user.is_empty() {
+            return Err(ClientError::bad_request("the recipient user id is empty"));
+        }
+        let mailbox = &self.config.mailbox;
+        let limits = MailboxLimits {
+            size: mailbox.size,
+            per_sender: mailbox.per_sender,
+            server_size: mailbox.server_size,
+            ttl: mailbox.ttl,
+        };
+        let lock = self.user_lock(user);
+        let _serial = lock.lock().await;
+        let handles: Vec<ClientHandle> = self
+            .users
+            .lock(user)
+            .get(user)
+            .map(|u| {
+                u.connections
+                    .values()
+                    .filter(|h| !u.catching_up.contains(&h.id))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let online = !handles.is_empty();
+        let message = self
+            .store
+            .mailbox_push(user, from, data, limits, online)
+            .await
+            .map_err(store_failed)?;
+        if !handles.is_empty() {
+            let frame = PreparedMessage::text(&Push::Message { message: &message }.to_json());
+            for handle in &handles {
+                handle.push(frame.clone());
+            }
+        }
+        self.metrics.private_messages.inc();
+        let status = if handles.is_empty() {
+            SendStatus::Stored
+        } else {
+            SendStatus::Delivered
+        };
+        Ok((status, message.id))
+    }
+
+    /// Removes a user's mailbox messages up to and including `upto`.
+    pub async fn ack(&self, user: &str, upto: u64) -> Result<(), ClientError> {
+        self.store
+            .mailbox_ack(user, upto)
+            .await
+            .map_err(store_failed)
+    }
+
+    /// Ends every connection of a user. Returns how many there were.
+    pub fn disconnect(&self, user: &str, code: CloseCode, reason: &str) -> usize {
+        let shard = self.users.lock(user);
+        let Some(entry) = shard.get(user) else {
+            return 0;
+        };
+        for handle in entry.connections.values() {
+            handle.disconnect(code, reason);
+        }
+        entry.connections.len()
+    }
+
+    /// Forgets users left without connections whose quota refilled.
+    pub(super) fn sweep_users(&self) {
+        self.users.each(|map| map.retain(|_, user| !user.is_idle()));
+    }
+}
