@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 
 use super::{
-    BoxFuture, ChannelSnapshot, HistoryQuery, MailboxLimits, MailboxPage, MailboxQuota, Retention,
-    Store, StoreError, StoreUsage,
+    BoxFuture, ChannelSnapshot, HistoryQuery, MailboxLimits, MailboxPage, MailboxQuota, PageLimit,
+    Retention, Store, StoreError, StoreUsage,
 };
 use crate::hub::random_id;
 use crate::wire::{ClientInfo, PrivateMessage, Publication, now_ms};
@@ -331,7 +331,7 @@ impl Store for MemoryStore {
         &'a self,
         user: &'a str,
         after: u64,
-        limit: usize,
+        limit: PageLimit,
     ) -> BoxFuture<'a, Result<MailboxPage, StoreError>> {
         Box::pin(async move {
             let now = now_ms();
@@ -342,9 +342,20 @@ impl Store for MemoryStore {
             let mut pending = queue
                 .iter()
                 .filter(|s| s.expires > now && s.message.id > after)
-                .map(|s| s.message.clone());
-            let messages: Vec<_> = pending.by_ref().take(limit).collect();
-            let more = pending.next().is_some();
+                .map(|s| s.message.clone())
+                .peekable();
+            let (mut messages, mut bytes) = (Vec::new(), 0usize);
+            while let Some(next) = pending.peek() {
+                let size = super::message_bytes(next);
+                let fits = messages.len() < limit.messages
+                    && (messages.is_empty() || bytes.saturating_add(size) <= limit.bytes);
+                if !fits {
+                    break;
+                }
+                bytes += size;
+                messages.extend(pending.next());
+            }
+            let more = pending.peek().is_some();
             Ok(MailboxPage { messages, more })
         })
     }

@@ -53,6 +53,14 @@ pub struct MailboxLimits {
     pub ttl: Duration,
 }
 
+/// Bytes a private message counts for in a page: its data and its sender.
+pub fn message_bytes(message: &PrivateMessage) -> usize {
+    let from = message.from.as_ref().map_or(0, |f| {
+        f.user.len() + f.client.len() + f.info.as_ref().map_or(0, |i| i.get().len())
+    });
+    message.data.get().len() + from
+}
+
 /// What a store knows of a channel when the hub starts using it.
 #[derive(Debug, Clone)]
 pub struct ChannelSnapshot {
@@ -81,6 +89,24 @@ pub struct HistoryQuery {
     /// Whether to return the newest `limit` of the range rather than the oldest.
     /// Either way they come oldest first.
     pub newest: bool,
+}
+
+/// How much one mailbox page may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimit {
+    /// Most messages.
+    pub messages: usize,
+    /// Most bytes of `data` (and sender) together; the first message is returned
+    /// whatever its size, so a page always makes progress.
+    pub bytes: usize,
+}
+
+impl PageLimit {
+    /// No bound.
+    pub const ALL: PageLimit = PageLimit {
+        messages: usize::MAX,
+        bytes: usize::MAX,
+    };
 }
 
 /// One page of a user's mailbox.
@@ -182,13 +208,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         online: bool,
     ) -> BoxFuture<'a, Result<Arc<PrivateMessage>, StoreError>>;
 
-    /// At most `limit` of the user's unexpired, unacknowledged messages with ids above
-    /// `after`, oldest first.
+    /// The user's unexpired, unacknowledged messages with ids above `after`, oldest first,
+    /// within `limit`. The read itself is bounded by it: a large mailbox is never read
+    /// whole.
     fn mailbox_page<'a>(
         &'a self,
         user: &'a str,
         after: u64,
-        limit: usize,
+        limit: PageLimit,
     ) -> BoxFuture<'a, Result<MailboxPage, StoreError>>;
 
     /// Removes the user's messages up to and including id `upto`.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 
-use super::{HistoryQuery, MailboxLimits, MailboxQuota, Retention, Store, StoreError};
+use super::{HistoryQuery, MailboxLimits, MailboxQuota, PageLimit, Retention, Store, StoreError};
 use crate::wire::{ClientInfo, PrivateMessage, Publication};
 
 const LIMITS: MailboxLimits = MailboxLimits {
@@ -51,7 +51,7 @@ fn publication(offset: u64, text: &str) -> Arc<Publication> {
 
 async fn pending(store: &dyn Store, user: &str) -> Vec<Arc<PrivateMessage>> {
     store
-        .mailbox_page(user, 0, usize::MAX)
+        .mailbox_page(user, 0, PageLimit::ALL)
         .await
         .unwrap()
         .messages
@@ -218,17 +218,36 @@ async fn mailbox_pages_are_bounded(store: &dyn Store) {
             .unwrap();
         sent.push(m.id);
     }
-    let first = store.mailbox_page("hal", 0, 3).await.unwrap();
+    let three = PageLimit {
+        messages: 3,
+        bytes: usize::MAX,
+    };
+    let first = store.mailbox_page("hal", 0, three).await.unwrap();
     assert_eq!(ids(&first.messages), sent[..3]);
     assert!(first.more);
-    let second = store.mailbox_page("hal", sent[2], 3).await.unwrap();
+    let second = store.mailbox_page("hal", sent[2], three).await.unwrap();
     assert_eq!(ids(&second.messages), sent[3..6]);
     assert!(second.more);
-    let last = store.mailbox_page("hal", sent[5], 3).await.unwrap();
+    let last = store.mailbox_page("hal", sent[5], three).await.unwrap();
     assert_eq!(ids(&last.messages), sent[6..]);
     assert!(!last.more);
-    let none = store.mailbox_page("hal", sent[6], 3).await.unwrap();
+    let none = store.mailbox_page("hal", sent[6], three).await.unwrap();
     assert!(none.messages.is_empty() && !none.more);
+    // By bytes: each message counts its data ("0".."6", 3 bytes as JSON) and its sender
+    // ("alice" + "alice-c1", 13 bytes): two fit in 32 bytes; one always comes.
+    let small = PageLimit {
+        messages: 100,
+        bytes: 32,
+    };
+    let page = store.mailbox_page("hal", 0, small).await.unwrap();
+    assert_eq!(ids(&page.messages), sent[..2]);
+    assert!(page.more);
+    let tiny = PageLimit {
+        messages: 100,
+        bytes: 1,
+    };
+    let page = store.mailbox_page("hal", 0, tiny).await.unwrap();
+    assert_eq!(ids(&page.messages), sent[..1]);
 }
 
 async fn expired_messages_are_not_pending(store: &dyn Store) {

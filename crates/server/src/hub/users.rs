@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use switchboard_ws::{CloseCode, PreparedMessage};
 
 use super::{Hub, store_failed};
-use crate::engine::MailboxLimits;
+use crate::engine::{MailboxLimits, MailboxPage, PageLimit};
 use crate::error::ClientError;
 use crate::outbox::ClientHandle;
 use crate::rate::TokenBucket;
@@ -140,41 +140,26 @@ impl Hub {
     }
 
     /// Reads the pending messages after `after` that fit in half a connection's outbox
-    /// (the other half stays for live traffic), by count; [`Hub::push_page`] bounds the
-    /// bytes.
-    async fn read_page(
-        &self,
-        user: &str,
-        after: u64,
-    ) -> Result<crate::engine::MailboxPage, ClientError> {
-        let limit = (self.config.limits.outbox_messages / 2).max(1);
+    /// (the other half stays for live traffic), by count and by bytes.
+    async fn read_page(&self, user: &str, after: u64) -> Result<MailboxPage, ClientError> {
+        let limits = &self.config.limits;
+        let limit = PageLimit {
+            messages: (limits.outbox_messages / 2).max(1),
+            bytes: limits.outbox_bytes / 2,
+        };
         self.store
             .mailbox_page(user, after, limit)
             .await
             .map_err(store_failed)
     }
 
-    /// Queues a page's messages while they fit in half the connection's outbox bytes
-    /// (and at least one). The caller holds the user's lock. Returns the last id queued
-    /// if more remain.
-    fn push_page(
-        &self,
-        user: &str,
-        handle: &ClientHandle,
-        page: crate::engine::MailboxPage,
-    ) -> Option<u64> {
-        let max_bytes = self.config.limits.outbox_bytes / 2;
-        let (mut taken, mut bytes) = (0, 0);
+    /// Queues a page's messages. The caller holds the user's lock. Returns the last id
+    /// queued if more remain.
+    fn push_page(&self, user: &str, handle: &ClientHandle, page: MailboxPage) -> Option<u64> {
         for message in &page.messages {
-            let frame = PreparedMessage::text(&Push::Message { message }.to_json());
-            let len = frame.as_bytes().len();
-            if taken > 0 && bytes + len > max_bytes {
-                break;
-            }
-            handle.push(frame);
-            (taken, bytes) = (taken + 1, bytes + len);
+            handle.push(PreparedMessage::text(&Push::Message { message }.to_json()));
         }
-        let more = page.more || taken < page.messages.len();
+        let more = page.more;
         if let Some(entry) = self.users.lock(user).get_mut(user) {
             if more {
                 entry.catching_up.insert(handle.id);
@@ -182,9 +167,8 @@ impl Hub {
                 entry.catching_up.remove(&handle.id);
             }
         }
-        // `taken` is at least 1 when more remain.
-        more.then(|| page.messages.get(taken.saturating_sub(1)).map(|m| m.id))
-            .flatten()
+        // A page holds at least one message when more remain.
+        more.then(|| page.messages.last().map(|m| m.id)).flatten()
     }
 
     /// Removes a user's connection.

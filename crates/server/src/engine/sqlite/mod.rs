@@ -64,8 +64,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info};
 
 use super::{
-    BoxFuture, ChannelSnapshot, HistoryQuery, MailboxLimits, MailboxPage, MailboxQuota, Retention,
-    Store, StoreError, StoreUsage,
+    BoxFuture, ChannelSnapshot, HistoryQuery, MailboxLimits, MailboxPage, MailboxQuota, PageLimit,
+    Retention, Store, StoreError, StoreUsage,
 };
 use crate::error::Error;
 use crate::hub::random_id;
@@ -361,7 +361,7 @@ enum Op {
     Page {
         user: String,
         after: u64,
-        limit: usize,
+        limit: PageLimit,
     },
     Ack {
         user: String,
@@ -796,34 +796,44 @@ fn mailbox_page(
     conn: &Connection,
     user: &str,
     after: u64,
-    limit: usize,
+    limit: PageLimit,
     now: u64,
 ) -> rusqlite::Result<MailboxPage> {
-    // One more than asked, to tell whether more follow.
-    let mut messages = conn
-        .prepare_cached(
-            "SELECT id, sender, data, time FROM mailbox
-             WHERE user = ?1 AND id > ?2 AND expires > ?3 ORDER BY id LIMIT ?4",
-        )?
-        .query_map(
-            params![
-                user,
-                int(after),
-                int(now),
-                int(limit as u64).saturating_add(1)
-            ],
-            |row| {
-                Ok(Arc::new(PrivateMessage {
-                    id: uint(row, 0)?,
-                    from: client_info(row.get(1)?, 1)?,
-                    data: raw_json(row.get(2)?, 2)?,
-                    time: uint(row, 3)?,
-                }))
-            },
-        )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let more = messages.len() > limit;
-    messages.truncate(limit);
+    // One more than asked, to tell whether more follow; rows are read only until the
+    // page is full.
+    let mut statement = conn.prepare_cached(
+        "SELECT id, sender, data, time FROM mailbox
+         WHERE user = ?1 AND id > ?2 AND expires > ?3 ORDER BY id LIMIT ?4",
+    )?;
+    let rows = statement.query_map(
+        params![
+            user,
+            int(after),
+            int(now),
+            int(limit.messages as u64).saturating_add(1)
+        ],
+        |row| {
+            Ok(Arc::new(PrivateMessage {
+                id: uint(row, 0)?,
+                from: client_info(row.get(1)?, 1)?,
+                data: raw_json(row.get(2)?, 2)?,
+                time: uint(row, 3)?,
+            }))
+        },
+    )?;
+    let (mut messages, mut bytes, mut more) = (Vec::new(), 0usize, false);
+    for message in rows {
+        let message = message?;
+        let size = super::message_bytes(&message);
+        let fits = messages.len() < limit.messages
+            && (messages.is_empty() || bytes.saturating_add(size) <= limit.bytes);
+        if !fits {
+            more = true;
+            break;
+        }
+        bytes += size;
+        messages.push(message);
+    }
     Ok(MailboxPage { messages, more })
 }
 
@@ -948,7 +958,7 @@ impl Store for SqliteStore {
         &'a self,
         user: &'a str,
         after: u64,
-        limit: usize,
+        limit: PageLimit,
     ) -> BoxFuture<'a, Result<MailboxPage, StoreError>> {
         Box::pin(async move {
             let op = Op::Page {

@@ -47,7 +47,7 @@ const LIMITS: MailboxLimits = MailboxLimits {
 /// Every pending message of `user`.
 async fn pending(store: &SqliteStore, user: &str) -> Vec<Arc<crate::wire::PrivateMessage>> {
     store
-        .mailbox_page(user, 0, usize::MAX)
+        .mailbox_page(user, 0, super::PageLimit::ALL)
         .await
         .unwrap()
         .messages
