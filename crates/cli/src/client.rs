@@ -19,7 +19,7 @@ use anyhow::{Context, anyhow, bail};
 use serde_json::json;
 use serde_json::value::RawValue;
 use switchboard_server::auth::{self, Claims};
-use switchboard_server::secrets::{API_KEY_FILE, TOKEN_SECRET_FILE};
+use switchboard_server::secrets::{self, API_KEY_FILE, Kind, TOKEN_SECRET_FILE};
 use switchboard_ws::handshake::HandshakeError;
 use switchboard_ws::tokio::WebSocket;
 use switchboard_ws::{CloseCode, CloseState, Message};
@@ -131,17 +131,24 @@ pub(crate) fn server_secret(
     hint: &str,
 ) -> anyhow::Result<String> {
     let config = crate::serve::load_config(source)?;
-    let (configured, file) = match need {
-        Need::ApiKey => (&config.auth.api_key, API_KEY_FILE),
-        Need::TokenSecret => (&config.auth.token_secret, TOKEN_SECRET_FILE),
+    let (configured, file, kind) = match need {
+        Need::ApiKey => (&config.auth.api_key, API_KEY_FILE, Kind::ApiKey),
+        Need::TokenSecret => (
+            &config.auth.token_secret,
+            TOKEN_SECRET_FILE,
+            Kind::TokenSecret,
+        ),
     };
     if let Some(value) = configured {
         return Ok(value.clone());
     }
     let path = config.data_dir.join(file);
     match std::fs::read_to_string(&path) {
-        Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
-        Ok(_) => bail!("{} is empty", path.display()),
+        Ok(text) => {
+            let value = text.trim();
+            secrets::check(kind, value, &path.display().to_string())?;
+            Ok(value.to_owned())
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
             "{} does not exist: point --data-dir (or --config) at the server's data directory, or pass {hint}",
             path.display()

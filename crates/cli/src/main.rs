@@ -13,6 +13,8 @@
 //!   `bench idle`, pub/sub load clients, and their latency histogram.
 //! - `bench_http`: their SSE and long-polling subscribers (`--transport`), with the
 //!   parsers of chunked bodies, event streams and poll answers.
+//! - `logger`: log output through a bounded queue and a thread of its own, so that a
+//!   full disk or an unread pipe on stderr never stops or kills the server.
 
 mod args;
 mod bench;
@@ -22,6 +24,7 @@ mod bench_idle;
 mod bench_stats;
 mod client;
 mod echo;
+mod logger;
 mod serve;
 
 use std::process::ExitCode;
@@ -43,15 +46,27 @@ fn main() -> ExitCode {
         .unwrap_or_else(|_| EnvFilter::new(args.log_level.as_str()));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(logger::Logger::stderr())
+        // Its own failures would go to `eprintln!`, which panics when stderr fails.
+        .log_internal_errors(false)
         .init();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("switchboard: {err:#}");
+            say!("switchboard: {err:#}");
             ExitCode::from(2)
         }
     }
+}
+
+/// A line for the person at the terminal, on stderr. Unlike `eprintln!`, it never
+/// panics: a server whose stderr is a full disk or a closed pipe keeps serving.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
 }
 
 fn run(args: Args) -> anyhow::Result<()> {

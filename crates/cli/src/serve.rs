@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use switchboard_server::Config;
-use switchboard_server::secrets::{self, Secrets};
+use switchboard_server::secrets::{self, Kind, Secrets};
 use tokio::net::TcpListener;
 use tracing::info;
 
@@ -18,11 +18,26 @@ pub(crate) fn load_config(source: &ConfigSource) -> anyhow::Result<Config> {
         config.data_dir = dir.clone();
     }
     // Secrets may come from the environment so they stay out of files and process lists.
-    if let Ok(key) = std::env::var("SWITCHBOARD_API_KEY") {
-        config.auth.api_key = Some(key);
-    }
-    if let Ok(secret) = std::env::var("SWITCHBOARD_TOKEN_SECRET") {
-        config.auth.token_secret = Some(secret);
+    // A variable that is set counts, even empty: checked here, so the error names it.
+    for (variable, kind, slot) in [
+        (
+            "SWITCHBOARD_API_KEY",
+            Kind::ApiKey,
+            &mut config.auth.api_key,
+        ),
+        (
+            "SWITCHBOARD_TOKEN_SECRET",
+            Kind::TokenSecret,
+            &mut config.auth.token_secret,
+        ),
+    ] {
+        if let Some(value) = std::env::var_os(variable) {
+            let value = value
+                .into_string()
+                .map_err(|_| anyhow::anyhow!("{variable} is not UTF-8"))?;
+            secrets::check(kind, &value, variable)?;
+            *slot = Some(value);
+        }
     }
     Ok(config)
 }
@@ -32,7 +47,7 @@ pub(crate) fn load_secrets(config: &Config) -> anyhow::Result<Secrets> {
     let secrets = secrets::load(config)?;
     for path in &secrets.generated {
         // On stderr, for a person reading the first start's output.
-        eprintln!("switchboard: generated {} (mode 0600)", path.display());
+        crate::say!("switchboard: generated {} (mode 0600)", path.display());
     }
     Ok(secrets)
 }
@@ -59,8 +74,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     info!(%addr, data_dir = %config.data_dir.display(), "serving");
-    eprintln!("listening on {addr}");
-    eprintln!(
+    crate::say!("listening on {addr}");
+    crate::say!(
         "switchboard: API key in {}, token secret in {}",
         config.data_dir.join(secrets::API_KEY_FILE).display(),
         config.data_dir.join(secrets::TOKEN_SECRET_FILE).display()

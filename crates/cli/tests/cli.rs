@@ -315,7 +315,11 @@ fn token_prints_a_jwt() {
     assert!(stderr.contains("token-secret does not exist"), "{stderr}");
     assert!(!std::path::Path::new(&format!("{}/token-secret", tmp.path())).exists());
     std::fs::create_dir_all(tmp.path()).unwrap();
-    std::fs::write(format!("{}/token-secret", tmp.path()), "s3cret\n").unwrap();
+    std::fs::write(
+        format!("{}/token-secret", tmp.path()),
+        "a-secret-of-at-least-thirty-two-bytes\n",
+    )
+    .unwrap();
     let (status, stdout, stderr) = run(&[
         "token",
         "--user",

@@ -629,7 +629,7 @@ fn a_corrupt_database_is_a_clear_start_up_error() {
     let config = tmp.join("secrets.toml");
     std::fs::write(
         &config,
-        "[auth]\napi_key = \"k-0123456789abcdef\"\ntoken_secret = \"s-0123456789abcdef\"\n",
+        "[auth]\napi_key = \"k-0123456789abcdef\"\ntoken_secret = \"s-0123456789abcdef0123456789abcdef\"\n",
     )
     .expect("write the config");
     let args = serve(&under_file, &["--config", config.to_str().expect("UTF-8")]);

@@ -6,10 +6,13 @@
 //!   says and generates at start-up.
 //! - `durability`: what the SQLite store keeps across `kill -9` and restarts (issue 4),
 //!   start-up errors of the store, and the memory store.
+//! - `hardening`: issue 10 at the binary's level: a failing or unread stderr, empty
+//!   secrets, running out of file descriptors, what never reaches the log.
 //! - `util`: child processes, temporary data directories, a WebSocket client and an HTTP
 //!   client of the server API.
 
 mod bench;
 mod cli;
 mod durability;
+mod hardening;
 mod util;

@@ -97,7 +97,13 @@ pub(crate) struct Proc {
 
 impl Proc {
     pub(crate) fn start<S: AsRef<OsStr>>(args: &[S]) -> Proc {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        Proc::start_program(env!("CARGO_BIN_EXE_switchboard"), args)
+    }
+
+    /// Starts `program` (a wrapper such as `prlimit` that runs `switchboard`) like
+    /// [`Proc::start`].
+    pub(crate) fn start_program<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Proc {
+        let mut command = Command::new(program);
         // Only what the test says: no configuration or secrets from the environment.
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("SWITCHBOARD_") || name == "RUST_LOG" {

@@ -61,10 +61,18 @@ impl Verifier {
     /// Builds the verifier from the configuration; `secret` is the HS256 secret in force.
     pub fn new(config: &AuthConfig, secret: &str) -> Result<Verifier> {
         let (key, algorithm) = match config.token_algorithm {
-            TokenAlgorithm::HS256 => (
-                DecodingKey::from_secret(secret.as_bytes()),
-                Algorithm::HS256,
-            ),
+            TokenAlgorithm::HS256 => {
+                // Never verify with an empty secret: anyone could sign tokens for it.
+                crate::secrets::check(
+                    crate::secrets::Kind::TokenSecret,
+                    secret,
+                    "the token secret in force",
+                )?;
+                (
+                    DecodingKey::from_secret(secret.as_bytes()),
+                    Algorithm::HS256,
+                )
+            }
             alg @ (TokenAlgorithm::RS256 | TokenAlgorithm::ES256) => {
                 let path = config.token_public_key_file.as_ref().ok_or_else(|| {
                     Error::Key(format!("{alg:?} needs auth.token_public_key_file"))
@@ -94,6 +102,9 @@ impl Verifier {
             None => validation.validate_aud = false,
         }
         validation.required_spec_claims = ["exp", "sub"].iter().map(|s| s.to_string()).collect();
+        if config.audience.is_some() {
+            validation.required_spec_claims.insert("aud".into());
+        }
         Ok(Verifier { key, validation })
     }
 
@@ -137,7 +148,8 @@ pub fn mint(secret: &str, claims: &Claims) -> Result<String> {
 /// Compares an API key in constant time, so response timing does not leak it.
 pub fn api_key_matches(expected: &str, given: &str) -> bool {
     let (a, b) = (expected.as_bytes(), given.as_bytes());
-    if a.len() != b.len() {
+    // An empty key never matches, whatever the configuration said.
+    if a.is_empty() || a.len() != b.len() {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -171,6 +183,8 @@ pub fn now_secs() -> u64 {
 mod tests {
     use super::*;
 
+    const SECRET: &str = "a-test-secret-of-at-least-32-bytes";
+
     fn claims(exp: u64) -> Claims {
         Claims {
             sub: "alice".into(),
@@ -182,8 +196,8 @@ mod tests {
 
     #[test]
     fn mint_and_verify() {
-        let verifier = Verifier::new(&AuthConfig::default(), "s3cret").unwrap();
-        let token = mint("s3cret", &claims(now_secs() + 60)).unwrap();
+        let verifier = Verifier::new(&AuthConfig::default(), SECRET).unwrap();
+        let token = mint(SECRET, &claims(now_secs() + 60)).unwrap();
         let id = verifier.verify(&token).unwrap();
         assert_eq!(id.user, "alice");
         assert_eq!(id.info.unwrap().get(), r#"{"name":"Alice"}"#);
@@ -192,10 +206,10 @@ mod tests {
 
     #[test]
     fn expired_and_forged_tokens_are_refused() {
-        let verifier = Verifier::new(&AuthConfig::default(), "s3cret").unwrap();
-        let expired = mint("s3cret", &claims(now_secs() - 1)).unwrap();
+        let verifier = Verifier::new(&AuthConfig::default(), SECRET).unwrap();
+        let expired = mint(SECRET, &claims(now_secs() - 1)).unwrap();
         assert_eq!(verifier.verify(&expired).unwrap_err().code, 109);
-        let forged = mint("other", &claims(now_secs() + 60)).unwrap();
+        let forged = mint(&"other".repeat(11), &claims(now_secs() + 60)).unwrap();
         assert_eq!(verifier.verify(&forged).unwrap_err().code, 101);
         assert_eq!(verifier.verify("not.a.token").unwrap_err().code, 101);
     }
@@ -242,10 +256,74 @@ mod tests {
         assert!(Verifier::new(&missing, "x").is_err());
     }
 
+    /// A token with arbitrary claims, signed with [`SECRET`].
+    fn signed(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    /// Issue 10, point 12: `nbf` is checked (no leeway); `aud` is ignored without
+    /// `auth.audience` and required to match with it, as docs/protocol.md says.
+    #[test]
+    fn nbf_and_aud_behave_as_documented() {
+        let plain = Verifier::new(&AuthConfig::default(), SECRET).unwrap();
+        let exp = now_secs() + 60;
+        let later = signed(serde_json::json!({"sub": "a", "exp": exp, "nbf": now_secs() + 30}));
+        let err = plain.verify(&later).unwrap_err();
+        assert_eq!(err.code, 101);
+        assert!(err.message.contains("nbf"), "{}", err.message);
+        let now = signed(serde_json::json!({"sub": "a", "exp": exp, "nbf": now_secs() - 1}));
+        assert!(plain.verify(&now).is_ok());
+        let with_aud = signed(serde_json::json!({"sub": "a", "exp": exp, "aud": "elsewhere"}));
+        assert!(
+            plain.verify(&with_aud).is_ok(),
+            "aud is ignored without auth.audience"
+        );
+
+        let config = AuthConfig {
+            audience: Some("switchboard".into()),
+            ..AuthConfig::default()
+        };
+        let strict = Verifier::new(&config, SECRET).unwrap();
+        let err = strict.verify(&with_aud).unwrap_err();
+        assert!(err.message.contains("auth.audience"), "{}", err.message);
+        let without = signed(serde_json::json!({"sub": "a", "exp": exp}));
+        assert_eq!(strict.verify(&without).unwrap_err().code, 101);
+        let right =
+            signed(serde_json::json!({"sub": "a", "exp": exp, "aud": ["x", "switchboard"]}));
+        assert!(strict.verify(&right).is_ok());
+    }
+
+    /// Issue 10, point 13: an `exp` whose milliseconds overflow a u64 is the far future:
+    /// accepted, never expired, and its deadline is bounded.
+    #[test]
+    fn an_exp_too_large_for_milliseconds_is_the_far_future() {
+        let verifier = Verifier::new(&AuthConfig::default(), SECRET).unwrap();
+        for exp in [18_446_744_073_709_552, u64::MAX] {
+            let token = signed(serde_json::json!({"sub": "a", "exp": exp}));
+            let identity = verifier.verify(&token).unwrap();
+            assert!(!is_expired(identity.exp), "{exp}");
+            assert_eq!(expires_in(identity.exp), FAR, "{exp}");
+        }
+        assert!(is_expired(now_secs() - 1));
+        assert!(expires_in(now_secs() + 10) <= Duration::from_millis(10_001));
+    }
+
+    #[test]
+    fn an_empty_or_short_hs256_secret_is_refused() {
+        assert!(Verifier::new(&AuthConfig::default(), "").is_err());
+        assert!(Verifier::new(&AuthConfig::default(), "short").is_err());
+    }
+
     #[test]
     fn api_key_comparison() {
         assert!(api_key_matches("abc", "abc"));
         assert!(!api_key_matches("abc", "abd"));
         assert!(!api_key_matches("abc", "ab"));
+        assert!(!api_key_matches("", ""), "an empty key never matches");
     }
 }

@@ -429,6 +429,7 @@ impl Config {
         })?;
         Self::from_toml(&text).map_err(|err| match err {
             Error::Config(message) => Error::Config(format!("{}: {message}", path.display())),
+            Error::Secret(message) => Error::Secret(format!("{}: {message}", path.display())),
             other => other,
         })
     }
@@ -522,6 +523,23 @@ impl Config {
         }
         if self.storage.max_bytes == 0 {
             return Err(Error::Config("storage.max_bytes must be at least 1".into()));
+        }
+        // A secret written in the file is checked here, so the error names the file.
+        for (kind, value, setting) in [
+            (
+                crate::secrets::Kind::ApiKey,
+                &self.auth.api_key,
+                "auth.api_key",
+            ),
+            (
+                crate::secrets::Kind::TokenSecret,
+                &self.auth.token_secret,
+                "auth.token_secret",
+            ),
+        ] {
+            if let Some(value) = value {
+                crate::secrets::check(kind, value, setting)?;
+            }
         }
         if self.auth.audience.as_deref() == Some("") {
             return Err(Error::Config(

@@ -36,6 +36,10 @@ pub enum Error {
     /// A token key cannot be used.
     #[error("token key: {0}")]
     Key(String),
+    /// A secret (API key, token secret) is empty or too short; the message names where it
+    /// came from.
+    #[error("{0}")]
+    Secret(String),
     /// Other I/O.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),

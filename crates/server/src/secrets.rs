@@ -25,21 +25,77 @@ pub const API_KEY_FILE: &str = "api-key";
 /// Name of the token secret file in the data directory.
 pub const TOKEN_SECRET_FILE: &str = "token-secret";
 
+/// Shortest API key accepted, in bytes: guessing 16 random characters over HTTP is out of
+/// reach, while an empty or short key is a mistake (an unset variable, a placeholder).
+pub const MIN_API_KEY: usize = 16;
+/// Shortest HS256 token secret accepted, in bytes: RFC 7518 §3.2 requires a key of at
+/// least the hash's size (256 bits) for HS256.
+pub const MIN_TOKEN_SECRET: usize = 32;
+
+/// Which secret a value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The server API key.
+    ApiKey,
+    /// The HS256 token secret.
+    TokenSecret,
+}
+
+impl Kind {
+    fn minimum(self) -> usize {
+        match self {
+            Kind::ApiKey => MIN_API_KEY,
+            Kind::TokenSecret => MIN_TOKEN_SECRET,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::ApiKey => "API key",
+            Kind::TokenSecret => "token secret",
+        }
+    }
+}
+
+/// Refuses an empty or short secret, naming `source` (a setting, a variable, a file) so
+/// the operator knows what to fix. An empty API key would let every request through; an
+/// empty token secret would accept tokens anyone can sign.
+pub fn check(kind: Kind, value: &str, source: &str) -> Result<()> {
+    let minimum = kind.minimum();
+    if value.trim().is_empty() {
+        return Err(Error::Secret(format!(
+            "the {} from {source} is empty; set at least {minimum} random characters, or \
+             remove it to have one generated into the data directory",
+            kind.name()
+        )));
+    }
+    if value.len() < minimum {
+        return Err(Error::Secret(format!(
+            "the {} from {source} is {} bytes long; it must be at least {minimum} (a random \
+             string; remove it to have one generated into the data directory)",
+            kind.name(),
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Loads the secrets, generating missing ones into the data directory (mode 0600).
 pub fn load(config: &Config) -> Result<Secrets> {
     let dir = &config.data_dir;
     let mut generated = Vec::new();
-    let mut get = |configured: &Option<String>, file: &str| -> Result<String> {
+    let mut get = |configured: &Option<String>, file: &str, kind: Kind, setting: &str| {
         if let Some(value) = configured {
+            check(kind, value, setting)?;
             return Ok(value.clone());
         }
         let path = dir.join(file);
         match std::fs::read_to_string(&path) {
-            Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
-            Ok(_) => Err(Error::DataDir {
-                path,
-                source: std::io::Error::other("the file is empty"),
-            }),
+            Ok(text) => {
+                let value = text.trim();
+                check(kind, value, &path.display().to_string())?;
+                Ok(value.to_owned())
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let value = generate();
                 write_private(dir, &path, &value)?;
@@ -49,8 +105,18 @@ pub fn load(config: &Config) -> Result<Secrets> {
             Err(source) => Err(Error::DataDir { path, source }),
         }
     };
-    let api_key = get(&config.auth.api_key, API_KEY_FILE)?;
-    let token_secret = get(&config.auth.token_secret, TOKEN_SECRET_FILE)?;
+    let api_key = get(
+        &config.auth.api_key,
+        API_KEY_FILE,
+        Kind::ApiKey,
+        "auth.api_key (configuration file or SWITCHBOARD_API_KEY)",
+    )?;
+    let token_secret = get(
+        &config.auth.token_secret,
+        TOKEN_SECRET_FILE,
+        Kind::TokenSecret,
+        "auth.token_secret (configuration file or SWITCHBOARD_TOKEN_SECRET)",
+    )?;
     Ok(Secrets {
         api_key,
         token_secret,
@@ -109,6 +175,56 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Issue 10, point 3: an empty or short secret from any source is refused at start-up
+    /// with a message naming the source; generated ones always pass.
+    #[test]
+    fn empty_or_short_secrets_are_refused_naming_their_source() {
+        let dir = std::env::temp_dir().join(format!("sb-secrets-{}", rand::random::<u64>()));
+        let mut config = Config {
+            data_dir: dir.clone(),
+            ..Config::default()
+        };
+        config.auth.api_key = Some(String::new());
+        let err = load(&config).unwrap_err().to_string();
+        assert!(
+            err.contains("API key") && err.contains("auth.api_key") && err.contains("empty"),
+            "{err}"
+        );
+        config.auth.api_key = Some("short".into());
+        let err = load(&config).unwrap_err().to_string();
+        assert!(
+            err.contains("5 bytes long") && err.contains("at least 16"),
+            "{err}"
+        );
+        config.auth.api_key = None;
+        config.auth.token_secret = Some("x".repeat(31));
+        let err = load(&config).unwrap_err().to_string();
+        assert!(
+            err.contains("token secret") && err.contains("at least 32"),
+            "{err}"
+        );
+        // From the data directory's files.
+        config.auth.token_secret = None;
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(TOKEN_SECRET_FILE), "\n").unwrap();
+        let err = load(&config).unwrap_err().to_string();
+        assert!(
+            err.contains(TOKEN_SECRET_FILE) && err.contains("empty"),
+            "{err}"
+        );
+        std::fs::write(dir.join(TOKEN_SECRET_FILE), "s3cret\n").unwrap();
+        let err = load(&config).unwrap_err().to_string();
+        assert!(
+            err.contains(TOKEN_SECRET_FILE) && err.contains("6 bytes"),
+            "{err}"
+        );
+        std::fs::remove_file(dir.join(TOKEN_SECRET_FILE)).unwrap();
+        let generated = load(&config).unwrap();
+        assert!(generated.token_secret.len() >= MIN_TOKEN_SECRET);
+        assert!(generated.api_key.len() >= MIN_API_KEY);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

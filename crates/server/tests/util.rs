@@ -27,7 +27,7 @@ pub(crate) const WAIT: Duration = Duration::from_secs(5);
 /// The server API key of every test server.
 pub(crate) const API_KEY: &str = "test-api-key-0123456789";
 /// The HS256 token secret of every test server.
-pub(crate) const TOKEN_SECRET: &str = "test-token-secret-0123456789";
+pub(crate) const TOKEN_SECRET: &str = "test-token-secret-0123456789abcdef";
 
 /// A running server.
 #[derive(Debug)]
