@@ -12,11 +12,14 @@
 //! - `shutdown`: graceful shutdown.
 //! - `ping`: dead connections are closed.
 //! - `sse`: sessions over Server-Sent Events, resuming with `Last-Event-ID`.
+//! - `hardening`: issue 10, one test per point: connection slots, deadlines, budgets,
+//!   quotas, the Host check, raw JSON, refresh, session take-over, `close`, join/leave.
 //! - `poll`: long and short polling; what every HTTP transport shares (Origin, CORS, body
 //!   size, transports switched off); recovery on a new session.
 
 mod api;
 mod connect;
+mod hardening;
 mod history;
 mod mailbox;
 mod ping;

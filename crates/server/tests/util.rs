@@ -36,11 +36,27 @@ pub(crate) struct Server {
     pub(crate) addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<switchboard_server::Result<()>>>,
-    data_dir: PathBuf,
+    /// Its data directory (removed when the server is dropped).
+    pub(crate) data_dir: PathBuf,
 }
 
 /// Starts a server with the default configuration changed by `tweak`.
 pub(crate) async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
+    start_inner(tweak, None).await
+}
+
+/// [`start`] over a store the test made (to make the store fail where that is the point).
+pub(crate) async fn start_with_store(
+    tweak: impl FnOnce(&mut Config),
+    store: std::sync::Arc<dyn switchboard_server::engine::Store>,
+) -> Server {
+    start_inner(tweak, Some(store)).await
+}
+
+async fn start_inner(
+    tweak: impl FnOnce(&mut Config),
+    store: Option<std::sync::Arc<dyn switchboard_server::engine::Store>>,
+) -> Server {
     let data_dir =
         std::env::temp_dir().join(format!("sb-server-test-{:016x}", rand::random::<u64>()));
     std::fs::create_dir_all(&data_dir).expect("create the data dir");
@@ -59,9 +75,15 @@ pub(crate) async fn start(tweak: impl FnOnce(&mut Config)) -> Server {
         generated: vec![],
     };
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(run(listener, config, secrets, async {
+    let stop = async {
         let _ = rx.await;
-    }));
+    };
+    let task = match store {
+        None => tokio::spawn(run(listener, config, secrets, stop)),
+        Some(store) => tokio::spawn(switchboard_server::run_with_store(
+            listener, config, secrets, store, stop,
+        )),
+    };
     Server {
         addr,
         shutdown: Some(tx),
@@ -167,7 +189,17 @@ pub(crate) struct Client {
 impl Client {
     /// Opens the WebSocket, without sending `connect`.
     pub(crate) async fn open(addr: SocketAddr) -> Client {
-        let stream = bounded("TCP connect", TcpStream::connect(addr))
+        Client::open_from(addr, std::net::IpAddr::from([127, 0, 0, 1])).await
+    }
+
+    /// [`Client::open`] from another loopback address (`127.0.0.2`…), for the limits
+    /// counted per client address.
+    pub(crate) async fn open_from(addr: SocketAddr, source: std::net::IpAddr) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .expect("bind the source address");
+        let stream = bounded("TCP connect", socket.connect(addr))
             .await
             .expect("TCP connect");
         stream.set_nodelay(true).expect("nodelay");
