@@ -298,3 +298,40 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The operations page lists every metric and every limit: a new one cannot be left
+    /// out of it.
+    #[test]
+    fn docs_operations_lists_every_metric_and_limit() {
+        let page = include_str!("../../../docs/operations.md");
+        let rendered = Metrics::default().render(&Readings::default());
+        for line in rendered.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let name = line.split(' ').nth(2).unwrap_or_default();
+            assert!(
+                page.contains(&format!("`{name}")),
+                "{name} is not in docs/operations.md"
+            );
+        }
+        let config = crate::Config::default();
+        let sections = [
+            ("limits", format!("{:#?}", config.limits)),
+            ("mailbox", format!("{:#?}", config.mailbox)),
+            ("storage", format!("{:#?}", config.storage)),
+        ];
+        for (section, debug) in sections {
+            for field in debug
+                .lines()
+                .filter_map(|l| l.trim_start().split_once(": ").map(|(name, _)| name))
+            {
+                let named = page.contains(&format!("`{section}.{field}`"))
+                    || page.contains(&format!("{section}.{field}`,"))
+                    || page.contains(&format!(", `{section}.{field}`"));
+                assert!(named, "{section}.{field} is not in docs/operations.md");
+            }
+        }
+    }
+}
