@@ -175,6 +175,57 @@ pub(crate) enum BenchCommand {
     Fanout(BenchFanoutArgs),
     /// Opens N subscribed connections and holds them (for the server's RSS per connection).
     Idle(BenchIdleArgs),
+    /// Hostile load (sessions that never authenticate, or bodies without a key or that
+    /// never come) from 127.0.0.2 and up, while a legitimate client keeps connecting.
+    Flood(BenchFloodArgs),
+}
+
+/// What `bench flood` attacks with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum FloodKind {
+    /// HTTP sessions that never authenticate (`POST /poll` without a session).
+    Slots,
+    /// Keyless 1 MB bodies to the server API, and `/poll` bodies that never come.
+    Bodies,
+}
+
+impl FloodKind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            FloodKind::Slots => "slots",
+            FloodKind::Bodies => "bodies",
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchFloodArgs {
+    #[command(flatten)]
+    pub(crate) source: ConfigSource,
+    /// The server's WebSocket URL (a loopback address: the attackers use 127.0.0.2…).
+    #[arg(long, default_value = "ws://127.0.0.1:8000/ws")]
+    pub(crate) url: String,
+    /// The attack.
+    #[arg(long, value_enum, default_value_t = FloodKind::Slots)]
+    pub(crate) kind: FloodKind,
+    /// Attacker tasks, each with one connection at a time.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) attackers: usize,
+    /// Attacker addresses, 127.0.0.2 and up (the attackers are spread over them).
+    #[arg(long, default_value_t = 4)]
+    pub(crate) sources: usize,
+    /// Seconds the flood lasts.
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) duration: f64,
+    /// Legitimate connects (WebSocket and `connect`) per second, from 127.0.0.1.
+    #[arg(long, default_value_t = 20.0)]
+    pub(crate) legit_rate: f64,
+    /// PID of the server, to read its RSS and CPU time.
+    #[arg(long)]
+    pub(crate) server_pid: Option<u32>,
+    /// Worker threads of the load client (0: one per core).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) threads: usize,
 }
 
 #[derive(Debug, clap::Args)]

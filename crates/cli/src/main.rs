@@ -11,6 +11,7 @@
 //!   what the bench commands share (/proc readings).
 //! - `bench_fanout`, `bench_idle`, `bench_stats`: `switchboard bench fanout` and
 //!   `bench idle`, pub/sub load clients, and their latency histogram.
+//! - `bench_flood`: `switchboard bench flood`, hostile load beside a legitimate client.
 //! - `bench_http`: their SSE and long-polling subscribers (`--transport`), with the
 //!   parsers of chunked bodies, event streams and poll answers.
 //! - `logger`: log output through a bounded queue and a thread of its own, so that a
@@ -19,6 +20,7 @@
 mod args;
 mod bench;
 mod bench_fanout;
+mod bench_flood;
 mod bench_http;
 mod bench_idle;
 mod bench_stats;
@@ -87,6 +89,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             BenchCommand::Idle(opts) => {
                 runtime(opts.conn.threads)?.block_on(bench_idle::idle(opts))
             }
+            BenchCommand::Flood(opts) => runtime(opts.threads)?.block_on(bench_flood::flood(opts)),
         },
     }
 }

@@ -113,3 +113,44 @@ fn a_transport_the_server_refuses_fails_the_bench_with_its_answer() {
     }
     server.stop();
 }
+
+/// `bench flood`: a short slot flood from 127.0.0.2 and .3 against a server allowing 8
+/// pending connections per address. The attackers get 503s past their share, and every
+/// legitimate connect (from 127.0.0.1) succeeds meanwhile.
+#[test]
+fn bench_flood_leaves_legitimate_clients_in() {
+    let tmp = TempDir::new("bench-flood");
+    let data = tmp.join("data");
+    let config = tmp.join("flood.toml");
+    std::fs::write(&config, "[limits]\npending_per_ip = 8\n").expect("write the config");
+    let server = Server::serve_with(&data, &["--config", config.to_str().expect("UTF-8")]);
+    let (status, stdout, stderr) = run(&[
+        "bench",
+        "flood",
+        "--url",
+        &server.ws_url(),
+        "--data-dir",
+        data.to_str().expect("UTF-8"),
+        "--kind",
+        "slots",
+        "--attackers",
+        "8",
+        "--sources",
+        "2",
+        "--duration",
+        "1",
+        "--legit-rate",
+        "20",
+        "--server-pid",
+        &server.proc.child.id().to_string(),
+    ]);
+    assert!(status.success(), "{status}\n{stderr}");
+    let report = json(stdout.lines().last().unwrap_or_default());
+    assert_eq!(report["attack_answers"]["200"], 16, "{report}");
+    assert!(
+        report["attack_answers"]["503"].as_u64() > Some(0),
+        "{report}"
+    );
+    assert_eq!(report["legit_failed"], 0, "{report}");
+    assert!(report["legit_ok"].as_u64() >= Some(15), "{report}");
+}
