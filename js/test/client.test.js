@@ -577,6 +577,83 @@ describe('private messages', () => {
   });
 });
 
+describe('mailbox ids start over (issue 10, point 16)', () => {
+  test('a memory store restarted: messages with ids below the last one seen reach the app and are acked', async () => {
+    const server = await startServer({ store: 'memory' });
+    try {
+      const sb = client(server, { token: server.token('mia'), minReconnectDelay: 50 });
+      const got = [];
+      sb.on('message', (m) => got.push({ n: m.data.n, mailbox: m.mailbox }));
+      const connects = [];
+      sb.on('connected', () => connects.push(Date.now()));
+      sb.connect();
+      await sb.ready();
+      for (const n of [1, 2, 3]) await server.api('send', { user: 'mia', data: { n } });
+      await until(() => got.length === 3, 5000, '3 messages');
+      await sleep(200); // the ack of 3
+      // The memory store starts empty: the next ids are 1, 2, below the 3 already seen.
+      await server.restart();
+      await until(() => connects.length === 2 && sb.readyState === OPEN, 10000, 'the reconnect');
+      for (const n of [4, 5]) await server.api('send', { user: 'mia', data: { n } });
+      await until(() => got.length === 5, 5000, 'the 2 messages sent after the restart');
+      assert.deepEqual(got.map((m) => m.n), [1, 2, 3, 4, 5]);
+      assert.ok(got[3].mailbox <= got[2].mailbox, `the ids started over: ${JSON.stringify(got)}`);
+      await sleep(200); // the ack of the new series
+      await sb.close();
+      // Acked: a new client of the same user finds the mailbox empty.
+      const again = client(server, { token: server.token('mia') });
+      const got2 = [];
+      again.on('message', (m) => got2.push(m.data.n));
+      again.connect();
+      await again.ready();
+      await server.api('send', { user: 'mia', data: { n: 6 } });
+      await until(() => got2.length >= 1, 5000, 'the next message');
+      await sleep(100);
+      assert.deepEqual(got2, [6]);
+    } finally {
+      await server.dispose();
+    }
+  });
+
+  test('getToken switches user: the new user\'s messages with lower ids reach the app and are acked', async () => {
+    const server = await startServer();
+    try {
+      // Bob's messages first, so their ids are the lower ones whatever the store numbers by.
+      for (const n of [1, 2]) await server.api('send', { user: 'bob-switch', data: { n } });
+      for (const n of [1, 2, 3, 4]) await server.api('send', { user: 'alice-switch', data: { n } });
+      let user = 'alice-switch';
+      const sb = client(server, { transports: ['websocket'], getToken: () => server.token(user), minReconnectDelay: 50 });
+      const got = [];
+      sb.on('message', (m) => got.push({ user: sb.user, n: m.data.n, mailbox: m.mailbox }));
+      sb.connect();
+      await until(() => got.length === 4, 5000, 'alice\'s 4 messages');
+      await sleep(200); // the ack
+      user = 'bob-switch';
+      await server.api('disconnect', { user: 'alice-switch', reconnect: true });
+      await until(() => got.length === 6, 5000, 'bob\'s 2 messages');
+      assert.deepEqual(
+        got.map((m) => `${m.user}:${m.n}`),
+        ['alice-switch:1', 'alice-switch:2', 'alice-switch:3', 'alice-switch:4', 'bob-switch:1', 'bob-switch:2'],
+      );
+      assert.ok(got[4].mailbox < got[3].mailbox, `bob's ids are below alice's: ${JSON.stringify(got)}`);
+      await sleep(200);
+      await sb.close();
+      for (const who of ['alice-switch', 'bob-switch']) {
+        const again = client(server, { token: server.token(who) });
+        const left = [];
+        again.on('message', (m) => left.push(m.data.n));
+        again.connect();
+        await again.ready();
+        await sleep(300);
+        assert.deepEqual(left, [], `${who}'s mailbox was acked`);
+        await again.close();
+      }
+    } finally {
+      await server.dispose();
+    }
+  });
+});
+
 describe('fallback and upgrade', () => {
   test('/ws refused: the default transports fall back to sse and deliver', async () => {
     const server = await startServer({ transports: { websocket: false } });

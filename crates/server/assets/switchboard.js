@@ -19,7 +19,8 @@
  * - resubscribes every channel with `recover` = the last epoch and offset it delivered, and
  *   drops any publication at or below that offset, so the application sees each
  *   publication once and in order, or is told by `onRecoveryFailed` to reload;
- * - acknowledges private messages and drops redeliveries by mailbox id;
+ * - acknowledges private messages and drops redeliveries by mailbox id (ids start over
+ *   when the user or the connect reply's `mailbox_epoch` changes);
  * - refreshes the token with `getToken` shortly before it expires;
  * - queues commands while not connected and sends them once connected.
  *
@@ -230,9 +231,17 @@ export class Switchboard {
     /** @internal @type {Record<string, any>} */ this._timers = {};
     /** @internal */ this._lastReceive = 0;
     /** @internal */ this._pingMs = 25000;
-    /** @internal */ this._lastMailbox = 0;
+    /** @internal The highest mailbox id handed to the app, within `_mailboxSeries`. */
+    this._lastMailbox = 0;
     /** @internal */ this._ackWanted = 0;
     /** @internal */ this._ackSent = 0;
+    /**
+     * @internal The user and `mailbox_epoch` of the last connect reply: mailbox ids only
+     * compare within one user's mailbox and one epoch, so the three counters above start
+     * over when either changes.
+     * @type {string | null}
+     */
+    this._mailboxSeries = null;
     /** @internal */ this._ackInFlight = false;
     /** @internal @type {{client: string, user: string, expires: number | null, ping: number, version: string} | null} */
     this._session = null;
@@ -630,6 +639,16 @@ export class Switchboard {
       ping: result.ping,
       version: result.version,
     };
+    // A user switched by getToken(), or a store whose ids started over (a restarted
+    // memory store): the ids remembered belong to another series, and messages with
+    // lower ids would be dropped unseen and then deleted by the next ack.
+    const series = JSON.stringify([result.user, result.mailbox_epoch ?? null]);
+    if (series !== this._mailboxSeries) {
+      this._mailboxSeries = series;
+      this._lastMailbox = 0;
+      this._ackWanted = 0;
+      this._ackSent = 0;
+    }
     this._preferred = this._transportIndex;
     this._attempt = 0;
     this._lastWorked = /** @type {Transport} */ (this._transport).name;
