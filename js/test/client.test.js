@@ -654,6 +654,90 @@ describe('mailbox ids start over (issue 10, point 16)', () => {
   });
 });
 
+describe('close() ends the session at once (issue 10, point 17)', () => {
+  let server;
+  before(async () => {
+    server = await startServer();
+  });
+  after(() => server.dispose());
+
+  // Without the close command an SSE or polling session stays, in presence, for
+  // limits.session_idle (60 s here); the leave must come within a few seconds.
+  for (const transport of TRANSPORTS) {
+    test(`over ${transport}: another client sees the leave at once`, async () => {
+      const channel = `test:close-${transport}`;
+      const user = `leaver-${transport}`;
+      const watcher = client(server, { transports: ['websocket'], token: server.token(`watcher-${transport}`) });
+      const w = record(watcher, channel);
+      watcher.connect();
+      await until(() => w.sub.state === 'subscribed', 5000, 'the watcher subscribed');
+      const leaver = client(server, { transports: [transport], token: server.token(user) });
+      record(leaver, channel);
+      leaver.connect();
+      await until(() => w.joins.some((j) => j.info.user === user), 5000, 'the join');
+      const started = Date.now();
+      const closing = leaver.close();
+      assert.equal(leaver.readyState, 2, 'CLOSING until the server confirmed');
+      await closing;
+      assert.equal(leaver.readyState, CLOSED);
+      await until(() => w.leaves.some((l) => l.info.user === user), 3000, 'the leave');
+      const took = Date.now() - started;
+      assert.deepEqual(Object.keys((await server.api('presence', { channel })).presence), [`watcher-${transport}`]);
+      assert.ok(took < 3000, `the leave came ${took} ms after close()`);
+    });
+  }
+
+  test('close() while the first poll (carrying connect) is in flight ends that session too', async () => {
+    const own = await startServer({ limits: { connections_per_user: 1 } });
+    try {
+      // The first answer is held back: the server has connected the session, and the
+      // client does not know its id yet when close() is called.
+      let answered = false;
+      const slow = async (url, init) => {
+        const res = await fetch(url, init);
+        if (!String(url).includes('session=')) {
+          answered = true;
+          await sleep(300);
+        }
+        return res;
+      };
+      const first = client(own, { transports: ['longpoll'], token: own.token('solo'), fetch: slow });
+      first.connect();
+      await until(() => answered, 5000, 'the server to answer the first poll');
+      await first.close(); // waits for the answer, which names the session, then ends it
+      const second = client(own, { transports: ['websocket'], token: own.token('solo') });
+      const disconnects = [];
+      second.on('disconnected', (ev) => disconnects.push(ev));
+      second.connect();
+      await second.ready();
+      assert.deepEqual(disconnects, [], 'the only connection slot of the user was free');
+    } finally {
+      await own.dispose();
+    }
+  });
+
+  test('close() never hangs on a server that does not answer', async () => {
+    const own = await startServer();
+    try {
+      const sb = client(own, { transports: ['sse'], token: own.token('stuck') });
+      sb.connect();
+      await sb.ready();
+      own.proc.kill('SIGSTOP');
+      try {
+        const started = Date.now();
+        await sb.close();
+        const took = Date.now() - started;
+        assert.equal(sb.readyState, CLOSED);
+        assert.ok(took >= 1500 && took < 3000, `close() gave up after ${took} ms (2 s expected)`);
+      } finally {
+        own.proc.kill('SIGCONT');
+      }
+    } finally {
+      await own.dispose();
+    }
+  });
+});
+
 describe('fallback and upgrade', () => {
   test('/ws refused: the default transports fall back to sse and deliver', async () => {
     const server = await startServer({ transports: { websocket: false } });

@@ -145,7 +145,8 @@ export interface DisconnectedEvent {
   reason: string;
   /**
    * Whether the client reconnects by itself: false after 1009, 4001, 4003 (a server-API
-   * disconnect) and 4002 without getToken, or `close()`; true otherwise, 4008 (a server-API
+   * disconnect) and 4002 without getToken, `close()`, or the page's `pagehide` (a page
+   * restored from the back/forward cache reconnects); true otherwise, 4008 (a server-API
    * disconnect asking for a reconnect) included.
    */
   reconnect: boolean;
@@ -206,7 +207,12 @@ export class Switchboard {
   connect(): this;
   /** Resolves once OPEN; rejects if the client is closed first. */
   ready(): Promise<void>;
-  close(): void;
+  /**
+   * Ends the session (the `close` command, so that an SSE or polling session leaves at
+   * once) and stops reconnecting; resolves once CLOSED, at most 2 s later. Also done on
+   * the page's `pagehide`, by beacon.
+   */
+  close(): Promise<void>;
 
   on<K extends keyof EventMap>(event: K, fn: (ev: EventMap[K]) => void): () => void;
   off<K extends keyof EventMap>(event: K, fn: (ev: EventMap[K]) => void): void;

@@ -22,7 +22,9 @@
  * - acknowledges private messages and drops redeliveries by mailbox id (ids start over
  *   when the user or the connect reply's `mailbox_epoch` changes);
  * - refreshes the token with `getToken` shortly before it expires;
- * - queues commands while not connected and sends them once connected.
+ * - queues commands while not connected and sends them once connected;
+ * - ends its session with the `close` command on close(), on `pagehide` (by beacon) and
+ *   when it gives up on a session, so that an SSE or polling session does not linger.
  *
  * Layout: constants and errors; the Switchboard client (connection state machine, commands,
  * pushes, recovery, mailbox, token, liveness, upgrade probe); Subscription; the three
@@ -54,6 +56,13 @@ const FINAL_CODES = new Set([1009, 4001, 4003]);
 
 /** Close code of a server-API disconnect that asks the client to reconnect. */
 const RECONNECT = 4008;
+
+/**
+ * ms a closing transport waits for the server to confirm the `close` command. Closing
+ * must never hang on a server that does not answer, and nothing is lost by giving up: a
+ * session the server was not told about ends by itself after `limits.session_idle`.
+ */
+const CLOSE_WAIT = 2000;
 
 /**
  * Error of a command (`code` is the protocol's error code, 100-116, see docs/protocol.md)
@@ -127,7 +136,11 @@ export class SwitchboardError extends Error {
  * @property {string} name
  * @property {(connect: object) => void} open   starts; `connect` is the first command
  * @property {(commands: object[]) => void} send
- * @property {() => Promise<void>} close        no callback after this
+ * @property {(command?: object | null, wait?: number) => Promise<void>} close
+ *   ends it, no callback after this; with `command` (the `close` command) the server's
+ *   session is ended first, when there is one: resolves once it confirmed, or after `wait`
+ * @property {(command: object) => void} beacon
+ *   the page is going away: hands `command` to the browser to deliver, and ends at once
  * @property {number} bufferedAmount
  *
  * @typedef {object} Sink
@@ -245,6 +258,15 @@ export class Switchboard {
     /** @internal */ this._ackInFlight = false;
     /** @internal @type {{client: string, user: string, expires: number | null, ping: number, version: string} | null} */
     this._session = null;
+    /** @internal @type {Promise<void> | null} What close() returns while CLOSING. */
+    this._closing = null;
+    /** @internal Closed by `pagehide`: a page restored from the back/forward cache reconnects. */
+    this._hidden = false;
+    /** @internal The window listeners (added while connecting or connected). */
+    this._pageListeners = {
+      pagehide: () => this._onPageHide(),
+      pageshow: (/** @type {any} */ ev) => this._onPageShow(ev),
+    };
   }
 
   /** CONNECTING (0), OPEN (1), CLOSING (2) or CLOSED (3), as on WebSocket. */
@@ -303,7 +325,9 @@ export class Switchboard {
   connect() {
     if (this._readyState === OPEN || this._readyState === CONNECTING) return this;
     this._closed = false;
+    this._hidden = false;
     this._attempt = 0;
+    this._watchPage(true);
     this._setState(CONNECTING);
     this._startRound();
     return this;
@@ -333,28 +357,90 @@ export class Switchboard {
   }
 
   /**
-   * Closes the connection and stops reconnecting. Commands waiting for a reply or in the
-   * queue are rejected with code 'closed'. Subscriptions stay registered: a later
-   * `connect()` resubscribes them and recovers what was missed.
+   * Closes the connection and stops reconnecting. The server is told first (the `close`
+   * command), so that an SSE or polling session ends at once rather than after
+   * `limits.session_idle`, and others see this client leave at once; the wait for its
+   * answer is bounded (CLOSE_WAIT, 2 s). Commands waiting for a reply or in the queue are
+   * rejected with code 'closed'. Subscriptions stay registered: a later `connect()`
+   * resubscribes them and recovers what was missed.
+   * @returns {Promise<void>} resolves once CLOSED
    */
   close() {
+    this._watchPage(false);
+    this._hidden = false;
+    return this._end('closed by the client', false);
+  }
+
+  /**
+   * close(), or the page going away (`beacon`: the close command is handed to the browser
+   * to deliver after the page is gone, and nothing is waited for).
+   * @internal
+   * @param {string} reason
+   * @param {boolean} beacon
+   * @returns {Promise<void>}
+   */
+  _end(reason, beacon) {
+    if (this._readyState === CLOSING && this._closing) return this._closing;
     this._closed = true;
     const wasClosed = this._readyState === CLOSED;
     this._abandon();
-    this._rejectAll('closed', 'the client was closed');
+    this._rejectAll('closed', beacon ? 'the page was hidden' : 'the client was closed');
     for (const sub of this._subs.values()) sub._reset();
     this._switching = -1;
-    if (wasClosed) return;
+    if (wasClosed) return Promise.resolve();
     const t = this._transport;
     this._transport = null;
     this._setState(CLOSING);
     const done = () => {
-      if (this._readyState !== CLOSING) return;
+      this._closing = null;
+      if (this._readyState !== CLOSING) return; // connect() was called meanwhile
       this._setState(CLOSED);
-      this._emit('disconnected', { code: 1000, reason: 'closed by the client', reconnect: false });
+      this._emit('disconnected', { code: 1000, reason, reconnect: false });
     };
-    if (t) t.close().then(done, done);
-    else done();
+    const command = { id: this._nextId++, cmd: 'close' };
+    if (!t || beacon) {
+      if (t) t.beacon(command);
+      done();
+      return Promise.resolve();
+    }
+    this._closing = t.close(command, CLOSE_WAIT).then(done, done);
+    return this._closing;
+  }
+
+  /**
+   * Listens to the page's `pagehide` and `pageshow` (where there is a window).
+   * @internal
+   * @param {boolean} on
+   */
+  _watchPage(on) {
+    const target = /** @type {any} */ (globalThis);
+    if (typeof target.addEventListener !== 'function') return;
+    for (const [name, fn] of Object.entries(this._pageListeners)) {
+      if (on) target.addEventListener(name, fn);
+      else target.removeEventListener(name, fn);
+    }
+  }
+
+  /**
+   * The page is going away (or into the back/forward cache): end the session now, since
+   * nothing will run to end it later, and an HTTP session would otherwise stay, in
+   * presence, for `limits.session_idle`.
+   * @internal
+   */
+  _onPageHide() {
+    if (this._closed || this._readyState === CLOSED) return;
+    this._hidden = true;
+    this._end('the page was hidden', true);
+  }
+
+  /**
+   * A page restored from the back/forward cache reconnects if `pagehide` closed it.
+   * @internal
+   * @param {{persisted?: boolean}} ev
+   */
+  _onPageShow(ev) {
+    if (!ev || !ev.persisted || !this._hidden) return;
+    this.connect();
   }
 
   /**
@@ -684,7 +770,10 @@ export class Switchboard {
     const wasOpen = this._readyState === OPEN;
     this._transport = null;
     this._abandon();
-    if (transport) transport.close();
+    // Told to the server when the client is the one dropping it (an upgrade's switch, a
+    // timeout), so that an HTTP session does not linger in presence; a transport that
+    // ended by itself sends nothing.
+    if (transport) transport.close({ id: this._nextId++, cmd: 'close' }, CLOSE_WAIT);
     this._rejectPending('disconnected', `the connection was lost before the reply (${info.code} ${info.reason})`);
     this._ackInFlight = false;
     for (const sub of this._subs.values()) sub._reset();
@@ -724,6 +813,7 @@ export class Switchboard {
     const final = FINAL_CODES.has(info.code) || (info.code === 4002 && !this._getToken);
     if (final) {
       this._closed = true;
+      this._watchPage(false);
       this._setState(CLOSED);
       this._rejectAll('closed', `the connection was closed: ${info.code} ${info.reason}`);
       this._emit('disconnected', { code: info.code, reason: info.reason, reconnect: false });
@@ -1350,23 +1440,37 @@ class WebSocketTransport {
     }
   }
 
-  close() {
+  /**
+   * The close command goes just before the close frame: the server handles frames in
+   * order, so it has handled every command before either; the close frame alone would end
+   * the session too, the command makes every transport end the same way.
+   * @param {object | null} [command]
+   * @param {number} [wait]
+   */
+  close(command = null, wait = CLOSE_WAIT) {
     this.dead = true;
     const ws = this.ws;
-    if (!ws || ws.readyState === 3) return Promise.resolve();
+    if (!ws || ws.readyState === 2 || ws.readyState === 3) return Promise.resolve();
     return new Promise((resolve) => {
-      const timer = setTimeout(resolve, 2000);
+      const timer = setTimeout(resolve, wait);
       this.onClosed = () => {
         clearTimeout(timer);
         resolve(undefined);
       };
       try {
+        if (command && this.opened && ws.readyState === 1) ws.send(JSON.stringify(command));
         ws.close(1000, 'client closed');
       } catch {
         clearTimeout(timer);
         resolve(undefined);
       }
     });
+  }
+
+  /** @param {object} command */
+  beacon(command) {
+    // A socket's last frames are sent even as the page goes away.
+    this.close(command, 0);
   }
 }
 
@@ -1452,7 +1556,7 @@ class SseTransport {
         this.pump();
       } else if (sid !== this.sid) {
         // The resume found no session: everything it held is gone. Reconnect properly.
-        this.fail('the SSE session was lost');
+        this.fail('the SSE session was lost', true);
       }
     });
     es.addEventListener('message', (/** @type {MessageEvent} */ ev) => {
@@ -1472,7 +1576,12 @@ class SseTransport {
       this.sink.message(msg);
     });
     es.addEventListener('close', (/** @type {MessageEvent} */ ev) => {
-      if (this.dead) return;
+      // After close(command): the server confirmed the end; stop EventSource from
+      // reconnecting to the session that just ended.
+      if (this.dead) {
+        es.close();
+        return;
+      }
       let info = { code: 1006, reason: 'the server ended the stream' };
       try {
         const d = JSON.parse(ev.data);
@@ -1517,8 +1626,7 @@ class SseTransport {
     const abort = new AbortController();
     this.abort = abort;
     const timer = setTimeout(() => abort.abort(), this.client._opts.timeout);
-    const url = `${this.client.url}/sse/send?session=${encodeURIComponent(this.sid)}`;
-    /** @type {typeof fetch} */ (this.client._fetch)(url, {
+    /** @type {typeof fetch} */ (this.client._fetch)(this.sendUrl(), {
       method: 'POST',
       headers: { 'Content-Type': 'text/plain;charset=UTF-8' },
       body,
@@ -1527,7 +1635,7 @@ class SseTransport {
       async (res) => {
         clearTimeout(timer);
         if (this.dead) return;
-        if (res.status === 404) return this.fail('the SSE session was lost');
+        if (res.status === 404) return this.fail('the SSE session was lost', true);
         if (!res.ok) return this.fail(`POST /sse/send answered ${res.status} ${await safeText(res)}`);
         this.poster.busy = false;
         this.poster.inFlightBytes = 0;
@@ -1541,8 +1649,15 @@ class SseTransport {
     );
   }
 
-  /** @param {string} reason */
-  fail(reason) {
+  /**
+   * Gives up on the session; unless the server said it is `gone`, it may still hold it
+   * (only a stream or a poll failed), so it is told to end it. By beacon: a page being
+   * unloaded sees its requests fail before `pagehide`, and only a beacon gets out then.
+   * @param {string} reason
+   * @param {boolean} [gone]
+   */
+  fail(reason, gone = false) {
+    if (!this.dead && !gone && this.sid !== null) sendBeacon(this.client, this.closeUrl(), { cmd: 'close' });
     this.end({ code: 1006, reason, failed: true });
   }
 
@@ -1553,12 +1668,40 @@ class SseTransport {
     this.sink.close(info);
   }
 
-  close() {
+  /**
+   * @param {object | null} [command]
+   * @param {number} [wait]
+   */
+  close(command = null, wait = CLOSE_WAIT) {
+    if (this.dead) return Promise.resolve();
     this.dead = true;
     clearTimeout(this.resumeTimer);
     if (this.abort) this.abort.abort();
-    if (this.es) this.es.close();
-    return Promise.resolve();
+    const es = this.es;
+    // Without a session id, `connect` has not been sent: the server's session is not
+    // connected and ends by itself at `limits.connect_timeout`.
+    if (!command || this.sid === null) {
+      if (es) es.close();
+      return Promise.resolve();
+    }
+    // The stream stays open until the command is answered, so that the server tells the
+    // end to it (a `close` event) instead of keeping the ended session for a later stream.
+    return postCommand(this.client, this.sendUrl(), command, wait).then(() => es.close());
+  }
+
+  /** @param {object} command */
+  beacon(command) {
+    if (this.dead) return;
+    if (this.sid !== null) sendBeacon(this.client, this.closeUrl(), command);
+    this.close();
+  }
+
+  sendUrl() {
+    return `${this.client.url}/sse/send?session=${encodeURIComponent(/** @type {string} */ (this.sid))}`;
+  }
+
+  closeUrl() {
+    return this.sendUrl();
   }
 }
 
@@ -1595,6 +1738,12 @@ class PollTransport {
     this.kickQueued = false;
     /** @type {Set<AbortController>} */
     this.aborts = new Set();
+    /**
+     * Set by close() while the first request (carrying `connect`) is in flight: called
+     * with its answer, which names the session to end.
+     * @type {(() => void) | null}
+     */
+    this.afterOpen = null;
   }
 
   get bufferedAmount() {
@@ -1635,10 +1784,6 @@ class PollTransport {
     this.busy = true;
     this.latestCarries = carries;
     this.poster.inFlightBytes = carries ? byteLength(/** @type {string} */ (body)) : 0;
-    const params = new URLSearchParams();
-    if (this.sid !== null) params.set('session', this.sid);
-    params.set('ack', String(this.lastSeq));
-    params.set('wait', this.long ? '1' : '0');
     const abort = new AbortController();
     this.aborts.add(abort);
     // Commands are answered at once; a bare long poll is held up to 25 s by default.
@@ -1650,17 +1795,17 @@ class PollTransport {
       init.body = body;
       init.headers = { 'Content-Type': 'text/plain;charset=UTF-8' };
     }
-    /** @type {typeof fetch} */ (this.client._fetch)(`${this.client.url}/poll?${params}`, init)
+    /** @type {typeof fetch} */ (this.client._fetch)(this.pollUrl(this.long), init)
       .then(async (res) => {
-        if (this.dead) return;
-        if (res.status === 404) return this.fail(`the polling session was lost (${await safeText(res)})`);
+        if (this.dead) return this.closing(res.ok ? await res.json().catch(() => null) : null);
+        if (res.status === 404) return this.fail(`the polling session was lost (${await safeText(res)})`, true);
         if (!res.ok) {
           const text = await safeText(res);
           if (carries || this.sid === null || res.status < 500) return this.fail(`POST /poll answered ${res.status} ${text}`);
           throw new Error(`POST /poll answered ${res.status} ${text}`);
         }
         const answer = await res.json();
-        if (this.dead) return;
+        if (this.dead) return this.closing(answer);
         if (gen === this.gen) {
           this.busy = false;
           this.poster.inFlightBytes = 0;
@@ -1670,7 +1815,7 @@ class PollTransport {
         if (!this.dead && gen === this.gen) this.next();
       })
       .catch((err) => {
-        if (this.dead) return;
+        if (this.dead) return this.closing(null);
         // Commands that may or may not have been executed: reconnect and recover.
         if (carries || this.sid === null) return this.fail(`POST /poll failed: ${errorMessage(err)}`);
         if (gen !== this.gen) return; // superseded: its messages come again
@@ -1713,8 +1858,15 @@ class PollTransport {
     }
   }
 
-  /** @param {string} reason */
-  fail(reason) {
+  /**
+   * Gives up on the session; unless the server said it is `gone`, it may still hold it
+   * (only a stream or a poll failed), so it is told to end it. By beacon: a page being
+   * unloaded sees its requests fail before `pagehide`, and only a beacon gets out then.
+   * @param {string} reason
+   * @param {boolean} [gone]
+   */
+  fail(reason, gone = false) {
+    if (!this.dead && !gone && this.sid !== null) sendBeacon(this.client, this.closeUrl(), { cmd: 'close' });
     this.end({ code: 1006, reason, failed: true });
   }
 
@@ -1725,12 +1877,139 @@ class PollTransport {
     this.sink.close(info);
   }
 
-  close() {
+  /**
+   * @param {object | null} [command]
+   * @param {number} [wait]
+   */
+  close(command = null, wait = CLOSE_WAIT) {
+    if (this.dead) return Promise.resolve();
     this.dead = true;
     clearTimeout(this.timer);
+    // The first request opens the session and connects it: its answer names the session,
+    // which must be ended too, or it would stay connected for `limits.session_idle`.
+    const opening = this.sid === null && this.busy;
+    if (!command || (this.sid === null && !opening)) {
+      this.abortAll();
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      let settled = false;
+      const finish = () => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.afterOpen = null;
+        this.abortAll();
+        resolve(undefined);
+      };
+      const timer = setTimeout(finish, wait);
+      const send = () => {
+        if (settled) return;
+        if (this.sid === null) return finish(); // the session never opened
+        // The waiting long poll is answered by this one anyway.
+        this.abortAll();
+        postCommand(this.client, this.pollUrl(false), command, wait).then(finish);
+      };
+      if (opening) this.afterOpen = send;
+      else send();
+    });
+  }
+
+  /**
+   * An answer (or failure: null) that came after close(): the first one names the session
+   * close() waits to end.
+   * @param {any} answer
+   */
+  closing(answer) {
+    const send = this.afterOpen;
+    if (!send) return;
+    this.afterOpen = null;
+    if (this.sid === null && answer && typeof answer.session === 'string') this.sid = answer.session;
+    send();
+  }
+
+  /** @param {object} command */
+  beacon(command) {
+    if (this.dead) return;
+    if (this.sid !== null) sendBeacon(this.client, this.closeUrl(), command);
+    this.close();
+  }
+
+  closeUrl() {
+    return this.pollUrl(false);
+  }
+
+  abortAll() {
     for (const a of this.aborts) a.abort();
     this.aborts.clear();
-    return Promise.resolve();
+  }
+
+  /**
+   * `/poll` with the session, the ack of everything received, and `wait`.
+   * @param {boolean} wait
+   */
+  pollUrl(wait) {
+    const params = new URLSearchParams();
+    if (this.sid !== null) params.set('session', this.sid);
+    params.set('ack', String(this.lastSeq));
+    params.set('wait', wait ? '1' : '0');
+    return `${this.client.url}/poll?${params}`;
+  }
+}
+
+/**
+ * POSTs one command (the `close` command) and settles, never rejecting, once it is
+ * answered, failed, or `wait` ms passed (it is aborted then).
+ * @param {Switchboard} client
+ * @param {string} url
+ * @param {object} command
+ * @param {number} wait
+ * @returns {Promise<void>}
+ */
+function postCommand(client, url, command, wait) {
+  if (!client._fetch) return Promise.resolve();
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), wait);
+  return client
+    ._fetch(url, {
+      method: 'POST',
+      headers: { 'Content-Type': 'text/plain;charset=UTF-8' },
+      body: JSON.stringify(command),
+      signal: abort.signal,
+    })
+    .then(safeText)
+    .then(
+      () => clearTimeout(timer),
+      () => clearTimeout(timer),
+    );
+}
+
+/**
+ * Sends one command as the page goes away. `navigator.sendBeacon` is made for this: the
+ * browser delivers it after the page is gone. A string body goes as `text/plain`, which the
+ * server reads like any command body and which needs no CORS preflight. Where there is no
+ * beacon (or it refused), a `keepalive` fetch does the same.
+ * @param {Switchboard} client
+ * @param {string} url
+ * @param {object} command
+ */
+function sendBeacon(client, url, command) {
+  const body = JSON.stringify(command);
+  const nav = /** @type {any} */ (globalThis).navigator;
+  try {
+    if (nav && typeof nav.sendBeacon === 'function' && nav.sendBeacon(url, body)) return;
+  } catch {
+    // fall through to fetch
+  }
+  try {
+    /** @type {typeof fetch} */ (client._fetch)(url, {
+      method: 'POST',
+      headers: { 'Content-Type': 'text/plain;charset=UTF-8' },
+      body,
+      keepalive: true,
+    }).catch(() => {});
+  } catch {
+    // nothing more can be done while the page goes
   }
 }
 
