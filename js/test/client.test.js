@@ -7,9 +7,10 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
-import WebSocket from 'ws';
+import { getEventListeners } from 'node:events';
+import WebSocket, { WebSocketServer } from 'ws';
 import { EventSource } from 'eventsource';
-import { startServer, until, sleep, LIBRARY } from './server.js';
+import { startServer, until, sleep, freePort, LIBRARY } from './server.js';
 
 const { Switchboard, SwitchboardError, OPEN, CLOSED, CONNECTING } = await import(pathToFileURL(LIBRARY).href);
 
@@ -735,6 +736,160 @@ describe('close() ends the session at once (issue 10, point 17)', () => {
     } finally {
       await own.dispose();
     }
+  });
+});
+
+describe('command timeouts and AbortSignal (issue 10, point 19)', () => {
+  /** A WebSocket server that answers `connect` and never anything else. */
+  async function silentServer() {
+    const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+    await new Promise((r) => wss.once('listening', r));
+    const commands = [];
+    wss.on('connection', (ws) =>
+      ws.on('message', (data) => {
+        const cmd = JSON.parse(String(data));
+        commands.push(cmd.cmd);
+        if (cmd.cmd !== 'connect') return;
+        const result = { client: 'c', user: '', version: 'silent', ping: 25, expires: null, mailbox_epoch: 'e' };
+        ws.send(JSON.stringify({ id: cmd.id, result }));
+      }),
+    );
+    return {
+      url: `http://127.0.0.1:${wss.address().port}`,
+      commands,
+      close() {
+        for (const ws of wss.clients) ws.terminate();
+        return new Promise((r) => wss.close(r));
+      },
+    };
+  }
+
+  test('a command whose reply never comes rejects with timeout after commandTimeout; nothing is left pending', async () => {
+    const silent = await silentServer();
+    try {
+      const sb = client(silent, { transports: ['websocket'], commandTimeout: 300 });
+      const disconnects = [];
+      sb.on('disconnected', (ev) => disconnects.push(ev));
+      sb.connect();
+      await sb.ready();
+      const started = Date.now();
+      await assert.rejects(
+        sb.history('test:x'),
+        (e) => e instanceof SwitchboardError && e.code === 'timeout' && e.message === 'no reply to history within 300 ms',
+      );
+      const took = Date.now() - started;
+      assert.ok(took >= 290 && took < 1500, `rejected after ${took} ms`);
+      assert.equal(sb._pending.size, 0, 'no pending entry leaks');
+      assert.equal(sb.readyState, OPEN, 'the connection stays');
+      assert.deepEqual(disconnects, []);
+      await sb.close();
+    } finally {
+      await silent.close();
+    }
+  });
+
+  test("one of the client's own commands unanswered (subscribe) drops the connection, which reconnects", async () => {
+    const silent = await silentServer();
+    try {
+      const sb = client(silent, { transports: ['websocket'], commandTimeout: 300, minReconnectDelay: 50 });
+      sb.subscribe('test:never');
+      const disconnected = once(sb, 'disconnected');
+      sb.connect();
+      const ev = await disconnected;
+      assert.equal(ev.code, 1006);
+      assert.equal(ev.reason, 'no reply to subscribe within 300 ms');
+      assert.equal(ev.reconnect, true);
+      await until(() => silent.commands.filter((c) => c === 'connect').length >= 2, 5000, 'the reconnect');
+      await sb.close();
+    } finally {
+      await silent.close();
+    }
+  });
+
+  test('the real server stopped (SIGSTOP): a command over SSE rejects with timeout', async () => {
+    const own = await startServer();
+    try {
+      const sb = client(own, { transports: ['sse'], commandTimeout: 500 });
+      sb.connect();
+      await sb.ready();
+      own.proc.kill('SIGSTOP');
+      try {
+        const started = Date.now();
+        await assert.rejects(sb.ping(), (e) => e.code === 'timeout');
+        const took = Date.now() - started;
+        assert.ok(took >= 490 && took < 2000, `rejected after ${took} ms`);
+        assert.equal(sb._pending.size, 0);
+      } finally {
+        own.proc.kill('SIGCONT');
+      }
+      // The server is back: the same client goes on (its POST may have been cut meanwhile,
+      // in which case it reconnected).
+      await sb.ready();
+      assert.deepEqual(await sb.ping(), {});
+    } finally {
+      await own.dispose();
+    }
+  });
+
+  let server;
+  before(async () => {
+    server = await startServer();
+  });
+  after(() => server.dispose());
+
+  test('a sent command whose signal aborts rejects at once with the abort reason', async () => {
+    const sb = client(server, { transports: ['websocket'] });
+    sb.connect();
+    await sb.ready();
+    const controller = new AbortController();
+    const pending = sb.history('test:abort', { signal: controller.signal });
+    const reason = new Error('the user gave up');
+    controller.abort(reason);
+    await assert.rejects(pending, (e) => e === reason);
+    assert.equal(sb._pending.size, 0);
+    // The reply that comes later is ignored, and the client goes on.
+    assert.deepEqual(await sb.ping(), {});
+  });
+
+  test('a queued command whose signal aborts is never sent; an aborted signal rejects at once', async () => {
+    const sb = client(server, { transports: ['websocket'] });
+    const controller = new AbortController();
+    const queued = sb.publish('test:aborted', { n: 1 }, { signal: controller.signal });
+    assert.ok(sb.bufferedAmount > 0);
+    controller.abort();
+    await assert.rejects(queued, (e) => e.name === 'AbortError');
+    assert.equal(sb.bufferedAmount, 0, 'out of the queue');
+    await assert.rejects(sb.ping({ signal: controller.signal }), (e) => e.name === 'AbortError');
+    sb.connect();
+    await sb.ready();
+    assert.equal((await sb.publish('test:aborted', { n: 2 })).offset, 1, 'the aborted publication never happened');
+  });
+
+  test('a long-lived signal keeps no listener once its commands settled', async () => {
+    const sb = client(server, { transports: ['websocket'] });
+    const controller = new AbortController();
+    const { signal } = controller;
+    const queued = sb.ping({ signal });
+    sb.connect();
+    await queued;
+    const rec = record(sb, 'test:signal');
+    await until(() => rec.sub.state === 'subscribed');
+    for (let i = 0; i < 20; i++) await sb.publish('test:signal', { n: i }, { signal });
+    await sb.history('test:signal', { limit: 1, signal });
+    await rec.sub.presence({ signal });
+    await assert.rejects(sb.history('nohist:x', { signal }), (e) => e.code === 108);
+    assert.equal(getEventListeners(signal, 'abort').length, 0);
+  });
+
+  test('ready({signal}) rejects with the reason when the signal aborts first', async () => {
+    const port = await freePort(); // nothing listens there
+    const sb = client({ url: `http://127.0.0.1:${port}` }, { transports: ['websocket'], minReconnectDelay: 50 });
+    sb.connect();
+    const started = Date.now();
+    await assert.rejects(sb.ready({ signal: AbortSignal.timeout(300) }), (e) => e.name === 'TimeoutError');
+    assert.ok(Date.now() - started < 2000);
+    assert.equal(sb.readyState, CONNECTING, 'the client keeps trying');
+    await sb.close();
   });
 });
 

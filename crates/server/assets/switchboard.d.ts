@@ -13,8 +13,8 @@ export type ReadyState = 0 | 1 | 2 | 3;
 export type TransportName = 'websocket' | 'sse' | 'longpoll' | 'poll';
 export const TRANSPORTS: readonly TransportName[];
 
-/** Client-side error codes; protocol errors have numeric codes (100-116). */
-export type ClientErrorCode = 'closed' | 'disconnected' | 'queue_full' | 'token';
+/** Client-side error codes; protocol errors have numeric codes (100-118). */
+export type ClientErrorCode = 'closed' | 'disconnected' | 'queue_full' | 'timeout' | 'token';
 
 export class SwitchboardError extends Error {
   constructor(code: number | ClientErrorCode, message: string);
@@ -103,6 +103,11 @@ export interface SwitchboardOptions {
   maxReconnectDelay?: number;
   /** ms to open a transport and get the connect reply, and to answer a ping (default 10000). */
   timeout?: number;
+  /**
+   * ms a command, once sent, waits for its reply before rejecting with 'timeout' (default
+   * 10000). Time in the queue while not connected does not count.
+   */
+  commandTimeout?: number;
   /** Commands queued while not connected before `queue_full` (default 1000). */
   maxQueue?: number;
   /** ms on a fallback transport before checking that a better one opens (default 60000). */
@@ -121,6 +126,15 @@ export interface SwitchboardOptions {
   /** An EventSource class, where there is no global one (Node: the `eventsource` package). */
   EventSource?: unknown;
   fetch?: typeof fetch;
+}
+
+/** Options every command takes. */
+export interface CallOptions {
+  /**
+   * Cancels the command: it rejects at once with `signal.reason`; a queued command is then
+   * never sent (one already sent may still be executed).
+   */
+  signal?: AbortSignal;
 }
 
 export interface ConnectingEvent {
@@ -181,9 +195,9 @@ export class Subscription<T = unknown> {
   offset: number | null;
   recoverable: boolean | null;
   unsubscribe(): Promise<void>;
-  presence(): Promise<PresenceResult>;
-  history(opts?: { limit?: number; since?: Position }): Promise<HistoryResult<T>>;
-  publish(data: T): Promise<Position>;
+  presence(opts?: CallOptions): Promise<PresenceResult>;
+  history(opts?: { limit?: number; since?: Position } & CallOptions): Promise<HistoryResult<T>>;
+  publish(data: T, opts?: CallOptions): Promise<Position>;
 }
 
 export class Switchboard {
@@ -205,8 +219,8 @@ export class Switchboard {
   readonly user: string | null;
 
   connect(): this;
-  /** Resolves once OPEN; rejects if the client is closed first. */
-  ready(): Promise<void>;
+  /** Resolves once OPEN; rejects if the client is closed first, or when `signal` aborts. */
+  ready(opts?: CallOptions): Promise<void>;
   /**
    * Ends the session (the `close` command, so that an SSE or polling session leaves at
    * once) and stops reconnecting; resolves once CLOSED, at most 2 s later. Also done on
@@ -220,11 +234,11 @@ export class Switchboard {
   subscribe<T = unknown>(channel: string, handlers?: SubscribeHandlers<T>): Subscription<T>;
   getSubscription(channel: string): Subscription | null;
 
-  publish(channel: string, data: unknown): Promise<Position>;
-  history<T = unknown>(channel: string, opts?: { limit?: number; since?: Position }): Promise<HistoryResult<T>>;
-  presence(channel: string): Promise<PresenceResult>;
-  send(user: string, data: unknown): Promise<{ mailbox: number; status: 'delivered' | 'stored' }>;
-  ping(): Promise<Record<string, never>>;
+  publish(channel: string, data: unknown, opts?: CallOptions): Promise<Position>;
+  history<T = unknown>(channel: string, opts?: { limit?: number; since?: Position } & CallOptions): Promise<HistoryResult<T>>;
+  presence(channel: string, opts?: CallOptions): Promise<PresenceResult>;
+  send(user: string, data: unknown, opts?: CallOptions): Promise<{ mailbox: number; status: 'delivered' | 'stored' }>;
+  ping(opts?: CallOptions): Promise<Record<string, never>>;
 }
 
 export default Switchboard;

@@ -22,7 +22,8 @@
  * - acknowledges private messages and drops redeliveries by mailbox id (ids start over
  *   when the user or the connect reply's `mailbox_epoch` changes);
  * - refreshes the token with `getToken` shortly before it expires;
- * - queues commands while not connected and sends them once connected;
+ * - queues commands while not connected and sends them once connected; a command sent
+ *   rejects after `commandTimeout` without a reply, and any command takes an AbortSignal;
  * - ends its session with the `close` command on close(), on `pagehide` (by beacon) and
  *   when it gives up on a session, so that an SSE or polling session does not linger.
  *
@@ -65,9 +66,9 @@ const RECONNECT = 4008;
 const CLOSE_WAIT = 2000;
 
 /**
- * Error of a command (`code` is the protocol's error code, 100-116, see docs/protocol.md)
+ * Error of a command (`code` is the protocol's error code, 100-118, see docs/protocol.md)
  * or of the client itself (`code` is a string: 'closed', 'disconnected', 'queue_full',
- * 'transport').
+ * 'timeout', 'token').
  */
 export class SwitchboardError extends Error {
   /**
@@ -114,6 +115,10 @@ export class SwitchboardError extends Error {
  * @property {(ev: {channel: string, epoch: string, offset: number, recoverable: boolean, recovered?: boolean}) => void} [onSubscribed]
  * @property {(err: SwitchboardError) => void} [onError]
  *
+ * @typedef {object} CallOptions
+ * @property {AbortSignal} [signal]  cancels the command: it rejects at once with the
+ *   signal's reason (a queued command is then never sent)
+ *
  * @typedef {object} SwitchboardOptions
  * @property {string} [token]
  * @property {() => (string | Promise<string>)} [getToken]
@@ -121,6 +126,7 @@ export class SwitchboardError extends Error {
  * @property {number} [minReconnectDelay]
  * @property {number} [maxReconnectDelay]
  * @property {number} [timeout]
+ * @property {number} [commandTimeout]
  * @property {number} [maxQueue]
  * @property {number} [upgradeDelay]
  * @property {number} [fallbackAfter]
@@ -153,6 +159,15 @@ export class SwitchboardError extends Error {
  * @property {string} reason
  * @property {boolean} [failed]   the transport itself failed (no protocol close code)
  * @property {number} [switchTo]  internal: an upgrade to this transport index
+ *
+ * @typedef {object} Call  a command in the queue, or sent and waiting for its reply
+ * @property {Record<string, any>} cmd
+ * @property {(result: any) => void} resolve
+ * @property {(err: any) => void} reject
+ * @property {boolean} [internal]  the client's own (subscribe, ack, refresh, ping, connect)
+ * @property {number} [bytes]      its size, while queued
+ * @property {number} [id]         once sent
+ * @property {any} [timer]         once sent: the commandTimeout
  */
 
 const encoder = new TextEncoder();
@@ -202,6 +217,7 @@ export class Switchboard {
       minReconnectDelay: options.minReconnectDelay ?? 500,
       maxReconnectDelay: options.maxReconnectDelay ?? 20000,
       timeout: options.timeout ?? 10000,
+      commandTimeout: options.commandTimeout ?? 10000,
       maxQueue: options.maxQueue ?? 1000,
       upgradeDelay: options.upgradeDelay ?? 60000,
       fallbackAfter: options.fallbackAfter ?? 5000,
@@ -221,9 +237,9 @@ export class Switchboard {
     this._gen = 0;
     /** @internal @type {Map<string, Set<Function>>} */ this._listeners = new Map();
     /** @internal @type {Map<string, Subscription>} */ this._subs = new Map();
-    /** @internal @type {{cmd: object, resolve: Function, reject: Function, bytes: number}[]} */
+    /** @internal @type {Call[]} */
     this._queue = [];
-    /** @internal @type {Map<number, {resolve: Function, reject: Function, internal?: boolean}>} */
+    /** @internal @type {Map<number, Call>} */
     this._pending = new Map();
     /** @internal */ this._nextId = 1;
     /** @internal @type {Transport | null} */ this._transport = null;
@@ -277,7 +293,7 @@ export class Switchboard {
   /** Bytes of commands queued and not yet handed to the network. */
   get bufferedAmount() {
     let n = 0;
-    for (const q of this._queue) n += q.bytes;
+    for (const q of this._queue) n += q.bytes ?? 0;
     if (this._transport) n += this._transport.bufferedAmount;
     return n;
   }
@@ -335,24 +351,37 @@ export class Switchboard {
 
   /**
    * Resolves once the client is OPEN (at once if it is); rejects if it is closed first
-   * (at once if it was closed by `close()` or by a final close code).
+   * (at once if it was closed by `close()` or by a final close code), or with the
+   * signal's reason when `signal` aborts (`AbortSignal.timeout(ms)` bounds the wait).
+   * @param {CallOptions} [opts]
    * @returns {Promise<void>}
    */
-  ready() {
+  ready(opts = {}) {
+    const signal = opts.signal;
+    if (signal && signal.aborted) return Promise.reject(signal.reason);
     if (this._readyState === OPEN) return Promise.resolve();
     if (this._closed) return Promise.reject(new SwitchboardError('closed', 'the client is closed'));
     return new Promise((resolve, reject) => {
+      const stop = () => {
+        offs.forEach((f) => f());
+        if (signal) signal.removeEventListener('abort', aborted);
+      };
+      const aborted = () => {
+        stop();
+        reject(/** @type {AbortSignal} */ (signal).reason);
+      };
       const offs = [
         this.on('connected', () => {
-          offs.forEach((f) => f());
+          stop();
           resolve();
         }),
         this.on('disconnected', (/** @type {any} */ ev) => {
           if (ev.reconnect) return;
-          offs.forEach((f) => f());
+          stop();
           reject(new SwitchboardError('closed', `closed: ${ev.code} ${ev.reason}`));
         }),
       ];
+      if (signal) signal.addEventListener('abort', aborted);
     });
   }
 
@@ -470,82 +499,163 @@ export class Switchboard {
    * Publishes `data` to `channel`; resolves to `{offset, epoch}`.
    * @param {string} channel
    * @param {any} data
+   * @param {CallOptions} [opts]
    */
-  publish(channel, data) {
-    return this._call({ cmd: 'publish', channel, data });
+  publish(channel, data, opts) {
+    return this._call({ cmd: 'publish', channel, data }, opts);
   }
 
   /**
    * Reads a channel's history; resolves to `{epoch, offset, publications, complete?}`.
    * @param {string} channel
-   * @param {{limit?: number, since?: Position}} [opts]
+   * @param {{limit?: number, since?: Position} & CallOptions} [opts]
    */
   history(channel, opts = {}) {
     /** @type {Record<string, any>} */
     const cmd = { cmd: 'history', channel };
     if (opts.limit !== undefined) cmd.limit = opts.limit;
     if (opts.since !== undefined) cmd.since = { offset: opts.since.offset, epoch: opts.since.epoch };
-    return this._call(cmd);
+    return this._call(cmd, opts);
   }
 
   /**
-   * Who is subscribed to `channel` (this client must be); resolves to `{presence}`.
+   * Who is subscribed to `channel` (this client must be); resolves to `{presence,
+   * anonymous?}`: users by user id, anonymous connections apart by client id.
    * @param {string} channel
+   * @param {CallOptions} [opts]
    */
-  presence(channel) {
-    return this._call({ cmd: 'presence', channel });
+  presence(channel, opts) {
+    return this._call({ cmd: 'presence', channel }, opts);
   }
 
   /**
    * Sends a private message to `user`; resolves to `{mailbox, status}`.
    * @param {string} user
    * @param {any} data
+   * @param {CallOptions} [opts]
    */
-  send(user, data) {
-    return this._call({ cmd: 'send', user, data });
+  send(user, data, opts) {
+    return this._call({ cmd: 'send', user, data }, opts);
   }
 
-  /** An application-level ping; resolves to `{}`. */
-  ping() {
-    return this._call({ cmd: 'ping' });
+  /**
+   * An application-level ping; resolves to `{}`.
+   * @param {CallOptions} [opts]
+   */
+  ping(opts) {
+    return this._call({ cmd: 'ping' }, opts);
   }
 
   // ---- commands -------------------------------------------------------------------------
 
   /**
-   * Sends a command now when OPEN, queues it otherwise.
+   * Sends a command now when OPEN, queues it otherwise. Once sent, the reply is awaited
+   * `commandTimeout` ms; the time in the queue does not count (the queue is there to
+   * ride out a reconnect; `signal` bounds the whole wait when the app wants that).
    * @internal
    * @param {Record<string, any>} cmd
+   * @param {CallOptions} [opts]
    * @returns {Promise<any>}
    */
-  _call(cmd) {
+  _call(cmd, opts = {}) {
+    const signal = opts.signal;
     return new Promise((resolve, reject) => {
+      if (signal && signal.aborted) {
+        reject(signal.reason);
+        return;
+      }
       if (this._closed) {
         reject(new SwitchboardError('closed', 'the client is closed'));
         return;
       }
-      if (this._readyState === OPEN && this._transport) {
-        this._transmit(cmd, { resolve, reject });
-        return;
-      }
-      if (this._queue.length >= this._opts.maxQueue) {
+      const open = this._readyState === OPEN && this._transport;
+      if (!open && this._queue.length >= this._opts.maxQueue) {
         reject(new SwitchboardError('queue_full', `${this._queue.length} commands are already waiting for the connection`));
         return;
       }
-      this._queue.push({ cmd, resolve, reject, bytes: byteLength(JSON.stringify(cmd)) });
+      /** @type {Call} */
+      const call = { cmd, resolve, reject };
+      if (signal) {
+        // Removed once settled: an app may pass one long-lived signal to many commands.
+        const aborted = () => this._abort(call, signal.reason);
+        signal.addEventListener('abort', aborted);
+        call.resolve = (result) => {
+          signal.removeEventListener('abort', aborted);
+          resolve(result);
+        };
+        call.reject = (err) => {
+          signal.removeEventListener('abort', aborted);
+          reject(err);
+        };
+      }
+      if (open) this._transmit(call);
+      else {
+        call.bytes = byteLength(JSON.stringify(cmd));
+        this._queue.push(call);
+      }
     });
   }
 
   /**
+   * Sends a call and awaits its reply for `commandTimeout` ms.
    * @internal
-   * @param {Record<string, any>} cmd
-   * @param {{resolve: Function, reject: Function, internal?: boolean}} handler
+   * @param {Call} call
    */
-  _transmit(cmd, handler) {
+  _transmit(call) {
     const id = this._nextId++;
-    this._pending.set(id, handler);
-    /** @type {Transport} */ (this._transport).send([{ id, ...cmd }]);
-    return id;
+    call.id = id;
+    call.timer = setTimeout(() => this._expire(id), this._opts.commandTimeout);
+    this._pending.set(id, call);
+    /** @type {Transport} */ (this._transport).send([{ id, ...call.cmd }]);
+  }
+
+  /**
+   * Takes the call waiting for reply `id` out of the pending ones.
+   * @internal
+   * @param {number} id
+   * @returns {Call | undefined}
+   */
+  _settle(id) {
+    const call = this._pending.get(id);
+    if (call) {
+      this._pending.delete(id);
+      clearTimeout(call.timer);
+    }
+    return call;
+  }
+
+  /**
+   * No reply within `commandTimeout`. The app's command rejects with 'timeout' (the
+   * server may still have executed it) and the connection stays. One of the client's own
+   * commands left unanswered would leave a subscription pending or the acks stuck, and
+   * what it does is redone after a reconnect: the connection is dropped.
+   * @internal
+   * @param {number} id
+   */
+  _expire(id) {
+    const call = this._settle(id);
+    if (!call) return;
+    const message = `no reply to ${call.cmd.cmd} within ${this._opts.commandTimeout} ms`;
+    if (call.internal) this._lost({ code: 1006, reason: message });
+    else call.reject(new SwitchboardError('timeout', message));
+  }
+
+  /**
+   * The call's signal aborted: out of the queue or of the pending ones, rejected with the
+   * signal's reason. A command already sent may still be executed by the server.
+   * @internal
+   * @param {Call} call
+   * @param {any} reason
+   */
+  _abort(call, reason) {
+    if (call.id !== undefined) {
+      if (!this._settle(call.id)) return;
+    } else {
+      const i = this._queue.indexOf(call);
+      if (i < 0) return;
+      this._queue.splice(i, 1);
+    }
+    call.reject(reason);
   }
 
   /**
@@ -558,7 +668,8 @@ export class Switchboard {
    */
   _internal(cmd, onResult, onError) {
     if (!this._transport) return;
-    this._transmit(cmd, {
+    this._transmit({
+      cmd,
       internal: true,
       resolve: onResult,
       reject: onError ?? ((/** @type {SwitchboardError} */ err) => this._error(err)),
@@ -586,6 +697,7 @@ export class Switchboard {
     const pending = this._pending;
     this._pending = new Map();
     for (const p of pending.values()) {
+      clearTimeout(p.timer);
       if (!p.internal) p.reject(new SwitchboardError(code, message));
     }
   }
@@ -691,7 +803,8 @@ export class Switchboard {
     );
     const id = this._nextId++;
     this._pending.set(id, {
-      internal: true,
+      cmd: { cmd: 'connect' },
+      internal: true, // bounded by the 'open' timer
       resolve: (/** @type {any} */ result) => gen === this._gen && this._onConnected(result),
       reject: (/** @type {SwitchboardError} */ err) => {
         if (gen !== this._gen) return;
@@ -748,7 +861,7 @@ export class Switchboard {
     for (const sub of this._subs.values()) this._sendSubscribe(sub);
     const queue = this._queue;
     this._queue = [];
-    for (const q of queue) this._transmit(q.cmd, q);
+    for (const q of queue) this._transmit(q);
     this._scheduleRefresh();
     this._armLiveness();
     if (this._switching >= 0) {
@@ -852,12 +965,11 @@ export class Switchboard {
       this._onPush(msg);
       return;
     }
-    const handler = typeof msg.id === 'number' ? this._pending.get(msg.id) : undefined;
+    const handler = typeof msg.id === 'number' ? this._settle(msg.id) : undefined;
     if (!handler) {
       if (msg.error) this._error(new SwitchboardError(msg.error.code, msg.error.message));
       return;
     }
-    this._pending.delete(msg.id);
     if (msg.error) handler.reject(new SwitchboardError(msg.error.code, msg.error.message));
     else handler.resolve(msg.result ?? {});
   }
@@ -1155,14 +1267,17 @@ export class Subscription {
     );
   }
 
-  /** The channel's presence; resolves to `{presence}`. */
-  presence() {
-    return this._client.presence(this.channel);
+  /**
+   * The channel's presence; resolves to `{presence, anonymous?}`.
+   * @param {CallOptions} [opts]
+   */
+  presence(opts) {
+    return this._client.presence(this.channel, opts);
   }
 
   /**
    * The channel's history.
-   * @param {{limit?: number, since?: Position}} [opts]
+   * @param {{limit?: number, since?: Position} & CallOptions} [opts]
    */
   history(opts) {
     return this._client.history(this.channel, opts);
@@ -1171,9 +1286,10 @@ export class Subscription {
   /**
    * Publishes to the channel.
    * @param {any} data
+   * @param {CallOptions} [opts]
    */
-  publish(data) {
-    return this._client.publish(this.channel, data);
+  publish(data, opts) {
+    return this._client.publish(this.channel, data, opts);
   }
 
   /** @internal The connection is gone: the next one resubscribes. */
