@@ -893,6 +893,146 @@ describe('command timeouts and AbortSignal (issue 10, point 19)', () => {
   });
 });
 
+describe('pushes, errors and close codes added by issue 10', () => {
+  let server;
+  before(async () => {
+    server = await startServer();
+  });
+  after(() => server.dispose());
+
+  test('an unsubscribe push (a refresh that drops private channels) ends the subscriptions and says so', async () => {
+    let calls = 0;
+    const sb = client(server, {
+      transports: ['websocket'],
+      // The first token lists both private channels and lives 2 s: the refresh, 1 s before
+      // expiry, brings a token that lists neither.
+      getToken: () => server.token('demoted', { ttl: 2, channels: ++calls === 1 ? ['team:a', 'team:b'] : [] }),
+    });
+    const unsubscribed = [];
+    const errors = [];
+    sb.on('error', (e) => errors.push(e));
+    const a = record(sb, 'team:a', { onUnsubscribed: (ev) => unsubscribed.push(ev) });
+    const b = record(sb, 'team:b'); // no onUnsubscribed: told as an 'error' event
+    sb.connect();
+    await until(() => a.sub.state === 'subscribed' && b.sub.state === 'subscribed', 5000, 'both subscribed');
+    await server.api('publish', { channel: 'team:a', data: { n: 1 } });
+    await until(() => a.got.length === 1, 5000, 'a publication before the refresh');
+    await until(() => unsubscribed.length === 1 && errors.length === 1, 5000, 'the unsubscribe pushes');
+    assert.equal(calls, 2, 'one refresh');
+    assert.deepEqual(unsubscribed, [{ channel: 'team:a', reason: 'the refreshed token no longer allows this private channel' }]);
+    assert.equal(errors[0].code, 'unsubscribed');
+    assert.match(errors[0].message, /"team:b"/);
+    for (const rec of [a, b]) assert.equal(rec.sub.state, 'unsubscribed');
+    assert.equal(sb.getSubscription('team:a'), null);
+    await server.api('publish', { channel: 'team:a', data: { n: 2 } });
+    await sleep(200);
+    assert.deepEqual(a.got, [1], 'nothing after the unsubscribe push');
+    assert.equal(sb.readyState, OPEN);
+    await sb.close();
+  });
+
+  test('presence: users by user id, anonymous connections apart by client id', async () => {
+    const channel = 'test:presence-shape';
+    const named = client(server, { token: server.token('named', { info: { name: 'N' } }) });
+    const anon = client(server);
+    const n = record(named, channel);
+    const a = record(anon, channel);
+    named.connect();
+    anon.connect();
+    await until(() => n.sub.state === 'subscribed' && a.sub.state === 'subscribed', 5000, 'both subscribed');
+    const result = await n.sub.presence();
+    assert.deepEqual(result.presence, { named: { user: 'named', connections: 1, info: { name: 'N' } } });
+    assert.deepEqual(result.anonymous, { [anon.client]: { user: '', connections: 1 } });
+    await anon.close();
+    assert.equal((await named.presence(channel)).anonymous, undefined, 'left out when there are none');
+  });
+
+  test('117 (storage full) rejects the command like any protocol error; the connection stays', async () => {
+    // The memory store: this build's SQLite store does not apply storage.max_bytes.
+    const own = await startServer({ store: 'memory', storage: { max_bytes: 1 } });
+    try {
+      const sb = client(own, { token: own.token('hoarder') });
+      sb.connect();
+      await sb.ready();
+      await assert.rejects(sb.publish('test:full', { n: 1 }), (e) => e instanceof SwitchboardError && e.code === 117);
+      await assert.rejects(sb.send('someone', { n: 1 }), (e) => e.code === 117);
+      assert.equal(sb.readyState, OPEN);
+      assert.deepEqual(await sb.ping(), {});
+    } finally {
+      await own.dispose();
+    }
+  });
+
+  for (const transport of ['websocket', 'longpoll']) {
+    test(`over ${transport}: 118 then close 1013 (connection limit) reconnects with backoff until there is room`, async () => {
+      const own = await startServer({ limits: { connections_per_user: 1 } });
+      try {
+        const first = client(own, { transports: [transport], token: own.token('capped') });
+        first.connect();
+        await first.ready();
+        const second = client(own, { transports: [transport], token: own.token('capped'), minReconnectDelay: 100, maxReconnectDelay: 400 });
+        const disconnects = [];
+        second.on('disconnected', (ev) => disconnects.push(ev));
+        second.connect();
+        await until(() => disconnects.length >= 2, 5000, 'two refused connects');
+        for (const ev of disconnects) {
+          assert.equal(ev.code, 1013);
+          assert.equal(ev.reconnect, true);
+          assert.match(ev.reason, /connections_per_user/);
+        }
+        assert.equal(second.readyState, CONNECTING);
+        await first.close();
+        await second.ready();
+        assert.equal(second.user, 'capped');
+      } finally {
+        await own.dispose();
+      }
+    });
+  }
+
+  test('4009 (the SSE session resumed elsewhere by its id) is final, with a readable reason, and ends the taken session', async () => {
+    const sids = [];
+    const spy = (url, init) => {
+      const m = /session=([0-9a-f]+)/.exec(String(url));
+      if (m) sids.push(m[1]);
+      return fetch(url, init);
+    };
+    const sb = client(server, { transports: ['sse'], token: server.token('victim'), fetch: spy });
+    const events = [];
+    sb.on('connecting', () => events.push('connecting'));
+    sb.on('disconnected', (ev) => events.push(ev));
+    sb.connect();
+    await sb.ready();
+    // Someone who learnt the session id resumes it, as EventSource would.
+    const abort = new AbortController();
+    const taken = await fetch(`${server.url}/sse`, { headers: { 'Last-Event-ID': `${sids[0]}:0` }, signal: abort.signal });
+    assert.equal(taken.status, 200);
+    try {
+      await until(() => sb.readyState === CLOSED, 5000, 'the client closed');
+      await sleep(300);
+      assert.deepEqual(events.slice(1), [
+        {
+          code: 4009,
+          reason: 'another stream resumed this session; its id was used elsewhere, so the session was ended',
+          reconnect: false,
+        },
+      ]);
+      assert.equal(events.filter((e) => e === 'connecting').length, 1, 'no reconnect');
+      await assert.rejects(sb.ping(), (e) => e.code === 'closed');
+      // The one who took the session is cut off: the client ended it (close 1000).
+      let text = '';
+      const decoder = new TextDecoder();
+      for await (const chunk of taken.body) {
+        text += decoder.decode(chunk, { stream: true });
+        if (text.includes('event: close')) break;
+      }
+      assert.match(text, /event: close\ndata: \{"code":1000/);
+    } finally {
+      abort.abort();
+    }
+  });
+});
+
 describe('fallback and upgrade', () => {
   test('/ws refused: the default transports fall back to sse and deliver', async () => {
     const server = await startServer({ transports: { websocket: false } });

@@ -14,7 +14,7 @@ export type TransportName = 'websocket' | 'sse' | 'longpoll' | 'poll';
 export const TRANSPORTS: readonly TransportName[];
 
 /** Client-side error codes; protocol errors have numeric codes (100-118). */
-export type ClientErrorCode = 'closed' | 'disconnected' | 'queue_full' | 'timeout' | 'token';
+export type ClientErrorCode = 'closed' | 'disconnected' | 'queue_full' | 'timeout' | 'token' | 'unsubscribed';
 
 export class SwitchboardError extends Error {
   constructor(code: number | ClientErrorCode, message: string);
@@ -61,6 +61,12 @@ export interface PresenceEvent {
   info: ClientInfo;
 }
 
+export interface UnsubscribedEvent {
+  channel: string;
+  /** Why the server ended it, for people. */
+  reason: string;
+}
+
 export interface SubscribedEvent {
   channel: string;
   epoch: string;
@@ -88,6 +94,11 @@ export interface SubscribeHandlers<T = unknown> {
   onSubscribed?: (ev: SubscribedEvent) => void;
   /** The subscribe was refused (e.g. 102, 103, 106); the subscription is then over. */
   onError?: (err: SwitchboardError) => void;
+  /**
+   * The server ended the subscription (a refreshed token no longer lists the private
+   * channel); it is over. Without this handler, an 'error' event with code 'unsubscribed'.
+   */
+  onUnsubscribed?: (ev: UnsubscribedEvent) => void;
 }
 
 export interface SwitchboardOptions {
@@ -159,7 +170,7 @@ export interface DisconnectedEvent {
   reason: string;
   /**
    * Whether the client reconnects by itself: false after 1009, 4001, 4003 (a server-API
-   * disconnect) and 4002 without getToken, `close()`, or the page's `pagehide` (a page
+   * disconnect), 4009 (an SSE session resumed elsewhere by its id) and 4002 without getToken, `close()`, or the page's `pagehide` (a page
    * restored from the back/forward cache reconnects); true otherwise, 4008 (a server-API
    * disconnect asking for a reconnect) included.
    */
@@ -183,8 +194,20 @@ export interface HistoryResult<T = unknown> {
   complete?: boolean;
 }
 
+export interface PresenceEntry {
+  /** The user id; "" for an anonymous connection. */
+  user: string;
+  /** How many of the user's connections are subscribed (1 for an anonymous one). */
+  connections: number;
+  /** The `info` claim of the user's token. */
+  info?: unknown;
+}
+
 export interface PresenceResult {
-  presence: Record<string, { user: string; connections: number; info?: unknown }>;
+  /** Users with a token, by user id. */
+  presence: Record<string, PresenceEntry>;
+  /** Anonymous connections, apart, by client id; absent when there are none. */
+  anonymous?: Record<string, PresenceEntry>;
 }
 
 export class Subscription<T = unknown> {

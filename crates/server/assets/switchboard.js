@@ -14,8 +14,10 @@
  * - speaks the protocol over WebSocket, Server-Sent Events (+ POST for commands), long
  *   polling or short polling, falling back along `transports` when one cannot open;
  * - reconnects with exponential backoff and full jitter, except after close codes that say
- *   retrying cannot help (4001, 4003, 1009; 4002 without `getToken`); 4008 is the server
- *   asking for a reconnect, so it reconnects then too (fetching a new token with `getToken`);
+ *   retrying cannot help (4001, 4003, 1009, 4009; 4002 without `getToken`); 4008 is the
+ *   server asking for a reconnect, so it reconnects then too (fetching a new token with
+ *   `getToken`), and so does 1013 (a connection limit: the backoff waits for room);
+ * - ends a subscription the server ended (an `unsubscribe` push) and tells the app;
  * - resubscribes every channel with `recover` = the last epoch and offset it delivered, and
  *   drops any publication at or below that offset, so the application sees each
  *   publication once and in order, or is told by `onRecoveryFailed` to reload;
@@ -42,6 +44,9 @@ export const OPEN = 1;
 export const CLOSING = 2;
 export const CLOSED = 3;
 
+/** Close code of an SSE stream whose session another stream resumed. */
+const SESSION_TAKEN = 4009;
+
 /** Every transport the client knows, best first. */
 export const TRANSPORTS = /** @type {const} */ (['websocket', 'sse', 'longpoll', 'poll']);
 const DEFAULT_TRANSPORTS = ['websocket', 'sse', 'longpoll'];
@@ -49,11 +54,14 @@ const DEFAULT_TRANSPORTS = ['websocket', 'sse', 'longpoll'];
 /**
  * Close codes after which reconnecting cannot help (docs/protocol.md, "Close codes"): 1009
  * (a command too large: it would be sent again), 4001 (the token is invalid), 4003 (the
- * backend disconnected the user on purpose). 4002 (token expired) is here too unless a
- * `getToken` callback can fetch a new token. Not here: 4008, the backend disconnecting the
- * user so that the client reconnects (see `_afterClose`).
+ * backend disconnected the user on purpose), 4009 (over SSE, someone else resumed this
+ * session with its id: the id leaked, and the application should know rather than have
+ * the client carry on quietly). 4002 (token expired) is here too unless a `getToken`
+ * callback can fetch a new token. Not here: 4008, the backend disconnecting the user so
+ * that the client reconnects (see `_afterClose`), nor 1013, the server or the user at
+ * their connection limit (a reconnect with backoff may find room).
  */
-const FINAL_CODES = new Set([1009, 4001, 4003]);
+const FINAL_CODES = new Set([1009, 4001, 4003, SESSION_TAKEN]);
 
 /** Close code of a server-API disconnect that asks the client to reconnect. */
 const RECONNECT = 4008;
@@ -114,6 +122,7 @@ export class SwitchboardError extends Error {
  * @property {(ev: {channel: string, epoch: string, offset: number}) => void} [onRecoveryFailed]
  * @property {(ev: {channel: string, epoch: string, offset: number, recoverable: boolean, recovered?: boolean}) => void} [onSubscribed]
  * @property {(err: SwitchboardError) => void} [onError]
+ * @property {(ev: {channel: string, reason: string}) => void} [onUnsubscribed]
  *
  * @typedef {object} CallOptions
  * @property {AbortSignal} [signal]  cancels the command: it rejects at once with the
@@ -808,10 +817,12 @@ export class Switchboard {
       resolve: (/** @type {any} */ result) => gen === this._gen && this._onConnected(result),
       reject: (/** @type {SwitchboardError} */ err) => {
         if (gen !== this._gen) return;
-        // A refused token always closes the connection (101 -> 4001, 109 -> 4002); act on
-        // it at once rather than wait for the close.
+        // A refused token always closes the connection (101 -> 4001, 109 -> 4002), and so
+        // does a connection limit (118 -> 1013, try again later: the usual backoff); act
+        // on it at once rather than wait for the close.
         if (err.code === 101) this._lost({ code: 4001, reason: err.message });
         else if (err.code === 109) this._lost({ code: 4002, reason: err.message });
+        else if (err.code === 118) this._lost({ code: 1013, reason: err.message });
         else this._lost({ code: 1011, reason: `connect failed: ${err.message}` });
       },
     });
@@ -994,6 +1005,11 @@ export class Switchboard {
       case 'message':
         this._onPrivateMessage(push);
         break;
+      case 'unsubscribe': {
+        const sub = this._subs.get(push.channel);
+        if (sub) sub._onUnsubscribed(push);
+        break;
+      }
       default:
         break; // kinds added later are ignored (docs/protocol.md, "Pushes")
     }
@@ -1363,6 +1379,23 @@ export class Subscription {
   }
 
   /**
+   * The server ended the subscription (a refreshed token no longer allows the private
+   * channel). It is over, as after unsubscribe(): not resubscribed on reconnects. Told to
+   * `onUnsubscribed`, or as an 'error' event without one, so that it is never silent.
+   * @internal
+   * @param {any} push
+   */
+  _onUnsubscribed(push) {
+    const client = this._client;
+    if (client._subs.get(this.channel) === this) client._subs.delete(this.channel);
+    this.state = 'unsubscribed';
+    this._buffer = [];
+    const reason = String(push.reason ?? '');
+    if (this._handlers.onUnsubscribed) this._call('onUnsubscribed', { channel: this.channel, reason });
+    else client._error(new SwitchboardError('unsubscribed', `the server ended the subscription to ${JSON.stringify(this.channel)}: ${reason}`));
+  }
+
+  /**
    * @internal
    * @param {SwitchboardError} err
    */
@@ -1704,6 +1737,12 @@ class SseTransport {
         info = { code: Number(d.code) || 1006, reason: String(d.reason ?? '') };
       } catch {
         // keep the default
+      }
+      if (info.code === SESSION_TAKEN) {
+        // Someone holding this session's id resumed it: the session is still open, as us,
+        // for them. End it rather than leave it to them.
+        info.reason = `${info.reason || 'another stream resumed this session'}; its id was used elsewhere, so the session was ended`;
+        if (this.sid !== null) sendBeacon(this.client, this.closeUrl(), { cmd: 'close' });
       }
       this.end(info);
     });
