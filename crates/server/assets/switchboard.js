@@ -1492,15 +1492,22 @@ function probeTransport(name, client) {
         if (!client._EventSource) return done(false);
         const es = new client._EventSource(`${client.url}/sse`);
         cleanup = () => es.close();
-        es.addEventListener('session', () => done(true));
+        es.addEventListener('session', (/** @type {MessageEvent} */ ev) => {
+          done(true);
+          // The probe's session would hold one of the server's slots for connections
+          // not yet connected until `limits.connect_timeout`: end it now.
+          try {
+            const sid = String(JSON.parse(ev.data).session);
+            postCommand(client, `${client.url}/sse/send?session=${encodeURIComponent(sid)}`, { cmd: 'close' }, timeout);
+          } catch {
+            // no id: it expires by itself
+          }
+        });
         es.onerror = () => done(false);
       } else {
         if (!client._fetch) return done(false);
-        // A short poll without commands opens a session that expires unused.
-        client._fetch(`${client.url}/poll?wait=0`, { method: 'POST' }).then(
-          (/** @type {Response} */ res) => done(res.ok),
-          () => done(false),
-        );
+        // A short poll opens a session; the close command in it ends it in the same request.
+        postAnswered(client, `${client.url}/poll?wait=0`, { cmd: 'close' }, timeout).then(done);
       }
     } catch {
       done(false);
@@ -2122,7 +2129,19 @@ class PollTransport {
  * @returns {Promise<void>}
  */
 function postCommand(client, url, command, wait) {
-  if (!client._fetch) return Promise.resolve();
+  return postAnswered(client, url, command, wait).then(() => undefined);
+}
+
+/**
+ * postCommand(), resolving to whether the answer was a 2xx.
+ * @param {Switchboard} client
+ * @param {string} url
+ * @param {object} command
+ * @param {number} wait
+ * @returns {Promise<boolean>}
+ */
+function postAnswered(client, url, command, wait) {
+  if (!client._fetch) return Promise.resolve(false);
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(), wait);
   return client
@@ -2132,10 +2151,19 @@ function postCommand(client, url, command, wait) {
       body: JSON.stringify(command),
       signal: abort.signal,
     })
-    .then(safeText)
+    .then(async (res) => {
+      await safeText(res);
+      return res.ok;
+    })
     .then(
-      () => clearTimeout(timer),
-      () => clearTimeout(timer),
+      (ok) => {
+        clearTimeout(timer);
+        return ok;
+      },
+      () => {
+        clearTimeout(timer);
+        return false;
+      },
     );
 }
 
