@@ -13,8 +13,13 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
 import { chromium } from 'playwright-core';
-import { startServer, until, sleep } from './server.js';
+import WebSocket from 'ws';
+import { startServer, until, sleep, LIBRARY } from './server.js';
+
+// The watcher of the pagehide tests runs in Node.
+const { Switchboard } = await import(pathToFileURL(LIBRARY).href);
 
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const TOTAL = 1000;
@@ -142,4 +147,46 @@ describe('headless Chromium: 1,000 publications through cuts and a restart', () 
     const r = await stream({ server: { transports: { websocket: false } }, expect: 'sse' });
     t.diagnostic(`${r.cuts} cuts + 1 restart, ${r.connects} connects over sse, published in ${r.published} ms`);
   });
+});
+
+describe('headless Chromium: a page that goes away ends its session (issue 10, point 17)', () => {
+  // The page's HTTP session would otherwise stay, in presence, for limits.session_idle
+  // (60 s): on pagehide the library hands the close command to navigator.sendBeacon.
+  for (const transport of ['sse', 'longpoll']) {
+    test(`over ${transport}: navigating away, another client sees the leave at once`, async () => {
+      const server = await startServer();
+      const page = await browser.newPage();
+      const channel = `test:pagehide-${transport}`;
+      const watcher = new Switchboard(server.url, { WebSocket, transports: ['websocket'], token: server.token('watcher') });
+      try {
+        const joins = [];
+        const leaves = [];
+        watcher.subscribe(channel, { onJoin: (e) => joins.push(e.info.user), onLeave: (e) => leaves.push(e.info.user) });
+        watcher.connect();
+        await watcher.ready();
+        await page.goto(`${server.url}/health`);
+        await page.evaluate(
+          async ({ token, transport, channel }) => {
+            const { Switchboard } = await import('/switchboard.js');
+            const sb = new Switchboard(location.origin, { token, transports: [transport] });
+            sb.subscribe(channel);
+            sb.connect();
+            await sb.ready();
+          },
+          { token: server.token('page'), transport, channel },
+        );
+        await until(() => joins.includes('page'), 5000, 'the join of the page');
+        const started = Date.now();
+        await page.goto(`${server.url}/health?page=next`);
+        await until(() => leaves.includes('page'), 3000, 'the leave of the page');
+        const took = Date.now() - started;
+        assert.deepEqual(Object.keys((await server.api('presence', { channel })).presence), ['watcher']);
+        assert.ok(took < 3000, `the leave came ${took} ms after the navigation`);
+      } finally {
+        await watcher.close();
+        await page.close();
+        await server.dispose();
+      }
+    });
+  }
 });

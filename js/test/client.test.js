@@ -7,9 +7,10 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
-import WebSocket from 'ws';
+import { getEventListeners } from 'node:events';
+import WebSocket, { WebSocketServer } from 'ws';
 import { EventSource } from 'eventsource';
-import { startServer, until, sleep, LIBRARY } from './server.js';
+import { startServer, until, sleep, freePort, LIBRARY } from './server.js';
 
 const { Switchboard, SwitchboardError, OPEN, CLOSED, CONNECTING } = await import(pathToFileURL(LIBRARY).href);
 
@@ -577,6 +578,461 @@ describe('private messages', () => {
   });
 });
 
+describe('mailbox ids start over (issue 10, point 16)', () => {
+  test('a memory store restarted: messages with ids below the last one seen reach the app and are acked', async () => {
+    const server = await startServer({ store: 'memory' });
+    try {
+      const sb = client(server, { token: server.token('mia'), minReconnectDelay: 50 });
+      const got = [];
+      sb.on('message', (m) => got.push({ n: m.data.n, mailbox: m.mailbox }));
+      const connects = [];
+      sb.on('connected', () => connects.push(Date.now()));
+      sb.connect();
+      await sb.ready();
+      for (const n of [1, 2, 3]) await server.api('send', { user: 'mia', data: { n } });
+      await until(() => got.length === 3, 5000, '3 messages');
+      await sleep(200); // the ack of 3
+      // The memory store starts empty: the next ids are 1, 2, below the 3 already seen.
+      await server.restart();
+      await until(() => connects.length === 2 && sb.readyState === OPEN, 10000, 'the reconnect');
+      for (const n of [4, 5]) await server.api('send', { user: 'mia', data: { n } });
+      await until(() => got.length === 5, 5000, 'the 2 messages sent after the restart');
+      assert.deepEqual(got.map((m) => m.n), [1, 2, 3, 4, 5]);
+      assert.ok(got[3].mailbox <= got[2].mailbox, `the ids started over: ${JSON.stringify(got)}`);
+      await sleep(200); // the ack of the new series
+      await sb.close();
+      // Acked: a new client of the same user finds the mailbox empty.
+      const again = client(server, { token: server.token('mia') });
+      const got2 = [];
+      again.on('message', (m) => got2.push(m.data.n));
+      again.connect();
+      await again.ready();
+      await server.api('send', { user: 'mia', data: { n: 6 } });
+      await until(() => got2.length >= 1, 5000, 'the next message');
+      await sleep(100);
+      assert.deepEqual(got2, [6]);
+    } finally {
+      await server.dispose();
+    }
+  });
+
+  test('getToken switches user: the new user\'s messages with lower ids reach the app and are acked', async () => {
+    const server = await startServer();
+    try {
+      // Bob's messages first, so their ids are the lower ones whatever the store numbers by.
+      for (const n of [1, 2]) await server.api('send', { user: 'bob-switch', data: { n } });
+      for (const n of [1, 2, 3, 4]) await server.api('send', { user: 'alice-switch', data: { n } });
+      let user = 'alice-switch';
+      const sb = client(server, { transports: ['websocket'], getToken: () => server.token(user), minReconnectDelay: 50 });
+      const got = [];
+      sb.on('message', (m) => got.push({ user: sb.user, n: m.data.n, mailbox: m.mailbox }));
+      sb.connect();
+      await until(() => got.length === 4, 5000, 'alice\'s 4 messages');
+      await sleep(200); // the ack
+      user = 'bob-switch';
+      await server.api('disconnect', { user: 'alice-switch', reconnect: true });
+      await until(() => got.length === 6, 5000, 'bob\'s 2 messages');
+      assert.deepEqual(
+        got.map((m) => `${m.user}:${m.n}`),
+        ['alice-switch:1', 'alice-switch:2', 'alice-switch:3', 'alice-switch:4', 'bob-switch:1', 'bob-switch:2'],
+      );
+      assert.ok(got[4].mailbox < got[3].mailbox, `bob's ids are below alice's: ${JSON.stringify(got)}`);
+      await sleep(200);
+      await sb.close();
+      for (const who of ['alice-switch', 'bob-switch']) {
+        const again = client(server, { token: server.token(who) });
+        const left = [];
+        again.on('message', (m) => left.push(m.data.n));
+        again.connect();
+        await again.ready();
+        await sleep(300);
+        assert.deepEqual(left, [], `${who}'s mailbox was acked`);
+        await again.close();
+      }
+    } finally {
+      await server.dispose();
+    }
+  });
+});
+
+describe('close() ends the session at once (issue 10, point 17)', () => {
+  let server;
+  before(async () => {
+    server = await startServer();
+  });
+  after(() => server.dispose());
+
+  // Without the close command an SSE or polling session stays, in presence, for
+  // limits.session_idle (60 s here); the leave must come within a few seconds.
+  for (const transport of TRANSPORTS) {
+    test(`over ${transport}: another client sees the leave at once`, async () => {
+      const channel = `test:close-${transport}`;
+      const user = `leaver-${transport}`;
+      const watcher = client(server, { transports: ['websocket'], token: server.token(`watcher-${transport}`) });
+      const w = record(watcher, channel);
+      watcher.connect();
+      await until(() => w.sub.state === 'subscribed', 5000, 'the watcher subscribed');
+      const leaver = client(server, { transports: [transport], token: server.token(user) });
+      record(leaver, channel);
+      leaver.connect();
+      await until(() => w.joins.some((j) => j.info.user === user), 5000, 'the join');
+      const started = Date.now();
+      const closing = leaver.close();
+      assert.equal(leaver.readyState, 2, 'CLOSING until the server confirmed');
+      await closing;
+      assert.equal(leaver.readyState, CLOSED);
+      await until(() => w.leaves.some((l) => l.info.user === user), 3000, 'the leave');
+      const took = Date.now() - started;
+      assert.deepEqual(Object.keys((await server.api('presence', { channel })).presence), [`watcher-${transport}`]);
+      assert.ok(took < 3000, `the leave came ${took} ms after close()`);
+    });
+  }
+
+  test('close() while the first poll (carrying connect) is in flight ends that session too', async () => {
+    const own = await startServer({ limits: { connections_per_user: 1 } });
+    try {
+      // The first answer is held back: the server has connected the session, and the
+      // client does not know its id yet when close() is called.
+      let answered = false;
+      const slow = async (url, init) => {
+        const res = await fetch(url, init);
+        if (!String(url).includes('session=')) {
+          answered = true;
+          await sleep(300);
+        }
+        return res;
+      };
+      const first = client(own, { transports: ['longpoll'], token: own.token('solo'), fetch: slow });
+      first.connect();
+      await until(() => answered, 5000, 'the server to answer the first poll');
+      await first.close(); // waits for the answer, which names the session, then ends it
+      const second = client(own, { transports: ['websocket'], token: own.token('solo') });
+      const disconnects = [];
+      second.on('disconnected', (ev) => disconnects.push(ev));
+      second.connect();
+      await second.ready();
+      assert.deepEqual(disconnects, [], 'the only connection slot of the user was free');
+    } finally {
+      await own.dispose();
+    }
+  });
+
+  test('close() never hangs on a server that does not answer', async () => {
+    const own = await startServer();
+    try {
+      const sb = client(own, { transports: ['sse'], token: own.token('stuck') });
+      sb.connect();
+      await sb.ready();
+      own.proc.kill('SIGSTOP');
+      try {
+        const started = Date.now();
+        await sb.close();
+        const took = Date.now() - started;
+        assert.equal(sb.readyState, CLOSED);
+        assert.ok(took >= 1500 && took < 3000, `close() gave up after ${took} ms (2 s expected)`);
+      } finally {
+        own.proc.kill('SIGCONT');
+      }
+    } finally {
+      await own.dispose();
+    }
+  });
+});
+
+describe('command timeouts and AbortSignal (issue 10, point 19)', () => {
+  /** A WebSocket server that answers `connect` and never anything else. */
+  async function silentServer() {
+    const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+    await new Promise((r) => wss.once('listening', r));
+    const commands = [];
+    wss.on('connection', (ws) =>
+      ws.on('message', (data) => {
+        const cmd = JSON.parse(String(data));
+        commands.push(cmd.cmd);
+        if (cmd.cmd !== 'connect') return;
+        const result = { client: 'c', user: '', version: 'silent', ping: 25, expires: null, mailbox_epoch: 'e' };
+        ws.send(JSON.stringify({ id: cmd.id, result }));
+      }),
+    );
+    return {
+      url: `http://127.0.0.1:${wss.address().port}`,
+      commands,
+      close() {
+        for (const ws of wss.clients) ws.terminate();
+        return new Promise((r) => wss.close(r));
+      },
+    };
+  }
+
+  test('a command whose reply never comes rejects with timeout after commandTimeout; nothing is left pending', async () => {
+    const silent = await silentServer();
+    try {
+      const sb = client(silent, { transports: ['websocket'], commandTimeout: 300 });
+      const disconnects = [];
+      sb.on('disconnected', (ev) => disconnects.push(ev));
+      sb.connect();
+      await sb.ready();
+      const started = Date.now();
+      await assert.rejects(
+        sb.history('test:x'),
+        (e) => e instanceof SwitchboardError && e.code === 'timeout' && e.message === 'no reply to history within 300 ms',
+      );
+      const took = Date.now() - started;
+      assert.ok(took >= 290 && took < 1500, `rejected after ${took} ms`);
+      assert.equal(sb._pending.size, 0, 'no pending entry leaks');
+      assert.equal(sb.readyState, OPEN, 'the connection stays');
+      assert.deepEqual(disconnects, []);
+      await sb.close();
+    } finally {
+      await silent.close();
+    }
+  });
+
+  test("one of the client's own commands unanswered (subscribe) drops the connection, which reconnects", async () => {
+    const silent = await silentServer();
+    try {
+      const sb = client(silent, { transports: ['websocket'], commandTimeout: 300, minReconnectDelay: 50 });
+      sb.subscribe('test:never');
+      const disconnected = once(sb, 'disconnected');
+      sb.connect();
+      const ev = await disconnected;
+      assert.equal(ev.code, 1006);
+      assert.equal(ev.reason, 'no reply to subscribe within 300 ms');
+      assert.equal(ev.reconnect, true);
+      await until(() => silent.commands.filter((c) => c === 'connect').length >= 2, 5000, 'the reconnect');
+      await sb.close();
+    } finally {
+      await silent.close();
+    }
+  });
+
+  test('the real server stopped (SIGSTOP): a command over SSE rejects with timeout', async () => {
+    const own = await startServer();
+    try {
+      const sb = client(own, { transports: ['sse'], commandTimeout: 500 });
+      sb.connect();
+      await sb.ready();
+      own.proc.kill('SIGSTOP');
+      try {
+        const started = Date.now();
+        await assert.rejects(sb.ping(), (e) => e.code === 'timeout');
+        const took = Date.now() - started;
+        assert.ok(took >= 490 && took < 2000, `rejected after ${took} ms`);
+        assert.equal(sb._pending.size, 0);
+      } finally {
+        own.proc.kill('SIGCONT');
+      }
+      // The server is back: the same client goes on (its POST may have been cut meanwhile,
+      // in which case it reconnected).
+      await sb.ready();
+      assert.deepEqual(await sb.ping(), {});
+    } finally {
+      await own.dispose();
+    }
+  });
+
+  let server;
+  before(async () => {
+    server = await startServer();
+  });
+  after(() => server.dispose());
+
+  test('a sent command whose signal aborts rejects at once with the abort reason', async () => {
+    const sb = client(server, { transports: ['websocket'] });
+    sb.connect();
+    await sb.ready();
+    const controller = new AbortController();
+    const pending = sb.history('test:abort', { signal: controller.signal });
+    const reason = new Error('the user gave up');
+    controller.abort(reason);
+    await assert.rejects(pending, (e) => e === reason);
+    assert.equal(sb._pending.size, 0);
+    // The reply that comes later is ignored, and the client goes on.
+    assert.deepEqual(await sb.ping(), {});
+  });
+
+  test('a queued command whose signal aborts is never sent; an aborted signal rejects at once', async () => {
+    const sb = client(server, { transports: ['websocket'] });
+    const controller = new AbortController();
+    const queued = sb.publish('test:aborted', { n: 1 }, { signal: controller.signal });
+    assert.ok(sb.bufferedAmount > 0);
+    controller.abort();
+    await assert.rejects(queued, (e) => e.name === 'AbortError');
+    assert.equal(sb.bufferedAmount, 0, 'out of the queue');
+    await assert.rejects(sb.ping({ signal: controller.signal }), (e) => e.name === 'AbortError');
+    sb.connect();
+    await sb.ready();
+    assert.equal((await sb.publish('test:aborted', { n: 2 })).offset, 1, 'the aborted publication never happened');
+  });
+
+  test('a long-lived signal keeps no listener once its commands settled', async () => {
+    const sb = client(server, { transports: ['websocket'] });
+    const controller = new AbortController();
+    const { signal } = controller;
+    const queued = sb.ping({ signal });
+    sb.connect();
+    await queued;
+    const rec = record(sb, 'test:signal');
+    await until(() => rec.sub.state === 'subscribed');
+    for (let i = 0; i < 20; i++) await sb.publish('test:signal', { n: i }, { signal });
+    await sb.history('test:signal', { limit: 1, signal });
+    await rec.sub.presence({ signal });
+    await assert.rejects(sb.history('nohist:x', { signal }), (e) => e.code === 108);
+    assert.equal(getEventListeners(signal, 'abort').length, 0);
+  });
+
+  test('ready({signal}) rejects with the reason when the signal aborts first', async () => {
+    const port = await freePort(); // nothing listens there
+    const sb = client({ url: `http://127.0.0.1:${port}` }, { transports: ['websocket'], minReconnectDelay: 50 });
+    sb.connect();
+    const started = Date.now();
+    await assert.rejects(sb.ready({ signal: AbortSignal.timeout(300) }), (e) => e.name === 'TimeoutError');
+    assert.ok(Date.now() - started < 2000);
+    assert.equal(sb.readyState, CONNECTING, 'the client keeps trying');
+    await sb.close();
+  });
+});
+
+describe('pushes, errors and close codes added by issue 10', () => {
+  let server;
+  before(async () => {
+    server = await startServer();
+  });
+  after(() => server.dispose());
+
+  test('an unsubscribe push (a refresh that drops private channels) ends the subscriptions and says so', async () => {
+    let calls = 0;
+    const sb = client(server, {
+      transports: ['websocket'],
+      // The first token lists both private channels and lives 2 s: the refresh, 1 s before
+      // expiry, brings a token that lists neither.
+      getToken: () => server.token('demoted', { ttl: 2, channels: ++calls === 1 ? ['team:a', 'team:b'] : [] }),
+    });
+    const unsubscribed = [];
+    const errors = [];
+    sb.on('error', (e) => errors.push(e));
+    const a = record(sb, 'team:a', { onUnsubscribed: (ev) => unsubscribed.push(ev) });
+    const b = record(sb, 'team:b'); // no onUnsubscribed: told as an 'error' event
+    sb.connect();
+    await until(() => a.sub.state === 'subscribed' && b.sub.state === 'subscribed', 5000, 'both subscribed');
+    await server.api('publish', { channel: 'team:a', data: { n: 1 } });
+    await until(() => a.got.length === 1, 5000, 'a publication before the refresh');
+    await until(() => unsubscribed.length === 1 && errors.length === 1, 5000, 'the unsubscribe pushes');
+    assert.ok(calls >= 2, 'refreshed');
+    assert.deepEqual(unsubscribed, [{ channel: 'team:a', reason: 'the refreshed token no longer allows this private channel' }]);
+    assert.equal(errors[0].code, 'unsubscribed');
+    assert.match(errors[0].message, /"team:b"/);
+    for (const rec of [a, b]) assert.equal(rec.sub.state, 'unsubscribed');
+    assert.equal(sb.getSubscription('team:a'), null);
+    await server.api('publish', { channel: 'team:a', data: { n: 2 } });
+    await sleep(200);
+    assert.deepEqual(a.got, [1], 'nothing after the unsubscribe push');
+    assert.equal(sb.readyState, OPEN);
+    await sb.close();
+  });
+
+  test('presence: users by user id, anonymous connections apart by client id', async () => {
+    const channel = 'test:presence-shape';
+    const named = client(server, { token: server.token('named', { info: { name: 'N' } }) });
+    const anon = client(server);
+    const n = record(named, channel);
+    const a = record(anon, channel);
+    named.connect();
+    anon.connect();
+    await until(() => n.sub.state === 'subscribed' && a.sub.state === 'subscribed', 5000, 'both subscribed');
+    const result = await n.sub.presence();
+    assert.deepEqual(result.presence, { named: { user: 'named', connections: 1, info: { name: 'N' } } });
+    assert.deepEqual(result.anonymous, { [anon.client]: { user: '', connections: 1 } });
+    await anon.close();
+    assert.equal((await named.presence(channel)).anonymous, undefined, 'left out when there are none');
+  });
+
+  test('117 (storage full) rejects the command like any protocol error; the connection stays', async () => {
+    // The memory store: this build's SQLite store does not apply storage.max_bytes.
+    const own = await startServer({ store: 'memory', storage: { max_bytes: 1 } });
+    try {
+      const sb = client(own, { token: own.token('hoarder') });
+      sb.connect();
+      await sb.ready();
+      await assert.rejects(sb.publish('test:full', { n: 1 }), (e) => e instanceof SwitchboardError && e.code === 117);
+      await assert.rejects(sb.send('someone', { n: 1 }), (e) => e.code === 117);
+      assert.equal(sb.readyState, OPEN);
+      assert.deepEqual(await sb.ping(), {});
+    } finally {
+      await own.dispose();
+    }
+  });
+
+  for (const transport of ['websocket', 'longpoll']) {
+    test(`over ${transport}: 118 then close 1013 (connection limit) reconnects with backoff until there is room`, async () => {
+      const own = await startServer({ limits: { connections_per_user: 1 } });
+      try {
+        const first = client(own, { transports: [transport], token: own.token('capped') });
+        first.connect();
+        await first.ready();
+        const second = client(own, { transports: [transport], token: own.token('capped'), minReconnectDelay: 100, maxReconnectDelay: 400 });
+        const disconnects = [];
+        second.on('disconnected', (ev) => disconnects.push(ev));
+        second.connect();
+        await until(() => disconnects.length >= 2, 5000, 'two refused connects');
+        for (const ev of disconnects) {
+          assert.equal(ev.code, 1013);
+          assert.equal(ev.reconnect, true);
+          assert.match(ev.reason, /connections_per_user/);
+        }
+        assert.equal(second.readyState, CONNECTING);
+        await first.close();
+        await second.ready();
+        assert.equal(second.user, 'capped');
+      } finally {
+        await own.dispose();
+      }
+    });
+  }
+
+  test('4009 (the SSE session resumed elsewhere by its id) is final, with a readable reason, and ends the taken session', async () => {
+    const sids = [];
+    const spy = (url, init) => {
+      const m = /session=([0-9a-f]+)/.exec(String(url));
+      if (m) sids.push(m[1]);
+      return fetch(url, init);
+    };
+    const sb = client(server, { transports: ['sse'], token: server.token('victim'), fetch: spy });
+    const events = [];
+    sb.on('connecting', () => events.push('connecting'));
+    sb.on('disconnected', (ev) => events.push(ev));
+    sb.connect();
+    await sb.ready();
+    // Someone who learnt the session id resumes it, as EventSource would.
+    const abort = new AbortController();
+    const taken = await fetch(`${server.url}/sse`, { headers: { 'Last-Event-ID': `${sids[0]}:0` }, signal: abort.signal });
+    assert.equal(taken.status, 200);
+    try {
+      await until(() => sb.readyState === CLOSED, 5000, 'the client closed');
+      await sleep(300);
+      assert.deepEqual(events.slice(1), [
+        {
+          code: 4009,
+          reason: 'another stream resumed this session; its id was used elsewhere, so the session was ended',
+          reconnect: false,
+        },
+      ]);
+      assert.equal(events.filter((e) => e === 'connecting').length, 1, 'no reconnect');
+      await assert.rejects(sb.ping(), (e) => e.code === 'closed');
+      // The one who took the session is cut off: the client ended it (close 1000).
+      let text = '';
+      const decoder = new TextDecoder();
+      for await (const chunk of taken.body) {
+        text += decoder.decode(chunk, { stream: true });
+        if (text.includes('event: close')) break;
+      }
+      assert.match(text, /event: close\ndata: \{"code":1000/);
+    } finally {
+      abort.abort();
+    }
+  });
+});
+
 describe('fallback and upgrade', () => {
   test('/ws refused: the default transports fall back to sse and deliver', async () => {
     const server = await startServer({ transports: { websocket: false } });
@@ -659,6 +1115,29 @@ describe('fallback and upgrade', () => {
       await sleep(100);
       assert.deepEqual(rec.got, range(1, 15));
       assert.deepEqual(rec.failed, []);
+    } finally {
+      await server.dispose();
+    }
+  });
+});
+
+describe('upgrade probes', () => {
+  test('the SSE probe ends the session it opened, so it holds no pending slot', async () => {
+    const server = await startServer({ transports: { websocket: false, sse: false } });
+    try {
+      const pending = async () => {
+        const text = await (await fetch(`${server.url}/metrics`)).text();
+        return Number(/^switchboard_pending_connections (\d+)$/m.exec(text)[1]);
+      };
+      const sb = client(server, { upgradeDelay: 300, minReconnectDelay: 50 });
+      sb.connect();
+      await sb.ready();
+      assert.equal(sb.transport, 'longpoll');
+      server.opts.transports = { websocket: false, sse: true };
+      await server.restart();
+      await until(() => sb.transport === 'sse' && sb.readyState === OPEN, 10000, 'the upgrade to sse');
+      // Without the close command the probe's session waits for limits.connect_timeout (10 s).
+      await until(async () => (await pending()) === 0, 2000, 'no session left pending');
     } finally {
       await server.dispose();
     }

@@ -48,7 +48,10 @@ export async function until(cond, ms = 10000, what = 'condition') {
   }
 }
 
-/** The namespaces of the tests: `test:` keeps a long history so recovery always works. */
+/**
+ * The namespaces of the tests: `test:` keeps a long history so recovery always works;
+ * `team:` is private (a channel needs its name in the token's `channels`).
+ */
 const NAMESPACES = `
 [[namespaces]]
 name = "test"
@@ -74,14 +77,19 @@ history_ttl = "1h"
 [[namespaces]]
 name = "nohist"
 publish = true
+
+[[namespaces]]
+name = "team"
+private = true
+publish = true
 `;
 
 const b64url = (buf) => Buffer.from(buf).toString('base64url');
 
 /**
  * A running server. `transports` switches endpoints off (e.g. `{websocket: false}`);
- * `limits` adds settings to `[limits]`.
- * @param {{transports?: Record<string, boolean>, limits?: Record<string, string | number>, port?: number, dataDir?: string, store?: string}} [opts]
+ * `limits` and `storage` add settings to `[limits]` and `[storage]`.
+ * @param {{transports?: Record<string, boolean>, limits?: Record<string, string | number>, storage?: Record<string, string | number>, port?: number, dataDir?: string, store?: string}} [opts]
  */
 export async function startServer(opts = {}) {
   const server = new TestServer(opts);
@@ -107,9 +115,10 @@ export class TestServer {
 
   writeConfig() {
     let toml = `allow_anonymous = true\nstore = "${this.opts.store || 'sqlite'}"\n\n[auth]\napi_key = "${this.apiKey}"\ntoken_secret = "${this.secret}"\n`;
-    if (this.opts.limits) {
-      toml += '\n[limits]\n';
-      for (const [k, v] of Object.entries(this.opts.limits)) toml += `${k} = ${JSON.stringify(v)}\n`;
+    for (const section of ['limits', 'storage']) {
+      if (!this.opts[section]) continue;
+      toml += `\n[${section}]\n`;
+      for (const [k, v] of Object.entries(this.opts[section])) toml += `${k} = ${JSON.stringify(v)}\n`;
     }
     if (this.opts.transports) {
       toml += '\n[transports]\n';
@@ -193,11 +202,12 @@ export class TestServer {
   /**
    * An HS256 connection token.
    * @param {string} user
-   * @param {{ttl?: number, info?: any, exp?: number, secret?: string}} [opts] ttl in seconds
+   * @param {{ttl?: number, info?: any, exp?: number, secret?: string, channels?: string[]}} [opts] ttl in seconds
    */
   token(user, opts = {}) {
     const claims = { sub: user, exp: opts.exp ?? Math.floor(Date.now() / 1000) + (opts.ttl ?? 3600) };
     if (opts.info !== undefined) claims.info = opts.info;
+    if (opts.channels !== undefined) claims.channels = opts.channels;
     const head = b64url(JSON.stringify({ typ: 'JWT', alg: 'HS256' }));
     const body = b64url(JSON.stringify(claims));
     const sig = createHmac('sha256', opts.secret ?? this.secret).update(`${head}.${body}`).digest('base64url');

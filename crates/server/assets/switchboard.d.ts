@@ -13,8 +13,8 @@ export type ReadyState = 0 | 1 | 2 | 3;
 export type TransportName = 'websocket' | 'sse' | 'longpoll' | 'poll';
 export const TRANSPORTS: readonly TransportName[];
 
-/** Client-side error codes; protocol errors have numeric codes (100-116). */
-export type ClientErrorCode = 'closed' | 'disconnected' | 'queue_full' | 'token';
+/** Client-side error codes; protocol errors have numeric codes (100-118). */
+export type ClientErrorCode = 'closed' | 'disconnected' | 'queue_full' | 'timeout' | 'token' | 'unsubscribed';
 
 export class SwitchboardError extends Error {
   constructor(code: number | ClientErrorCode, message: string);
@@ -61,6 +61,12 @@ export interface PresenceEvent {
   info: ClientInfo;
 }
 
+export interface UnsubscribedEvent {
+  channel: string;
+  /** Why the server ended it, for people. */
+  reason: string;
+}
+
 export interface SubscribedEvent {
   channel: string;
   epoch: string;
@@ -88,6 +94,11 @@ export interface SubscribeHandlers<T = unknown> {
   onSubscribed?: (ev: SubscribedEvent) => void;
   /** The subscribe was refused (e.g. 102, 103, 106); the subscription is then over. */
   onError?: (err: SwitchboardError) => void;
+  /**
+   * The server ended the subscription (a refreshed token no longer lists the private
+   * channel); it is over. Without this handler, an 'error' event with code 'unsubscribed'.
+   */
+  onUnsubscribed?: (ev: UnsubscribedEvent) => void;
 }
 
 export interface SwitchboardOptions {
@@ -103,6 +114,11 @@ export interface SwitchboardOptions {
   maxReconnectDelay?: number;
   /** ms to open a transport and get the connect reply, and to answer a ping (default 10000). */
   timeout?: number;
+  /**
+   * ms a command, once sent, waits for its reply before rejecting with 'timeout' (default
+   * 10000). Time in the queue while not connected does not count.
+   */
+  commandTimeout?: number;
   /** Commands queued while not connected before `queue_full` (default 1000). */
   maxQueue?: number;
   /** ms on a fallback transport before checking that a better one opens (default 60000). */
@@ -121,6 +137,15 @@ export interface SwitchboardOptions {
   /** An EventSource class, where there is no global one (Node: the `eventsource` package). */
   EventSource?: unknown;
   fetch?: typeof fetch;
+}
+
+/** Options every command takes. */
+export interface CallOptions {
+  /**
+   * Cancels the command: it rejects at once with `signal.reason`; a queued command is then
+   * never sent (one already sent may still be executed).
+   */
+  signal?: AbortSignal;
 }
 
 export interface ConnectingEvent {
@@ -145,7 +170,8 @@ export interface DisconnectedEvent {
   reason: string;
   /**
    * Whether the client reconnects by itself: false after 1009, 4001, 4003 (a server-API
-   * disconnect) and 4002 without getToken, or `close()`; true otherwise, 4008 (a server-API
+   * disconnect), 4009 (an SSE session resumed elsewhere by its id) and 4002 without getToken, `close()`, or the page's `pagehide` (a page
+   * restored from the back/forward cache reconnects); true otherwise, 4008 (a server-API
    * disconnect asking for a reconnect) included.
    */
   reconnect: boolean;
@@ -168,8 +194,20 @@ export interface HistoryResult<T = unknown> {
   complete?: boolean;
 }
 
+export interface PresenceEntry {
+  /** The user id; "" for an anonymous connection. */
+  user: string;
+  /** How many of the user's connections are subscribed (1 for an anonymous one). */
+  connections: number;
+  /** The `info` claim of the user's token. */
+  info?: unknown;
+}
+
 export interface PresenceResult {
-  presence: Record<string, { user: string; connections: number; info?: unknown }>;
+  /** Users with a token, by user id. */
+  presence: Record<string, PresenceEntry>;
+  /** Anonymous connections, apart, by client id; absent when there are none. */
+  anonymous?: Record<string, PresenceEntry>;
 }
 
 export class Subscription<T = unknown> {
@@ -180,9 +218,9 @@ export class Subscription<T = unknown> {
   offset: number | null;
   recoverable: boolean | null;
   unsubscribe(): Promise<void>;
-  presence(): Promise<PresenceResult>;
-  history(opts?: { limit?: number; since?: Position }): Promise<HistoryResult<T>>;
-  publish(data: T): Promise<Position>;
+  presence(opts?: CallOptions): Promise<PresenceResult>;
+  history(opts?: { limit?: number; since?: Position } & CallOptions): Promise<HistoryResult<T>>;
+  publish(data: T, opts?: CallOptions): Promise<Position>;
 }
 
 export class Switchboard {
@@ -204,9 +242,14 @@ export class Switchboard {
   readonly user: string | null;
 
   connect(): this;
-  /** Resolves once OPEN; rejects if the client is closed first. */
-  ready(): Promise<void>;
-  close(): void;
+  /** Resolves once OPEN; rejects if the client is closed first, or when `signal` aborts. */
+  ready(opts?: CallOptions): Promise<void>;
+  /**
+   * Ends the session (the `close` command, so that an SSE or polling session leaves at
+   * once) and stops reconnecting; resolves once CLOSED, at most 2 s later. Also done on
+   * the page's `pagehide`, by beacon.
+   */
+  close(): Promise<void>;
 
   on<K extends keyof EventMap>(event: K, fn: (ev: EventMap[K]) => void): () => void;
   off<K extends keyof EventMap>(event: K, fn: (ev: EventMap[K]) => void): void;
@@ -214,11 +257,11 @@ export class Switchboard {
   subscribe<T = unknown>(channel: string, handlers?: SubscribeHandlers<T>): Subscription<T>;
   getSubscription(channel: string): Subscription | null;
 
-  publish(channel: string, data: unknown): Promise<Position>;
-  history<T = unknown>(channel: string, opts?: { limit?: number; since?: Position }): Promise<HistoryResult<T>>;
-  presence(channel: string): Promise<PresenceResult>;
-  send(user: string, data: unknown): Promise<{ mailbox: number; status: 'delivered' | 'stored' }>;
-  ping(): Promise<Record<string, never>>;
+  publish(channel: string, data: unknown, opts?: CallOptions): Promise<Position>;
+  history<T = unknown>(channel: string, opts?: { limit?: number; since?: Position } & CallOptions): Promise<HistoryResult<T>>;
+  presence(channel: string, opts?: CallOptions): Promise<PresenceResult>;
+  send(user: string, data: unknown, opts?: CallOptions): Promise<{ mailbox: number; status: 'delivered' | 'stored' }>;
+  ping(opts?: CallOptions): Promise<Record<string, never>>;
 }
 
 export default Switchboard;

@@ -14,14 +14,20 @@
  * - speaks the protocol over WebSocket, Server-Sent Events (+ POST for commands), long
  *   polling or short polling, falling back along `transports` when one cannot open;
  * - reconnects with exponential backoff and full jitter, except after close codes that say
- *   retrying cannot help (4001, 4003, 1009; 4002 without `getToken`); 4008 is the server
- *   asking for a reconnect, so it reconnects then too (fetching a new token with `getToken`);
+ *   retrying cannot help (4001, 4003, 1009, 4009; 4002 without `getToken`); 4008 is the
+ *   server asking for a reconnect, so it reconnects then too (fetching a new token with
+ *   `getToken`), and so does 1013 (a connection limit: the backoff waits for room);
+ * - ends a subscription the server ended (an `unsubscribe` push) and tells the app;
  * - resubscribes every channel with `recover` = the last epoch and offset it delivered, and
  *   drops any publication at or below that offset, so the application sees each
  *   publication once and in order, or is told by `onRecoveryFailed` to reload;
- * - acknowledges private messages and drops redeliveries by mailbox id;
+ * - acknowledges private messages and drops redeliveries by mailbox id (ids start over
+ *   when the user or the connect reply's `mailbox_epoch` changes);
  * - refreshes the token with `getToken` shortly before it expires;
- * - queues commands while not connected and sends them once connected.
+ * - queues commands while not connected and sends them once connected; a command sent
+ *   rejects after `commandTimeout` without a reply, and any command takes an AbortSignal;
+ * - ends its session with the `close` command on close(), on `pagehide` (by beacon) and
+ *   when it gives up on a session, so that an SSE or polling session does not linger.
  *
  * Layout: constants and errors; the Switchboard client (connection state machine, commands,
  * pushes, recovery, mailbox, token, liveness, upgrade probe); Subscription; the three
@@ -38,6 +44,9 @@ export const OPEN = 1;
 export const CLOSING = 2;
 export const CLOSED = 3;
 
+/** Close code of an SSE stream whose session another stream resumed. */
+const SESSION_TAKEN = 4009;
+
 /** Every transport the client knows, best first. */
 export const TRANSPORTS = /** @type {const} */ (['websocket', 'sse', 'longpoll', 'poll']);
 const DEFAULT_TRANSPORTS = ['websocket', 'sse', 'longpoll'];
@@ -45,19 +54,29 @@ const DEFAULT_TRANSPORTS = ['websocket', 'sse', 'longpoll'];
 /**
  * Close codes after which reconnecting cannot help (docs/protocol.md, "Close codes"): 1009
  * (a command too large: it would be sent again), 4001 (the token is invalid), 4003 (the
- * backend disconnected the user on purpose). 4002 (token expired) is here too unless a
- * `getToken` callback can fetch a new token. Not here: 4008, the backend disconnecting the
- * user so that the client reconnects (see `_afterClose`).
+ * backend disconnected the user on purpose), 4009 (over SSE, someone else resumed this
+ * session with its id: the id leaked, and the application should know rather than have
+ * the client carry on quietly). 4002 (token expired) is here too unless a `getToken`
+ * callback can fetch a new token. Not here: 4008, the backend disconnecting the user so
+ * that the client reconnects (see `_afterClose`), nor 1013, the server or the user at
+ * their connection limit (a reconnect with backoff may find room).
  */
-const FINAL_CODES = new Set([1009, 4001, 4003]);
+const FINAL_CODES = new Set([1009, 4001, 4003, SESSION_TAKEN]);
 
 /** Close code of a server-API disconnect that asks the client to reconnect. */
 const RECONNECT = 4008;
 
 /**
- * Error of a command (`code` is the protocol's error code, 100-116, see docs/protocol.md)
+ * ms a closing transport waits for the server to confirm the `close` command. Closing
+ * must never hang on a server that does not answer, and nothing is lost by giving up: a
+ * session the server was not told about ends by itself after `limits.session_idle`.
+ */
+const CLOSE_WAIT = 2000;
+
+/**
+ * Error of a command (`code` is the protocol's error code, 100-118, see docs/protocol.md)
  * or of the client itself (`code` is a string: 'closed', 'disconnected', 'queue_full',
- * 'transport').
+ * 'timeout', 'token').
  */
 export class SwitchboardError extends Error {
   /**
@@ -103,6 +122,11 @@ export class SwitchboardError extends Error {
  * @property {(ev: {channel: string, epoch: string, offset: number}) => void} [onRecoveryFailed]
  * @property {(ev: {channel: string, epoch: string, offset: number, recoverable: boolean, recovered?: boolean}) => void} [onSubscribed]
  * @property {(err: SwitchboardError) => void} [onError]
+ * @property {(ev: {channel: string, reason: string}) => void} [onUnsubscribed]
+ *
+ * @typedef {object} CallOptions
+ * @property {AbortSignal} [signal]  cancels the command: it rejects at once with the
+ *   signal's reason (a queued command is then never sent)
  *
  * @typedef {object} SwitchboardOptions
  * @property {string} [token]
@@ -111,6 +135,7 @@ export class SwitchboardError extends Error {
  * @property {number} [minReconnectDelay]
  * @property {number} [maxReconnectDelay]
  * @property {number} [timeout]
+ * @property {number} [commandTimeout]
  * @property {number} [maxQueue]
  * @property {number} [upgradeDelay]
  * @property {number} [fallbackAfter]
@@ -126,7 +151,11 @@ export class SwitchboardError extends Error {
  * @property {string} name
  * @property {(connect: object) => void} open   starts; `connect` is the first command
  * @property {(commands: object[]) => void} send
- * @property {() => Promise<void>} close        no callback after this
+ * @property {(command?: object | null, wait?: number) => Promise<void>} close
+ *   ends it, no callback after this; with `command` (the `close` command) the server's
+ *   session is ended first, when there is one: resolves once it confirmed, or after `wait`
+ * @property {(command: object) => void} beacon
+ *   the page is going away: hands `command` to the browser to deliver, and ends at once
  * @property {number} bufferedAmount
  *
  * @typedef {object} Sink
@@ -139,6 +168,15 @@ export class SwitchboardError extends Error {
  * @property {string} reason
  * @property {boolean} [failed]   the transport itself failed (no protocol close code)
  * @property {number} [switchTo]  internal: an upgrade to this transport index
+ *
+ * @typedef {object} Call  a command in the queue, or sent and waiting for its reply
+ * @property {Record<string, any>} cmd
+ * @property {(result: any) => void} resolve
+ * @property {(err: any) => void} reject
+ * @property {boolean} [internal]  the client's own (subscribe, ack, refresh, ping, connect)
+ * @property {number} [bytes]      its size, while queued
+ * @property {number} [id]         once sent
+ * @property {any} [timer]         once sent: the commandTimeout
  */
 
 const encoder = new TextEncoder();
@@ -188,6 +226,7 @@ export class Switchboard {
       minReconnectDelay: options.minReconnectDelay ?? 500,
       maxReconnectDelay: options.maxReconnectDelay ?? 20000,
       timeout: options.timeout ?? 10000,
+      commandTimeout: options.commandTimeout ?? 10000,
       maxQueue: options.maxQueue ?? 1000,
       upgradeDelay: options.upgradeDelay ?? 60000,
       fallbackAfter: options.fallbackAfter ?? 5000,
@@ -207,9 +246,9 @@ export class Switchboard {
     this._gen = 0;
     /** @internal @type {Map<string, Set<Function>>} */ this._listeners = new Map();
     /** @internal @type {Map<string, Subscription>} */ this._subs = new Map();
-    /** @internal @type {{cmd: object, resolve: Function, reject: Function, bytes: number}[]} */
+    /** @internal @type {Call[]} */
     this._queue = [];
-    /** @internal @type {Map<number, {resolve: Function, reject: Function, internal?: boolean}>} */
+    /** @internal @type {Map<number, Call>} */
     this._pending = new Map();
     /** @internal */ this._nextId = 1;
     /** @internal @type {Transport | null} */ this._transport = null;
@@ -230,12 +269,29 @@ export class Switchboard {
     /** @internal @type {Record<string, any>} */ this._timers = {};
     /** @internal */ this._lastReceive = 0;
     /** @internal */ this._pingMs = 25000;
-    /** @internal */ this._lastMailbox = 0;
+    /** @internal The highest mailbox id handed to the app, within `_mailboxSeries`. */
+    this._lastMailbox = 0;
     /** @internal */ this._ackWanted = 0;
     /** @internal */ this._ackSent = 0;
+    /**
+     * @internal The user and `mailbox_epoch` of the last connect reply: mailbox ids only
+     * compare within one user's mailbox and one epoch, so the three counters above start
+     * over when either changes.
+     * @type {string | null}
+     */
+    this._mailboxSeries = null;
     /** @internal */ this._ackInFlight = false;
     /** @internal @type {{client: string, user: string, expires: number | null, ping: number, version: string} | null} */
     this._session = null;
+    /** @internal @type {Promise<void> | null} What close() returns while CLOSING. */
+    this._closing = null;
+    /** @internal Closed by `pagehide`: a page restored from the back/forward cache reconnects. */
+    this._hidden = false;
+    /** @internal The window listeners (added while connecting or connected). */
+    this._pageListeners = {
+      pagehide: () => this._onPageHide(),
+      pageshow: (/** @type {any} */ ev) => this._onPageShow(ev),
+    };
   }
 
   /** CONNECTING (0), OPEN (1), CLOSING (2) or CLOSED (3), as on WebSocket. */
@@ -246,7 +302,7 @@ export class Switchboard {
   /** Bytes of commands queued and not yet handed to the network. */
   get bufferedAmount() {
     let n = 0;
-    for (const q of this._queue) n += q.bytes;
+    for (const q of this._queue) n += q.bytes ?? 0;
     if (this._transport) n += this._transport.bufferedAmount;
     return n;
   }
@@ -294,7 +350,9 @@ export class Switchboard {
   connect() {
     if (this._readyState === OPEN || this._readyState === CONNECTING) return this;
     this._closed = false;
+    this._hidden = false;
     this._attempt = 0;
+    this._watchPage(true);
     this._setState(CONNECTING);
     this._startRound();
     return this;
@@ -302,50 +360,125 @@ export class Switchboard {
 
   /**
    * Resolves once the client is OPEN (at once if it is); rejects if it is closed first
-   * (at once if it was closed by `close()` or by a final close code).
+   * (at once if it was closed by `close()` or by a final close code), or with the
+   * signal's reason when `signal` aborts (`AbortSignal.timeout(ms)` bounds the wait).
+   * @param {CallOptions} [opts]
    * @returns {Promise<void>}
    */
-  ready() {
+  ready(opts = {}) {
+    const signal = opts.signal;
+    if (signal && signal.aborted) return Promise.reject(signal.reason);
     if (this._readyState === OPEN) return Promise.resolve();
     if (this._closed) return Promise.reject(new SwitchboardError('closed', 'the client is closed'));
     return new Promise((resolve, reject) => {
+      const stop = () => {
+        offs.forEach((f) => f());
+        if (signal) signal.removeEventListener('abort', aborted);
+      };
+      const aborted = () => {
+        stop();
+        reject(/** @type {AbortSignal} */ (signal).reason);
+      };
       const offs = [
         this.on('connected', () => {
-          offs.forEach((f) => f());
+          stop();
           resolve();
         }),
         this.on('disconnected', (/** @type {any} */ ev) => {
           if (ev.reconnect) return;
-          offs.forEach((f) => f());
+          stop();
           reject(new SwitchboardError('closed', `closed: ${ev.code} ${ev.reason}`));
         }),
       ];
+      if (signal) signal.addEventListener('abort', aborted);
     });
   }
 
   /**
-   * Closes the connection and stops reconnecting. Commands waiting for a reply or in the
-   * queue are rejected with code 'closed'. Subscriptions stay registered: a later
-   * `connect()` resubscribes them and recovers what was missed.
+   * Closes the connection and stops reconnecting. The server is told first (the `close`
+   * command), so that an SSE or polling session ends at once rather than after
+   * `limits.session_idle`, and others see this client leave at once; the wait for its
+   * answer is bounded (CLOSE_WAIT, 2 s). Commands waiting for a reply or in the queue are
+   * rejected with code 'closed'. Subscriptions stay registered: a later `connect()`
+   * resubscribes them and recovers what was missed.
+   * @returns {Promise<void>} resolves once CLOSED
    */
   close() {
+    this._watchPage(false);
+    this._hidden = false;
+    return this._end('closed by the client', false);
+  }
+
+  /**
+   * close(), or the page going away (`beacon`: the close command is handed to the browser
+   * to deliver after the page is gone, and nothing is waited for).
+   * @internal
+   * @param {string} reason
+   * @param {boolean} beacon
+   * @returns {Promise<void>}
+   */
+  _end(reason, beacon) {
+    if (this._readyState === CLOSING && this._closing) return this._closing;
     this._closed = true;
     const wasClosed = this._readyState === CLOSED;
     this._abandon();
-    this._rejectAll('closed', 'the client was closed');
+    this._rejectAll('closed', beacon ? 'the page was hidden' : 'the client was closed');
     for (const sub of this._subs.values()) sub._reset();
     this._switching = -1;
-    if (wasClosed) return;
+    if (wasClosed) return Promise.resolve();
     const t = this._transport;
     this._transport = null;
     this._setState(CLOSING);
     const done = () => {
-      if (this._readyState !== CLOSING) return;
+      this._closing = null;
+      if (this._readyState !== CLOSING) return; // connect() was called meanwhile
       this._setState(CLOSED);
-      this._emit('disconnected', { code: 1000, reason: 'closed by the client', reconnect: false });
+      this._emit('disconnected', { code: 1000, reason, reconnect: false });
     };
-    if (t) t.close().then(done, done);
-    else done();
+    const command = { id: this._nextId++, cmd: 'close' };
+    if (!t || beacon) {
+      if (t) t.beacon(command);
+      done();
+      return Promise.resolve();
+    }
+    this._closing = t.close(command, CLOSE_WAIT).then(done, done);
+    return this._closing;
+  }
+
+  /**
+   * Listens to the page's `pagehide` and `pageshow` (where there is a window).
+   * @internal
+   * @param {boolean} on
+   */
+  _watchPage(on) {
+    const target = /** @type {any} */ (globalThis);
+    if (typeof target.addEventListener !== 'function') return;
+    for (const [name, fn] of Object.entries(this._pageListeners)) {
+      if (on) target.addEventListener(name, fn);
+      else target.removeEventListener(name, fn);
+    }
+  }
+
+  /**
+   * The page is going away (or into the back/forward cache): end the session now, since
+   * nothing will run to end it later, and an HTTP session would otherwise stay, in
+   * presence, for `limits.session_idle`.
+   * @internal
+   */
+  _onPageHide() {
+    if (this._closed || this._readyState === CLOSED) return;
+    this._hidden = true;
+    this._end('the page was hidden', true);
+  }
+
+  /**
+   * A page restored from the back/forward cache reconnects if `pagehide` closed it.
+   * @internal
+   * @param {{persisted?: boolean}} ev
+   */
+  _onPageShow(ev) {
+    if (!ev || !ev.persisted || !this._hidden) return;
+    this.connect();
   }
 
   /**
@@ -375,82 +508,163 @@ export class Switchboard {
    * Publishes `data` to `channel`; resolves to `{offset, epoch}`.
    * @param {string} channel
    * @param {any} data
+   * @param {CallOptions} [opts]
    */
-  publish(channel, data) {
-    return this._call({ cmd: 'publish', channel, data });
+  publish(channel, data, opts) {
+    return this._call({ cmd: 'publish', channel, data }, opts);
   }
 
   /**
    * Reads a channel's history; resolves to `{epoch, offset, publications, complete?}`.
    * @param {string} channel
-   * @param {{limit?: number, since?: Position}} [opts]
+   * @param {{limit?: number, since?: Position} & CallOptions} [opts]
    */
   history(channel, opts = {}) {
     /** @type {Record<string, any>} */
     const cmd = { cmd: 'history', channel };
     if (opts.limit !== undefined) cmd.limit = opts.limit;
     if (opts.since !== undefined) cmd.since = { offset: opts.since.offset, epoch: opts.since.epoch };
-    return this._call(cmd);
+    return this._call(cmd, opts);
   }
 
   /**
-   * Who is subscribed to `channel` (this client must be); resolves to `{presence}`.
+   * Who is subscribed to `channel` (this client must be); resolves to `{presence,
+   * anonymous?}`: users by user id, anonymous connections apart by client id.
    * @param {string} channel
+   * @param {CallOptions} [opts]
    */
-  presence(channel) {
-    return this._call({ cmd: 'presence', channel });
+  presence(channel, opts) {
+    return this._call({ cmd: 'presence', channel }, opts);
   }
 
   /**
    * Sends a private message to `user`; resolves to `{mailbox, status}`.
    * @param {string} user
    * @param {any} data
+   * @param {CallOptions} [opts]
    */
-  send(user, data) {
-    return this._call({ cmd: 'send', user, data });
+  send(user, data, opts) {
+    return this._call({ cmd: 'send', user, data }, opts);
   }
 
-  /** An application-level ping; resolves to `{}`. */
-  ping() {
-    return this._call({ cmd: 'ping' });
+  /**
+   * An application-level ping; resolves to `{}`.
+   * @param {CallOptions} [opts]
+   */
+  ping(opts) {
+    return this._call({ cmd: 'ping' }, opts);
   }
 
   // ---- commands -------------------------------------------------------------------------
 
   /**
-   * Sends a command now when OPEN, queues it otherwise.
+   * Sends a command now when OPEN, queues it otherwise. Once sent, the reply is awaited
+   * `commandTimeout` ms; the time in the queue does not count (the queue is there to
+   * ride out a reconnect; `signal` bounds the whole wait when the app wants that).
    * @internal
    * @param {Record<string, any>} cmd
+   * @param {CallOptions} [opts]
    * @returns {Promise<any>}
    */
-  _call(cmd) {
+  _call(cmd, opts = {}) {
+    const signal = opts.signal;
     return new Promise((resolve, reject) => {
+      if (signal && signal.aborted) {
+        reject(signal.reason);
+        return;
+      }
       if (this._closed) {
         reject(new SwitchboardError('closed', 'the client is closed'));
         return;
       }
-      if (this._readyState === OPEN && this._transport) {
-        this._transmit(cmd, { resolve, reject });
-        return;
-      }
-      if (this._queue.length >= this._opts.maxQueue) {
+      const open = this._readyState === OPEN && this._transport;
+      if (!open && this._queue.length >= this._opts.maxQueue) {
         reject(new SwitchboardError('queue_full', `${this._queue.length} commands are already waiting for the connection`));
         return;
       }
-      this._queue.push({ cmd, resolve, reject, bytes: byteLength(JSON.stringify(cmd)) });
+      /** @type {Call} */
+      const call = { cmd, resolve, reject };
+      if (signal) {
+        // Removed once settled: an app may pass one long-lived signal to many commands.
+        const aborted = () => this._abort(call, signal.reason);
+        signal.addEventListener('abort', aborted);
+        call.resolve = (result) => {
+          signal.removeEventListener('abort', aborted);
+          resolve(result);
+        };
+        call.reject = (err) => {
+          signal.removeEventListener('abort', aborted);
+          reject(err);
+        };
+      }
+      if (open) this._transmit(call);
+      else {
+        call.bytes = byteLength(JSON.stringify(cmd));
+        this._queue.push(call);
+      }
     });
   }
 
   /**
+   * Sends a call and awaits its reply for `commandTimeout` ms.
    * @internal
-   * @param {Record<string, any>} cmd
-   * @param {{resolve: Function, reject: Function, internal?: boolean}} handler
+   * @param {Call} call
    */
-  _transmit(cmd, handler) {
+  _transmit(call) {
     const id = this._nextId++;
-    this._pending.set(id, handler);
-    /** @type {Transport} */ (this._transport).send([{ id, ...cmd }]);
-    return id;
+    call.id = id;
+    call.timer = setTimeout(() => this._expire(id), this._opts.commandTimeout);
+    this._pending.set(id, call);
+    /** @type {Transport} */ (this._transport).send([{ id, ...call.cmd }]);
+  }
+
+  /**
+   * Takes the call waiting for reply `id` out of the pending ones.
+   * @internal
+   * @param {number} id
+   * @returns {Call | undefined}
+   */
+  _settle(id) {
+    const call = this._pending.get(id);
+    if (call) {
+      this._pending.delete(id);
+      clearTimeout(call.timer);
+    }
+    return call;
+  }
+
+  /**
+   * No reply within `commandTimeout`. The app's command rejects with 'timeout' (the
+   * server may still have executed it) and the connection stays. One of the client's own
+   * commands left unanswered would leave a subscription pending or the acks stuck, and
+   * what it does is redone after a reconnect: the connection is dropped.
+   * @internal
+   * @param {number} id
+   */
+  _expire(id) {
+    const call = this._settle(id);
+    if (!call) return;
+    const message = `no reply to ${call.cmd.cmd} within ${this._opts.commandTimeout} ms`;
+    if (call.internal) this._lost({ code: 1006, reason: message });
+    else call.reject(new SwitchboardError('timeout', message));
+  }
+
+  /**
+   * The call's signal aborted: out of the queue or of the pending ones, rejected with the
+   * signal's reason. A command already sent may still be executed by the server.
+   * @internal
+   * @param {Call} call
+   * @param {any} reason
+   */
+  _abort(call, reason) {
+    if (call.id !== undefined) {
+      if (!this._settle(call.id)) return;
+    } else {
+      const i = this._queue.indexOf(call);
+      if (i < 0) return;
+      this._queue.splice(i, 1);
+    }
+    call.reject(reason);
   }
 
   /**
@@ -463,7 +677,8 @@ export class Switchboard {
    */
   _internal(cmd, onResult, onError) {
     if (!this._transport) return;
-    this._transmit(cmd, {
+    this._transmit({
+      cmd,
       internal: true,
       resolve: onResult,
       reject: onError ?? ((/** @type {SwitchboardError} */ err) => this._error(err)),
@@ -491,6 +706,7 @@ export class Switchboard {
     const pending = this._pending;
     this._pending = new Map();
     for (const p of pending.values()) {
+      clearTimeout(p.timer);
       if (!p.internal) p.reject(new SwitchboardError(code, message));
     }
   }
@@ -596,14 +812,17 @@ export class Switchboard {
     );
     const id = this._nextId++;
     this._pending.set(id, {
-      internal: true,
+      cmd: { cmd: 'connect' },
+      internal: true, // bounded by the 'open' timer
       resolve: (/** @type {any} */ result) => gen === this._gen && this._onConnected(result),
       reject: (/** @type {SwitchboardError} */ err) => {
         if (gen !== this._gen) return;
-        // A refused token always closes the connection (101 -> 4001, 109 -> 4002); act on
-        // it at once rather than wait for the close.
+        // A refused token always closes the connection (101 -> 4001, 109 -> 4002), and so
+        // does a connection limit (118 -> 1013, try again later: the usual backoff); act
+        // on it at once rather than wait for the close.
         if (err.code === 101) this._lost({ code: 4001, reason: err.message });
         else if (err.code === 109) this._lost({ code: 4002, reason: err.message });
+        else if (err.code === 118) this._lost({ code: 1013, reason: err.message });
         else this._lost({ code: 1011, reason: `connect failed: ${err.message}` });
       },
     });
@@ -630,6 +849,16 @@ export class Switchboard {
       ping: result.ping,
       version: result.version,
     };
+    // A user switched by getToken(), or a store whose ids started over (a restarted
+    // memory store): the ids remembered belong to another series, and messages with
+    // lower ids would be dropped unseen and then deleted by the next ack.
+    const series = JSON.stringify([result.user, result.mailbox_epoch ?? null]);
+    if (series !== this._mailboxSeries) {
+      this._mailboxSeries = series;
+      this._lastMailbox = 0;
+      this._ackWanted = 0;
+      this._ackSent = 0;
+    }
     this._preferred = this._transportIndex;
     this._attempt = 0;
     this._lastWorked = /** @type {Transport} */ (this._transport).name;
@@ -643,7 +872,7 @@ export class Switchboard {
     for (const sub of this._subs.values()) this._sendSubscribe(sub);
     const queue = this._queue;
     this._queue = [];
-    for (const q of queue) this._transmit(q.cmd, q);
+    for (const q of queue) this._transmit(q);
     this._scheduleRefresh();
     this._armLiveness();
     if (this._switching >= 0) {
@@ -665,7 +894,10 @@ export class Switchboard {
     const wasOpen = this._readyState === OPEN;
     this._transport = null;
     this._abandon();
-    if (transport) transport.close();
+    // Told to the server when the client is the one dropping it (an upgrade's switch, a
+    // timeout), so that an HTTP session does not linger in presence; a transport that
+    // ended by itself sends nothing.
+    if (transport) transport.close({ id: this._nextId++, cmd: 'close' }, CLOSE_WAIT);
     this._rejectPending('disconnected', `the connection was lost before the reply (${info.code} ${info.reason})`);
     this._ackInFlight = false;
     for (const sub of this._subs.values()) sub._reset();
@@ -705,6 +937,7 @@ export class Switchboard {
     const final = FINAL_CODES.has(info.code) || (info.code === 4002 && !this._getToken);
     if (final) {
       this._closed = true;
+      this._watchPage(false);
       this._setState(CLOSED);
       this._rejectAll('closed', `the connection was closed: ${info.code} ${info.reason}`);
       this._emit('disconnected', { code: info.code, reason: info.reason, reconnect: false });
@@ -743,12 +976,11 @@ export class Switchboard {
       this._onPush(msg);
       return;
     }
-    const handler = typeof msg.id === 'number' ? this._pending.get(msg.id) : undefined;
+    const handler = typeof msg.id === 'number' ? this._settle(msg.id) : undefined;
     if (!handler) {
       if (msg.error) this._error(new SwitchboardError(msg.error.code, msg.error.message));
       return;
     }
-    this._pending.delete(msg.id);
     if (msg.error) handler.reject(new SwitchboardError(msg.error.code, msg.error.message));
     else handler.resolve(msg.result ?? {});
   }
@@ -773,6 +1005,11 @@ export class Switchboard {
       case 'message':
         this._onPrivateMessage(push);
         break;
+      case 'unsubscribe': {
+        const sub = this._subs.get(push.channel);
+        if (sub) sub._onUnsubscribed(push);
+        break;
+      }
       default:
         break; // kinds added later are ignored (docs/protocol.md, "Pushes")
     }
@@ -1046,14 +1283,17 @@ export class Subscription {
     );
   }
 
-  /** The channel's presence; resolves to `{presence}`. */
-  presence() {
-    return this._client.presence(this.channel);
+  /**
+   * The channel's presence; resolves to `{presence, anonymous?}`.
+   * @param {CallOptions} [opts]
+   */
+  presence(opts) {
+    return this._client.presence(this.channel, opts);
   }
 
   /**
    * The channel's history.
-   * @param {{limit?: number, since?: Position}} [opts]
+   * @param {{limit?: number, since?: Position} & CallOptions} [opts]
    */
   history(opts) {
     return this._client.history(this.channel, opts);
@@ -1062,9 +1302,10 @@ export class Subscription {
   /**
    * Publishes to the channel.
    * @param {any} data
+   * @param {CallOptions} [opts]
    */
-  publish(data) {
-    return this._client.publish(this.channel, data);
+  publish(data, opts) {
+    return this._client.publish(this.channel, data, opts);
   }
 
   /** @internal The connection is gone: the next one resubscribes. */
@@ -1135,6 +1376,23 @@ export class Subscription {
    */
   _onPresenceEvent(push) {
     this._call(push.push === 'join' ? 'onJoin' : 'onLeave', { channel: this.channel, info: push.info });
+  }
+
+  /**
+   * The server ended the subscription (a refreshed token no longer allows the private
+   * channel). It is over, as after unsubscribe(): not resubscribed on reconnects. Told to
+   * `onUnsubscribed`, or as an 'error' event without one, so that it is never silent.
+   * @internal
+   * @param {any} push
+   */
+  _onUnsubscribed(push) {
+    const client = this._client;
+    if (client._subs.get(this.channel) === this) client._subs.delete(this.channel);
+    this.state = 'unsubscribed';
+    this._buffer = [];
+    const reason = String(push.reason ?? '');
+    if (this._handlers.onUnsubscribed) this._call('onUnsubscribed', { channel: this.channel, reason });
+    else client._error(new SwitchboardError('unsubscribed', `the server ended the subscription to ${JSON.stringify(this.channel)}: ${reason}`));
   }
 
   /**
@@ -1234,15 +1492,22 @@ function probeTransport(name, client) {
         if (!client._EventSource) return done(false);
         const es = new client._EventSource(`${client.url}/sse`);
         cleanup = () => es.close();
-        es.addEventListener('session', () => done(true));
+        es.addEventListener('session', (/** @type {MessageEvent} */ ev) => {
+          done(true);
+          // The probe's session would hold one of the server's slots for connections
+          // not yet connected until `limits.connect_timeout`: end it now.
+          try {
+            const sid = String(JSON.parse(ev.data).session);
+            postCommand(client, `${client.url}/sse/send?session=${encodeURIComponent(sid)}`, { cmd: 'close' }, timeout);
+          } catch {
+            // no id: it expires by itself
+          }
+        });
         es.onerror = () => done(false);
       } else {
         if (!client._fetch) return done(false);
-        // A short poll without commands opens a session that expires unused.
-        client._fetch(`${client.url}/poll?wait=0`, { method: 'POST' }).then(
-          (/** @type {Response} */ res) => done(res.ok),
-          () => done(false),
-        );
+        // A short poll opens a session; the close command in it ends it in the same request.
+        postAnswered(client, `${client.url}/poll?wait=0`, { cmd: 'close' }, timeout).then(done);
       }
     } catch {
       done(false);
@@ -1331,23 +1596,37 @@ class WebSocketTransport {
     }
   }
 
-  close() {
+  /**
+   * The close command goes just before the close frame: the server handles frames in
+   * order, so it has handled every command before either; the close frame alone would end
+   * the session too, the command makes every transport end the same way.
+   * @param {object | null} [command]
+   * @param {number} [wait]
+   */
+  close(command = null, wait = CLOSE_WAIT) {
     this.dead = true;
     const ws = this.ws;
-    if (!ws || ws.readyState === 3) return Promise.resolve();
+    if (!ws || ws.readyState === 2 || ws.readyState === 3) return Promise.resolve();
     return new Promise((resolve) => {
-      const timer = setTimeout(resolve, 2000);
+      const timer = setTimeout(resolve, wait);
       this.onClosed = () => {
         clearTimeout(timer);
         resolve(undefined);
       };
       try {
+        if (command && this.opened && ws.readyState === 1) ws.send(JSON.stringify(command));
         ws.close(1000, 'client closed');
       } catch {
         clearTimeout(timer);
         resolve(undefined);
       }
     });
+  }
+
+  /** @param {object} command */
+  beacon(command) {
+    // A socket's last frames are sent even as the page goes away.
+    this.close(command, 0);
   }
 }
 
@@ -1433,7 +1712,7 @@ class SseTransport {
         this.pump();
       } else if (sid !== this.sid) {
         // The resume found no session: everything it held is gone. Reconnect properly.
-        this.fail('the SSE session was lost');
+        this.fail('the SSE session was lost', true);
       }
     });
     es.addEventListener('message', (/** @type {MessageEvent} */ ev) => {
@@ -1453,13 +1732,24 @@ class SseTransport {
       this.sink.message(msg);
     });
     es.addEventListener('close', (/** @type {MessageEvent} */ ev) => {
-      if (this.dead) return;
+      // After close(command): the server confirmed the end; stop EventSource from
+      // reconnecting to the session that just ended.
+      if (this.dead) {
+        es.close();
+        return;
+      }
       let info = { code: 1006, reason: 'the server ended the stream' };
       try {
         const d = JSON.parse(ev.data);
         info = { code: Number(d.code) || 1006, reason: String(d.reason ?? '') };
       } catch {
         // keep the default
+      }
+      if (info.code === SESSION_TAKEN) {
+        // Someone holding this session's id resumed it: the session is still open, as us,
+        // for them. End it rather than leave it to them.
+        info.reason = `${info.reason || 'another stream resumed this session'}; its id was used elsewhere, so the session was ended`;
+        if (this.sid !== null) sendBeacon(this.client, this.closeUrl(), { cmd: 'close' });
       }
       this.end(info);
     });
@@ -1498,8 +1788,7 @@ class SseTransport {
     const abort = new AbortController();
     this.abort = abort;
     const timer = setTimeout(() => abort.abort(), this.client._opts.timeout);
-    const url = `${this.client.url}/sse/send?session=${encodeURIComponent(this.sid)}`;
-    /** @type {typeof fetch} */ (this.client._fetch)(url, {
+    /** @type {typeof fetch} */ (this.client._fetch)(this.sendUrl(), {
       method: 'POST',
       headers: { 'Content-Type': 'text/plain;charset=UTF-8' },
       body,
@@ -1508,7 +1797,7 @@ class SseTransport {
       async (res) => {
         clearTimeout(timer);
         if (this.dead) return;
-        if (res.status === 404) return this.fail('the SSE session was lost');
+        if (res.status === 404) return this.fail('the SSE session was lost', true);
         if (!res.ok) return this.fail(`POST /sse/send answered ${res.status} ${await safeText(res)}`);
         this.poster.busy = false;
         this.poster.inFlightBytes = 0;
@@ -1522,8 +1811,15 @@ class SseTransport {
     );
   }
 
-  /** @param {string} reason */
-  fail(reason) {
+  /**
+   * Gives up on the session; unless the server said it is `gone`, it may still hold it
+   * (only a stream or a poll failed), so it is told to end it. By beacon: a page being
+   * unloaded sees its requests fail before `pagehide`, and only a beacon gets out then.
+   * @param {string} reason
+   * @param {boolean} [gone]
+   */
+  fail(reason, gone = false) {
+    if (!this.dead && !gone && this.sid !== null) sendBeacon(this.client, this.closeUrl(), { cmd: 'close' });
     this.end({ code: 1006, reason, failed: true });
   }
 
@@ -1534,12 +1830,40 @@ class SseTransport {
     this.sink.close(info);
   }
 
-  close() {
+  /**
+   * @param {object | null} [command]
+   * @param {number} [wait]
+   */
+  close(command = null, wait = CLOSE_WAIT) {
+    if (this.dead) return Promise.resolve();
     this.dead = true;
     clearTimeout(this.resumeTimer);
     if (this.abort) this.abort.abort();
-    if (this.es) this.es.close();
-    return Promise.resolve();
+    const es = this.es;
+    // Without a session id, `connect` has not been sent: the server's session is not
+    // connected and ends by itself at `limits.connect_timeout`.
+    if (!command || this.sid === null) {
+      if (es) es.close();
+      return Promise.resolve();
+    }
+    // The stream stays open until the command is answered, so that the server tells the
+    // end to it (a `close` event) instead of keeping the ended session for a later stream.
+    return postCommand(this.client, this.sendUrl(), command, wait).then(() => es.close());
+  }
+
+  /** @param {object} command */
+  beacon(command) {
+    if (this.dead) return;
+    if (this.sid !== null) sendBeacon(this.client, this.closeUrl(), command);
+    this.close();
+  }
+
+  sendUrl() {
+    return `${this.client.url}/sse/send?session=${encodeURIComponent(/** @type {string} */ (this.sid))}`;
+  }
+
+  closeUrl() {
+    return this.sendUrl();
   }
 }
 
@@ -1576,6 +1900,12 @@ class PollTransport {
     this.kickQueued = false;
     /** @type {Set<AbortController>} */
     this.aborts = new Set();
+    /**
+     * Set by close() while the first request (carrying `connect`) is in flight: called
+     * with its answer, which names the session to end.
+     * @type {(() => void) | null}
+     */
+    this.afterOpen = null;
   }
 
   get bufferedAmount() {
@@ -1616,10 +1946,6 @@ class PollTransport {
     this.busy = true;
     this.latestCarries = carries;
     this.poster.inFlightBytes = carries ? byteLength(/** @type {string} */ (body)) : 0;
-    const params = new URLSearchParams();
-    if (this.sid !== null) params.set('session', this.sid);
-    params.set('ack', String(this.lastSeq));
-    params.set('wait', this.long ? '1' : '0');
     const abort = new AbortController();
     this.aborts.add(abort);
     // Commands are answered at once; a bare long poll is held up to 25 s by default.
@@ -1631,17 +1957,17 @@ class PollTransport {
       init.body = body;
       init.headers = { 'Content-Type': 'text/plain;charset=UTF-8' };
     }
-    /** @type {typeof fetch} */ (this.client._fetch)(`${this.client.url}/poll?${params}`, init)
+    /** @type {typeof fetch} */ (this.client._fetch)(this.pollUrl(this.long), init)
       .then(async (res) => {
-        if (this.dead) return;
-        if (res.status === 404) return this.fail(`the polling session was lost (${await safeText(res)})`);
+        if (this.dead) return this.closing(res.ok ? await res.json().catch(() => null) : null);
+        if (res.status === 404) return this.fail(`the polling session was lost (${await safeText(res)})`, true);
         if (!res.ok) {
           const text = await safeText(res);
           if (carries || this.sid === null || res.status < 500) return this.fail(`POST /poll answered ${res.status} ${text}`);
           throw new Error(`POST /poll answered ${res.status} ${text}`);
         }
         const answer = await res.json();
-        if (this.dead) return;
+        if (this.dead) return this.closing(answer);
         if (gen === this.gen) {
           this.busy = false;
           this.poster.inFlightBytes = 0;
@@ -1651,7 +1977,7 @@ class PollTransport {
         if (!this.dead && gen === this.gen) this.next();
       })
       .catch((err) => {
-        if (this.dead) return;
+        if (this.dead) return this.closing(null);
         // Commands that may or may not have been executed: reconnect and recover.
         if (carries || this.sid === null) return this.fail(`POST /poll failed: ${errorMessage(err)}`);
         if (gen !== this.gen) return; // superseded: its messages come again
@@ -1694,8 +2020,15 @@ class PollTransport {
     }
   }
 
-  /** @param {string} reason */
-  fail(reason) {
+  /**
+   * Gives up on the session; unless the server said it is `gone`, it may still hold it
+   * (only a stream or a poll failed), so it is told to end it. By beacon: a page being
+   * unloaded sees its requests fail before `pagehide`, and only a beacon gets out then.
+   * @param {string} reason
+   * @param {boolean} [gone]
+   */
+  fail(reason, gone = false) {
+    if (!this.dead && !gone && this.sid !== null) sendBeacon(this.client, this.closeUrl(), { cmd: 'close' });
     this.end({ code: 1006, reason, failed: true });
   }
 
@@ -1706,12 +2039,160 @@ class PollTransport {
     this.sink.close(info);
   }
 
-  close() {
+  /**
+   * @param {object | null} [command]
+   * @param {number} [wait]
+   */
+  close(command = null, wait = CLOSE_WAIT) {
+    if (this.dead) return Promise.resolve();
     this.dead = true;
     clearTimeout(this.timer);
+    // The first request opens the session and connects it: its answer names the session,
+    // which must be ended too, or it would stay connected for `limits.session_idle`.
+    const opening = this.sid === null && this.busy;
+    if (!command || (this.sid === null && !opening)) {
+      this.abortAll();
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      let settled = false;
+      const finish = () => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.afterOpen = null;
+        this.abortAll();
+        resolve(undefined);
+      };
+      const timer = setTimeout(finish, wait);
+      const send = () => {
+        if (settled) return;
+        if (this.sid === null) return finish(); // the session never opened
+        // The waiting long poll is answered by this one anyway.
+        this.abortAll();
+        postCommand(this.client, this.pollUrl(false), command, wait).then(finish);
+      };
+      if (opening) this.afterOpen = send;
+      else send();
+    });
+  }
+
+  /**
+   * An answer (or failure: null) that came after close(): the first one names the session
+   * close() waits to end.
+   * @param {any} answer
+   */
+  closing(answer) {
+    const send = this.afterOpen;
+    if (!send) return;
+    this.afterOpen = null;
+    if (this.sid === null && answer && typeof answer.session === 'string') this.sid = answer.session;
+    send();
+  }
+
+  /** @param {object} command */
+  beacon(command) {
+    if (this.dead) return;
+    if (this.sid !== null) sendBeacon(this.client, this.closeUrl(), command);
+    this.close();
+  }
+
+  closeUrl() {
+    return this.pollUrl(false);
+  }
+
+  abortAll() {
     for (const a of this.aborts) a.abort();
     this.aborts.clear();
-    return Promise.resolve();
+  }
+
+  /**
+   * `/poll` with the session, the ack of everything received, and `wait`.
+   * @param {boolean} wait
+   */
+  pollUrl(wait) {
+    const params = new URLSearchParams();
+    if (this.sid !== null) params.set('session', this.sid);
+    params.set('ack', String(this.lastSeq));
+    params.set('wait', wait ? '1' : '0');
+    return `${this.client.url}/poll?${params}`;
+  }
+}
+
+/**
+ * POSTs one command (the `close` command) and settles, never rejecting, once it is
+ * answered, failed, or `wait` ms passed (it is aborted then).
+ * @param {Switchboard} client
+ * @param {string} url
+ * @param {object} command
+ * @param {number} wait
+ * @returns {Promise<void>}
+ */
+function postCommand(client, url, command, wait) {
+  return postAnswered(client, url, command, wait).then(() => undefined);
+}
+
+/**
+ * postCommand(), resolving to whether the answer was a 2xx.
+ * @param {Switchboard} client
+ * @param {string} url
+ * @param {object} command
+ * @param {number} wait
+ * @returns {Promise<boolean>}
+ */
+function postAnswered(client, url, command, wait) {
+  if (!client._fetch) return Promise.resolve(false);
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), wait);
+  return client
+    ._fetch(url, {
+      method: 'POST',
+      headers: { 'Content-Type': 'text/plain;charset=UTF-8' },
+      body: JSON.stringify(command),
+      signal: abort.signal,
+    })
+    .then(async (res) => {
+      await safeText(res);
+      return res.ok;
+    })
+    .then(
+      (ok) => {
+        clearTimeout(timer);
+        return ok;
+      },
+      () => {
+        clearTimeout(timer);
+        return false;
+      },
+    );
+}
+
+/**
+ * Sends one command as the page goes away. `navigator.sendBeacon` is made for this: the
+ * browser delivers it after the page is gone. A string body goes as `text/plain`, which the
+ * server reads like any command body and which needs no CORS preflight. Where there is no
+ * beacon (or it refused), a `keepalive` fetch does the same.
+ * @param {Switchboard} client
+ * @param {string} url
+ * @param {object} command
+ */
+function sendBeacon(client, url, command) {
+  const body = JSON.stringify(command);
+  const nav = /** @type {any} */ (globalThis).navigator;
+  try {
+    if (nav && typeof nav.sendBeacon === 'function' && nav.sendBeacon(url, body)) return;
+  } catch {
+    // fall through to fetch
+  }
+  try {
+    /** @type {typeof fetch} */ (client._fetch)(url, {
+      method: 'POST',
+      headers: { 'Content-Type': 'text/plain;charset=UTF-8' },
+      body,
+      keepalive: true,
+    }).catch(() => {});
+  } catch {
+    // nothing more can be done while the page goes
   }
 }
 
