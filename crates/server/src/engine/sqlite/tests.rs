@@ -5,7 +5,10 @@ use std::time::Instant;
 use futures_util::FutureExt;
 use futures_util::future::join_all;
 
+use rusqlite::Connection;
+
 use super::*;
+use crate::engine::MailboxQuota;
 
 /// A directory removed when dropped (the crate has no tempfile dependency).
 struct TempDir(PathBuf);
@@ -47,7 +50,7 @@ const LIMITS: MailboxLimits = MailboxLimits {
 /// Every pending message of `user`.
 async fn pending(store: &SqliteStore, user: &str) -> Vec<Arc<crate::wire::PrivateMessage>> {
     store
-        .mailbox_page(user, 0, super::PageLimit::ALL)
+        .mailbox_page(user, 0, PageLimit::ALL)
         .await
         .unwrap()
         .messages
@@ -78,8 +81,8 @@ fn offsets(snapshot: &ChannelSnapshot) -> Vec<u64> {
     snapshot.recent.iter().map(|p| p.offset).collect()
 }
 
-/// Counts a table's rows through a plain connection (the store must be closed: it
-/// holds the file's lock).
+/// Counts a table's rows through a plain connection (once the store is closed, so that
+/// everything it wrote is in).
 fn rows(path: &Path, table: &str) -> i64 {
     let conn = Connection::open(path).unwrap();
     conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
@@ -267,7 +270,7 @@ async fn a_full_mailbox_refuses_until_acked() {
     assert_eq!(
         err,
         StoreError::MailboxFull {
-            quota: super::MailboxQuota::Server,
+            quota: MailboxQuota::Server,
             limit: 2
         }
     );
@@ -437,6 +440,76 @@ async fn a_failing_disk_fails_the_batch_then_recovers() {
     // Every offset once: what failed was not half-written.
     let again = store.channel("chat:a", KEEP, usize::MAX).await.unwrap();
     assert_eq!(offsets(&again), (1..=20).collect::<Vec<_>>());
+}
+
+/// Reads run beside the writer, not in its queue: while a long write transaction holds
+/// the writer, `channel`, `history` and `mailbox_page` still answer at once, with every
+/// acknowledged write, while a write waits its turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_complete_while_the_writer_is_busy() {
+    let dir = TempDir::new();
+    let store = SqliteStore::open(&dir.file("store.db")).unwrap();
+    let snapshot = store.channel("chat:a", KEEP, usize::MAX).await.unwrap();
+    let epoch = snapshot.epoch.as_str();
+    for offset in 1..=3 {
+        store
+            .append("chat:a", epoch, publication(offset), KEEP)
+            .await
+            .unwrap();
+    }
+    let sent = store
+        .mailbox_push("bob", Some(alice()), json("1"), LIMITS, false)
+        .await
+        .unwrap();
+
+    let (started, holding) = std::sync::mpsc::sync_channel(1);
+    let (release, released) = std::sync::mpsc::channel();
+    let held = store.enqueue(Op::Hold {
+        started,
+        release: released,
+    });
+    tokio::task::block_in_place(|| holding.recv_timeout(Duration::from_secs(5)))
+        .expect("the writer holds its transaction");
+    // The writer is busy: a write waits…
+    let mut write = store.append("chat:a", epoch, publication(4), KEEP);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut write)
+            .await
+            .is_err(),
+        "a write went through a held writer"
+    );
+    // …and reads do not.
+    let bound = Duration::from_secs(2);
+    let again = tokio::time::timeout(bound, store.channel("chat:a", KEEP, usize::MAX))
+        .await
+        .expect("channel waited for the writer")
+        .unwrap();
+    assert_eq!((again.epoch.as_str(), again.top), (epoch, 3));
+    assert_eq!(offsets(&again), [1, 2, 3]);
+    let query = HistoryQuery {
+        after: 1,
+        before: None,
+        limit: 10,
+        newest: false,
+    };
+    let found = tokio::time::timeout(bound, store.history("chat:a", query))
+        .await
+        .expect("history waited for the writer")
+        .unwrap();
+    assert_eq!(found.iter().map(|p| p.offset).collect::<Vec<_>>(), [2, 3]);
+    let page = tokio::time::timeout(bound, store.mailbox_page("bob", 0, PageLimit::ALL))
+        .await
+        .expect("mailbox_page waited for the writer")
+        .unwrap();
+    assert_eq!(page.messages.len(), 1);
+    assert_eq!(page.messages[0].id, sent.id);
+
+    release.send(()).unwrap();
+    held.await.unwrap();
+    write.await.unwrap();
+    // And a read made after an acknowledgement sees it.
+    let after = store.channel("chat:a", KEEP, usize::MAX).await.unwrap();
+    assert_eq!(after.top, 4);
 }
 
 #[test]
