@@ -35,14 +35,26 @@
 //! rate (within 5–15%) with 256 in flight, where it still exceeds 50,000/s over 1000
 //! channels. That is not a price worth a weaker promise, so the server uses FULL.
 //!
-//! # Schema (`user_version` 1)
-//! - `channels(name PK, epoch, top)`: each stream's epoch and latest offset. Rows are
-//!   kept after their publications expire, so offsets continue under the same epoch.
+//! # Schema (`user_version` 2)
+//! - `meta(key PK, value)`: the mailbox epoch (`mailbox_epoch`), kept across restarts so
+//!   clients keep the ids they saw; it changes only when acknowledged writes may be lost.
+//! - `channels(name PK, epoch, top, expires)`: each stream's epoch and latest offset, and
+//!   when its newest publication expires. A row stays while publications are left, so
+//!   offsets continue under the same epoch across restarts; once its last publication
+//!   expired and none is left the sweep deletes it (names published once do not stay
+//!   forever), and the next use of the name starts a new epoch. An append to a channel the
+//!   hub still holds stores it again with the hub's epoch and offset. Reads never create
+//!   a row.
 //! - `publications(channel, "offset", data, info, time, expires)`, primary key
 //!   `(channel, "offset")`, `WITHOUT ROWID` so a channel's history is one contiguous range
 //!   of the table. `info` is the publisher's [`ClientInfo`] as JSON.
-//! - `mailbox(id AUTOINCREMENT, user, sender, data, time, expires)`: `AUTOINCREMENT` so ids
-//!   never repeat, even after the newest message was acknowledged and the server restarted.
+//! - `mailbox(id AUTOINCREMENT, user, sender, data, time, expires, sender_user)`:
+//!   `AUTOINCREMENT` so ids never repeat, even after the newest message was acknowledged
+//!   and the server restarted. `sender` is the sender's [`ClientInfo`] as JSON;
+//!   `sender_user` its user (NULL: the server API), indexed with `(user, sender_user,
+//!   expires)` so the mailbox quotas are counted on the index alone.
+//!
+//! Version 1 files are migrated in place, in one transaction, when opened.
 //!
 //! Expiry times are absolute Unix milliseconds (`now_ms`): `Instant`s do not survive a
 //! restart. Retention by size is enforced in the `append` transaction (one range delete on
@@ -112,7 +124,7 @@ const CACHE_KIB: i64 = 32 * 1024;
 const CHECKPOINT_PAGES: i64 = 10_000;
 
 /// The schema version this code writes (`PRAGMA user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// How long a connection waits for another to release the file (a read-only tool
 /// recovering the log, a reader rebuilding the WAL index) before giving up.
@@ -162,11 +174,11 @@ impl SqliteStore {
         };
         // First: nothing else may touch the files while another server owns them.
         let lock = lock::lock(path).map_err(fail)?;
-        let conn = schema::open_connection(path, sync).map_err(fail)?;
+        let opened = schema::open_connection(path, sync).map_err(fail)?;
         let reader = schema::open_reader(path).map_err(fail)?;
         let (requests, queue) = mpsc::unbounded_channel();
         let writer = Writer {
-            conn,
+            conn: opened.conn,
             queue,
             path: path.to_owned(),
         };
@@ -180,7 +192,7 @@ impl SqliteStore {
             requests: Some(requests),
             writer: Some(writer),
             readers: Readers::new(path.to_owned(), reader),
-            mailbox_epoch: random_id(8),
+            mailbox_epoch: opened.mailbox_epoch,
             _lock: lock,
         })
     }

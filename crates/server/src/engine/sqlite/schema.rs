@@ -3,18 +3,27 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use tracing::info;
 
 use super::{BUSY_TIMEOUT, CACHE_KIB, CHECKPOINT_PAGES, SCHEMA_VERSION, Synchronous};
+use crate::hub::random_id;
 
-/// Opens and checks the connection, creating or checking the schema.
-pub(super) fn open_connection(path: &Path, sync: Synchronous) -> Result<Connection, String> {
+/// The writer's connection, open and checked, and what opening read from the file.
+pub(super) struct Opened {
+    pub(super) conn: Connection,
+    /// See [`Store::mailbox_epoch`](super::super::Store::mailbox_epoch): kept in `meta`.
+    pub(super) mailbox_epoch: String,
+}
+
+/// Opens and checks the writer's connection, creating, migrating or checking the schema.
+pub(super) fn open_connection(path: &Path, sync: Synchronous) -> Result<Opened, String> {
     let sql = plain_words;
     // No SQLITE_OPEN_URI: the path is a file name, never a `file:` URI.
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+    let mut conn = Connection::open_with_flags(path, flags).map_err(|e| {
         format!("cannot open: {e} (does the directory exist, and can this user write to it?)")
     })?;
     conn.busy_timeout(BUSY_TIMEOUT)
@@ -43,13 +52,11 @@ pub(super) fn open_connection(path: &Path, sync: Synchronous) -> Result<Connecti
     conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)
         .map_err(sql("cannot set wal_autocheckpoint"))?;
     quick_check(&conn)?;
-    migrate(&conn)?;
-    // A write transaction now, so a file that another process (not a server: the lock
-    // file keeps those off) is writing is reported at start-up, not at the first
-    // publication.
-    conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
-        .map_err(sql("cannot lock for writing (is another server using it?)"))?;
-    Ok(conn)
+    let mailbox_epoch = migrate(&mut conn)?;
+    Ok(Opened {
+        conn,
+        mailbox_epoch,
+    })
 }
 
 /// Errors of a statement `what`: the two failures an operator meets most get plain
@@ -98,59 +105,128 @@ pub(super) fn quick_check(conn: &Connection) -> Result<(), String> {
     ))
 }
 
-/// Creates the schema in a new file, or checks the version of an existing one.
-pub(super) fn migrate(conn: &Connection) -> Result<(), String> {
-    let sql = |e: rusqlite::Error| format!("cannot create the schema: {e}");
-    let version: i64 = conn
+/// The schema of a new file. Columns added by a migration come last, as `ALTER TABLE`
+/// adds them, so that a migrated file and a new one have the same tables.
+const SCHEMA: &str = r#"
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY NOT NULL,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE channels (
+        name    TEXT PRIMARY KEY NOT NULL,
+        epoch   TEXT NOT NULL,
+        top     INTEGER NOT NULL,
+        expires INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX channels_expires ON channels (expires);
+    CREATE TABLE publications (
+        channel  TEXT NOT NULL,
+        "offset" INTEGER NOT NULL,
+        data     TEXT NOT NULL,
+        info     TEXT,
+        time     INTEGER NOT NULL,
+        expires  INTEGER NOT NULL,
+        PRIMARY KEY (channel, "offset")
+    ) WITHOUT ROWID;
+    CREATE INDEX publications_expires ON publications (expires);
+    CREATE TABLE mailbox (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        user        TEXT NOT NULL,
+        sender      TEXT,
+        data        TEXT NOT NULL,
+        time        INTEGER NOT NULL,
+        expires     INTEGER NOT NULL,
+        sender_user TEXT
+    );
+    CREATE INDEX mailbox_user ON mailbox (user, id);
+    CREATE INDEX mailbox_expires ON mailbox (expires);
+    CREATE INDEX mailbox_sender ON mailbox (user, sender_user, expires);
+"#;
+
+/// Version 1 to 2: the `meta` table (the mailbox epoch), `channels.expires` (when the
+/// newest publication expires, so the sweep can forget channels with nothing left) and
+/// `mailbox.sender_user` with its index (quota counts without `json_extract`).
+const V1_TO_V2: &str = r#"
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY NOT NULL,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    ALTER TABLE channels ADD COLUMN expires INTEGER NOT NULL DEFAULT 0;
+    UPDATE channels SET expires = coalesce(
+        (SELECT max(expires) FROM publications WHERE channel = channels.name), 0);
+    CREATE INDEX channels_expires ON channels (expires);
+    ALTER TABLE mailbox ADD COLUMN sender_user TEXT;
+    UPDATE mailbox SET sender_user = json_extract(sender, '$.user') WHERE sender IS NOT NULL;
+    CREATE INDEX mailbox_sender ON mailbox (user, sender_user, expires);
+"#;
+
+/// The `meta` key of the mailbox epoch.
+const MAILBOX_EPOCH: &str = "mailbox_epoch";
+
+/// Creates the schema in a new file, or brings an older one up to [`SCHEMA_VERSION`];
+/// returns the mailbox epoch (made and stored on first use). One transaction: a crash
+/// leaves the file as it was or fully migrated. Its `BEGIN IMMEDIATE` also reports, at
+/// start-up rather than at the first publication, a file that another process is
+/// writing.
+fn migrate(conn: &mut Connection) -> Result<String, String> {
+    let sql = |e: rusqlite::Error| format!("cannot create or migrate the schema: {e}");
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(plain_words("cannot lock for writing"))?;
+    let version: i64 = tx
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(sql)?;
     match version {
-        SCHEMA_VERSION => Ok(()),
+        SCHEMA_VERSION => {}
         0 => {
             // Version 0 is a new file, unless it holds someone else's tables.
-            let tables: i64 = conn
+            let tables: i64 = tx
                 .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
                 .map_err(sql)?;
             if tables > 0 {
                 return Err("not a Switchboard store (it holds other tables)".into());
             }
-            // One transaction: a crash leaves either no schema or all of it.
-            conn.execute_batch(&format!(
-                r#"
-                BEGIN IMMEDIATE;
-                CREATE TABLE channels (
-                    name  TEXT PRIMARY KEY NOT NULL,
-                    epoch TEXT NOT NULL,
-                    top   INTEGER NOT NULL
-                );
-                CREATE TABLE publications (
-                    channel  TEXT NOT NULL,
-                    "offset" INTEGER NOT NULL,
-                    data     TEXT NOT NULL,
-                    info     TEXT,
-                    time     INTEGER NOT NULL,
-                    expires  INTEGER NOT NULL,
-                    PRIMARY KEY (channel, "offset")
-                ) WITHOUT ROWID;
-                CREATE INDEX publications_expires ON publications (expires);
-                CREATE TABLE mailbox (
-                    id      INTEGER PRIMARY KEY AUTOINCREMENT,
-                    user    TEXT NOT NULL,
-                    sender  TEXT,
-                    data    TEXT NOT NULL,
-                    time    INTEGER NOT NULL,
-                    expires INTEGER NOT NULL
-                );
-                CREATE INDEX mailbox_user ON mailbox (user, id);
-                CREATE INDEX mailbox_expires ON mailbox (expires);
-                PRAGMA user_version = {SCHEMA_VERSION};
-                COMMIT;
-                "#
-            ))
-            .map_err(sql)
+            tx.execute_batch(SCHEMA).map_err(sql)?;
         }
-        newer => Err(format!(
-            "written by a newer Switchboard (schema version {newer}; this one knows {SCHEMA_VERSION})"
-        )),
+        1 => {
+            tx.execute_batch(V1_TO_V2).map_err(sql)?;
+            info!(
+                from = 1,
+                to = SCHEMA_VERSION,
+                "sqlite store schema migrated"
+            );
+        }
+        newer => {
+            return Err(format!(
+                "written by a newer Switchboard (schema version {newer}; this one knows {SCHEMA_VERSION})"
+            ));
+        }
     }
+    if version != SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(sql)?;
+    }
+    let stored: Option<String> = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = ?1",
+            params![MAILBOX_EPOCH],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(sql)?;
+    let epoch = match stored {
+        Some(epoch) => epoch,
+        None => {
+            let epoch = random_id(8);
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                params![MAILBOX_EPOCH, epoch],
+            )
+            .map_err(sql)?;
+            epoch
+        }
+    };
+    tx.commit()
+        .map_err(plain_words("cannot commit the schema"))?;
+    Ok(epoch)
 }

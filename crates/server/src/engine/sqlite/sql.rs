@@ -170,16 +170,20 @@ pub(super) fn append(
     now: u64,
 ) -> rusqlite::Result<Result<(), StoreError>> {
     let offset = int(publication.offset);
+    let expires = expiry(now, retention.ttl);
     // `top` is max(top, offset), never set blindly: appends of one channel can reach the
     // queue slightly out of order (offsets are reserved first, then written by separate
-    // tasks). The WHERE refuses a publication of another epoch than the stored one.
+    // tasks). The WHERE refuses a publication of another epoch than the stored one. A
+    // channel the sweep forgot comes back with the epoch and offset the hub gives.
+    // `expires` is when the last of its publications expires (see [`sweep`]).
     let updated = conn
         .prepare_cached(
-            "INSERT INTO channels (name, epoch, top) VALUES (?1, ?2, ?3)
-             ON CONFLICT (name) DO UPDATE SET top = max(top, excluded.top)
+            "INSERT INTO channels (name, epoch, top, expires) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (name) DO UPDATE
+             SET top = max(top, excluded.top), expires = max(expires, excluded.expires)
              WHERE epoch = excluded.epoch",
         )?
-        .execute(params![channel, epoch, offset])?;
+        .execute(params![channel, epoch, offset, expires])?;
     if updated == 0 {
         return Ok(Err(StoreError::Failed(format!(
             "channel {channel:?} is stored with another epoch than {epoch}"
@@ -195,7 +199,7 @@ pub(super) fn append(
         publication.data.get(),
         client_info_json(publication.info.as_ref())?,
         int(publication.time),
-        expiry(now, retention.ttl),
+        expires,
     ])?;
     // Retention by size, in the same transaction: one range delete on the primary key,
     // usually of a single row.
@@ -206,6 +210,18 @@ pub(super) fn append(
     }
     Ok(Ok(()))
 }
+
+/// Unexpired messages from the server API (`sender_user` NULL) in mailbox `?1` at `?2`.
+/// The three counts are ranges of the covering index `mailbox_sender (user, sender_user,
+/// expires)`: no table row is read, however large the mailbox.
+pub(super) const COUNT_FROM_SERVER: &str = "SELECT count(*) FROM mailbox
+    WHERE user = ?1 AND sender_user IS NULL AND expires > ?2";
+/// Unexpired messages from user `?3`.
+pub(super) const COUNT_FROM_SENDER: &str = "SELECT count(*) FROM mailbox
+    WHERE user = ?1 AND sender_user = ?3 AND expires > ?2";
+/// Unexpired messages from any user.
+pub(super) const COUNT_FROM_USERS: &str = "SELECT count(*) FROM mailbox
+    WHERE user = ?1 AND sender_user IS NOT NULL AND expires > ?2";
 
 pub(super) fn mailbox_push(
     conn: &Connection,
@@ -229,23 +245,13 @@ pub(super) fn mailbox_push(
     };
     let full = match from {
         None => {
-            let held = count(
-                "SELECT count(*) FROM mailbox WHERE user = ?1 AND expires > ?2 AND sender IS NULL",
-                None,
-            )?;
+            let held = count(COUNT_FROM_SERVER, None)?;
             (held >= limits.server_size as u64)
                 .then_some((MailboxQuota::Server, limits.server_size))
         }
         Some(sender) => {
-            let from_sender = count(
-                "SELECT count(*) FROM mailbox WHERE user = ?1 AND expires > ?2
-                 AND sender IS NOT NULL AND json_extract(sender, '$.user') = ?3",
-                Some(&sender.user),
-            )?;
-            let from_users = count(
-                "SELECT count(*) FROM mailbox WHERE user = ?1 AND expires > ?2 AND sender IS NOT NULL",
-                None,
-            )?;
+            let from_sender = count(COUNT_FROM_SENDER, Some(&sender.user))?;
+            let from_users = count(COUNT_FROM_USERS, None)?;
             if from_sender >= limits.per_sender as u64 {
                 Some((MailboxQuota::Sender, limits.per_sender))
             } else {
@@ -259,11 +265,13 @@ pub(super) fn mailbox_push(
     let full = full.is_some();
 
     conn.prepare_cached(
-        "INSERT INTO mailbox (user, sender, data, time, expires) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO mailbox (user, sender, sender_user, data, time, expires)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
         user,
         client_info_json(from)?,
+        from.map(|f| f.user.as_str()),
         data.get(),
         int(now),
         expiry(now, limits.ttl),
@@ -328,8 +336,11 @@ pub(super) fn mailbox_page(
     Ok(MailboxPage { messages, more })
 }
 
-/// Deletes up to [`SWEEP_BATCH`] expired rows of each table (found through their
-/// `expires` indexes); returns the larger count, so the caller knows whether to go on.
+/// Deletes up to [`SWEEP_BATCH`](super::SWEEP_BATCH) expired rows of each table (found
+/// through their `expires` indexes); returns the largest count, so the caller knows
+/// whether to go on. A channel is forgotten once its last publication expired and none
+/// is left: names published once do not stay forever, and the next use of such a name
+/// starts a new epoch, which tells clients that nothing can be recovered.
 pub(super) fn sweep(conn: &Connection, now: u64) -> rusqlite::Result<usize> {
     let batch = int(super::SWEEP_BATCH as u64);
     let publications = conn
@@ -344,5 +355,13 @@ pub(super) fn sweep(conn: &Connection, now: u64) -> rusqlite::Result<usize> {
              (SELECT id FROM mailbox WHERE expires <= ?1 LIMIT ?2)",
         )?
         .execute(params![int(now), batch])?;
-    Ok(publications.max(messages))
+    let channels = conn
+        .prepare_cached(
+            "DELETE FROM channels WHERE name IN
+             (SELECT name FROM channels WHERE expires <= ?1 AND NOT EXISTS
+                (SELECT 1 FROM publications WHERE channel = channels.name)
+              LIMIT ?2)",
+        )?
+        .execute(params![int(now), batch])?;
+    Ok(publications.max(messages).max(channels))
 }

@@ -7,6 +7,7 @@ use futures_util::future::join_all;
 
 use rusqlite::Connection;
 
+use super::sql::int;
 use super::*;
 use crate::engine::MailboxQuota;
 
@@ -510,6 +511,255 @@ async fn reads_complete_while_the_writer_is_busy() {
     // And a read made after an acknowledgement sees it.
     let after = store.channel("chat:a", KEEP, usize::MAX).await.unwrap();
     assert_eq!(after.top, 4);
+}
+
+/// The schema of version 1, as that version created it: the fixture of the migration
+/// test.
+const SCHEMA_V1: &str = r#"
+    CREATE TABLE channels (
+        name  TEXT PRIMARY KEY NOT NULL,
+        epoch TEXT NOT NULL,
+        top   INTEGER NOT NULL
+    );
+    CREATE TABLE publications (
+        channel  TEXT NOT NULL,
+        "offset" INTEGER NOT NULL,
+        data     TEXT NOT NULL,
+        info     TEXT,
+        time     INTEGER NOT NULL,
+        expires  INTEGER NOT NULL,
+        PRIMARY KEY (channel, "offset")
+    ) WITHOUT ROWID;
+    CREATE INDEX publications_expires ON publications (expires);
+    CREATE TABLE mailbox (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        user    TEXT NOT NULL,
+        sender  TEXT,
+        data    TEXT NOT NULL,
+        time    INTEGER NOT NULL,
+        expires INTEGER NOT NULL
+    );
+    CREATE INDEX mailbox_user ON mailbox (user, id);
+    CREATE INDEX mailbox_expires ON mailbox (expires);
+    PRAGMA user_version = 1;
+"#;
+
+/// Every table's columns and every index's columns, to compare two files' schemas.
+fn shape(path: &Path) -> Vec<String> {
+    let conn = Connection::open(path).unwrap();
+    let mut names: Vec<(String, String)> = conn
+        .prepare(
+            "SELECT type, name FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%' ORDER BY name",
+        )
+        .unwrap()
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    names.sort();
+    let mut shape = Vec::new();
+    for (kind, name) in names {
+        let pragma = if kind == "table" {
+            "table_xinfo"
+        } else {
+            "index_xinfo"
+        };
+        let columns: Vec<String> = conn
+            .prepare(&format!("SELECT * FROM pragma_{pragma}('{name}')"))
+            .unwrap()
+            .query_map([], |row| {
+                let cells: Vec<String> = (0..row.as_ref().column_count())
+                    .map(|i| format!("{:?}", row.get_ref(i).unwrap()))
+                    .collect();
+                Ok(cells.join(","))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        shape.push(format!("{kind} {name}: {}", columns.join(" | ")));
+    }
+    shape
+}
+
+/// A file written by version 1 is migrated in place: channels continue with their epoch
+/// and offsets, messages keep their ids and count against the quotas of their senders
+/// (through the new `sender_user` column), the mailbox epoch is stored from then on,
+/// and the result has the same tables and indexes as a new file.
+#[tokio::test]
+async fn a_version_1_file_is_migrated_keeping_positions_and_mailboxes() {
+    let dir = TempDir::new();
+    let path = dir.file("v1.db");
+    let far = int(now_ms() + 3_600_000);
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.execute_batch(SCHEMA_V1).unwrap();
+        conn.execute_batch(&format!(
+            r#"
+            INSERT INTO channels VALUES ('chat:a', 'e-v1', 5), ('chat:gone', 'e-gone', 7);
+            INSERT INTO publications VALUES
+                ('chat:a', 4, '{{"n":4}}', NULL, 1, {far}),
+                ('chat:a', 5, '{{"n":5}}', NULL, 1, {far});
+            INSERT INTO mailbox (user, sender, data, time, expires) VALUES
+                ('bob', '{{"user":"alice","client":"c1"}}', '1', 1, {far}),
+                ('bob', '{{"user":"alice","client":"c2"}}', '2', 1, {far}),
+                ('bob', NULL, '3', 1, {far});
+            "#
+        ))
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    let a = store.channel("chat:a", KEEP, usize::MAX).await.unwrap();
+    assert_eq!(
+        (a.epoch.as_str(), a.top, offsets(&a)),
+        ("e-v1", 5, vec![4, 5])
+    );
+    store
+        .append("chat:a", "e-v1", publication(6), KEEP)
+        .await
+        .unwrap();
+    let page = pending(&store, "bob").await;
+    assert_eq!(page.iter().map(|m| m.id).collect::<Vec<_>>(), [1, 2, 3]);
+    let two = MailboxLimits {
+        per_sender: 2,
+        server_size: 1,
+        ..LIMITS
+    };
+    let err = store
+        .mailbox_push("bob", Some(alice()), json("4"), two, false)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        StoreError::MailboxFull {
+            quota: MailboxQuota::Sender,
+            limit: 2
+        }
+    );
+    let err = store
+        .mailbox_push("bob", None, json("4"), two, false)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        StoreError::MailboxFull {
+            quota: MailboxQuota::Server,
+            limit: 1
+        }
+    );
+    let carol = ClientInfo {
+        user: "carol".into(),
+        ..alice()
+    };
+    let next = store
+        .mailbox_push("bob", Some(carol), json("4"), two, false)
+        .await
+        .unwrap();
+    assert_eq!(next.id, 4);
+    let epoch = store.mailbox_epoch();
+    // A channel without publications (left by version 1) is forgotten by the sweep.
+    store.sweep().await.unwrap();
+    let gone = store.channel("chat:gone", KEEP, usize::MAX).await.unwrap();
+    assert_ne!(gone.epoch, "e-gone");
+    assert_eq!(gone.top, 0);
+    drop(store);
+
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.mailbox_epoch(), epoch, "the mailbox epoch is stored");
+    let a = store.channel("chat:a", KEEP, usize::MAX).await.unwrap();
+    assert_eq!((a.epoch.as_str(), a.top), ("e-v1", 6));
+    drop(store);
+    let version: i64 = Connection::open(&path)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let fresh = dir.file("fresh.db");
+    drop(SqliteStore::open(&fresh).unwrap());
+    assert_eq!(shape(&path), shape(&fresh));
+}
+
+/// The mailbox quotas are counted on the `mailbox_sender` index alone (no
+/// `json_extract` over every message of the box, no table row read).
+#[test]
+fn quota_counts_use_the_sender_index() {
+    let dir = TempDir::new();
+    let path = dir.file("store.db");
+    drop(SqliteStore::open(&path).unwrap());
+    let conn = Connection::open(&path).unwrap();
+    for count in [
+        sql::COUNT_FROM_SERVER,
+        sql::COUNT_FROM_SENDER,
+        sql::COUNT_FROM_USERS,
+    ] {
+        let mut statement = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {count}"))
+            .unwrap();
+        let values: [&dyn rusqlite::ToSql; 3] = [&"bob", &0, &"alice"];
+        let bound = &values[..statement.parameter_count()];
+        let plan: Vec<String> = statement
+            .query_map(bound, |row| row.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let plan = plan.join("; ");
+        assert!(
+            plan.contains("USING COVERING INDEX mailbox_sender"),
+            "{count}: {plan}"
+        );
+    }
+}
+
+/// The sweep forgets channels whose history expired, so names published once do not
+/// keep a row forever; a channel still in use keeps its row, and an append to a
+/// forgotten channel (the hub still holds its position) stores it again as given.
+#[tokio::test]
+async fn the_sweep_forgets_channels_whose_history_expired() {
+    let dir = TempDir::new();
+    let path = dir.file("store.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let short = Retention {
+        size: 10,
+        ttl: Duration::from_millis(50),
+    };
+    let mut epochs = Vec::new();
+    for i in 0..20 {
+        let name = format!("chat:once-{i}");
+        let snapshot = store.channel(&name, short, usize::MAX).await.unwrap();
+        store
+            .append(&name, &snapshot.epoch, publication(1), short)
+            .await
+            .unwrap();
+        epochs.push(snapshot.epoch);
+    }
+    let kept = store.channel("chat:kept", KEEP, usize::MAX).await.unwrap();
+    store
+        .append("chat:kept", &kept.epoch, publication(1), KEEP)
+        .await
+        .unwrap();
+    assert_eq!(rows(&path, "channels"), 21);
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    store.sweep().await.unwrap();
+    assert_eq!(rows(&path, "channels"), 1);
+    let again = store
+        .channel("chat:once-0", short, usize::MAX)
+        .await
+        .unwrap();
+    assert_ne!(again.epoch, epochs[0]);
+    assert_eq!(again.top, 0);
+    // The hub kept chat:once-1 in memory (epoch, offset 1): its next append is stored.
+    store
+        .append("chat:once-1", &epochs[1], publication(2), KEEP)
+        .await
+        .unwrap();
+    let back = store
+        .channel("chat:once-1", KEEP, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!((back.epoch.as_str(), back.top), (epochs[1].as_str(), 2));
+    assert_eq!(offsets(&back), [2]);
+    let still = store.channel("chat:kept", KEEP, usize::MAX).await.unwrap();
+    assert_eq!((still.epoch.as_str(), still.top), (kept.epoch.as_str(), 1));
 }
 
 #[test]
