@@ -24,6 +24,15 @@
 //! `-shm` file), so the file cannot be opened in `locking_mode = EXCLUSIVE`: a lock file
 //! keeps a second server off instead (see `lock.rs`).
 //!
+//! # Storage budget
+//! Appends and messages are refused as [`StoreError::Full`], with a message naming the
+//! setting and the numbers, when the database (pages in use and log) would pass
+//! `storage.max_bytes`, or while the filesystem has less than `storage.min_free_bytes`
+//! free (read at most once a second). Deletions (acks, the sweep) always proceed, and
+//! free pages are reused, so room comes back as retention and acks delete. When the log
+//! alone stands in the way, it is checkpointed and truncated first. `usage` reports the
+//! bytes and the refusals. See `budget.rs`.
+//!
 //! # fsync policy: `synchronous = FULL`
 //! In WAL mode, `FULL` fsyncs the log at every commit: an acknowledged publication
 //! survives a power loss or a kernel crash, not only a crash of the process. `NORMAL`
@@ -78,8 +87,9 @@
 //! # Layout
 //! `mod.rs` the store and its [`Store`] methods; `writer.rs` the writer thread and its
 //! requests; `read.rs` the readers; `sql.rs` the statements; `schema.rs` opening,
-//! pragmas and the schema; `lock.rs` the lock file.
+//! pragmas and the schema; `budget.rs` the storage budget; `lock.rs` the lock file.
 
+mod budget;
 mod lock;
 mod read;
 mod schema;
@@ -88,6 +98,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -99,11 +110,12 @@ use super::{
     BoxFuture, ChannelSnapshot, HistoryQuery, MailboxLimits, MailboxPage, PageLimit, Retention,
     Store, StoreError, StoreUsage,
 };
+use crate::config::StorageConfig;
 use crate::error::Error;
 use crate::hub::random_id;
 use crate::wire::{ClientInfo, PrivateMessage, Publication, now_ms};
 use read::Readers;
-use writer::{Answer, Op, Request, Writer, mismatched};
+use writer::{Answer, Op, Push, Request, Shared, Writer, mismatched};
 
 /// Most requests run in one transaction. Bounds how long one batch holds the writer (and
 /// the answers of its first request) while keeping the fsync cost per request small.
@@ -139,6 +151,37 @@ pub enum Synchronous {
     Normal,
 }
 
+/// How a store is opened: its fsync policy and its storage budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// When commits reach the disk; the server uses [`Synchronous::Full`].
+    pub sync: Synchronous,
+    /// `storage.max_bytes`: appends and messages that would take the database (pages in
+    /// use and log) past it are refused.
+    pub max_bytes: u64,
+    /// `storage.min_free_bytes`: appends and messages are refused while the filesystem
+    /// has less free (0: not checked).
+    pub min_free_bytes: u64,
+}
+
+impl Options {
+    /// The server's options: [`Synchronous::Full`] and the budget of `storage`.
+    pub fn new(storage: &StorageConfig) -> Options {
+        Options {
+            sync: Synchronous::Full,
+            max_bytes: storage.max_bytes,
+            min_free_bytes: storage.min_free_bytes,
+        }
+    }
+}
+
+impl Default for Options {
+    /// [`Options::new`] with the default budget.
+    fn default() -> Self {
+        Options::new(&StorageConfig::default())
+    }
+}
+
 /// History and mailboxes in a SQLite file; see the module doc.
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -150,6 +193,8 @@ pub struct SqliteStore {
     requests: Option<mpsc::UnboundedSender<Request>>,
     writer: Option<JoinHandle<()>>,
     readers: Readers,
+    /// Usage counters, updated by the writer.
+    shared: Arc<Shared>,
     /// Changes when the store may have lost acknowledged writes (see
     /// [`Store::mailbox_epoch`]).
     mailbox_epoch: String,
@@ -159,39 +204,49 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if missing) the store at `path`, checks it, and starts its writer
-    /// thread. The directory must exist. Errors name the file.
+    /// Opens (creating if missing) the store at `path` with the default [`Options`],
+    /// checks it, and starts its writer thread. The directory must exist. Errors name the
+    /// file.
     pub fn open(path: &Path) -> Result<SqliteStore, Error> {
-        Self::open_with(path, Synchronous::Full)
+        Self::open_with(path, Options::default())
     }
 
-    /// [`open`](Self::open) with another fsync policy (for measurements; the server uses
-    /// [`Synchronous::Full`]).
-    pub fn open_with(path: &Path, sync: Synchronous) -> Result<SqliteStore, Error> {
+    /// [`open`](Self::open) with `options`: the server passes its storage budget, and
+    /// measurements another fsync policy.
+    pub fn open_with(path: &Path, options: Options) -> Result<SqliteStore, Error> {
         let fail = |message: String| Error::Store {
             path: path.to_owned(),
             message,
         };
         // First: nothing else may touch the files while another server owns them.
         let lock = lock::lock(path).map_err(fail)?;
-        let opened = schema::open_connection(path, sync).map_err(fail)?;
+        let opened = schema::open_connection(path, options.sync).map_err(fail)?;
         let reader = schema::open_reader(path).map_err(fail)?;
+        let budget = budget::Budget::new(path, options.max_bytes, options.min_free_bytes);
+        let shared = Arc::new(Shared::default());
+        let used = budget
+            .used(&opened.conn)
+            .map_err(|e| fail(format!("cannot measure the database: {e}")))?;
+        shared.bytes.store(used, Ordering::Relaxed);
         let (requests, queue) = mpsc::unbounded_channel();
         let writer = Writer {
             conn: opened.conn,
             queue,
             path: path.to_owned(),
+            budget,
+            shared: shared.clone(),
         };
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || writer.run())
             .map_err(|e| fail(format!("cannot start the writer thread: {e}")))?;
-        info!(path = %path.display(), ?sync, "sqlite store open");
+        info!(path = %path.display(), ?options, used, "sqlite store open");
         Ok(SqliteStore {
             path: path.to_owned(),
             requests: Some(requests),
             writer: Some(writer),
             readers: Readers::new(path.to_owned(), reader),
+            shared,
             mailbox_epoch: opened.mailbox_epoch,
             _lock: lock,
         })
@@ -290,13 +345,13 @@ impl Store for SqliteStore {
         online: bool,
     ) -> BoxFuture<'a, Result<Arc<PrivateMessage>, StoreError>> {
         Box::pin(async move {
-            let op = Op::Push {
+            let op = Op::Push(Push {
                 user: user.to_owned(),
                 from,
                 data,
                 limits,
                 online,
-            };
+            });
             match self.call(op).await? {
                 Answer::Message(message) => Ok(message),
                 other => Err(mismatched(other)),
@@ -355,7 +410,10 @@ impl Store for SqliteStore {
     }
 
     fn usage(&self) -> StoreUsage {
-        StoreUsage::default()
+        StoreUsage {
+            bytes: self.shared.bytes.load(Ordering::Relaxed),
+            refused: self.shared.refused.load(Ordering::Relaxed),
+        }
     }
 
     fn sweep(&self) -> BoxFuture<'_, Result<(), StoreError>> {

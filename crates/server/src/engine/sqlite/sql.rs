@@ -10,9 +10,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::value::RawValue;
 
 use super::super::{
-    ChannelSnapshot, HistoryQuery, MailboxLimits, MailboxPage, MailboxQuota, PageLimit, Retention,
-    StoreError,
+    ChannelSnapshot, HistoryQuery, MailboxPage, MailboxQuota, PageLimit, Retention, StoreError,
 };
+use super::writer::Push;
 use crate::hub::random_id;
 use crate::wire::{ClientInfo, PrivateMessage, Publication};
 
@@ -223,15 +223,14 @@ pub(super) const COUNT_FROM_SENDER: &str = "SELECT count(*) FROM mailbox
 pub(super) const COUNT_FROM_USERS: &str = "SELECT count(*) FROM mailbox
     WHERE user = ?1 AND sender_user IS NOT NULL AND expires > ?2";
 
+/// Stores a message; `room` is asked (the storage budget) only if it is to be kept.
 pub(super) fn mailbox_push(
     conn: &Connection,
-    user: &str,
-    from: Option<&ClientInfo>,
-    data: &Arc<RawValue>,
-    limits: MailboxLimits,
-    online: bool,
+    push: &Push,
     now: u64,
+    room: impl FnOnce() -> Result<(), StoreError>,
 ) -> rusqlite::Result<Result<Arc<PrivateMessage>, StoreError>> {
+    let (user, from, data, limits) = (&push.user, push.from.as_ref(), &push.data, push.limits);
     // Expired messages do not count: they are gone as far as the user can tell, even if
     // the sweep has not deleted them yet.
     let count = |sql: &str, sender: Option<&str>| -> rusqlite::Result<u64> {
@@ -259,10 +258,15 @@ pub(super) fn mailbox_push(
             }
         }
     };
-    if let (Some((quota, limit)), false) = (full, online) {
+    if let (Some((quota, limit)), false) = (full, push.online) {
         return Ok(Err(StoreError::MailboxFull { quota, limit }));
     }
     let full = full.is_some();
+    if !full {
+        if let Err(refused) = room() {
+            return Ok(Err(refused));
+        }
+    }
 
     conn.prepare_cached(
         "INSERT INTO mailbox (user, sender, sender_user, data, time, expires)

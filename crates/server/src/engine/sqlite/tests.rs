@@ -107,6 +107,114 @@ async fn store_suite() {
     super::super::suite::run_all(&store).await;
 }
 
+/// The suite's budget check: 256 KiB, of which the empty file takes ~50 KB.
+#[tokio::test]
+async fn budget_refuses_then_frees() {
+    let dir = TempDir::new();
+    let options = Options {
+        max_bytes: 256 << 10,
+        min_free_bytes: 0,
+        ..Options::default()
+    };
+    let store = SqliteStore::open_with(&dir.file("store.db"), options).unwrap();
+    super::super::suite::budget_refuses_then_frees(&store).await;
+}
+
+/// `storage.max_bytes` counts the database's pages in use and its log: the refusal names
+/// the setting and the numbers, `usage` reports them, deletions are never refused, and
+/// the log is truncated rather than let it refuse writes the data leaves room for.
+#[tokio::test]
+async fn max_bytes_refuses_writes_naming_the_setting() {
+    let dir = TempDir::new();
+    let path = dir.file("store.db");
+    let max = 200 << 10;
+    let options = Options {
+        max_bytes: max,
+        min_free_bytes: 0,
+        ..Options::default()
+    };
+    let store = SqliteStore::open_with(&path, options).unwrap();
+    let empty = store.usage();
+    assert!(empty.bytes > 0 && empty.bytes < max, "{empty:?}");
+    assert_eq!(empty.refused, 0);
+    let snapshot = store.channel("chat:a", KEEP, usize::MAX).await.unwrap();
+    let big = |offset| {
+        Arc::new(Publication {
+            data: json(&format!("{:?}", "x".repeat(500))),
+            ..(*publication(offset)).clone()
+        })
+    };
+    // One commit each (~12 KB of log): the log alone would pass the budget long before
+    // the data does.
+    let all = Retention {
+        size: 10_000,
+        ..KEEP
+    };
+    let mut offset = 0;
+    let err = loop {
+        offset += 1;
+        assert!(offset < 1000, "never refused");
+        if let Err(err) = store
+            .append("chat:a", &snapshot.epoch, big(offset), all)
+            .await
+        {
+            break err;
+        }
+    };
+    let StoreError::Full(why) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        why.contains("storage.max_bytes") && why.contains(&max.to_string()),
+        "{why}"
+    );
+    // Most of the budget is data, not log, when it refuses.
+    assert!(offset > 150, "refused after {offset} appends: {why}");
+    let usage = store.usage();
+    assert!(usage.refused >= 1, "{usage:?}");
+    assert!(usage.bytes > max - 20_000, "{usage:?}");
+    // Deletions proceed: an ack, and a sweep.
+    store
+        .mailbox_ack("bob", u64::MAX)
+        .await
+        .expect("an ack is never refused");
+    store.sweep().await.unwrap();
+    drop(store);
+    assert_eq!(rows(&path, "publications"), (offset - 1) as i64);
+}
+
+/// `storage.min_free_bytes`: while the filesystem has less free, appends and messages
+/// are refused naming the setting; acknowledgements still proceed.
+#[tokio::test]
+async fn min_free_bytes_refuses_writes_naming_the_setting() {
+    let dir = TempDir::new();
+    let path = dir.file("store.db");
+    let free = budget::free_bytes(&dir.0).unwrap();
+    let options = Options {
+        min_free_bytes: free.saturating_mul(2).max(1 << 40),
+        ..Options::default()
+    };
+    let store = SqliteStore::open_with(&path, options).unwrap();
+    let snapshot = store.channel("chat:a", KEEP, usize::MAX).await.unwrap();
+    let err = store
+        .append("chat:a", &snapshot.epoch, publication(1), KEEP)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Full(why) if why.contains("storage.min_free_bytes")),
+        "{err:?}"
+    );
+    let err = store
+        .mailbox_push("bob", None, json("1"), LIMITS, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Full(_)), "{err:?}");
+    store.mailbox_ack("bob", u64::MAX).await.unwrap();
+    assert_eq!(store.usage().refused, 2);
+    drop(store);
+    assert_eq!(rows(&path, "publications"), 0);
+}
+
 #[tokio::test]
 async fn a_restart_continues_epochs_offsets_and_mailboxes() {
     let dir = TempDir::new();
@@ -912,7 +1020,11 @@ fn throughput() {
 
 async fn measure(path: &Path, sync: Synchronous, tasks: usize, channels: usize) -> f64 {
     const SECONDS: u64 = 3;
-    let store = Arc::new(SqliteStore::open_with(path, sync).unwrap());
+    let options = Options {
+        sync,
+        ..Options::default()
+    };
+    let store = Arc::new(SqliteStore::open_with(path, options).unwrap());
     let mut epochs = Vec::new();
     for c in 0..channels {
         epochs.push(

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{Connection, TransactionBehavior, params};
 use serde_json::value::RawValue;
@@ -10,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
 use super::super::{MailboxLimits, Retention, StoreError};
+use super::budget::{Budget, Room};
 use super::sql;
 use super::{BATCH, SqliteStore};
 use crate::wire::{ClientInfo, PrivateMessage, Publication, now_ms};
@@ -30,13 +32,7 @@ pub(super) enum Op {
         publication: Arc<Publication>,
         retention: Retention,
     },
-    Push {
-        user: String,
-        from: Option<ClientInfo>,
-        data: Arc<RawValue>,
-        limits: MailboxLimits,
-        online: bool,
-    },
+    Push(Push),
     Ack {
         user: String,
         upto: u64,
@@ -53,6 +49,51 @@ pub(super) enum Op {
         started: std::sync::mpsc::SyncSender<()>,
         release: std::sync::mpsc::Receiver<()>,
     },
+}
+
+/// A private message to store (see [`Store::mailbox_push`](super::super::Store::mailbox_push)).
+#[derive(Debug)]
+pub(super) struct Push {
+    pub(super) user: String,
+    pub(super) from: Option<ClientInfo>,
+    pub(super) data: Arc<RawValue>,
+    pub(super) limits: MailboxLimits,
+    pub(super) online: bool,
+}
+
+impl Op {
+    /// About how many bytes the request adds to the database if it is kept (0: it only
+    /// deletes), for the storage budget: its data and names, and a row's overhead with
+    /// its index entries.
+    fn adds(&self) -> u64 {
+        const ROW: u64 = 128;
+        let bytes = match self {
+            Op::Append {
+                channel,
+                publication,
+                ..
+            } => 2 * channel.len() + sql::publication_bytes(publication),
+            Op::Push(Push {
+                user, from, data, ..
+            }) => {
+                let from = from.as_ref().map_or(0, |f| {
+                    2 * f.user.len() + f.client.len() + f.info.as_ref().map_or(0, |i| i.get().len())
+                });
+                3 * user.len() + data.get().len() + from
+            }
+            _ => return 0,
+        };
+        bytes as u64 + ROW
+    }
+}
+
+/// What the store and its writer share: the writer updates, `usage` and `health` read.
+#[derive(Debug, Default)]
+pub(super) struct Shared {
+    /// Bytes the database occupied when the last batch began.
+    pub(super) bytes: AtomicU64,
+    /// Writes refused for the storage budget since the store opened.
+    pub(super) refused: AtomicU64,
 }
 
 /// The writer's answer to a request, matching its [`Op`].
@@ -74,6 +115,8 @@ pub(super) struct Writer {
     pub(super) conn: Connection,
     pub(super) queue: mpsc::UnboundedReceiver<Request>,
     pub(super) path: PathBuf,
+    pub(super) budget: Budget,
+    pub(super) shared: Arc<Shared>,
 }
 
 impl Writer {
@@ -143,39 +186,55 @@ impl Writer {
         if !self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
+        let adds = requests.iter().map(|request| request.op.adds()).sum();
+        let mut room = self.budget.room(&self.conn, adds)?;
+        self.shared.bytes.store(room.used(), Ordering::Relaxed);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let now = now_ms();
         let answers = requests
             .iter()
-            .map(|request| execute(&tx, &request.op, now))
+            .map(|request| execute(&tx, &request.op, now, &mut room))
             .collect::<rusqlite::Result<Vec<_>>>()?;
         // Dropping `tx` on an error above rolls back.
-        tx.commit()?;
+        if let Err(err) = tx.commit() {
+            self.budget.forget_free_space();
+            return Err(err);
+        }
+        self.budget.settle(&room);
+        let refused = answers
+            .iter()
+            .filter(|answer| matches!(answer, Err(StoreError::Full(_))))
+            .count();
+        self.shared
+            .refused
+            .fetch_add(refused as u64, Ordering::Relaxed);
         Ok(answers)
     }
 }
 
-/// Runs one request inside the batch's transaction.
-fn execute(conn: &Connection, op: &Op, now: u64) -> rusqlite::Result<Result<Answer, StoreError>> {
+/// Runs one request inside the batch's transaction; what it keeps comes out of `room`.
+fn execute(
+    conn: &Connection,
+    op: &Op,
+    now: u64,
+    room: &mut Room,
+) -> rusqlite::Result<Result<Answer, StoreError>> {
     Ok(match op {
         Op::Append {
             channel,
             epoch,
             publication,
             retention,
-        } => {
-            sql::append(conn, channel, epoch, publication, *retention, now)?.map(|()| Answer::Done)
+        } => match room.take(op.adds()) {
+            Ok(()) => sql::append(conn, channel, epoch, publication, *retention, now)?
+                .map(|()| Answer::Done),
+            Err(full) => Err(full),
+        },
+        Op::Push(push) => {
+            sql::mailbox_push(conn, push, now, || room.take(op.adds()))?.map(Answer::Message)
         }
-        Op::Push {
-            user,
-            from,
-            data,
-            limits,
-            online,
-        } => sql::mailbox_push(conn, user, from.as_ref(), data, *limits, *online, now)?
-            .map(Answer::Message),
         Op::Ack { user, upto } => {
             conn.prepare_cached("DELETE FROM mailbox WHERE user = ?1 AND id <= ?2")?
                 .execute(params![user, sql::int(*upto)])?;
