@@ -77,7 +77,13 @@
 //! failing batch is rolled back and its requests are retried one by one, each in its own
 //! transaction, so one bad request cannot fail its neighbours; whatever still fails is
 //! answered [`StoreError::Failed`], nothing is acknowledged that was not committed, and
-//! the writer goes on serving.
+//! the writer goes on serving. A panic while serving a batch is caught: the requests not
+//! yet answered are answered `Failed` (their transaction rolled back as it unwound) and
+//! the thread serves the next batch. After a failed batch (a full disk, an I/O error, a
+//! panic; not a request's own constraint error) [`Store::health`] reports the reason
+//! until a later write succeeds; while unhealthy, each periodic [`Store::sweep`] first
+//! writes a one-row probe, so health comes back by itself once the cause is gone, not
+//! only at the next publication. Failed batches are logged once a second at most.
 //!
 //! Namespaces without history are never written: the hub does not `append` their
 //! publications, so the store cannot know their offsets, and [`Store::channel`] gives them
@@ -235,6 +241,8 @@ impl SqliteStore {
             path: path.to_owned(),
             budget,
             shared: shared.clone(),
+            logged: None,
+            unlogged: 0,
         };
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -406,7 +414,7 @@ impl Store for SqliteStore {
     }
 
     fn health(&self) -> Result<(), String> {
-        Ok(())
+        self.shared.health()
     }
 
     fn usage(&self) -> StoreUsage {
@@ -418,6 +426,11 @@ impl Store for SqliteStore {
 
     fn sweep(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
+            // An unhealthy store writes a probe: once the cause is gone (a disk with room
+            // again), health comes back by itself, not only at the next publication.
+            if self.shared.health().is_err() {
+                self.call(Op::Probe).await?;
+            }
             // One bounded batch per request: other requests queue in between, so a large
             // backlog of expired rows never stalls publications for long.
             loop {

@@ -539,6 +539,8 @@ async fn a_failing_disk_fails_the_batch_then_recovers() {
             );
         }
     }
+    let health = store.health().unwrap_err();
+    assert!(health.contains("full"), "{health}");
     sql("PRAGMA max_page_count = 1000000").await.unwrap();
     for &offset in &failed {
         store
@@ -546,6 +548,7 @@ async fn a_failing_disk_fails_the_batch_then_recovers() {
             .await
             .unwrap();
     }
+    assert_eq!(store.health(), Ok(()));
     // Every offset once: what failed was not half-written.
     let again = store.channel("chat:a", KEEP, usize::MAX).await.unwrap();
     assert_eq!(offsets(&again), (1..=20).collect::<Vec<_>>());
@@ -868,6 +871,208 @@ async fn the_sweep_forgets_channels_whose_history_expired() {
     assert_eq!(offsets(&back), [2]);
     let still = store.channel("chat:kept", KEEP, usize::MAX).await.unwrap();
     assert_eq!((still.epoch.as_str(), still.top), (kept.epoch.as_str(), 1));
+}
+
+/// A panic inside a batch (a bug, a logger that panics on a full disk) fails that batch
+/// and not the writer: its requests are answered `Failed`, nothing of it is committed,
+/// the store says it is unhealthy, and the next write succeeds and makes it healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_in_a_batch_fails_the_batch_and_the_writer_goes_on() {
+    let dir = TempDir::new();
+    let store = SqliteStore::open(&dir.file("store.db")).unwrap();
+    let snapshot = store.channel("chat:a", KEEP, usize::MAX).await.unwrap();
+    let epoch = snapshot.epoch.as_str();
+    store
+        .append("chat:a", epoch, publication(1), KEEP)
+        .await
+        .unwrap();
+    // Queued while the writer is held, so the three run in one batch.
+    let (started, holding) = std::sync::mpsc::sync_channel(1);
+    let (release, released) = std::sync::mpsc::channel();
+    let held = store.enqueue(Op::Hold {
+        started,
+        release: released,
+    });
+    tokio::task::block_in_place(|| holding.recv_timeout(Duration::from_secs(5))).unwrap();
+    let append = store.append("chat:a", epoch, publication(2), KEEP);
+    let panics = store.enqueue(Op::Panic);
+    let push = store.enqueue(Op::Push(Push {
+        user: "bob".into(),
+        from: None,
+        data: json("1"),
+        limits: LIMITS,
+        online: false,
+    }));
+    release.send(()).unwrap();
+    held.await.unwrap();
+    let failed = |result: Result<_, StoreError>| match result {
+        Err(StoreError::Failed(why)) => assert!(why.contains("panicked"), "{why}"),
+        Err(other) => panic!("{other:?}"),
+        Ok(_) => panic!("answered Ok"),
+    };
+    failed(append.await.map(|_| ()));
+    failed(panics.await.map(|_| ()));
+    failed(push.await.map(|_| ()));
+    let health = store.health().unwrap_err();
+    assert!(health.contains("panicked"), "{health}");
+    assert!(pending(&store, "bob").await.is_empty(), "committed");
+
+    store
+        .append("chat:a", epoch, publication(2), KEEP)
+        .await
+        .unwrap();
+    assert_eq!(store.health(), Ok(()));
+    let again = store.channel("chat:a", KEEP, usize::MAX).await.unwrap();
+    assert_eq!((again.top, offsets(&again)), (2, vec![1, 2]));
+}
+
+/// Whether this process runs as root (the effective uid in `/proc/self/status`).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .and_then(|uids| uids.split_whitespace().nth(1).map(|euid| euid == "0"))
+            .unwrap_or(false)
+    })
+}
+
+/// A tmpfs of `size` mounted on a directory, unmounted when dropped (also when the test
+/// panics).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: PathBuf, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount: {status}");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let unmounted = std::process::Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            // Something still holds a file there: detach it now, freed once released.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+}
+
+/// Writes zeros to `path` until the filesystem is full.
+fn fill(path: &Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).unwrap();
+    for chunk in [64 << 10, 4 << 10, 512, 1] {
+        let zeros = vec![0u8; chunk];
+        while file.write_all(&zeros).and_then(|()| file.flush()).is_ok() {}
+    }
+    let _ = file.sync_all();
+}
+
+/// On a real full filesystem (a 2 MiB tmpfs, filled), appends fail (`Failed`, or `Full`)
+/// without losing anything acknowledged, and `health` says why; once room is made, the
+/// periodic sweep's probe write brings health back by itself and appends succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_writes_then_health_comes_back_by_itself() {
+    if !is_root() {
+        eprintln!("skipped: needs root to mount a tmpfs");
+        return;
+    }
+    let dir = TempDir::new();
+    let disk = Tmpfs::mount(dir.file("disk"), "2m");
+    let path = disk.0.join("store.db");
+    // No budget: the point is what the disk itself does.
+    let options = Options {
+        max_bytes: u64::MAX,
+        min_free_bytes: 0,
+        ..Options::default()
+    };
+    let store = SqliteStore::open_with(&path, options).unwrap();
+    let snapshot = store.channel("chat:a", KEEP, usize::MAX).await.unwrap();
+    let epoch = snapshot.epoch.as_str();
+    let all = Retention {
+        size: 10_000,
+        ..KEEP
+    };
+    let big = |offset| {
+        Arc::new(Publication {
+            data: json(&format!("{:?}", "x".repeat(3000))),
+            ..(*publication(offset)).clone()
+        })
+    };
+    let mut acked = Vec::new();
+    for offset in 1..=20 {
+        store
+            .append("chat:a", epoch, big(offset), all)
+            .await
+            .unwrap();
+        acked.push(offset);
+    }
+    let filler = disk.0.join("filler");
+    fill(&filler);
+
+    let mut failed = Vec::new();
+    for offset in 21..=500 {
+        match store.append("chat:a", epoch, big(offset), all).await {
+            Ok(()) => acked.push(offset),
+            Err(StoreError::Failed(_) | StoreError::Full(_)) => failed.push(offset),
+            Err(other) => panic!("{other:?}"),
+        }
+        if failed.len() >= 5 {
+            break;
+        }
+    }
+    assert!(!failed.is_empty(), "the full disk failed nothing");
+    let health = store.health().unwrap_err();
+    assert!(health.contains("full"), "{health}");
+    // Reads still work, and hold everything acknowledged.
+    let query = HistoryQuery {
+        after: 0,
+        before: None,
+        limit: 10_000,
+        newest: false,
+    };
+    let stored: Vec<u64> = store
+        .history("chat:a", query)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.offset)
+        .collect();
+    assert_eq!(stored, acked);
+
+    std::fs::remove_file(&filler).unwrap();
+    store.sweep().await.unwrap();
+    assert_eq!(store.health(), Ok(()));
+    for &offset in &failed {
+        store
+            .append("chat:a", epoch, big(offset), all)
+            .await
+            .unwrap();
+    }
+    let stored: Vec<u64> = store
+        .history("chat:a", query)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.offset)
+        .collect();
+    let mut expected = [acked, failed].concat();
+    expected.sort_unstable();
+    assert_eq!(stored, expected);
+    drop(store);
 }
 
 #[test]
