@@ -5,7 +5,8 @@
 //! - `cli`: `echo`, `bench echo`, `sub`, `pub`, `token`, `config init`, and what `serve`
 //!   says and generates at start-up.
 //! - `durability`: what the SQLite store keeps across `kill -9` and restarts (issue 4),
-//!   start-up errors of the store, and the memory store.
+//!   a damaged write-ahead log (issue 10), start-up errors of the store, and the memory
+//!   store.
 //! - `util`: child processes, temporary data directories, a WebSocket client and an HTTP
 //!   client of the server API.
 

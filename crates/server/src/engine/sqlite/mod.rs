@@ -72,7 +72,7 @@
 //!
 //! # Failures
 //! Opening checks everything it can and names the file in its error: another server
-//! holding the store (its lock file), not a SQLite file, a directory that cannot be
+//! holding the store (its lock file), a log that cannot be read, not a SQLite file, a directory that cannot be
 //! written, a failed `PRAGMA quick_check`, a schema from a newer version. At run time, a
 //! failing batch is rolled back and its requests are retried one by one, each in its own
 //! transaction, so one bad request cannot fail its neighbours; whatever still fails is
@@ -85,6 +85,17 @@
 //! writes a one-row probe, so health comes back by itself once the cause is gone, not
 //! only at the next publication. Failed batches are logged once a second at most.
 //!
+//! # A damaged log never rewinds offsets silently
+//! Before SQLite opens the file (and replays the log, dropping everything after the
+//! first frame that fails its checksum), `wal.rs` reads `<database>-wal` by the
+//! documented format. A crash leaves at most a torn last frame; frames of the log's
+//! current generation (its salts) *after* an invalid frame mean the log was damaged and
+//! commits that may have been acknowledged are about to be dropped. Then, in the first
+//! transaction after SQLite replayed the log, every channel gets a new epoch (offsets
+//! continue from its stored top) and so does the mailbox, so clients are told
+//! `recovered: false` instead of seeing offsets and ids again under the epoch they knew;
+//! the damage (byte offset, frames and commits after it) is logged at error level.
+//!
 //! Namespaces without history are never written: the hub does not `append` their
 //! publications, so the store cannot know their offsets, and [`Store::channel`] gives them
 //! a fresh epoch each time, as the memory store does (clients learn that continuity was
@@ -93,13 +104,15 @@
 //! # Layout
 //! `mod.rs` the store and its [`Store`] methods; `writer.rs` the writer thread and its
 //! requests; `read.rs` the readers; `sql.rs` the statements; `schema.rs` opening,
-//! pragmas and the schema; `budget.rs` the storage budget; `lock.rs` the lock file.
+//! pragmas and the schema; `budget.rs` the storage budget; `lock.rs` the lock file;
+//! `wal.rs` the log check.
 
 mod budget;
 mod lock;
 mod read;
 mod schema;
 mod sql;
+mod wal;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -226,7 +239,22 @@ impl SqliteStore {
         };
         // First: nothing else may touch the files while another server owns them.
         let lock = lock::lock(path).map_err(fail)?;
-        let opened = schema::open_connection(path, options.sync).map_err(fail)?;
+        // Before SQLite replays the log (and drops what follows damage in it).
+        let damage = match wal::check_file(path).map_err(fail)? {
+            wal::Verdict::Damaged(damage) => Some(damage),
+            wal::Verdict::Empty | wal::Verdict::Intact { .. } => None,
+        };
+        let opened = schema::open_connection(path, options.sync, damage.is_some()).map_err(fail)?;
+        if let Some(damage) = &damage {
+            error!(path = %path.display(), damage_offset = damage.offset,
+                frames_before = damage.frames_before, commits_before = damage.commits_before,
+                frames_lost = damage.frames_after, commits_lost = damage.commits_after,
+                channels = opened.renewed,
+                "the store's write-ahead log is damaged: SQLite dropped the commits written \
+                 after the damage, and some may have been acknowledged; every channel and the \
+                 mailbox start a new epoch, so clients are told they cannot recover instead \
+                 of seeing offsets again");
+        }
         let reader = schema::open_reader(path).map_err(fail)?;
         let budget = budget::Budget::new(path, options.max_bytes, options.min_free_bytes);
         let shared = Arc::new(Shared::default());

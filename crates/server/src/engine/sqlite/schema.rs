@@ -14,10 +14,17 @@ pub(super) struct Opened {
     pub(super) conn: Connection,
     /// See [`Store::mailbox_epoch`](super::super::Store::mailbox_epoch): kept in `meta`.
     pub(super) mailbox_epoch: String,
+    /// Channels given a new epoch (when asked to renew them).
+    pub(super) renewed: usize,
 }
 
 /// Opens and checks the writer's connection, creating, migrating or checking the schema.
-pub(super) fn open_connection(path: &Path, sync: Synchronous) -> Result<Opened, String> {
+/// With `renew`, every channel and the mailbox get a new epoch (see [`migrate`]).
+pub(super) fn open_connection(
+    path: &Path,
+    sync: Synchronous,
+    renew: bool,
+) -> Result<Opened, String> {
     let sql = plain_words;
     // No SQLITE_OPEN_URI: the path is a file name, never a `file:` URI.
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -52,10 +59,11 @@ pub(super) fn open_connection(path: &Path, sync: Synchronous) -> Result<Opened, 
     conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)
         .map_err(sql("cannot set wal_autocheckpoint"))?;
     quick_check(&conn)?;
-    let mailbox_epoch = migrate(&mut conn)?;
+    let (mailbox_epoch, renewed) = migrate(&mut conn, renew)?;
     Ok(Opened {
         conn,
         mailbox_epoch,
+        renewed,
     })
 }
 
@@ -164,11 +172,16 @@ const V1_TO_V2: &str = r#"
 const MAILBOX_EPOCH: &str = "mailbox_epoch";
 
 /// Creates the schema in a new file, or brings an older one up to [`SCHEMA_VERSION`];
-/// returns the mailbox epoch (made and stored on first use). One transaction: a crash
-/// leaves the file as it was or fully migrated. Its `BEGIN IMMEDIATE` also reports, at
+/// returns the mailbox epoch (made and stored on first use) and how many channels were
+/// renewed. With `renew` (the log lost commits that may have been acknowledged), every
+/// channel gets a new epoch, its offsets continuing from its stored top, and so does the
+/// mailbox: clients are told they cannot recover instead of being handed offsets or ids
+/// they already saw under the same epoch. One transaction, the first write after SQLite
+/// replayed the log: a crash leaves the file as it was (and the damage still in the log,
+/// found again at the next start) or fully done. Its `BEGIN IMMEDIATE` also reports, at
 /// start-up rather than at the first publication, a file that another process is
 /// writing.
-fn migrate(conn: &mut Connection) -> Result<String, String> {
+fn migrate(conn: &mut Connection, renew: bool) -> Result<(String, usize), String> {
     let sql = |e: rusqlite::Error| format!("cannot create or migrate the schema: {e}");
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -206,6 +219,23 @@ fn migrate(conn: &mut Connection) -> Result<String, String> {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(sql)?;
     }
+    let mut renewed = 0;
+    if renew {
+        let names: Vec<String> = tx
+            .prepare("SELECT name FROM channels")
+            .and_then(|mut names| names.query_map([], |row| row.get(0))?.collect())
+            .map_err(sql)?;
+        let mut update = tx
+            .prepare("UPDATE channels SET epoch = ?2 WHERE name = ?1")
+            .map_err(sql)?;
+        for name in &names {
+            update.execute(params![name, random_id(8)]).map_err(sql)?;
+        }
+        drop(update);
+        renewed = names.len();
+        tx.execute("DELETE FROM meta WHERE key = ?1", params![MAILBOX_EPOCH])
+            .map_err(sql)?;
+    }
     let stored: Option<String> = tx
         .query_row(
             "SELECT value FROM meta WHERE key = ?1",
@@ -228,5 +258,5 @@ fn migrate(conn: &mut Connection) -> Result<String, String> {
     };
     tx.commit()
         .map_err(plain_words("cannot commit the schema"))?;
-    Ok(epoch)
+    Ok((epoch, renewed))
 }

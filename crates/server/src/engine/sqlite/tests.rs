@@ -1075,6 +1075,129 @@ async fn a_full_disk_fails_writes_then_health_comes_back_by_itself() {
     drop(store);
 }
 
+/// The log check reads logs as SQLite writes them (its checksums, both fields of a
+/// commit frame): a real log is intact with every commit, and 64 bytes overwritten in
+/// its middle are damage with commits after them.
+#[test]
+fn the_log_check_reads_sqlite_logs() {
+    let dir = TempDir::new();
+    let path = dir.file("plain.db");
+    let conn = Connection::open(&path).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    conn.execute_batch("CREATE TABLE t (x TEXT)").unwrap();
+    for i in 0..20 {
+        conn.execute("INSERT INTO t VALUES (?1)", [format!("{i:0>3000}")])
+            .unwrap();
+    }
+    // Read while the connection is open: closing would checkpoint the log away.
+    let log = std::fs::read(dir.file("plain.db-wal")).unwrap();
+    drop(conn);
+    assert_eq!(
+        wal::check(&log[..]).unwrap(),
+        wal::Verdict::Intact {
+            frames: wal_frames(&log),
+            commits: 21
+        }
+    );
+    let mut damaged = log.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle..middle + 64].fill(0x5a);
+    match wal::check(&damaged[..]).unwrap() {
+        wal::Verdict::Damaged(damage) => {
+            assert!(damage.offset <= middle as u64, "{damage:?}");
+            assert!(damage.commits_after >= 5, "{damage:?}");
+            assert_eq!(
+                damage.commits_before + damage.commits_after + 1,
+                21,
+                "{damage:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Frames in a log of 4096-byte pages.
+fn wal_frames(log: &[u8]) -> u64 {
+    ((log.len() - 32) / (24 + 4096)) as u64
+}
+
+/// Copies the store's files as a `kill -9` would leave them (the log not checkpointed)
+/// into `to`; the store must be idle.
+fn crash_copy(from: &Path, to: &Path) {
+    for suffix in ["", "-wal"] {
+        std::fs::copy(
+            format!("{}{suffix}", from.display()),
+            format!("{}{suffix}", to.display()),
+        )
+        .unwrap();
+    }
+}
+
+/// A log damaged in its middle (commits after the damage are dropped by SQLite) gives
+/// every channel and the mailbox a new epoch, with offsets continuing from the stored
+/// top, so no client sees an offset again under the epoch it knew; a log cut by a crash
+/// changes nothing.
+#[tokio::test]
+async fn a_damaged_log_gives_every_channel_and_the_mailbox_a_new_epoch() {
+    let dir = TempDir::new();
+    let path = dir.file("store.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let snapshot = store.channel("chat:a", KEEP, usize::MAX).await.unwrap();
+    let quiet = store.channel("chat:quiet", KEEP, usize::MAX).await.unwrap();
+    store
+        .append("chat:quiet", &quiet.epoch, publication(1), KEEP)
+        .await
+        .unwrap();
+    for offset in 1..=40 {
+        store
+            .append("chat:a", &snapshot.epoch, publication(offset), KEEP)
+            .await
+            .unwrap();
+    }
+    let mailbox_epoch = store.mailbox_epoch();
+
+    // Undamaged: as after any crash, everything continues.
+    let intact = dir.file("intact.db");
+    crash_copy(&path, &intact);
+    let damaged = dir.file("damaged.db");
+    crash_copy(&path, &damaged);
+    drop(store);
+    let copy = SqliteStore::open(&intact).unwrap();
+    let a = copy.channel("chat:a", KEEP, usize::MAX).await.unwrap();
+    assert_eq!((a.epoch.as_str(), a.top), (snapshot.epoch.as_str(), 40));
+    assert_eq!(copy.mailbox_epoch(), mailbox_epoch);
+    drop(copy);
+
+    let log = dir.file("damaged.db-wal");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle..middle + 64].fill(0xa5);
+    std::fs::write(&log, &bytes).unwrap();
+    let copy = SqliteStore::open(&damaged).unwrap();
+    let a = copy.channel("chat:a", KEEP, usize::MAX).await.unwrap();
+    assert_ne!(a.epoch, snapshot.epoch);
+    assert!(a.top < 40, "nothing was lost? top {}", a.top);
+    // Offsets continue from the stored top, under the new epoch.
+    copy.append("chat:a", &a.epoch, publication(a.top + 1), KEEP)
+        .await
+        .unwrap();
+    let quiet_now = copy.channel("chat:quiet", KEEP, usize::MAX).await.unwrap();
+    assert_ne!(quiet_now.epoch, quiet.epoch);
+    assert_eq!(quiet_now.top, 1);
+    let renewed = copy.mailbox_epoch();
+    assert_ne!(renewed, mailbox_epoch);
+    drop(copy);
+    // Renewed once: the next start finds an intact log and keeps the new epochs.
+    let copy = SqliteStore::open(&damaged).unwrap();
+    assert_eq!(copy.mailbox_epoch(), renewed);
+    let again = copy.channel("chat:a", KEEP, usize::MAX).await.unwrap();
+    assert_eq!(
+        (again.epoch.as_str(), again.top),
+        (a.epoch.as_str(), a.top + 1)
+    );
+}
+
 #[test]
 fn a_file_that_is_not_a_database_is_refused_naming_it() {
     let dir = TempDir::new();

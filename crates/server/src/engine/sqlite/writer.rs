@@ -28,15 +28,11 @@ pub(super) struct Request {
 }
 
 impl Request {
-    /// Sends the answer unless one was sent; says whether this one was.
-    fn answer(&mut self, answer: Result<Answer, StoreError>) -> bool {
-        match self.reply.take() {
-            Some(reply) => {
-                // The caller may have gone away; what it asked is done all the same.
-                let _ = reply.send(answer);
-                true
-            }
-            None => false,
+    /// Sends the answer unless one was sent.
+    fn answer(&mut self, answer: Result<Answer, StoreError>) {
+        if let Some(reply) = self.reply.take() {
+            // The caller may have gone away; what it asked is done all the same.
+            let _ = reply.send(answer);
         }
     }
 }
@@ -202,14 +198,14 @@ impl Writer {
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "no message".into());
                 let reason = format!("the store's writer panicked: {why}");
-                let mut unanswered = 0;
-                for request in &mut batch {
-                    if request.answer(Err(StoreError::Failed(reason.clone()))) {
-                        unanswered += 1;
-                    }
-                }
+                // Unhealthy before the answers go: a caller that reads `health` next
+                // must see it.
+                let unanswered = batch.iter().filter(|r| r.reply.is_some()).count();
                 if unanswered > 0 {
                     self.shared.fail(reason.clone());
+                }
+                for request in &mut batch {
+                    request.answer(Err(StoreError::Failed(reason.clone())));
                 }
                 // Logging may be what panicked: it must not take the thread down now.
                 let _ = panic::catch_unwind(|| {
