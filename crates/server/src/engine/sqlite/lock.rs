@@ -12,6 +12,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use rustix::fs::{FlockOperation, flock};
 
@@ -43,12 +44,27 @@ pub(super) fn lock(database: &Path) -> Result<LockFile, String> {
             path.display()
         )
     })?;
-    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(LockFile { _file: file }),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(format!(
-            "in use by another process, probably another server (it holds {})",
-            path.display()
-        )),
-        Err(e) => Err(format!("cannot lock {}: {e}", path.display())),
+    // Waits a little before refusing: a previous server may still be exiting, and a
+    // process forked (by anyone in this process) between its fork and its exec holds a
+    // copy of every descriptor, this lock's included, for a moment.
+    let deadline = Instant::now() + super::BUSY_TIMEOUT;
+    loop {
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(LockFile { _file: file }),
+            Err(rustix::io::Errno::WOULDBLOCK) if Instant::now() < deadline => {
+                std::thread::sleep(RETRY);
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(format!(
+                    "in use by another process, probably another server (it holds {})",
+                    path.display()
+                ));
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(format!("cannot lock {}: {e}", path.display())),
+        }
     }
 }
+
+/// How often a held lock is tried again while opening waits.
+const RETRY: Duration = Duration::from_millis(20);

@@ -28,7 +28,8 @@
 //! Appends and messages are refused as [`StoreError::Full`], with a message naming the
 //! setting and the numbers, when the database (pages in use and log) would pass
 //! `storage.max_bytes`, or while the filesystem has less than `storage.min_free_bytes`
-//! free (read at most once a second). Deletions (acks, the sweep) always proceed, and
+//! free (read at most once a second; the database is measured at every batch past half
+//! the budget, once a second below). Deletions (acks, the sweep) always proceed, and
 //! free pages are reused, so room comes back as retention and acks delete. When the log
 //! alone stands in the way, it is checkpointed and truncated first. `usage` reports the
 //! bytes and the refusals. See `budget.rs`.
@@ -157,8 +158,9 @@ const CHECKPOINT_PAGES: i64 = 10_000;
 /// The schema version this code writes (`PRAGMA user_version`).
 const SCHEMA_VERSION: i64 = 2;
 
-/// How long a connection waits for another to release the file (a read-only tool
-/// recovering the log, a reader rebuilding the WAL index) before giving up.
+/// How long opening waits for another server to release the store (one still exiting),
+/// and a connection for another to release the file (a reader rebuilding the WAL index),
+/// before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// When commits reach the disk (`PRAGMA synchronous`); see the module doc.

@@ -300,12 +300,22 @@ impl Writer {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
         let adds = requests.iter().map(|request| request.op.adds()).sum();
-        let mut room = self.budget.room(&self.conn, adds)?;
-        self.shared.bytes.store(room.used(), Ordering::Relaxed);
         let changes = self.conn.total_changes();
-        let tx = self
+        let mut tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut measure = self.budget.size(&tx, adds)?;
+        if self.budget.wants_checkpoint(&measure, adds) {
+            // Rare (the log is most of a nearly used budget): nothing is written yet.
+            tx.rollback()?;
+            self.budget.checkpoint(&self.conn)?;
+            tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            measure = self.budget.size(&tx, adds)?;
+        }
+        let mut room = self.budget.room(measure);
+        self.shared.bytes.store(room.used(), Ordering::Relaxed);
         let now = now_ms();
         let answers = requests
             .iter()
