@@ -73,8 +73,9 @@
 //!
 //! # Failures
 //! Opening checks everything it can and names the file in its error: another server
-//! holding the store (its lock file), a log that cannot be read, not a SQLite file, a directory that cannot be
-//! written, a failed `PRAGMA quick_check`, a schema from a newer version. At run time, a
+//! holding the store (its lock file, waited for up to [`BUSY_TIMEOUT`]), a log that
+//! cannot be read, not a SQLite file, a directory that cannot be written, a failed
+//! `PRAGMA quick_check`, a schema from a newer version. At run time, a
 //! failing batch is rolled back and its requests are retried one by one, each in its own
 //! transaction, so one bad request cannot fail its neighbours; whatever still fails is
 //! answered [`StoreError::Failed`], nothing is acknowledged that was not committed, and
