@@ -2,9 +2,10 @@
 //! `DATA_DIR/switchboard.db`), proved on the real process (issue 4): `kill -9` while
 //! clients publish and backends send loses nothing that was acknowledged; a graceful
 //! restart continues epochs, offsets and mailboxes; a store that cannot be opened is a clear
-//! start-up error; `--store memory` still works, and forgets on restart. Two regression
-//! tests name bugs found on the way (a mailbox bigger than the outbox; SIGTERM right after
-//! start-up).
+//! start-up error; a write-ahead log damaged after a `kill -9` starts new epochs instead
+//! of reusing offsets (issue 10); `--store memory` still works, and forgets on restart. Two
+//! regression tests name bugs found on the way (a mailbox bigger than the outbox; SIGTERM
+//! right after start-up).
 //!
 //! The kill tests print how much was acknowledged before the kill (`--nocapture`).
 
@@ -528,6 +529,62 @@ async fn a_mailbox_bigger_than_the_outbox_comes_a_page_per_ack() {
         assert!(pages > 1, "4.5 MB must not fit one page");
         drop(dave);
         server.stop();
+    })
+    .await;
+}
+
+/// Issue 10, point 10: after `kill -9`, 64 bytes overwritten in the middle of the
+/// write-ahead log made SQLite drop every commit after them, and the restarted server
+/// reused acknowledged offsets under the same epoch, so clients could not see the gap.
+/// The store checks the log before SQLite opens it: the next publication carries a new
+/// epoch, and a client recovering from a position it saw is told `recovered: false`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_wal_starts_new_epochs_instead_of_reusing_offsets() {
+    bounded_test(async {
+        let tmp = TempDir::new("corrupt-wal");
+        let data = tmp.join("data");
+        let server = Server::serve(&data);
+        let key = api_key(&data);
+        let mut acked = Vec::new();
+        // One commit each: the log holds dozens of transactions.
+        for n in 1..=40 {
+            let body = json!({"channel": "chat:wal", "data": {"n": n}});
+            acked.push(api_ok(&server.addr, &key, "publish", &body).await);
+        }
+        let epoch = acked[0]["epoch"].as_str().expect("epoch").to_owned();
+        assert_eq!(acked[39], json!({"epoch": epoch, "offset": 40}));
+        kill_9(server).await;
+
+        let wal = data.join("switchboard.db-wal");
+        let mut bytes = std::fs::read(&wal).expect("the log survives kill -9");
+        assert!(bytes.len() > 20 * 4096, "a log of {} bytes", bytes.len());
+        let middle = bytes.len() / 2;
+        bytes[middle..middle + 64].fill(0xa5);
+        std::fs::write(&wal, &bytes).expect("damage the log");
+
+        let server = Server::serve(&data);
+        let body = json!({"channel": "chat:wal", "data": {"n": 41}});
+        let next = api_ok(&server.addr, &key, "publish", &body).await;
+        assert_ne!(
+            next["epoch"], epoch,
+            "offset {} handed out again under the old epoch",
+            next["offset"]
+        );
+        let offset = next["offset"].as_u64().expect("offset");
+        assert!(offset <= 41, "{next}");
+        let (mut ws, _) = Ws::connect(&server.addr, &token(&data, "alice")).await;
+        let recover = json!({"offset": 20, "epoch": epoch});
+        let subscribed = ws
+            .ok(json!({"cmd": "subscribe", "channel": "chat:wal", "recover": recover}))
+            .await;
+        assert_eq!(subscribed["recovered"], false, "{subscribed}");
+        assert_eq!(subscribed["epoch"], next["epoch"], "{subscribed}");
+        drop(ws);
+        let stderr = server.stop();
+        assert!(
+            stderr.contains("write-ahead log is damaged"),
+            "the damage is logged:\n{stderr}"
+        );
     })
     .await;
 }

@@ -1,11 +1,13 @@
 //! Integration tests of the `switchboard` binary: the real executable as a child process,
 //! over real sockets on 127.0.0.1, one test binary (STYLE.md §3.12).
 //!
-//! - `bench`: `bench fanout` and `bench idle` over WebSocket, SSE and long polling.
+//! - `bench`: `bench fanout` and `bench idle` over WebSocket, SSE and long polling;
+//!   `bench flood`.
 //! - `cli`: `echo`, `bench echo`, `sub`, `pub`, `token`, `config init`, and what `serve`
 //!   says and generates at start-up.
 //! - `durability`: what the SQLite store keeps across `kill -9` and restarts (issue 4),
-//!   start-up errors of the store, and the memory store.
+//!   a damaged write-ahead log (issue 10), start-up errors of the store, and the memory
+//!   store.
 //! - `hardening`: issue 10 at the binary's level: a failing or unread stderr, empty
 //!   secrets, running out of file descriptors, what never reaches the log.
 //! - `util`: child processes, temporary data directories, a WebSocket client and an HTTP

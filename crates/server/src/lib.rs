@@ -93,7 +93,8 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn engine::Store>> {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(source) => return Err(Error::DataDir { path, source }),
             }
-            Arc::new(engine::sqlite::SqliteStore::open(&path)?)
+            let options = engine::sqlite::Options::new(&config.storage);
+            Arc::new(engine::sqlite::SqliteStore::open_with(&path, options)?)
         }
     })
 }

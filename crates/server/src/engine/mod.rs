@@ -10,8 +10,8 @@
 //! several nodes) come behind the same trait, and one test suite (`engine/suite.rs`) runs
 //! against each.
 //! [`sqlite::SqliteStore`] keeps history positions, publications and mailboxes in one
-//! SQLite file, written by one thread with group commit, so epochs and offsets continue
-//! after a restart.
+//! SQLite file, written by one thread with group commit and read beside it on read-only
+//! connections, so epochs and offsets continue after a restart.
 
 pub mod memory;
 pub mod sqlite;

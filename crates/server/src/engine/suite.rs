@@ -409,9 +409,10 @@ async fn snapshot_respects_its_byte_budget(store: &dyn Store) {
     assert_eq!(whole.recent.len(), 5);
 }
 
-/// With a budget of about 10 KB (the store under test must be made with it): writes
-/// past it are refused as `Full`, the refusal is counted, and room freed by
-/// acknowledgements is usable again.
+/// With a small budget (the store under test must be made with it: 10 KB for the memory
+/// store, a few hundred KB for SQLite, whose empty file takes ~50 KB): messages of 1 KB
+/// fill it and are then refused as `Full`, the refusal is counted, so is a publication,
+/// and room freed by acknowledgements is usable again.
 pub(crate) async fn budget_refuses_then_frees(store: &dyn Store) {
     let limits = MailboxLimits {
         size: 1000,
@@ -421,7 +422,7 @@ pub(crate) async fn budget_refuses_then_frees(store: &dyn Store) {
     let big = "y".repeat(1000);
     let mut last = 0;
     let mut refused = None;
-    for _ in 0..100 {
+    for _ in 0..1000 {
         match store
             .mailbox_push("ivy", sender(), data(&big), limits, false)
             .await
