@@ -3,7 +3,7 @@
 //! An HTTP session is the same [`Session`] as a WebSocket connection, with its own
 //! [`ClientHandle`] and [`Outbox`], so presence, join/leave, the mailbox, the slow-consumer
 //! bound, shutdown and the server API's disconnect treat both alike. One actor task owns
-//! each session; the HTTP handlers talk to it through a channel ([`ToSession`]) and never
+//! each session; the HTTP handlers talk to it through a channel (`ToSession`) and never
 //! touch the session themselves, so commands run one at a time, in arrival order.
 //!
 //! Each message taken from the outbox gets the next sequence number (1, 2, 3…) and stays

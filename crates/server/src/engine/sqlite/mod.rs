@@ -73,7 +73,7 @@
 //!
 //! # Failures
 //! Opening checks everything it can and names the file in its error: another server
-//! holding the store (its lock file, waited for up to [`BUSY_TIMEOUT`]), a log that
+//! holding the store (its lock file, waited for up to `BUSY_TIMEOUT`), a log that
 //! cannot be read, not a SQLite file, a directory that cannot be written, a failed
 //! `PRAGMA quick_check`, a schema from a newer version. At run time, a
 //! failing batch is rolled back and its requests are retried one by one, each in its own
