@@ -44,7 +44,7 @@ pub(crate) async fn serve(
         ..switchboard_ws::Config::default()
     };
     let (handle, outbox) = new_outbox(&state);
-    let session = Session::new(state.clone(), handle.clone(), slot, peer);
+    let client = Client { slot, peer };
     // Over plain TCP, pushes are written straight to the socket (see `outbox`); the
     // WebSocket adapter reads the read half and writes its control frames through the
     // outbox's shared writer.
@@ -63,7 +63,7 @@ pub(crate) async fn serve(
                 ws_config,
                 leftover,
             );
-            run_with(state, ws, session, handle, outbox).await;
+            run_with(state, ws, client, handle, outbox).await;
         }
         Err(upgraded) => {
             let ws = WebSocket::from_raw(
@@ -74,7 +74,7 @@ pub(crate) async fn serve(
             );
             // Boxed: not the usual path, and inline its future would add its size to
             // every connection's task.
-            Box::pin(run_with(state, ws, session, handle, outbox)).await;
+            Box::pin(run_with(state, ws, client, handle, outbox)).await;
         }
     }
 }
@@ -89,14 +89,24 @@ fn new_outbox(state: &AppState) -> (ClientHandle, Outbox) {
     )
 }
 
-/// Runs `session` over a WebSocket stream until it closes.
+/// Who is connecting: the slot they hold and their address.
+#[derive(Debug)]
+struct Client {
+    slot: PendingSlot,
+    peer: IpAddr,
+}
+
+/// Runs a session over a WebSocket stream until it closes.
 async fn run_with<S: AsyncRead + AsyncWrite + Unpin>(
     state: Arc<AppState>,
     mut ws: WebSocket<S>,
-    mut session: Session,
+    client: Client,
     handle: ClientHandle,
     mut outbox: Outbox,
 ) {
+    // Made here, not by the caller: a session held across the caller's await too would
+    // take its room twice in every connection's task.
+    let mut session = Session::new(state.clone(), handle.clone(), client.slot, client.peer);
     let metrics = state.hub.metrics().clone();
     metrics.connections.add(1);
     metrics.connections_total.inc();
