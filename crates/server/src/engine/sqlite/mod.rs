@@ -48,11 +48,11 @@
 //! # Schema (`user_version` 2)
 //! - `meta(key PK, value)`: the mailbox epoch (`mailbox_epoch`), kept across restarts so
 //!   clients keep the ids they saw; it changes only when acknowledged writes may be lost.
-//! - `channels(name PK, epoch, top, expires)`: each stream's epoch and latest offset, and
-//!   when its newest publication expires. A row stays while publications are left, so
-//!   offsets continue under the same epoch across restarts; once its last publication
-//!   expired and none is left the sweep deletes it (names published once do not stay
-//!   forever), and the next use of the name starts a new epoch. An append to a channel the
+//! - `channels(name PK, epoch, top)`: each stream's epoch and latest offset. A row stays
+//!   while publications are left, so offsets continue under the same epoch across
+//!   restarts; when the sweep deletes a channel's last publication it deletes the row too
+//!   (names published once do not stay forever), and the next use of the name starts a
+//!   new epoch. An append to a channel the
 //!   hub still holds stores it again with the hub's epoch and offset. Reads never create
 //!   a row.
 //! - `publications(channel, "offset", data, info, time, expires)`, primary key

@@ -121,12 +121,10 @@ const SCHEMA: &str = r#"
         value TEXT NOT NULL
     ) WITHOUT ROWID;
     CREATE TABLE channels (
-        name    TEXT PRIMARY KEY NOT NULL,
-        epoch   TEXT NOT NULL,
-        top     INTEGER NOT NULL,
-        expires INTEGER NOT NULL DEFAULT 0
+        name  TEXT PRIMARY KEY NOT NULL,
+        epoch TEXT NOT NULL,
+        top   INTEGER NOT NULL
     );
-    CREATE INDEX channels_expires ON channels (expires);
     CREATE TABLE publications (
         channel  TEXT NOT NULL,
         "offset" INTEGER NOT NULL,
@@ -151,18 +149,17 @@ const SCHEMA: &str = r#"
     CREATE INDEX mailbox_sender ON mailbox (user, sender_user, expires);
 "#;
 
-/// Version 1 to 2: the `meta` table (the mailbox epoch), `channels.expires` (when the
-/// newest publication expires, so the sweep can forget channels with nothing left) and
-/// `mailbox.sender_user` with its index (quota counts without `json_extract`).
+/// Version 1 to 2: the `meta` table (the mailbox epoch), `mailbox.sender_user` with its
+/// index (quota counts without `json_extract`), and the channels left without
+/// publications forgotten (version 1 also made rows on reads; the sweep now forgets a
+/// channel when it deletes its last publication).
 const V1_TO_V2: &str = r#"
     CREATE TABLE meta (
         key   TEXT PRIMARY KEY NOT NULL,
         value TEXT NOT NULL
     ) WITHOUT ROWID;
-    ALTER TABLE channels ADD COLUMN expires INTEGER NOT NULL DEFAULT 0;
-    UPDATE channels SET expires = coalesce(
-        (SELECT max(expires) FROM publications WHERE channel = channels.name), 0);
-    CREATE INDEX channels_expires ON channels (expires);
+    DELETE FROM channels WHERE NOT EXISTS
+        (SELECT 1 FROM publications WHERE channel = channels.name);
     ALTER TABLE mailbox ADD COLUMN sender_user TEXT;
     UPDATE mailbox SET sender_user = json_extract(sender, '$.user') WHERE sender IS NOT NULL;
     CREATE INDEX mailbox_sender ON mailbox (user, sender_user, expires);

@@ -174,16 +174,16 @@ pub(super) fn append(
     // `top` is max(top, offset), never set blindly: appends of one channel can reach the
     // queue slightly out of order (offsets are reserved first, then written by separate
     // tasks). The WHERE refuses a publication of another epoch than the stored one. A
-    // channel the sweep forgot comes back with the epoch and offset the hub gives.
-    // `expires` is when the last of its publications expires (see [`sweep`]).
+    // channel the sweep forgot comes back with the epoch and offset the hub gives. No
+    // indexed column changes here: an index over a value every append moves (say, when
+    // the newest publication expires) cost 11% of the publications/s over 1000 channels.
     let updated = conn
         .prepare_cached(
-            "INSERT INTO channels (name, epoch, top, expires) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (name) DO UPDATE
-             SET top = max(top, excluded.top), expires = max(expires, excluded.expires)
+            "INSERT INTO channels (name, epoch, top) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO UPDATE SET top = max(top, excluded.top)
              WHERE epoch = excluded.epoch",
         )?
-        .execute(params![channel, epoch, offset, expires])?;
+        .execute(params![channel, epoch, offset])?;
     if updated == 0 {
         return Ok(Err(StoreError::Failed(format!(
             "channel {channel:?} is stored with another epoch than {epoch}"
@@ -347,25 +347,38 @@ pub(super) fn mailbox_page(
 /// starts a new epoch, which tells clients that nothing can be recovered.
 pub(super) fn sweep(conn: &Connection, now: u64) -> rusqlite::Result<usize> {
     let batch = int(super::SWEEP_BATCH as u64);
-    let publications = conn
-        .prepare_cached(
+    // The channels that lost publications: those left with none are forgotten below.
+    let mut emptied = std::collections::BTreeSet::new();
+    let publications = {
+        let mut statement = conn.prepare_cached(
             r#"DELETE FROM publications WHERE (channel, "offset") IN
-               (SELECT channel, "offset" FROM publications WHERE expires <= ?1 LIMIT ?2)"#,
-        )?
-        .execute(params![int(now), batch])?;
+               (SELECT channel, "offset" FROM publications WHERE expires <= ?1 LIMIT ?2)
+               RETURNING channel"#,
+        )?;
+        let mut rows = statement.query(params![int(now), batch])?;
+        let mut deleted = 0;
+        while let Some(row) = rows.next()? {
+            emptied.insert(row.get::<_, String>(0)?);
+            deleted += 1;
+        }
+        deleted
+    };
     let messages = conn
         .prepare_cached(
             "DELETE FROM mailbox WHERE id IN
              (SELECT id FROM mailbox WHERE expires <= ?1 LIMIT ?2)",
         )?
         .execute(params![int(now), batch])?;
-    let channels = conn
-        .prepare_cached(
-            "DELETE FROM channels WHERE name IN
-             (SELECT name FROM channels WHERE expires <= ?1 AND NOT EXISTS
-                (SELECT 1 FROM publications WHERE channel = channels.name)
-              LIMIT ?2)",
-        )?
-        .execute(params![int(now), batch])?;
-    Ok(publications.max(messages).max(channels))
+    // Retention by size never deletes a channel's newest publication, so a channel
+    // without publications lost its last one to expiry, here: its position can go (the
+    // next use of the name starts a new epoch; an append while the hub still holds the
+    // channel stores it again).
+    let mut forget = conn.prepare_cached(
+        "DELETE FROM channels WHERE name = ?1
+         AND NOT EXISTS (SELECT 1 FROM publications WHERE channel = ?1)",
+    )?;
+    for channel in &emptied {
+        forget.execute(params![channel])?;
+    }
+    Ok(publications.max(messages))
 }
