@@ -888,3 +888,146 @@ async fn a_mass_disconnect_announces_every_leave() {
     }
     watcher.barrier().await;
 }
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .and_then(|uids| uids.split_whitespace().nth(1).map(|euid| euid == "0"))
+            .unwrap_or(false)
+    })
+}
+
+/// A tmpfs of `size` mounted on a directory, unmounted when dropped (even on a panic).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: std::path::PathBuf, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(&dir).expect("create the mount point");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount: {status}");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let status = std::process::Command::new("umount").arg(&self.0).status();
+        if !status.is_ok_and(|s| s.success()) {
+            // Something still holds a file there: detach now, freed once released.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Issue 10, points 4 and 7, end to end on a real full filesystem (a small tmpfs, mounted
+/// as root; skipped with a message otherwise). With the default `storage.min_free_bytes`
+/// (64 MiB, more than this disk has) writes are refused cleanly with 117 and the server
+/// stays healthy. Without that reserve the disk really fills: writes fail, `/health`
+/// answers 503 with the reason, nothing acknowledged is lost, and once space is freed
+/// health comes back by itself and publishing works again.
+#[tokio::test]
+async fn a_full_disk_refuses_writes_then_health_recovers() {
+    if !is_root() {
+        eprintln!("skipped: needs root to mount a tmpfs");
+        return;
+    }
+    let base = std::env::temp_dir().join(format!("sb-full-disk-{:016x}", rand::random::<u64>()));
+    let disk = Tmpfs::mount(base.join("disk"), "4m");
+
+    let reserved = start(|c| c.data_dir = disk.0.join("reserve")).await;
+    let (status, reply) = reserved
+        .api("publish", json!({"channel": "chat:full", "data": 1}))
+        .await;
+    assert_eq!(
+        (status, reply["error"]["code"].clone()),
+        (507, json!(117)),
+        "{reply}"
+    );
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("min_free_bytes"), "{message}");
+    let health = http_response(reserved.addr, "GET", "/health", &[], b"").await;
+    assert_eq!(
+        health.status, 200,
+        "a refusal is not a failure: {}",
+        health.body
+    );
+    drop(reserved);
+
+    let server = start(|c| {
+        c.data_dir = disk.0.join("fill");
+        c.storage.min_free_bytes = 0;
+    })
+    .await;
+    let mut acked = Vec::new();
+    for n in 0..5 {
+        acked.push(server.publish("chat:full", json!({"n": n})).await);
+    }
+    // Fill what is left of the disk.
+    let filler = disk.0.join("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).expect("create the filler");
+        let block = vec![0u8; 64 << 10];
+        while file.write_all(&block).is_ok() {}
+        let _ = file.sync_all();
+    }
+    let big = "f".repeat(8_000);
+    let mut failed = None;
+    for _ in 0..400 {
+        let (status, reply) = server
+            .api("publish", json!({"channel": "chat:full", "data": big}))
+            .await;
+        match status {
+            200 => acked.push(reply["offset"].as_u64().expect("offset")),
+            _ => {
+                failed = Some((status, reply));
+                break;
+            }
+        }
+    }
+    let (status, reply) = failed.expect("the disk never filled");
+    assert_eq!(status, 500, "{reply}");
+    let health = http_response(server.addr, "GET", "/health", &[], b"").await;
+    assert_eq!(health.status, 503, "{}", health.body);
+    assert!(health.body.contains("reason"), "{}", health.body);
+    assert_eq!(server.metric("switchboard_store_healthy").await, 0.0);
+
+    std::fs::remove_file(&filler).expect("remove the filler");
+    eventually("health to come back", || async {
+        http_response(server.addr, "GET", "/health", &[], b"")
+            .await
+            .status
+            == 200
+    })
+    .await;
+    acked.push(server.publish("chat:full", json!("after")).await);
+    let history = server
+        .api_ok("history", json!({"channel": "chat:full"}))
+        .await;
+    let kept: Vec<u64> = history["publications"]
+        .as_array()
+        .expect("publications")
+        .iter()
+        .map(|p| p["offset"].as_u64().expect("offset"))
+        .collect();
+    // Every acknowledged publication the channel's retention (the newest 100) keeps.
+    for offset in acked.iter().rev().take(100) {
+        assert!(
+            kept.contains(offset),
+            "acknowledged offset {offset} lost: {kept:?}"
+        );
+    }
+    drop(server);
+    drop(disk);
+    let _ = std::fs::remove_dir_all(&base);
+}
