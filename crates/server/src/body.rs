@@ -74,7 +74,9 @@ pub(crate) async fn read(
     }
     let reading = async {
         let mut stream = body.into_data_stream();
-        let mut read = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+        // Grown as bytes arrive: a declared length alone (a body that never comes) makes
+        // no allocation of its size.
+        let mut read = BytesMut::with_capacity(declared.unwrap_or(0).min(limit).min(8 << 10));
         let mut seen = 0usize;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|err| BodyError::Broken(err.to_string()))?;
