@@ -77,9 +77,9 @@ impl Verifier {
                 let path = config.token_public_key_file.as_ref().ok_or_else(|| {
                     Error::Key(format!("{alg:?} needs auth.token_public_key_file"))
                 })?;
-                let pem = std::fs::read(path).map_err(|source| Error::DataDir {
+                let pem = std::fs::read(path).map_err(|cause| Error::KeyFile {
                     path: path.clone(),
-                    source,
+                    cause,
                 })?;
                 let parsed = if alg == TokenAlgorithm::RS256 {
                     DecodingKey::from_rsa_pem(&pem).map(|k| (k, Algorithm::RS256))
@@ -119,6 +119,25 @@ impl Verifier {
                 ErrorKind::InvalidAudience => ClientError::unauthorized(
                     "invalid token: its aud claim does not name this server's auth.audience",
                 ),
+                ErrorKind::InvalidSignature => ClientError::unauthorized(
+                    "invalid token: the signature does not match this server's token key \
+                     (was the token minted with another secret, from another data directory?)",
+                ),
+                ErrorKind::InvalidAlgorithm => ClientError::unauthorized(
+                    "invalid token: it is signed with another algorithm than this server's \
+                     auth.token_algorithm",
+                ),
+                ErrorKind::InvalidToken => ClientError::unauthorized(
+                    "invalid token: not a JWT (three base64url parts separated by dots)",
+                ),
+                ErrorKind::MissingRequiredClaim(claim) => {
+                    ClientError::unauthorized(format!("invalid token: it has no {claim} claim"))
+                }
+                ErrorKind::Base64(_) | ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+                    ClientError::unauthorized(format!(
+                        "invalid token: its header or claims cannot be read ({e})"
+                    ))
+                }
                 _ => ClientError::unauthorized(format!("invalid token: {e}")),
             },
         )?;
@@ -210,7 +229,17 @@ mod tests {
         let expired = mint(SECRET, &claims(now_secs() - 1)).unwrap();
         assert_eq!(verifier.verify(&expired).unwrap_err().code, 109);
         let forged = mint(&"other".repeat(11), &claims(now_secs() + 60)).unwrap();
-        assert_eq!(verifier.verify(&forged).unwrap_err().code, 101);
+        let err = verifier.verify(&forged).unwrap_err();
+        assert_eq!(err.code, 101);
+        // Words, not the JWT library's enum names.
+        assert!(
+            err.message.contains("signature does not match"),
+            "{}",
+            err.message
+        );
+        let err = verifier.verify("not-a-token").unwrap_err();
+        assert_eq!(err.code, 101);
+        assert!(err.message.contains("not a JWT"), "{}", err.message);
         assert_eq!(verifier.verify("not.a.token").unwrap_err().code, 101);
     }
 

@@ -423,9 +423,9 @@ impl Default for NamespaceOptions {
 impl Config {
     /// Reads a TOML file; unknown keys are errors, so typos do not pass silently.
     pub fn from_file(path: &std::path::Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+        let text = std::fs::read_to_string(path).map_err(|cause| Error::ConfigRead {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         Self::from_toml(&text).map_err(|err| match err {
             Error::Config(message) => Error::Config(format!("{}: {message}", path.display())),

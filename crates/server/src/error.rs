@@ -4,26 +4,29 @@ use std::path::PathBuf;
 
 /// Errors of the server as a whole (start-up, configuration, I/O). Errors answered to a
 /// client are [`ClientError`]s instead.
+///
+/// Each message carries its cause once: the I/O errors are part of the text, not a
+/// `source()` as well, so that printing the chain (`{:#}`) does not say it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The configuration is invalid.
     #[error("configuration: {0}")]
     Config(String),
     /// The configuration file cannot be read.
-    #[error("cannot read configuration file {path}: {source}")]
+    #[error("cannot read configuration file {path}: {cause}")]
     ConfigRead {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A file in the data directory cannot be read or written.
-    #[error("data directory: {path}: {source}")]
+    #[error("data directory: {path}: {cause}")]
     DataDir {
         /// The file or directory.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The SQLite store cannot be opened or used (not a database, corrupt, unwritable).
     #[error("store {path}: {message}")]
@@ -36,13 +39,27 @@ pub enum Error {
     /// A token key cannot be used.
     #[error("token key: {0}")]
     Key(String),
+    /// The token key file (`auth.token_public_key_file`) cannot be read.
+    #[error("cannot read the token key file {path} (auth.token_public_key_file): {cause}")]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        cause: std::io::Error,
+    },
     /// A secret (API key, token secret) is empty or too short; the message names where it
     /// came from.
     #[error("{0}")]
     Secret(String),
     /// Other I/O.
     #[error("I/O: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for Error {
+    fn from(err: std::io::Error) -> Self {
+        Error::Io(err)
+    }
 }
 
 /// `Result` with this crate's [`Error`].

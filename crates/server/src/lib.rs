@@ -76,9 +76,9 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn engine::Store>> {
             config.storage.max_bytes,
         )),
         config::StoreKind::Sqlite => {
-            std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::DataDir {
+            std::fs::create_dir_all(&config.data_dir).map_err(|cause| Error::DataDir {
                 path: config.data_dir.clone(),
-                source,
+                cause,
             })?;
             let path = config.data_dir.join(DATABASE_FILE);
             // It holds private messages: readable by its owner only. SQLite gives its WAL
@@ -91,7 +91,7 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn engine::Store>> {
             match create.open(&path) {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(source) => return Err(Error::DataDir { path, source }),
+                Err(cause) => return Err(Error::DataDir { path, cause }),
             }
             let options = engine::sqlite::Options::new(&config.storage);
             Arc::new(engine::sqlite::SqliteStore::open_with(&path, options)?)

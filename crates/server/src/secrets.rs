@@ -102,7 +102,7 @@ pub fn load(config: &Config) -> Result<Secrets> {
                 generated.push(path);
                 Ok(value)
             }
-            Err(source) => Err(Error::DataDir { path, source }),
+            Err(cause) => Err(Error::DataDir { path, cause }),
         }
     };
     let api_key = get(
@@ -131,13 +131,13 @@ fn generate() -> String {
 
 /// Creates `path` readable by its owner only.
 fn write_private(dir: &Path, path: &Path, value: &str) -> Result<()> {
-    let err = |source| Error::DataDir {
+    let err = |cause| Error::DataDir {
         path: path.to_owned(),
-        source,
+        cause,
     };
-    std::fs::create_dir_all(dir).map_err(|source| Error::DataDir {
+    std::fs::create_dir_all(dir).map_err(|cause| Error::DataDir {
         path: dir.to_owned(),
-        source,
+        cause,
     })?;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
