@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -14,8 +13,8 @@ use serde_json::value::RawValue;
 
 use crate::auth::api_key_matches;
 use crate::error::{ClientError, close};
+use crate::protocol::StreamPosition;
 use crate::state::AppState;
-use crate::wire::StreamPosition;
 
 /// An API failure: an HTTP status and a [`ClientError`] body.
 #[derive(Debug)]
@@ -23,22 +22,19 @@ struct ApiError(StatusCode, ClientError);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.1.code, "message": self.1.message}});
-        (self.0, Json(body)).into_response()
+        let mut response = (self.0, crate::protocol::error_body(&self.1)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
     }
 }
 
 impl From<ClientError> for ApiError {
     fn from(err: ClientError) -> Self {
-        let status = match err.code {
-            101 | 109 => StatusCode::UNAUTHORIZED,
-            103 => StatusCode::FORBIDDEN,
-            104 => StatusCode::NOT_FOUND,
-            114 => StatusCode::PAYLOAD_TOO_LARGE,
-            100 => StatusCode::INTERNAL_SERVER_ERROR,
-            115 | 117 => StatusCode::INSUFFICIENT_STORAGE,
-            _ => StatusCode::BAD_REQUEST,
-        };
+        let status = StatusCode::from_u16(err.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         ApiError(status, err)
     }
 }
@@ -201,7 +197,7 @@ async fn dispatch(state: &AppState, command: &str, body: &[u8]) -> Result<String
                         json!({"channel": channel, "offset": pos.offset, "epoch": pos.epoch})
                     }
                     Err(e) => {
-                        json!({"channel": channel, "error": {"code": e.code, "message": e.message}})
+                        json!({"channel": channel, "error": e})
                     }
                 });
             }

@@ -183,12 +183,12 @@ const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
 /// that it overflows in milliseconds is the far future, never the past.
 pub fn expires_in(exp: u64) -> Duration {
     let at = exp.saturating_mul(1000).saturating_add(1);
-    Duration::from_millis(at.saturating_sub(crate::wire::now_ms())).min(FAR)
+    Duration::from_millis(at.saturating_sub(crate::protocol::now_ms())).min(FAR)
 }
 
 /// Whether a token expiring at `exp` (Unix seconds) has expired.
 pub fn is_expired(exp: u64) -> bool {
-    exp.saturating_mul(1000) <= crate::wire::now_ms()
+    exp.saturating_mul(1000) <= crate::protocol::now_ms()
 }
 
 /// Seconds since the Unix epoch.

@@ -10,16 +10,16 @@
 //!   block follows before the next client block, it must be exactly the error reply the
 //!   server sends for it (same id, code and message).
 //! - ` ```json server `: one reply or push, as the server sends it. Pushes round-trip
-//!   through [`wire::Publication`], [`wire::PrivateMessage`] and [`wire::ClientInfo`]
-//!   via [`wire::Push`]; replies carry `id` and exactly one of `result` / `error`; an
-//!   error's code is one of [`CLIENT_ERROR_CODES`]; a result answering the client example
+//!   through [`protocol::Publication`], [`protocol::PrivateMessage`] and [`protocol::ClientInfo`]
+//!   via [`protocol::Push`]; replies carry `id` and exactly one of `result` / `error`; an
+//!   error's code is one of [`ErrorCode`]; a result answering the client example
 //!   with the same id (the latest one) has the shape that command's reply has.
 //! - ` ```json jwt `: the claims of a connection token; they round-trip through
 //!   [`auth::Claims`](crate::auth::Claims).
 //!
 //! Any other ` ```json ` block is an error, so an example cannot escape the check by a
 //! typo in its tag. The page's tables must list every error code of
-//! [`CLIENT_ERROR_CODES`] (with its name) and every close code of [`close`], and nothing
+//! [`ErrorCode`] (with its name) and every close code of [`close`], and nothing
 //! else in those ranges. Every command and every push must have an example.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,11 +28,11 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::auth::Claims;
-use crate::error::{CLIENT_ERROR_CODES, ClientError, close};
-use crate::hub::{History, SendStatus, Subscribed};
-use crate::wire::{
+use crate::error::{ClientError, ErrorCode, close};
+use crate::protocol::{
     self, ClientInfo, Command, PrivateMessage, Publication, Push, Request, StreamPosition,
 };
+use crate::protocol::{History, SendStatus, Subscribed};
 
 /// The page under test.
 const PROTOCOL: &str = include_str!("../../../docs/protocol.md");
@@ -250,7 +250,7 @@ fn check_client_invalid(ex: &Example, report: &mut Report) -> Option<Value> {
             }
         },
     };
-    serde_json::from_str(&wire::reply_err(id, &error)).ok()
+    serde_json::from_str(&protocol::reply_err(id, &error)).ok()
 }
 
 /// A publication from its JSON object.
@@ -520,17 +520,15 @@ fn check_reply(
         },
         (None, Some(error)) => {
             let error = error.as_object().ok_or("\"error\" must be an object")?;
-            let code = u16::try_from(number(error, "code")?).map_err(|e| e.to_string())?;
-            if !CLIENT_ERROR_CODES.iter().any(|(c, _)| *c == code) {
-                return Err(format!(
-                    "error code {code} is not in error::CLIENT_ERROR_CODES"
-                ));
-            }
+            let number = u16::try_from(number(error, "code")?).map_err(|e| e.to_string())?;
+            let Some(&code) = ErrorCode::ALL.iter().find(|c| **c == number) else {
+                return Err(format!("error code {number} is not in error::ErrorCode"));
+            };
             let error = ClientError {
                 code,
                 message: string(error, "message")?,
             };
-            same(example, &wire::reply_err(id, &error))
+            same(example, &protocol::reply_err(id, &error))
         }
         _ => Err("a reply has exactly one of \"result\" and \"error\"".into()),
     }
@@ -639,8 +637,8 @@ fn numbered_rows(doc: &str) -> BTreeMap<u16, Vec<(usize, &str)>> {
 fn check_tables(doc: &str) -> Vec<String> {
     let mut errors = Vec::new();
     let rows = numbered_rows(doc);
-    for (code, name) in CLIENT_ERROR_CODES {
-        match rows.get(code) {
+    for (code, name) in ErrorCode::ALL.iter().map(|c| (c.number(), c.name())) {
+        match rows.get(&code) {
             None => errors.push(format!("error code {code} ({name}) has no row in a table")),
             Some(found) => {
                 if !found
@@ -664,11 +662,11 @@ fn check_tables(doc: &str) -> Vec<String> {
     }
     for (n, found) in &rows {
         let (line, _) = found[0];
-        let known_error = CLIENT_ERROR_CODES.iter().any(|(c, _)| c == n);
+        let known_error = ErrorCode::ALL.iter().any(|c| c == n);
         let known_close = closes.iter().any(|c| c.0 == *n);
         if (100..1000).contains(n) && !known_error {
             errors.push(format!(
-                "docs/protocol.md:{line}: error code {n} is not in error::CLIENT_ERROR_CODES"
+                "docs/protocol.md:{line}: error code {n} is not in error::ErrorCode"
             ));
         }
         if (4000..5000).contains(n) && !known_close {

@@ -67,72 +67,133 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// An error answered to a client command (`{"error": {"code", "message"}}`). The codes are
 /// documented in `docs/protocol.md`; they never change meaning.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
 #[error("{message}")]
 pub struct ClientError {
-    /// The stable numeric code.
-    pub code: u16,
+    /// The stable code.
+    pub code: ErrorCode,
     /// A human-readable explanation.
     pub message: String,
 }
 
 macro_rules! client_errors {
-    ($($(#[$doc:meta])* $name:ident = $code:literal;)*) => {
+    ($($(#[$doc:meta])* $name:ident = $variant:ident = $code:literal, http $status:literal;)*) => {
+        /// Every error code a client can get: the table `docs/protocol.md` is checked
+        /// against. On the wire it is the number.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant = $code,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in order.
+            pub const ALL: &[ErrorCode] = &[$(ErrorCode::$variant),*];
+
+            /// The number on the wire.
+            pub fn number(self) -> u16 {
+                self as u16
+            }
+
+            /// Its name in the docs' table (`snake_case`).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => stringify!($name),)*
+                }
+            }
+
+            /// The HTTP status the server API and the HTTP transports answer it with.
+            pub fn http_status(self) -> u16 {
+                match self {
+                    $(ErrorCode::$variant => $status,)*
+                }
+            }
+        }
+
         impl ClientError {
             $(
                 $(#[$doc])*
                 pub fn $name(message: impl Into<String>) -> ClientError {
-                    ClientError { code: $code, message: message.into() }
+                    ClientError { code: ErrorCode::$variant, message: message.into() }
                 }
             )*
         }
-        /// Every client error code with its constructor's name, for the docs test.
-        pub const CLIENT_ERROR_CODES: &[(u16, &str)] = &[$(($code, stringify!($name))),*];
     };
 }
 
 client_errors! {
     /// 100: the server failed; the command may be retried.
-    internal = 100;
+    internal = Internal = 100, http 500;
     /// 101: no valid token, or anonymous connections are not allowed.
-    unauthorized = 101;
+    unauthorized = Unauthorized = 101, http 401;
     /// 102: the channel name is invalid or its namespace is not configured.
-    unknown_channel = 102;
+    unknown_channel = UnknownChannel = 102, http 400;
     /// 103: the namespace does not allow this (publishing, a private channel).
-    permission_denied = 103;
+    permission_denied = PermissionDenied = 103, http 403;
     /// 104: the `cmd` is not one the server knows.
-    unknown_command = 104;
+    unknown_command = UnknownCommand = 104, http 404;
     /// 105: the connection is already subscribed to the channel.
-    already_subscribed = 105;
+    already_subscribed = AlreadySubscribed = 105, http 400;
     /// 106: too many subscriptions on one connection.
-    limit_exceeded = 106;
+    limit_exceeded = LimitExceeded = 106, http 400;
     /// 107: the command is not valid JSON or lacks a field.
-    bad_request = 107;
+    bad_request = BadRequest = 107, http 400;
     /// 108: the namespace has no history or presence.
-    not_available = 108;
+    not_available = NotAvailable = 108, http 400;
     /// 109: the token has expired.
-    token_expired = 109;
+    token_expired = TokenExpired = 109, http 401;
     /// 110: `connect` must come first.
-    not_connected = 110;
+    not_connected = NotConnected = 110, http 400;
     /// 111: too many commands; slow down.
-    too_many_requests = 111;
+    too_many_requests = TooManyRequests = 111, http 429;
     /// 112: `connect` was already sent on this connection.
-    already_connected = 112;
+    already_connected = AlreadyConnected = 112, http 400;
     /// 113: the connection is not subscribed to the channel.
-    not_subscribed = 113;
+    not_subscribed = NotSubscribed = 113, http 400;
     /// 114: `data` exceeds the payload limit.
-    payload_too_large = 114;
+    payload_too_large = PayloadTooLarge = 114, http 413;
     /// 115: the user's offline mailbox is full.
-    mailbox_full = 115;
+    mailbox_full = MailboxFull = 115, http 507;
     /// 116: an SSE or polling request names a session that does not exist (never did,
     /// ended, or expired); the client opens a new one.
-    session_not_found = 116;
+    session_not_found = SessionNotFound = 116, http 404;
     /// 117: the store's budget (`storage.max_bytes`, or the disk's free space) is used
     /// up; nothing was stored. The command may succeed later.
-    storage_full = 117;
+    storage_full = StorageFull = 117, http 507;
     /// 118: the server, or this user, has as many connections as allowed; the
     /// connection is closed (1013) and may retry later.
-    connection_limit = 118;
+    connection_limit = ConnectionLimit = 118, http 503;
+}
+
+impl serde::Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u16(self.number())
+    }
+}
+
+impl ErrorCode {
+    /// The close code that follows this error when a `connect` fails with it: retrying
+    /// the same token cannot help (101, 109), or the client must back off (118).
+    pub fn closes_connect(self) -> Option<switchboard_ws::CloseCode> {
+        match self {
+            ErrorCode::Unauthorized => Some(close::UNAUTHORIZED),
+            ErrorCode::TokenExpired => Some(close::TOKEN_EXPIRED),
+            ErrorCode::ConnectionLimit => Some(close::TRY_AGAIN_LATER),
+            _ => None,
+        }
+    }
+}
+
+/// So that a code compares with the number a client sees (`err.code == 101`).
+impl PartialEq<u16> for ErrorCode {
+    fn eq(&self, other: &u16) -> bool {
+        self.number() == *other
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.number())
+    }
 }
 
 /// WebSocket close codes the server sends (RFC 6455 codes, then ours in the 4000-4999

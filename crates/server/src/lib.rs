@@ -7,7 +7,7 @@
 //!   address and per user.
 //! - [`error`]: [`Error`] for the server, [`ClientError`](error::ClientError) codes answered
 //!   to clients, and the close codes.
-//! - [`wire`]: the client protocol's JSON commands, replies and pushes.
+//! - [`protocol`]: the client protocol: commands, replies (and their result shapes), pushes.
 //! - [`hub`]: channels (subscribers, presence, recent history) and users' connections.
 //! - [`engine`]: the [`Store`](engine::Store) trait for durable history and mailboxes, and
 //!   its in-memory implementation.
@@ -44,13 +44,13 @@ pub mod hub;
 mod listen;
 pub mod metrics;
 pub mod outbox;
+pub mod protocol;
 pub mod rate;
 pub mod secrets;
 pub mod session;
 pub mod state;
 pub mod transport;
 pub mod util;
-pub mod wire;
 mod write_deadline;
 
 use std::future::Future;

@@ -17,11 +17,11 @@ use tokio::sync::Semaphore;
 use crate::admission::{ConnectKey, ConnectedSlot, PendingSlot};
 use crate::auth::Identity;
 use crate::error::{ClientError, close};
-use crate::hub::random_id;
 use crate::outbox::{ClientHandle, Disconnect};
+use crate::protocol::{ClientInfo, Command, Push, Request, reply_err, reply_ok};
 use crate::rate::TokenBucket;
 use crate::state::AppState;
-use crate::wire::{ClientInfo, Command, Push, Request, reply_err, reply_ok};
+use crate::util::random_id;
 
 /// The connection slot a session holds (see [`crate::admission`]); held for what its
 /// drop releases.
@@ -156,14 +156,10 @@ impl Session {
             Ok(Some(end)) => Err(end),
             // A refused connect ends the connection when retrying cannot help at once: a
             // bad token, or no connection slot (the client backs off, then retries).
-            Err(err) if !self.connected && matches!(err.code, 101 | 109 | 118) => {
+            Err(err) if !self.connected && err.code.closes_connect().is_some() => {
                 self.error(id, &err);
                 Err(Disconnect {
-                    code: match err.code {
-                        109 => close::TOKEN_EXPIRED,
-                        118 => close::TRY_AGAIN_LATER,
-                        _ => close::UNAUTHORIZED,
-                    },
+                    code: err.code.closes_connect().unwrap_or(close::UNAUTHORIZED),
                     reason: err.message,
                 })
             }

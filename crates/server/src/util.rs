@@ -1,8 +1,15 @@
-//! Small helpers shared by several modules.
+//! Small helpers shared by several modules: random ids, a rate-limited log.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// A random identifier of `bytes` bytes, hex-encoded (epochs, client and session ids).
+pub fn random_id(bytes: usize) -> String {
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
+}
 
 /// Lets a warning through at most once per interval, counting the ones held back, so a
 /// flood of bad requests cannot flood the log.

@@ -14,7 +14,7 @@ use switchboard_server::engine::{
     BoxFuture, ChannelSnapshot, HistoryQuery, MailboxLimits, MailboxPage, PageLimit, Retention,
     Store, StoreError, StoreUsage,
 };
-use switchboard_server::wire::{ClientInfo, PrivateMessage, Publication};
+use switchboard_server::protocol::{ClientInfo, PrivateMessage, Publication};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 

@@ -16,8 +16,8 @@ use super::{
     BoxFuture, ChannelSnapshot, HistoryQuery, MailboxLimits, MailboxPage, MailboxQuota, PageLimit,
     Retention, Store, StoreError, StoreUsage,
 };
-use crate::hub::random_id;
-use crate::wire::{ClientInfo, PrivateMessage, Publication, now_ms};
+use crate::protocol::{ClientInfo, PrivateMessage, Publication, now_ms};
+use crate::util::random_id;
 
 /// Bytes counted per stored item on top of its data: the record, its map entry, its
 /// ids. An estimate, so that many tiny items are not free.

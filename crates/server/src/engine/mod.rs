@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use serde_json::value::RawValue;
 
-use crate::wire::{ClientInfo, PrivateMessage, Publication};
+use crate::protocol::{ClientInfo, PrivateMessage, Publication};
 
 /// A boxed future, so `Store` can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

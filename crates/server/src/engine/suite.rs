@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 
 use super::{HistoryQuery, MailboxLimits, MailboxQuota, PageLimit, Retention, Store, StoreError};
-use crate::wire::{ClientInfo, PrivateMessage, Publication};
+use crate::protocol::{ClientInfo, PrivateMessage, Publication};
 
 const LIMITS: MailboxLimits = MailboxLimits {
     size: 3,

@@ -7,15 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-use serde_json::value::RawValue;
 use switchboard_ws::PreparedMessage;
 
 use super::deliver::Delivery;
 use crate::config::NamespaceOptions;
 use crate::engine::{ChannelSnapshot, Retention};
 use crate::outbox::ClientHandle;
-use crate::wire::{ClientInfo, Publication, Push, now_ms};
+use crate::protocol::{ClientInfo, PresenceEntry, Publication, Push, now_ms};
 
 /// Bytes a cached publication is counted for on top of its data (its record, the queue
 /// slot, the publisher's ids): an estimate, so that many tiny publications are not free.
@@ -187,19 +185,6 @@ impl PresenceKey {
             PresenceKey::User(info.user.clone())
         }
     }
-}
-
-/// One presence key's entry: the user, their public info, and how many of their
-/// connections are subscribed.
-#[derive(Debug, Clone, Serialize)]
-pub struct PresenceEntry {
-    /// The user id (`""` for an anonymous connection).
-    pub user: String,
-    /// The `info` claim of the user's token.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub info: Option<Arc<RawValue>>,
-    /// How many of the user's connections are subscribed.
-    pub connections: u32,
 }
 
 /// A channel's state.

@@ -28,7 +28,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use serde_json::value::RawValue;
 use switchboard_ws::{CloseCode, PreparedMessage};
 
@@ -37,17 +36,18 @@ use crate::engine::{HistoryQuery, MailboxQuota, Store, StoreError};
 use crate::error::ClientError;
 use crate::metrics::Metrics;
 use crate::outbox::ClientHandle;
-use crate::wire::{ClientInfo, Publication, Push, StreamPosition, now_ms};
+use crate::protocol::{
+    ClientInfo, History, Presence, PresenceEntry, Publication, Push, StreamPosition, Subscribed,
+    now_ms,
+};
 
 mod channel;
 mod deliver;
 mod shard;
 mod users;
 
-pub use channel::PresenceEntry;
 use channel::{Channel, PresenceKey, Since, keeps_history, retention};
 use shard::Sharded;
-pub use users::SendStatus;
 use users::User;
 
 /// Longest channel name accepted.
@@ -92,48 +92,6 @@ pub(crate) fn store_failed(err: StoreError) -> ClientError {
         StoreError::Full(why) => ClientError::storage_full(why),
         StoreError::Failed(why) => ClientError::internal(format!("storage failed: {why}")),
     }
-}
-
-/// The result of a subscription.
-#[derive(Debug, Serialize)]
-pub struct Subscribed {
-    /// The channel's epoch.
-    pub epoch: String,
-    /// The channel's latest offset.
-    pub offset: u64,
-    /// Whether the channel keeps history (so positions can be recovered).
-    pub recoverable: bool,
-    /// With `recover`: whether every missed publication is in `publications`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub recovered: Option<bool>,
-    /// With `recover` and `recovered: true`: the missed publications, in order.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub publications: Vec<Arc<Publication>>,
-}
-
-/// A channel's history.
-#[derive(Debug, Serialize)]
-pub struct History {
-    /// The channel's epoch.
-    pub epoch: String,
-    /// The channel's latest offset.
-    pub offset: u64,
-    /// Publications, oldest first.
-    pub publications: Vec<Arc<Publication>>,
-    /// With `since`: false when publications after it are no longer all in history.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub complete: Option<bool>,
-}
-
-/// Who is subscribed to a channel.
-#[derive(Debug, Serialize)]
-pub struct Presence {
-    /// Users with a token, by user id.
-    pub presence: BTreeMap<String, PresenceEntry>,
-    /// Anonymous connections, by client id (absent when there are none). Kept apart
-    /// from users, so no user id can be mistaken for a connection.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub anonymous: BTreeMap<String, PresenceEntry>,
 }
 
 /// The hub. One per server, shared as `Arc<Hub>`.
@@ -760,11 +718,4 @@ impl Hub {
             handle.disconnect(code, reason);
         }
     }
-}
-
-/// A random identifier of `bytes` bytes, hex-encoded.
-pub fn random_id(bytes: usize) -> String {
-    (0..bytes)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect()
 }

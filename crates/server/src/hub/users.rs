@@ -9,7 +9,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use serde::Serialize;
 use serde_json::value::RawValue;
 use switchboard_ws::{CloseCode, PreparedMessage};
 
@@ -17,8 +16,8 @@ use super::{Hub, store_failed};
 use crate::engine::{MailboxLimits, MailboxPage, PageLimit};
 use crate::error::ClientError;
 use crate::outbox::ClientHandle;
+use crate::protocol::{ClientInfo, Push, SendStatus};
 use crate::rate::TokenBucket;
-use crate::wire::{ClientInfo, Push};
 
 /// A user's connections.
 #[derive(Debug)]
@@ -53,16 +52,6 @@ impl User {
     fn is_idle(&mut self) -> bool {
         self.connections.is_empty() && Arc::strong_count(&self.lock) == 1 && self.quota.is_full()
     }
-}
-
-/// Where a private message went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SendStatus {
-    /// Queued to the user's live connections (and kept until acknowledged).
-    Delivered,
-    /// The user is offline: kept in the mailbox until they connect.
-    Stored,
 }
 
 impl Hub {

@@ -25,7 +25,6 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::Json;
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -39,11 +38,11 @@ use tracing::debug;
 use crate::admission::Refusal;
 use crate::auth::{expires_in, is_expired};
 use crate::error::{ClientError, close};
-use crate::hub::random_id;
 use crate::outbox::{ClientHandle, Disconnect, Outbox, outbox};
 use crate::session::Session;
 use crate::state::AppState;
 use crate::transport::sse;
+use crate::util::random_id;
 
 /// Requests waiting for one session's actor. Small: a client has one poll or one send in
 /// flight at a time; more wait in their HTTP handlers.
@@ -670,8 +669,12 @@ pub(crate) fn close_json(reason: &Disconnect) -> String {
 
 /// An error answer with the usual body, `{"error":{"code","message"}}`.
 pub(crate) fn error_response(status: StatusCode, error: &ClientError) -> Response {
-    let body = serde_json::json!({"error": {"code": error.code, "message": error.message}});
-    (status, Json(body)).into_response()
+    let mut response = (status, crate::protocol::error_body(error)).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// A request refused before it reached its session: a status and an error body.

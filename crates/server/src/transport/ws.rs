@@ -18,9 +18,9 @@ use crate::admission::PendingSlot;
 use crate::auth::{expires_in, is_expired};
 use crate::error::{ClientError, close};
 use crate::outbox::{ClientHandle, Disconnect, Outbox, outbox};
+use crate::protocol::reply_err;
 use crate::session::Session;
 use crate::state::AppState;
-use crate::wire::reply_err;
 use crate::write_deadline::WriteDeadline;
 
 /// Serves one upgraded connection of a client at `peer`, holding `slot`, until it closes.

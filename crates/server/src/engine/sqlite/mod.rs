@@ -133,8 +133,8 @@ use super::{
 };
 use crate::config::StorageConfig;
 use crate::error::Error;
-use crate::hub::random_id;
-use crate::wire::{ClientInfo, PrivateMessage, Publication, now_ms};
+use crate::protocol::{ClientInfo, PrivateMessage, Publication, now_ms};
+use crate::util::random_id;
 use read::Readers;
 use writer::{Answer, Op, Push, Request, Shared, Writer, mismatched};
 

@@ -7,7 +7,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use tracing::info;
 
 use super::{BUSY_TIMEOUT, CACHE_KIB, CHECKPOINT_PAGES, SCHEMA_VERSION, Synchronous};
-use crate::hub::random_id;
+use crate::util::random_id;
 
 /// The writer's connection, open and checked, and what opening read from the file.
 pub(super) struct Opened {

@@ -13,8 +13,8 @@ use super::super::{
     ChannelSnapshot, HistoryQuery, MailboxPage, MailboxQuota, PageLimit, Retention, StoreError,
 };
 use super::writer::Push;
-use crate::hub::random_id;
-use crate::wire::{ClientInfo, PrivateMessage, Publication};
+use crate::protocol::{ClientInfo, PrivateMessage, Publication};
+use crate::util::random_id;
 
 /// SQLite integers are signed: clamp (offsets and ids never come near 2^63, but an `ack`
 /// from a client may say anything).

@@ -49,7 +49,7 @@ const LIMITS: MailboxLimits = MailboxLimits {
 };
 
 /// Every pending message of `user`.
-async fn pending(store: &SqliteStore, user: &str) -> Vec<Arc<crate::wire::PrivateMessage>> {
+async fn pending(store: &SqliteStore, user: &str) -> Vec<Arc<crate::protocol::PrivateMessage>> {
     store
         .mailbox_page(user, 0, PageLimit::ALL)
         .await

@@ -16,7 +16,7 @@ use super::super::{MailboxLimits, Retention, StoreError};
 use super::budget::{Budget, Room};
 use super::sql;
 use super::{BATCH, SqliteStore};
-use crate::wire::{ClientInfo, PrivateMessage, Publication, now_ms};
+use crate::protocol::{ClientInfo, PrivateMessage, Publication, now_ms};
 
 /// One request to the writer, with where to send its answer.
 #[derive(Debug)]

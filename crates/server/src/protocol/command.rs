@@ -1,27 +1,15 @@
-//! The client protocol: JSON text frames, documented in `docs/protocol.md`.
+//! Commands: the JSON text frames a client sends.
 //!
 //! A command is one flat object, `{"id": 1, "cmd": "publish", "channel": "...", "data": ...}`.
 //! It is parsed into [`Request`] with every field optional, then [`Request::command`] checks
 //! the fields the command needs, so a missing field gets an error that names it. `data` stays
 //! raw JSON ([`RawValue`]) from the socket to the subscribers: it is never re-parsed.
 
-use std::sync::Arc;
-
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::StreamPosition;
 use crate::error::ClientError;
-
-/// A position in a channel's stream: the offset of a publication within an epoch. A new
-/// epoch means the stream was lost (offsets restarted), so positions from another epoch
-/// cannot be recovered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StreamPosition {
-    /// Offset of the last publication seen (0: none).
-    pub offset: u64,
-    /// The epoch the offset belongs to.
-    pub epoch: String,
-}
 
 /// A command as sent, every field optional.
 #[derive(Debug, Deserialize)]
@@ -183,123 +171,6 @@ impl<'a> Request<'a> {
     }
 }
 
-/// Who published or sent something, as subscribers see it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ClientInfo {
-    /// The user id ("" for anonymous connections).
-    pub user: String,
-    /// The connection id.
-    pub client: String,
-    /// The `info` claim of the user's token, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub info: Option<Arc<RawValue>>,
-}
-
-/// A publication, as stored in history and pushed to subscribers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Publication {
-    /// Position in the channel.
-    pub offset: u64,
-    /// The published JSON value.
-    pub data: Arc<RawValue>,
-    /// The publisher, absent when published through the server API.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub info: Option<ClientInfo>,
-    /// Unix time in milliseconds when the server accepted it.
-    pub time: u64,
-}
-
-/// A private message, as kept in a mailbox and pushed to its recipient.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PrivateMessage {
-    /// Increasing mailbox id; `ack` takes it. Named `mailbox` on the wire, so a push
-    /// never carries an `id` (which marks replies).
-    #[serde(rename = "mailbox")]
-    pub id: u64,
-    /// The sender, absent when sent through the server API.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub from: Option<ClientInfo>,
-    /// The JSON value sent.
-    pub data: Arc<RawValue>,
-    /// Unix time in milliseconds when the server accepted it.
-    pub time: u64,
-}
-
-/// Server-to-client pushes, not answers to a command.
-#[derive(Debug, Serialize)]
-#[serde(tag = "push", rename_all = "snake_case")]
-pub enum Push<'a> {
-    /// A publication on a subscribed channel.
-    Publication {
-        /// The channel.
-        channel: &'a str,
-        /// The channel's epoch.
-        epoch: &'a str,
-        /// The publication.
-        #[serde(flatten)]
-        publication: &'a Publication,
-    },
-    /// A user's first connection subscribed.
-    Join {
-        /// The channel.
-        channel: &'a str,
-        /// Who joined.
-        info: &'a ClientInfo,
-    },
-    /// A user's last connection left.
-    Leave {
-        /// The channel.
-        channel: &'a str,
-        /// Who left.
-        info: &'a ClientInfo,
-    },
-    /// A private message.
-    Message {
-        /// The message.
-        #[serde(flatten)]
-        message: &'a PrivateMessage,
-    },
-    /// The server ended a subscription (the refreshed token no longer allows the
-    /// private channel).
-    Unsubscribe {
-        /// The channel.
-        channel: &'a str,
-        /// Why, for people.
-        reason: &'a str,
-    },
-}
-
-impl Push<'_> {
-    /// The push as JSON text.
-    pub fn to_json(&self) -> String {
-        // Serializing these types cannot fail: no maps with non-string keys, no I/O.
-        serde_json::to_string(self).unwrap_or_default()
-    }
-}
-
-/// A reply to a command: `{"id": N, "result": ...}` or `{"id": N, "error": ...}`.
-pub fn reply_ok<T: Serialize>(id: Option<u64>, result: &T) -> String {
-    #[derive(Serialize)]
-    struct Ok<'a, T> {
-        id: Option<u64>,
-        result: &'a T,
-    }
-    serde_json::to_string(&Ok { id, result }).unwrap_or_default()
-}
-
-/// An error reply.
-pub fn reply_err(id: Option<u64>, error: &ClientError) -> String {
-    serde_json::json!({"id": id, "error": {"code": error.code, "message": error.message}})
-        .to_string()
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,7 +180,7 @@ mod tests {
         let req = Request::parse(r#"{"id":3,"cmd":"publish","channel":"a"}"#).unwrap();
         let err = req.command().unwrap_err();
         assert_eq!(
-            (err.code, err.message.as_str()),
+            (err.code.number(), err.message.as_str()),
             (107, "missing field \"data\"")
         );
         let req = Request::parse(r#"{"id":3,"cmd":"fly"}"#).unwrap();
