@@ -1,57 +1,51 @@
-//! Switchboard's server: a pub/sub hub that browsers reach over WebSocket and backends
-//! drive over HTTP.
+//! Switchboard's server: a pub/sub hub that browsers reach over WebSocket (or SSE and
+//! polling) and backends drive over HTTP.
+//!
+//! The façade is [`run`] / [`run_with_store`] with a [`Config`] and [`secrets::Secrets`],
+//! and [`open_store`]; the public modules are what the binary and the tests use: the
+//! configuration, errors, tokens, secrets, the protocol's types, the storage engines and
+//! the metrics. Everything else is private to the crate.
 //!
 //! # Layout
-//! - [`config`]: [`Config`] with every limit and its default; TOML loading.
-//! - [`admission`]: connection slots, pending (before `connect`) and connected, per
-//!   address and per user.
-//! - [`error`]: [`Error`] for the server, [`ClientError`](error::ClientError) codes answered
-//!   to clients, and the close codes.
-//! - [`protocol`]: the client protocol: commands, replies (and their result shapes), pushes.
-//! - [`hub`]: channels (subscribers, presence, recent history) and users' connections.
-//! - [`engine`]: the [`Store`](engine::Store) trait for durable history and mailboxes, and
-//!   its in-memory implementation.
-//! - [`outbox`]: per-connection bounded queues; slow consumers are disconnected.
-//! - [`session`]: one client's protocol state machine, transport-independent.
-//! - [`transport`]: WebSocket, Server-Sent Events and polling; the HTTP ones keep a
-//!   session between requests.
-//! - [`auth`]: JWT verification and minting, API key comparison.
-//! - [`secrets`]: API key and token secret from config or generated into the data dir.
-//! - `listen`: the accept loop (hyper HTTP/1.1 connections, accept back-off, graceful
-//!   shutdown); `write_deadline`: the stalled-write deadline of every socket; `body`:
-//!   request bodies read with a size limit and a deadline.
-//! - [`http`]: routes, the Origin check of the upgrade and the HTTP transports, health
-//!   and metrics.
-//! - `api`: the server API handlers.
-//! - `assets`: the browser library, `/switchboard.js` and `/switchboard.d.ts`.
-//! - [`metrics`]: counters rendered for Prometheus.
-//! - [`rate`]: the token bucket behind the rate limits and quotas.
-//! - [`state`]: what handlers share.
-//! - [`util`]: small shared helpers (a rate-limited log).
+//! Modules depend on the ones listed before them, never on one after (bottom-up):
+//! - [`config`], [`error`] (the server's errors; the client's error codes as one enum,
+//!   [`error::ErrorCode`], and the close codes), `util`, `rate`, [`metrics`];
+//! - [`protocol`]: commands, replies (and their result shapes), pushes;
+//! - [`engine`]: the [`Store`](engine::Store) trait and its memory and SQLite engines, with
+//!   one behaviour suite;
+//! - [`auth`], [`secrets`]: tokens and the API key;
+//! - `outbox`: per-connection output (direct socket writes, a bounded queue, slow
+//!   consumers);
+//! - `hub`: channels (streams, the history cache, presence, the deliverer), users (their
+//!   connections, mailboxes, quotas), the connection registry;
+//! - `admission`: connection slots, pending and connected;
+//! - `session`: one client's protocol state machine over a small context (hub, verifier,
+//!   slots, configuration), transport-independent and unit-tested;
+//! - `net`: the accept loop, the write deadline, request bodies, client addresses;
+//! - `transport`: WebSocket, SSE and polling (HTTP sessions with their replay buffer), the
+//!   Origin check;
+//! - `http`: the routes, the Host check, the server API, health, metrics, the browser
+//!   library's assets.
 
-pub mod admission;
-mod api;
-mod assets;
 pub mod auth;
-mod body;
 pub mod config;
 #[cfg(test)]
 mod doc_examples;
 pub mod engine;
 pub mod error;
-pub mod http;
-pub mod hub;
-mod listen;
 pub mod metrics;
-pub mod outbox;
 pub mod protocol;
-pub mod rate;
 pub mod secrets;
-pub mod session;
-pub mod state;
-pub mod transport;
-pub mod util;
-mod write_deadline;
+
+mod admission;
+mod http;
+mod hub;
+mod net;
+mod outbox;
+mod rate;
+mod session;
+mod transport;
+mod util;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -127,20 +121,30 @@ pub async fn run_with_store(
     let config = Arc::new(config);
     let metrics = Arc::new(metrics::Metrics::default());
     let hub = Arc::new(hub::Hub::new(config.clone(), metrics, store));
-    let state = Arc::new(state::AppState {
+    let session = Arc::new(session::Context {
         verifier: auth::Verifier::new(&config.auth, &secrets.token_secret)?,
-        api_key: secrets.api_key,
         admission: admission::Admission::new(&config.limits, hub.metrics().clone()),
-        config,
+        config: config.clone(),
         hub: hub.clone(),
+    });
+    let transports = Arc::new(transport::Shared {
+        session,
+        http_sessions: Default::default(),
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
-        http_sessions: Default::default(),
     });
+    let state = http::AppState {
+        transports: transports.clone(),
+        api: Arc::new(http::ApiState {
+            hub: hub.clone(),
+            api_key: secrets.api_key,
+            config: config.clone(),
+        }),
+    };
     // Retention runs beside the hot path, never in it.
     let sweeper = {
         let hub = hub.clone();
-        let stop = state.shutdown.clone();
+        let stop = transports.shutdown.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
@@ -157,24 +161,24 @@ pub async fn run_with_store(
         })
     };
     info!(addr = %listener.local_addr()?, "switchboard listening");
-    let (token, hub_at_stop) = (state.shutdown.clone(), hub.clone());
+    let (token, hub_at_stop) = (transports.shutdown.clone(), hub.clone());
     let stop = async move {
         shutdown.await;
         // Connections opening from now on see the token; those already open are told.
         token.cancel();
         hub_at_stop.disconnect_all(error::close::SHUTDOWN, "server shutting down");
     };
-    listen::serve(
+    net::listen::serve(
         listener,
-        http::router(state.clone()),
-        &state.config.limits,
+        http::router(state),
+        &config.limits,
         hub.metrics().clone(),
         stop,
     )
     .await;
     info!("shutting down: closing connections");
-    state.tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, state.tracker.wait())
+    transports.tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, transports.tracker.wait())
         .await
         .is_err()
     {

@@ -43,6 +43,14 @@ pub struct Disconnect {
     pub reason: String,
 }
 
+impl Disconnect {
+    /// `{"code":…,"reason":"…"}`: how an HTTP session tells its client why it ended (an
+    /// SSE `close` event, a poll answer's `closed`).
+    pub fn to_json(&self) -> String {
+        serde_json::json!({"code": self.code.0, "reason": self.reason}).to_string()
+    }
+}
+
 /// The hub's side of a connection: push messages to it, or end it.
 #[derive(Debug, Clone)]
 pub struct ClientHandle {

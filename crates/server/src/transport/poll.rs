@@ -17,9 +17,11 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use crate::error::ClientError;
-use crate::http::{check_origin, disabled, with_cors};
-use crate::state::AppState;
-use crate::transport::http_session::{ToSession, error_response, not_found, open, read_commands};
+use crate::net::{client_ip, error_response};
+use crate::protocol::Request as Command;
+use crate::transport::http_session::{ToSession, not_found, open, read_commands};
+use crate::transport::origin::{self, with_cors};
+use crate::transport::{Shared, disabled};
 
 /// `/poll` query.
 #[derive(Debug, Deserialize)]
@@ -34,11 +36,11 @@ struct PollQuery {
 }
 
 /// `GET /poll` and `POST /poll`.
-pub(crate) async fn poll(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    if !state.config.transports.polling {
+pub(crate) async fn poll(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    if !shared.session.config.transports.polling {
         return disabled("polling");
     }
-    let cors = match check_origin(&state, request.headers()) {
+    let cors = match origin::check_headers(&shared, request.headers()) {
         Ok(cors) => cors,
         Err(refused) => return refused.into_response(),
     };
@@ -55,15 +57,26 @@ pub(crate) async fn poll(State(state): State<Arc<AppState>>, request: Request) -
             Some(other) => return Err(bad(format!("wait is 0 or 1, not {other}"))),
         };
         let (parts, body) = request.into_parts();
-        let commands = read_commands(&state, &parts.headers, body)
+        let commands = read_commands(&shared, &parts.headers, body)
             .await
             .map_err(IntoResponse::into_response)?;
         let session = match &query.session {
-            Some(sid) => state.http_sessions.get(sid).ok_or_else(not_found)?,
+            Some(sid) => shared.http_sessions.get(sid).ok_or_else(not_found)?,
             None => {
-                let peer = crate::listen::peer(&parts.extensions).ip();
-                let ip = crate::http::client_ip(&state.config, peer, &parts.headers);
-                match open(&state, None, ip) {
+                // A session that could only time out (4007) is not opened at all.
+                if !starts_with_connect(&commands) {
+                    return Err(bad(
+                        "a poll without a session opens one, so its body must start with \
+                         the connect command"
+                            .into(),
+                    ));
+                }
+                let ip = client_ip(
+                    &parts.extensions,
+                    &parts.headers,
+                    &shared.session.config.trusted_proxies,
+                );
+                match open(&shared, None, ip) {
                     Ok((_, session)) => session,
                     Err(refusal) => {
                         return Err(
@@ -94,4 +107,11 @@ pub(crate) async fn poll(State(state): State<Arc<AppState>>, request: Request) -
     };
     let response = answer.await.unwrap_or_else(|refused| refused);
     with_cors(response, cors)
+}
+
+/// Whether the first command is `connect` (the session's first command must be).
+fn starts_with_connect(commands: &[String]) -> bool {
+    commands.first().is_some_and(|first| {
+        Command::parse(first).is_ok_and(|request| request.cmd.as_deref() == Some("connect"))
+    })
 }

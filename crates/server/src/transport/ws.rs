@@ -1,9 +1,14 @@
-//! The WebSocket transport: one task per connection, reading commands and writing what the
-//! hub queued, with the server's pings, timeouts and disconnects.
+//! The WebSocket transport: `GET /ws` (the upgrade, checked by the protocol crate's rules
+//! and the Origin check), then one task per connection, reading commands and writing what
+//! the hub queued, with the server's pings, timeouts and disconnects.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, Version, header};
+use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -14,18 +19,78 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::{Shared, disabled, origin};
 use crate::admission::PendingSlot;
-use crate::auth::{expires_in, is_expired};
 use crate::error::{ClientError, close};
+use crate::net::write_deadline::WriteDeadline;
+use crate::net::{client_ip, plain};
 use crate::outbox::{ClientHandle, Disconnect, Outbox, outbox};
 use crate::protocol::reply_err;
 use crate::session::Session;
-use crate::state::AppState;
-use crate::write_deadline::WriteDeadline;
+
+/// `GET /ws`: checks the upgrade with the protocol crate's rules (§4.2.1), the Origin and
+/// the client's pending slot, answers 101, and hands the upgraded connection to [`serve`].
+pub(crate) async fn upgrade(State(shared): State<Arc<Shared>>, mut request: Request) -> Response {
+    let config = &shared.session.config;
+    if !config.transports.websocket {
+        return disabled("WebSocket");
+    }
+    let headers = request.headers();
+    let upgrade = switchboard_ws::handshake::server::check(
+        request.method().as_str(),
+        request.version() == Version::HTTP_11,
+        headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_bytes())),
+    );
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(err) => {
+            let mut response = plain(
+                StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST),
+                format!("{err}\n"),
+            );
+            if err.status() == 426 {
+                response
+                    .headers_mut()
+                    .insert("sec-websocket-version", HeaderValue::from_static("13"));
+            }
+            return response;
+        }
+    };
+    // A WebSocket response carries no CORS headers: the browser checks nothing there.
+    if let Err(refused) = origin::check(&shared, upgrade.origin.as_deref(), &upgrade.host) {
+        return refused.into_response();
+    }
+    let ip = client_ip(request.extensions(), request.headers(), &config.trusted_proxies);
+    let slot = match shared.session.admission.pending(ip) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            return plain(StatusCode::SERVICE_UNAVAILABLE, refusal.message().into());
+        }
+    };
+    let Some(on_upgrade) = request.extensions_mut().remove::<OnUpgrade>() else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "the connection cannot be upgraded\n".into(),
+        );
+    };
+    let tracker = shared.tracker.clone();
+    tracker.spawn(serve(shared, on_upgrade, slot, ip));
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(accept) = HeaderValue::from_str(&upgrade.accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    response
+}
 
 /// Serves one upgraded connection of a client at `peer`, holding `slot`, until it closes.
-pub(crate) async fn serve(
-    state: Arc<AppState>,
+async fn serve(
+    shared: Arc<Shared>,
     on_upgrade: OnUpgrade,
     slot: PendingSlot,
     peer: IpAddr,
@@ -37,13 +102,13 @@ pub(crate) async fn serve(
             return;
         }
     };
-    let limits = &state.config.limits;
+    let limits = &shared.session.config.limits;
     let ws_config = switchboard_ws::Config {
         max_message_size: limits.max_message_size,
         max_frame_size: limits.max_message_size,
         ..switchboard_ws::Config::default()
     };
-    let (handle, outbox) = new_outbox(&state);
+    let (handle, outbox) = new_outbox(&shared);
     let client = Client { slot, peer };
     // Over plain TCP, pushes are written straight to the socket (see `outbox`); the
     // WebSocket adapter reads the read half and writes its control frames through the
@@ -63,7 +128,7 @@ pub(crate) async fn serve(
                 ws_config,
                 leftover,
             );
-            run_with(state, ws, client, handle, outbox).await;
+            run_with(shared, ws, client, handle, outbox).await;
         }
         Err(upgraded) => {
             let ws = WebSocket::from_raw(
@@ -74,18 +139,18 @@ pub(crate) async fn serve(
             );
             // Boxed: not the usual path, and inline its future would add its size to
             // every connection's task.
-            Box::pin(run_with(state, ws, client, handle, outbox)).await;
+            Box::pin(run_with(shared, ws, client, handle, outbox)).await;
         }
     }
 }
 
-fn new_outbox(state: &AppState) -> (ClientHandle, Outbox) {
-    let limits = &state.config.limits;
+fn new_outbox(shared: &Shared) -> (ClientHandle, Outbox) {
+    let (limits, hub) = (&shared.session.config.limits, &shared.session.hub);
     outbox(
-        state.hub.next_client_id(),
+        hub.next_client_id(),
         limits.outbox_messages,
         limits.outbox_bytes,
-        state.hub.metrics().clone(),
+        hub.metrics().clone(),
     )
 }
 
@@ -98,7 +163,7 @@ struct Client {
 
 /// Runs a session over a WebSocket stream until it closes.
 async fn run_with<S: AsyncRead + AsyncWrite + Unpin>(
-    state: Arc<AppState>,
+    shared: Arc<Shared>,
     mut ws: WebSocket<S>,
     client: Client,
     handle: ClientHandle,
@@ -106,16 +171,17 @@ async fn run_with<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     // Made here, not by the caller: a session held across the caller's await too would
     // take its room twice in every connection's task.
-    let mut session = Session::new(state.clone(), handle.clone(), client.slot, client.peer);
-    let metrics = state.hub.metrics().clone();
+    let ctx = shared.session.clone();
+    let mut session = Session::new(ctx.clone(), handle.clone(), client.slot, client.peer);
+    let metrics = ctx.hub.metrics().clone();
     metrics.connections.add(1);
     metrics.connections_total.inc();
-    state.hub.register(&handle);
-    if state.shutdown.is_cancelled() {
+    ctx.hub.register(&handle);
+    if shared.shutdown.is_cancelled() {
         handle.disconnect(close::SHUTDOWN, "server shutting down");
     }
     let id = handle.id;
-    let ending = drive(&state, &mut ws, &mut session, &mut outbox).await;
+    let ending = drive(&ctx, &mut ws, &mut session, &mut outbox).await;
     // Leave channels (announcing leaves) before the close handshake's wait.
     drop(session);
     // Nothing may follow the close frame.
@@ -124,23 +190,23 @@ async fn run_with<S: AsyncRead + AsyncWrite + Unpin>(
         debug!(code = end.code.0, reason = %end.reason, "closing connection");
         let _ = ws.close_with(end.code, &end.reason).await;
     }
-    state.hub.unregister(id);
+    ctx.hub.unregister(id);
     metrics.connections.add(-1);
 }
 
 /// When the session's token expires (or is checked again, far in the future).
 fn expiry(session: &Session) -> Instant {
-    Instant::now() + expires_in(session.token_expiry().unwrap_or(u64::MAX))
+    Instant::now() + session.expires_in()
 }
 
 /// The connection loop. Returns how to close, or `None` when the connection already ended.
 async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
-    state: &AppState,
+    ctx: &crate::session::Context,
     ws: &mut WebSocket<S>,
     session: &mut Session,
     outbox: &mut Outbox,
 ) -> Option<Disconnect> {
-    let limits = &state.config.limits;
+    let limits = &ctx.config.limits;
     // Created once, not per message. Shutdown arrives through it too (the hub tells
     // every open connection), so no shared token is polled on every wake.
     let killed = outbox.killed();
@@ -195,7 +261,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         }
                     }
                     Ok(Some(Message::Binary(_))) => {
-                        state.hub.metrics().client_errors.inc();
+                        ctx.hub.metrics().client_errors.inc();
                         let err = ClientError::bad_request("commands are JSON text frames, not binary");
                         let frame = switchboard_ws::PreparedMessage::text(&reply_err(None, &err));
                         if ws.feed_prepared(&frame).await.is_err() {
@@ -214,7 +280,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
                         reason: "connect was not sent in time".into(),
                     });
                 }
-                if session.token_expiry().is_some_and(is_expired) {
+                if session.token_expired() {
                     return Some(Disconnect {
                         code: close::TOKEN_EXPIRED,
                         reason: "the token expired; refresh it".into(),

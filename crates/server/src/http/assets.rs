@@ -8,9 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 /// The library's source (`crates/server/assets/switchboard.js`).
-pub(crate) const SWITCHBOARD_JS: &str = include_str!("../assets/switchboard.js");
+pub(crate) const SWITCHBOARD_JS: &str = include_str!("../../assets/switchboard.js");
 /// Its TypeScript declarations (`crates/server/assets/switchboard.d.ts`).
-pub(crate) const SWITCHBOARD_DTS: &str = include_str!("../assets/switchboard.d.ts");
+pub(crate) const SWITCHBOARD_DTS: &str = include_str!("../../assets/switchboard.d.ts");
 
 /// The routes of the two files, for any router state.
 pub(crate) fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {

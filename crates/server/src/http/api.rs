@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use crate::auth::api_key_matches;
 use crate::error::{ClientError, close};
 use crate::protocol::StreamPosition;
-use crate::state::AppState;
+use super::ApiState;
 
 /// An API failure: an HTTP status and a [`ClientError`] body.
 #[derive(Debug)]
@@ -22,12 +22,7 @@ struct ApiError(StatusCode, ClientError);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.0, crate::protocol::error_body(&self.1)).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        response
+        crate::net::error_response(self.0, &self.1)
     }
 }
 
@@ -90,7 +85,7 @@ const MAX_BODY: usize = 1 << 20;
 /// Handles `POST /api/{command}`. The key is checked from the headers before the body is
 /// read, so a client without it cannot make the server buffer anything.
 pub(crate) async fn handle(
-    State(state): State<Arc<AppState>>,
+    State(state): State<Arc<ApiState>>,
     Path(command): Path<String>,
     request: Request,
 ) -> Response {
@@ -116,7 +111,7 @@ pub(crate) async fn handle(
     }
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     let key = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
@@ -130,10 +125,10 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn read_body(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, ApiError> {
+async fn read_body(state: &ApiState, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, ApiError> {
     let limits = &state.config.limits;
     let limit = limits.max_message_size.max(MAX_BODY);
-    crate::body::read(
+    crate::net::body::read(
         headers,
         body,
         limit,
@@ -166,7 +161,7 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
         .map_err(|e| ClientError::bad_request(format!("invalid request body: {e}")).into())
 }
 
-async fn dispatch(state: &AppState, command: &str, body: &[u8]) -> Result<String, ApiError> {
+async fn dispatch(state: &ApiState, command: &str, body: &[u8]) -> Result<String, ApiError> {
     let hub = &state.hub;
     let limit = state.config.limits.max_payload_size;
     let payload = |data: Box<RawValue>| -> Result<Arc<RawValue>, ApiError> {

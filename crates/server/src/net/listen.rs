@@ -6,7 +6,6 @@
 //! private type. Every request carries its peer's address as `ConnectInfo<SocketAddr>`.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +23,7 @@ use tracing::{debug, warn};
 
 use crate::config::Limits;
 use crate::metrics::Metrics;
-use crate::write_deadline::WriteDeadline;
+use super::write_deadline::WriteDeadline;
 
 /// The first wait after a failed `accept` (e.g. out of file descriptors); it doubles on
 /// each failure in a row, up to [`ACCEPT_BACKOFF_MAX`].
@@ -126,12 +125,4 @@ pub(crate) async fn serve(
     let _ = closing.send(true);
     connections.close();
     connections.wait().await;
-}
-
-/// The peer of a request, as [`serve`] recorded it in its extensions (a loopback address
-/// for requests that did not come through it).
-pub(crate) fn peer(extensions: &axum::http::Extensions) -> SocketAddr {
-    extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(SocketAddr::from(([127, 0, 0, 1], 0)), |c| c.0)
 }

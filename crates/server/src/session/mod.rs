@@ -4,6 +4,10 @@
 //! out through the connection's [`ClientHandle`], so replies and pushes leave in the order
 //! the hub queued them. A session is created unauthenticated, holding a pending slot
 //! ([`PendingSlot`]); `connect` must come first, and exchanges it for a connected slot.
+//!
+//! A session needs only its [`Context`]: the hub, the token verifier, the connection slots
+//! and the configuration. Its unit tests (`tests.rs`) build one over a memory store and
+//! drive it with command frames, reading what it pushed from its outbox.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -14,14 +18,29 @@ use serde_json::value::RawValue;
 use switchboard_ws::PreparedMessage;
 use tokio::sync::Semaphore;
 
-use crate::admission::{ConnectKey, ConnectedSlot, PendingSlot};
+use crate::admission::{Admission, ConnectKey, ConnectedSlot, PendingSlot};
 use crate::auth::Identity;
 use crate::error::{ClientError, close};
 use crate::outbox::{ClientHandle, Disconnect};
 use crate::protocol::{ClientInfo, Command, Push, Request, reply_err, reply_ok};
 use crate::rate::TokenBucket;
-use crate::state::AppState;
+use crate::auth::{Verifier, expires_in, is_expired};
+use crate::config::Config;
+use crate::hub::Hub;
 use crate::util::random_id;
+
+/// What a session needs from the server.
+#[derive(Debug)]
+pub struct Context {
+    /// Channels, users and mailboxes.
+    pub hub: Arc<Hub>,
+    /// Verifies connection tokens.
+    pub verifier: Verifier,
+    /// Connection slots.
+    pub admission: Arc<Admission>,
+    /// The configuration in force (the limits, `allow_anonymous`).
+    pub config: Arc<Config>,
+}
 
 /// The connection slot a session holds (see [`crate::admission`]); held for what its
 /// drop releases.
@@ -35,7 +54,7 @@ enum Slot {
 /// The state of one client connection.
 #[derive(Debug)]
 pub struct Session {
-    state: Arc<AppState>,
+    ctx: Arc<Context>,
     handle: ClientHandle,
     /// The client's address (for the anonymous connection cap).
     peer: IpAddr,
@@ -65,13 +84,8 @@ const PUBLISHING: usize = 256;
 impl Session {
     /// A new, unauthenticated session of a client at `peer`, holding `slot` and pushing
     /// through `handle`.
-    pub fn new(
-        state: Arc<AppState>,
-        handle: ClientHandle,
-        slot: PendingSlot,
-        peer: IpAddr,
-    ) -> Self {
-        let limits = &state.config.limits;
+    pub fn new(ctx: Arc<Context>, handle: ClientHandle, slot: PendingSlot, peer: IpAddr) -> Self {
+        let limits = &ctx.config.limits;
         let commands = TokenBucket::new(
             f64::from(limits.commands_per_second),
             f64::from(limits.command_burst),
@@ -86,7 +100,7 @@ impl Session {
                 client: random_id(8),
                 info: None,
             },
-            state,
+            ctx,
             handle,
             peer,
             _slot: Slot::Pending(slot),
@@ -111,6 +125,17 @@ impl Session {
         self.identity.as_ref().map(|i| i.exp)
     }
 
+    /// Time until the token expires (a millisecond past it, so a check after waking sees
+    /// it expired), at most a year: how long a transport's timer may sleep for it.
+    pub fn expires_in(&self) -> std::time::Duration {
+        expires_in(self.token_expiry().unwrap_or(u64::MAX))
+    }
+
+    /// Whether the session's token has expired (close 4002).
+    pub fn token_expired(&self) -> bool {
+        self.token_expiry().is_some_and(is_expired)
+    }
+
     /// The connection's id as other users see it (`client` in pushes).
     pub fn client_id(&self) -> &str {
         &self.info.client
@@ -120,12 +145,12 @@ impl Session {
     /// [`Disconnect`] means the connection must be closed with it (after the replies
     /// already queued).
     pub async fn handle(&mut self, text: &str) -> Result<(), Disconnect> {
-        let metrics = &self.state.hub.metrics();
+        let metrics = &self.ctx.hub.metrics();
         metrics.commands.inc();
         metrics.bytes_in.add(text.len() as u64);
         if !self.commands.take(1.0) {
             self.strikes += 1;
-            if self.strikes >= self.state.config.limits.rate_strikes {
+            if self.strikes >= self.ctx.config.limits.rate_strikes {
                 return Err(Disconnect {
                     code: close::RATE_LIMIT,
                     reason: "too many commands".into(),
@@ -178,12 +203,12 @@ impl Session {
         if !self.connected && !matches!(command, Command::Connect { .. } | Command::Close) {
             return Err(ClientError::not_connected("send connect first"));
         }
-        let hub = &self.state.hub.clone();
+        let hub = &self.ctx.hub.clone();
         match command {
             Command::Connect { token } => self.connect(id, token).await?,
             Command::Subscribe { channel, recover } => {
                 self.check_private(channel)?;
-                if self.subscriptions.len() >= self.state.config.limits.max_subscriptions {
+                if self.subscriptions.len() >= self.ctx.config.limits.max_subscriptions {
                     return Err(ClientError::limit_exceeded("too many subscriptions"));
                 }
                 hub.subscribe(
@@ -289,27 +314,27 @@ impl Session {
             return Err(ClientError::already_connected("already connected"));
         }
         let identity = match token {
-            Some(token) => Some(self.state.verifier.verify(&token)?),
-            None if self.state.config.allow_anonymous => None,
+            Some(token) => Some(self.ctx.verifier.verify(&token)?),
+            None if self.ctx.config.allow_anonymous => None,
             None => return Err(ClientError::unauthorized("a token is required")),
         };
         let key = match &identity {
             Some(identity) => ConnectKey::User(identity.user.clone()),
             None => ConnectKey::Anonymous(self.peer),
         };
-        let slot = self.state.admission.connect(key)?;
+        let slot = self.ctx.admission.connect(key)?;
         if let Some(identity) = &identity {
             self.info.user = identity.user.clone();
             self.info.info = identity.info.clone();
         }
-        let ping = self.state.config.limits.ping_interval.as_secs();
+        let ping = self.ctx.config.limits.ping_interval.as_secs();
         let expires = identity.as_ref().map(|i| i.exp);
         let (client, user) = (self.info.client.clone(), self.info.user.clone());
         // Registered with the user (anonymous ones under "") so that the server API
         // reaches every connection; mailbox messages follow the reply. If the mailbox
         // cannot be read, nothing was sent and the error is the one reply.
         let connected = self
-            .state
+            .ctx
             .hub
             .connect_user(&self.info.user, &self.handle, |mailbox_epoch| {
                 reply_ok(
@@ -345,7 +370,7 @@ impl Session {
     /// subscriptions to private channels it no longer lists end, with an `unsubscribe`
     /// push each. The user `info` shown to others stays the one from `connect`.
     fn refresh(&mut self, id: Option<u64>, token: &str) -> Result<(), ClientError> {
-        let identity = self.state.verifier.verify(token)?;
+        let identity = self.ctx.verifier.verify(token)?;
         if identity.user != self.info.user {
             return Err(ClientError::unauthorized(
                 "the new token is for another user",
@@ -356,7 +381,7 @@ impl Session {
             .subscriptions
             .iter()
             .filter(|channel| {
-                self.state
+                self.ctx
                     .hub
                     .channel_options(channel)
                     .is_ok_and(|opts| opts.private)
@@ -367,7 +392,7 @@ impl Session {
         self.identity = Some(identity);
         for channel in revoked {
             self.subscriptions.remove(&channel);
-            self.state
+            self.ctx
                 .hub
                 .unsubscribe(&channel, self.handle.id, &self.info);
             let push = Push::Unsubscribe {
@@ -385,7 +410,7 @@ impl Session {
         &self,
         channel: &str,
     ) -> Result<&crate::config::NamespaceOptions, ClientError> {
-        let opts = self.state.hub.channel_options(channel)?;
+        let opts = self.ctx.hub.channel_options(channel)?;
         let allowed = !opts.private
             || self
                 .identity
@@ -401,7 +426,7 @@ impl Session {
 
     /// Checks a payload's size and the publishing quota, and keeps it as raw JSON.
     fn payload(&mut self, data: &RawValue) -> Result<Arc<RawValue>, ClientError> {
-        let limit = self.state.config.limits.max_payload_size;
+        let limit = self.ctx.config.limits.max_payload_size;
         let len = data.get().len();
         if len > limit {
             return Err(ClientError::payload_too_large(format!(
@@ -410,14 +435,14 @@ impl Session {
         }
         if self.info.user.is_empty() {
             if !self.anonymous_quota.take(len as f64) {
-                self.state.hub.metrics().quota_refusals.inc();
+                self.ctx.hub.metrics().quota_refusals.inc();
                 return Err(ClientError::too_many_requests(format!(
                     "publishing quota spent ({} bytes/s); slow down",
-                    self.state.config.limits.publish_bytes_per_second
+                    self.ctx.config.limits.publish_bytes_per_second
                 )));
             }
         } else {
-            self.state.hub.charge(&self.info.user, len)?;
+            self.ctx.hub.charge(&self.info.user, len)?;
         }
         Ok(Arc::from(data.to_owned()))
     }
@@ -428,7 +453,7 @@ impl Session {
     }
 
     fn error(&self, id: Option<u64>, error: &ClientError) {
-        self.state.hub.metrics().client_errors.inc();
+        self.ctx.hub.metrics().client_errors.inc();
         self.handle
             .push(PreparedMessage::text(&reply_err(id, error)));
     }
@@ -438,12 +463,12 @@ impl Drop for Session {
     /// Leaves every channel (announcing leaves) and the user's connection list.
     fn drop(&mut self) {
         for channel in self.subscriptions.drain() {
-            self.state
+            self.ctx
                 .hub
                 .unsubscribe(&channel, self.handle.id, &self.info);
         }
         if self.connected {
-            self.state
+            self.ctx
                 .hub
                 .disconnect_user(&self.info.user, self.handle.id);
         }

@@ -1,0 +1,111 @@
+//! The HTTP front: the routes, what their handlers share, the Host check of every
+//! request, health and metrics. Above the transports: nothing below imports it.
+//!
+//! Files: `host` (the Host check), `api` (the server API), `assets` (the browser library).
+
+mod api;
+mod assets;
+mod host;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{FromRef, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+
+use crate::config::Config;
+use crate::hub::Hub;
+use crate::metrics::Readings;
+use crate::transport::{self, Shared, origin::preflight};
+
+/// What the routes' handlers share. The transports take their part, [`Shared`]; the
+/// server API, health and metrics take [`ApiState`].
+#[derive(Debug, Clone)]
+pub(crate) struct AppState {
+    /// The transports' state.
+    pub(crate) transports: Arc<Shared>,
+    /// The server API's state.
+    pub(crate) api: Arc<ApiState>,
+}
+
+/// What the server API, health, metrics and the Host check need.
+#[derive(Debug)]
+pub(crate) struct ApiState {
+    /// Channels, users and mailboxes.
+    pub(crate) hub: Arc<Hub>,
+    /// The server API key.
+    pub(crate) api_key: String,
+    /// The configuration in force.
+    pub(crate) config: Arc<Config>,
+}
+
+impl FromRef<AppState> for Arc<Shared> {
+    fn from_ref(state: &AppState) -> Self {
+        state.transports.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<ApiState> {
+    fn from_ref(state: &AppState) -> Self {
+        state.api.clone()
+    }
+}
+
+/// The router: `/ws`, `/sse`, `/sse/send`, `/poll`, `/api/{command}`, `/health`,
+/// `/metrics`, the browser library; every route behind the Host check.
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/ws", any(transport::ws::upgrade))
+        // The server API and the HTTP transports read their bodies themselves, with
+        // their size limit and `limits.body_timeout`.
+        .route("/api/{command}", post(api::handle))
+        .route("/sse", get(transport::sse::stream))
+        .route("/sse/send", post(transport::sse::send).options(preflight))
+        .route(
+            "/poll",
+            get(transport::poll::poll)
+                .post(transport::poll::poll)
+                .options(preflight),
+        )
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .merge(assets::router())
+        .layer(axum::middleware::from_fn_with_state(
+            state.api.clone(),
+            host::check,
+        ))
+        .with_state(state)
+}
+
+/// `GET /health`: 200 `{"status":"ok"}`, or 503 with the reason while the store cannot
+/// write (a full disk, a failing device), so a load balancer stops sending clients here.
+async fn health(State(state): State<Arc<ApiState>>) -> Response {
+    match state.hub.store().health() {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ok"})).into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "failing", "reason": reason})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
+    let hub = &state.hub;
+    let usage = hub.store().usage();
+    let readings = Readings {
+        history_cache_bytes: hub.cached_bytes() as u64,
+        channels_in_memory: hub.channels_in_memory() as u64,
+        store_bytes: usage.bytes,
+        store_refused: usage.refused,
+        store_healthy: hub.store().health().is_ok(),
+    };
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        hub.metrics().render(&readings),
+    )
+        .into_response()
+}
+
