@@ -83,7 +83,7 @@ impl<K: std::hash::Hash + Eq + Clone> Counts<K> {
 
 /// The slots of one server (see the module doc).
 #[derive(Debug)]
-pub struct Admission {
+pub(crate) struct Admission {
     pending: Arc<Semaphore>,
     connected: Arc<Semaphore>,
     per_ip: Counts<IpAddr>,
@@ -95,7 +95,7 @@ pub struct Admission {
 
 /// A pending connection's slots; released when dropped.
 #[derive(Debug)]
-pub struct PendingSlot {
+pub(crate) struct PendingSlot {
     admission: Arc<Admission>,
     ip: IpAddr,
     _permit: OwnedSemaphorePermit,
@@ -103,7 +103,7 @@ pub struct PendingSlot {
 
 /// A connected client's slots; released when dropped.
 #[derive(Debug)]
-pub struct ConnectedSlot {
+pub(crate) struct ConnectedSlot {
     admission: Arc<Admission>,
     key: ConnectKey,
     _permit: OwnedSemaphorePermit,
@@ -111,7 +111,7 @@ pub struct ConnectedSlot {
 
 /// Whose share of `limits.connections_per_user` a connected client takes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ConnectKey {
+pub(crate) enum ConnectKey {
     /// A user with a token.
     User(String),
     /// Anonymous clients, counted per address.
@@ -120,7 +120,7 @@ pub enum ConnectKey {
 
 impl Admission {
     /// The slots `limits` allows.
-    pub fn new(limits: &Limits, metrics: Arc<Metrics>) -> Arc<Admission> {
+    pub(crate) fn new(limits: &Limits, metrics: Arc<Metrics>) -> Arc<Admission> {
         Arc::new(Admission {
             pending: Arc::new(Semaphore::new(limits.max_pending)),
             connected: Arc::new(Semaphore::new(limits.max_connections)),
@@ -134,7 +134,7 @@ impl Admission {
 
     /// A slot for a new connection from `ip`, before it authenticates. Refused while
     /// every connected slot is taken too: the client could not connect anyway.
-    pub fn pending(self: &Arc<Self>, ip: IpAddr) -> Result<PendingSlot, Refusal> {
+    pub(crate) fn pending(self: &Arc<Self>, ip: IpAddr) -> Result<PendingSlot, Refusal> {
         let refused = |refusal: Refusal| {
             self.metrics.refused(refusal);
             Err(refusal)
@@ -158,7 +158,7 @@ impl Admission {
 
     /// A connected slot for a client of `key`. Error 118 when the server or the user has
     /// no slot left.
-    pub fn connect(self: &Arc<Self>, key: ConnectKey) -> Result<ConnectedSlot, ClientError> {
+    pub(crate) fn connect(self: &Arc<Self>, key: ConnectKey) -> Result<ConnectedSlot, ClientError> {
         let Ok(permit) = self.connected.clone().try_acquire_owned() else {
             self.metrics.refused(Refusal::Full);
             return Err(ClientError::connection_limit(
@@ -177,11 +177,6 @@ impl Admission {
             key,
             _permit: permit,
         })
-    }
-
-    /// Whether every connected slot is taken.
-    pub fn is_full(&self) -> bool {
-        self.connected.available_permits() == 0
     }
 }
 
@@ -239,7 +234,6 @@ mod tests {
         assert_eq!(admission.connect(user("alice")).unwrap_err().code, 118);
         let _bob = admission.connect(user("bob")).unwrap();
         assert_eq!(admission.connect(user("carol")).unwrap_err().code, 118);
-        assert!(admission.is_full());
         assert_eq!(
             admission.pending(IpAddr::from([127, 0, 0, 1])).unwrap_err(),
             Refusal::Full

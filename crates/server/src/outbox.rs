@@ -36,7 +36,7 @@ const MAX_IOVECS: usize = 64;
 
 /// Why and how a connection is being ended by the server.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Disconnect {
+pub(crate) struct Disconnect {
     /// The close code sent.
     pub code: CloseCode,
     /// The close reason sent.
@@ -46,14 +46,14 @@ pub struct Disconnect {
 impl Disconnect {
     /// `{"code":…,"reason":"…"}`: how an HTTP session tells its client why it ended (an
     /// SSE `close` event, a poll answer's `closed`).
-    pub fn to_json(&self) -> String {
+    pub(crate) fn to_json(&self) -> String {
         serde_json::json!({"code": self.code.0, "reason": self.reason}).to_string()
     }
 }
 
 /// The hub's side of a connection: push messages to it, or end it.
 #[derive(Debug, Clone)]
-pub struct ClientHandle {
+pub(crate) struct ClientHandle {
     /// Process-unique connection number.
     pub id: u64,
     shared: Arc<Shared>,
@@ -95,12 +95,12 @@ struct Out {
 
 /// The connection's side: receives (or writes) what the hub pushed.
 #[derive(Debug)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     shared: Arc<Shared>,
 }
 
 /// Creates the two ends for a new connection.
-pub fn outbox(
+pub(crate) fn outbox(
     id: u64,
     max_messages: usize,
     max_bytes: usize,
@@ -143,7 +143,7 @@ impl ClientHandle {
     /// Hands a message to the connection without waiting: written now if the socket
     /// takes it, queued otherwise. A full queue disconnects the connection as a slow
     /// consumer; returns whether the message was accepted.
-    pub fn push(&self, message: PreparedMessage) -> bool {
+    pub(crate) fn push(&self, message: PreparedMessage) -> bool {
         let joined = message.as_bytes().clone();
         self.push_batch(std::slice::from_ref(&message), &joined)
     }
@@ -153,7 +153,7 @@ impl ClientHandle {
     /// only what the kernel did not take is queued, starting inside the frame it stopped
     /// in. If the rest would pass the queue's bound, the connection is disconnected as a
     /// slow consumer (a frame already started stays queued, so the stream stays whole).
-    pub fn push_batch(&self, messages: &[PreparedMessage], joined: &Bytes) -> bool {
+    pub(crate) fn push_batch(&self, messages: &[PreparedMessage], joined: &Bytes) -> bool {
         let shared = &*self.shared;
         if shared.killed.load(Ordering::Relaxed) {
             return false;
@@ -223,7 +223,7 @@ impl ClientHandle {
     }
 
     /// Ends the connection with a close code and reason; the first reason wins.
-    pub fn disconnect(&self, code: CloseCode, reason: &str) {
+    pub(crate) fn disconnect(&self, code: CloseCode, reason: &str) {
         if let Ok(mut slot) = self.shared.reason.lock() {
             slot.get_or_insert_with(|| Disconnect {
                 code,
@@ -235,7 +235,7 @@ impl ClientHandle {
     }
 
     /// Whether the connection is being ended.
-    pub fn is_disconnected(&self) -> bool {
+    pub(crate) fn is_disconnected(&self) -> bool {
         self.shared.killed.load(Ordering::Relaxed)
     }
 }
@@ -244,7 +244,7 @@ impl Outbox {
     /// Attaches the socket's write half: from now on pushes are written directly when
     /// possible, and [`Outbox::recv`] writes the queue to the socket instead of returning
     /// messages. Returns the writer the connection's own frames go through.
-    pub fn attach(&self, socket: OwnedWriteHalf) -> SharedWriter {
+    pub(crate) fn attach(&self, socket: OwnedWriteHalf) -> SharedWriter {
         self.shared.out().socket = Some(socket);
         SharedWriter {
             shared: self.shared.clone(),
@@ -255,7 +255,7 @@ impl Outbox {
     ///
     /// With a socket attached it never returns a message: it writes the queue to the
     /// socket whenever the socket takes more, and returns `None` if a write fails.
-    pub async fn recv(&mut self) -> Option<PreparedMessage> {
+    pub(crate) async fn recv(&mut self) -> Option<PreparedMessage> {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
@@ -279,7 +279,7 @@ impl Outbox {
 
     /// The next message if one is queued, without waiting (for batching). Always `None`
     /// with a socket attached.
-    pub fn try_recv(&mut self) -> Option<PreparedMessage> {
+    pub(crate) fn try_recv(&mut self) -> Option<PreparedMessage> {
         let mut out = self.shared.out();
         if out.socket.is_some() {
             return None;
@@ -288,18 +288,18 @@ impl Outbox {
     }
 
     /// Stops accepting messages, so nothing is written after the close frame.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.shared.out().closed = true;
     }
 
     /// A future that resolves when the hub asks to end the connection; cheap to poll
     /// on every wake. The reason is then in [`Outbox::reason`].
-    pub fn killed(&self) -> Killed {
+    pub(crate) fn killed(&self) -> Killed {
         Killed(self.shared.clone())
     }
 
     /// The reason the connection is ended (a generic one if none was given).
-    pub fn reason(&self) -> Disconnect {
+    pub(crate) fn reason(&self) -> Disconnect {
         self.shared
             .reason
             .lock()
@@ -372,7 +372,7 @@ impl Out {
 /// pushes: a frame the adapter started is finished before anything else is written, and
 /// queued frames are written before the adapter's.
 #[derive(Debug)]
-pub struct SharedWriter {
+pub(crate) struct SharedWriter {
     shared: Arc<Shared>,
 }
 
@@ -429,7 +429,7 @@ impl AsyncWrite for SharedWriter {
 
 /// Resolves once the connection has been told to end (see [`Outbox::killed`]).
 #[derive(Debug)]
-pub struct Killed(Arc<Shared>);
+pub(crate) struct Killed(Arc<Shared>);
 
 impl Future for Killed {
     type Output = ();

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 /// `rate` tokens a second, at most `burst` saved up; starts full.
 #[derive(Debug)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     tokens: f64,
     last: Instant,
     rate: f64,
@@ -13,7 +13,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket.
-    pub fn new(rate: f64, burst: f64) -> Self {
+    pub(crate) fn new(rate: f64, burst: f64) -> Self {
         TokenBucket {
             tokens: burst,
             last: Instant::now(),
@@ -30,7 +30,7 @@ impl TokenBucket {
     }
 
     /// Takes `n` tokens if there are that many; otherwise takes none.
-    pub fn take(&mut self, n: f64) -> bool {
+    pub(crate) fn take(&mut self, n: f64) -> bool {
         self.refill();
         if self.tokens >= n {
             self.tokens -= n;
@@ -41,7 +41,7 @@ impl TokenBucket {
     }
 
     /// Whether it has refilled to its burst.
-    pub fn is_full(&mut self) -> bool {
+    pub(crate) fn is_full(&mut self) -> bool {
         self.refill();
         self.tokens >= self.burst
     }

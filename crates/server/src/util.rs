@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A random identifier of `bytes` bytes, hex-encoded (epochs, client and session ids).
-pub fn random_id(bytes: usize) -> String {
+pub(crate) fn random_id(bytes: usize) -> String {
     (0..bytes)
         .map(|_| format!("{:02x}", rand::random::<u8>()))
         .collect()
@@ -14,7 +14,7 @@ pub fn random_id(bytes: usize) -> String {
 /// Lets a warning through at most once per interval, counting the ones held back, so a
 /// flood of bad requests cannot flood the log.
 #[derive(Debug)]
-pub struct LogLimiter {
+pub(crate) struct LogLimiter {
     every: Duration,
     last: Mutex<Option<Instant>>,
     held_back: AtomicU64,
@@ -22,7 +22,7 @@ pub struct LogLimiter {
 
 impl LogLimiter {
     /// At most one line per `every`.
-    pub const fn new(every: Duration) -> Self {
+    pub(crate) const fn new(every: Duration) -> Self {
         LogLimiter {
             every,
             last: Mutex::new(None),
@@ -32,7 +32,7 @@ impl LogLimiter {
 
     /// `Some(n)` when a line may be logged now (`n` were held back since the last one);
     /// `None` when this one is to be held back.
-    pub fn allow(&self) -> Option<u64> {
+    pub(crate) fn allow(&self) -> Option<u64> {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         if last.is_some_and(|at| now.duration_since(at) < self.every) {

@@ -53,13 +53,26 @@ async fn exchange_from(addr: SocketAddr, source: IpAddr, request: &str) -> (u16,
     (status, answer)
 }
 
-/// `POST /poll?wait=0` from `source` without a session or commands: opens a session that
-/// never authenticates. Returns the status.
+/// `GET /sse` from `source`, then goes away after the answer's head: opens a session that
+/// never authenticates (it stays pending until `connect_timeout`). Returns the status.
 async fn open_session_from(addr: SocketAddr, source: IpAddr, extra: &str) -> u16 {
-    let request = format!(
-        "POST /poll?wait=0 HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n{extra}Connection: close\r\n\r\n"
-    );
-    exchange_from(addr, source, &request).await.0
+    let request = format!("GET /sse HTTP/1.1\r\nHost: {addr}\r\n{extra}\r\n");
+    let mut stream = connect_from(addr, source).await;
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        let n = bounded("the answer's head", stream.read(&mut byte))
+            .await
+            .expect("read");
+        assert_eq!(n, 1, "the connection ended in the head: {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    head.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"))
 }
 
 /// Issue 10, point 1: clients that never authenticate hold pending slots only, bounded per

@@ -357,14 +357,28 @@ async fn a_disallowed_origin_is_403_and_an_allowed_one_gets_cors_headers() {
 
     // The server's own origin: no CORS headers needed.
     let own = format!("http://{}", server.addr);
-    let response =
-        http_response(server.addr, "GET", "/poll?wait=0", &[("Origin", &own)], b"").await;
+    let connect = json!({"cmd": "connect", "token": token("origin", None, &[], 3600)}).to_string();
+    let response = http_response(
+        server.addr,
+        "POST",
+        "/poll?wait=0",
+        &[("Origin", &own)],
+        connect.as_bytes(),
+    )
+    .await;
     assert_eq!(response.status, 200);
     assert_eq!(response.header("access-control-allow-origin"), None);
 
     // A listed origin: allowed, and told so.
     let app = [("Origin", "http://app.example")];
-    let response = http_response(server.addr, "GET", "/poll?wait=0", &app, b"").await;
+    let response = http_response(
+        server.addr,
+        "POST",
+        "/poll?wait=0",
+        &app,
+        connect.as_bytes(),
+    )
+    .await;
     assert_eq!(response.status, 200);
     assert_eq!(
         response.header("access-control-allow-origin"),
@@ -496,4 +510,29 @@ async fn shutdown_answers_waiting_polls_with_1001() {
     assert_eq!(answer["closed"]["code"], 1001, "{answer}");
     let result = bounded("the server to stop", task).await;
     assert!(matches!(result, Ok(Ok(()))), "{result:?}");
+}
+
+/// Issue 11, point 9: a poll without a session and without `connect` first opens nothing:
+/// it is answered at once with 400 naming what is missing, instead of being held and
+/// answered 4007 when the connect timeout runs out.
+#[tokio::test]
+async fn a_first_poll_without_connect_is_400_at_once() {
+    let server = server(|_| {}).await;
+    let started = std::time::Instant::now();
+    for body in [
+        "",
+        r#"{"cmd":"ping"}"#,
+        r#"[{"cmd":"subscribe","channel":"chat:x"}]"#,
+    ] {
+        let response = http_response(server.addr, "POST", "/poll", &[], body.as_bytes()).await;
+        assert_eq!(response.status, 400, "{body}: {}", response.body);
+        assert!(response.body.contains("connect"), "{}", response.body);
+    }
+    let response = http_response(server.addr, "GET", "/poll", &[], b"").await;
+    assert_eq!(response.status, 400);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered at once"
+    );
+    assert_eq!(server.metric("switchboard_pending_connections").await, 0.0);
 }

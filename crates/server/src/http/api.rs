@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serde_json::value::RawValue;
 
+use super::ApiState;
 use crate::auth::api_key_matches;
 use crate::error::{ClientError, close};
 use crate::protocol::StreamPosition;
-use super::ApiState;
 
 /// An API failure: an HTTP status and a [`ClientError`] body.
 #[derive(Debug)]

@@ -23,7 +23,11 @@ use crate::util::LogLimiter;
 static REFUSALS: LogLimiter = LogLimiter::new(Duration::from_secs(10));
 
 /// Refuses a request whose `Host` is not one this server answers to (421).
-pub(crate) async fn check(State(state): State<Arc<ApiState>>, request: Request, next: Next) -> Response {
+pub(crate) async fn check(
+    State(state): State<Arc<ApiState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let host = request
         .headers()
         .get(header::HOST)
@@ -76,4 +80,3 @@ fn is_loopback_name(name: &str) -> bool {
     let bare = name.trim_start_matches('[').trim_end_matches(']');
     bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
-

@@ -108,4 +108,3 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
     )
         .into_response()
 }
-

@@ -51,11 +51,11 @@ use shard::Sharded;
 use users::User;
 
 /// Longest channel name accepted.
-pub const MAX_CHANNEL_LEN: usize = 255;
+pub(crate) const MAX_CHANNEL_LEN: usize = 255;
 
 /// How long a channel nobody subscribes to stays in memory after its last use, so that a
 /// backend publishing to it now and then does not reload it from the store each time.
-pub const IDLE_KEEP: Duration = Duration::from_secs(30);
+pub(crate) const IDLE_KEEP: Duration = Duration::from_secs(30);
 
 /// Reads of the store one recovery or `history` makes at most when publications keep
 /// evicting what it read from the cache meanwhile; then it answers with what it has.
@@ -96,7 +96,7 @@ pub(crate) fn store_failed(err: StoreError) -> ClientError {
 
 /// The hub. One per server, shared as `Arc<Hub>`.
 #[derive(Debug)]
-pub struct Hub {
+pub(crate) struct Hub {
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     store: Arc<dyn Store>,
@@ -113,7 +113,7 @@ pub struct Hub {
 
 impl Hub {
     /// A hub over `store`.
-    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, store: Arc<dyn Store>) -> Self {
+    pub(crate) fn new(config: Arc<Config>, metrics: Arc<Metrics>, store: Arc<dyn Store>) -> Self {
         Hub {
             config,
             metrics,
@@ -127,40 +127,35 @@ impl Hub {
         }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
     /// The metrics.
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 
     /// The store.
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
     /// Time since the hub started.
-    pub fn uptime(&self) -> Duration {
+    pub(crate) fn uptime(&self) -> Duration {
         self.started.elapsed()
     }
 
     /// Bytes of history cached in memory, over all channels.
-    pub fn cached_bytes(&self) -> usize {
+    pub(crate) fn cached_bytes(&self) -> usize {
         self.cached.load(Ordering::Relaxed)
     }
 
     /// Channels held in memory.
-    pub fn channels_in_memory(&self) -> usize {
+    pub(crate) fn channels_in_memory(&self) -> usize {
         let mut n = 0;
         self.channels.each(|map| n += map.len());
         n
     }
 
     /// A fresh connection number.
-    pub fn next_client_id(&self) -> u64 {
+    pub(crate) fn next_client_id(&self) -> u64 {
         self.next_client.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -171,7 +166,7 @@ impl Hub {
     }
 
     /// Checks a channel name and returns its namespace options.
-    pub fn channel_options(&self, channel: &str) -> Result<&NamespaceOptions, ClientError> {
+    pub(crate) fn channel_options(&self, channel: &str) -> Result<&NamespaceOptions, ClientError> {
         if channel.is_empty()
             || channel.len() > MAX_CHANNEL_LEN
             || !channel.chars().all(channel_char)
@@ -227,7 +222,7 @@ impl Hub {
 
     /// Publishes to a channel. The publication is acknowledged (this returns) only after
     /// the store committed it; it reaches subscribers in offset order.
-    pub async fn publish(
+    pub(crate) async fn publish(
         self: &Arc<Self>,
         channel: &str,
         data: Arc<RawValue>,
@@ -248,7 +243,7 @@ impl Hub {
     /// keep the order in which they were started. The store write and `done` run in one
     /// task of their own, so a publisher that goes away cannot leave an offset unreleased.
     /// When this returns an error, nothing was reserved and `done` is not called.
-    pub async fn publish_then(
+    pub(crate) async fn publish_then(
         self: &Arc<Self>,
         channel: &str,
         data: Arc<RawValue>,
@@ -391,7 +386,7 @@ impl Hub {
 
     /// Subscribes a connection. Under the channel's lock: recovers what the client missed,
     /// registers it, queues `reply` (built from the result) to it, then announces the join.
-    pub async fn subscribe(
+    pub(crate) async fn subscribe(
         self: &Arc<Self>,
         channel: &str,
         handle: &ClientHandle,
@@ -481,7 +476,12 @@ impl Hub {
 
     /// Unsubscribes a connection; announces the leave when it was the user's last one.
     /// Returns whether it was subscribed.
-    pub fn unsubscribe(self: &Arc<Self>, channel: &str, client: u64, info: &ClientInfo) -> bool {
+    pub(crate) fn unsubscribe(
+        self: &Arc<Self>,
+        channel: &str,
+        client: u64,
+        info: &ClientInfo,
+    ) -> bool {
         let join_leave = self
             .config
             .channel_options(channel)
@@ -518,7 +518,7 @@ impl Hub {
     }
 
     /// A channel's history: the latest `limit`, or (with `since`) what followed a position.
-    pub async fn history(
+    pub(crate) async fn history(
         &self,
         channel: &str,
         limit: Option<usize>,
@@ -615,7 +615,7 @@ impl Hub {
     }
 
     /// Who is subscribed to a channel.
-    pub fn presence(&self, channel: &str) -> Result<Presence, ClientError> {
+    pub(crate) fn presence(&self, channel: &str) -> Result<Presence, ClientError> {
         let opts = self.channel_options(channel)?;
         if !opts.presence {
             return Err(ClientError::not_available(format!(
@@ -643,7 +643,7 @@ impl Hub {
     }
 
     /// Active channels (with at least one subscriber) and their subscriber counts.
-    pub fn channels(&self) -> Vec<(String, usize)> {
+    pub(crate) fn channels(&self) -> Vec<(String, usize)> {
         let mut out = Vec::new();
         self.channels.each(|map| {
             out.extend(
@@ -659,7 +659,7 @@ impl Hub {
     /// Drops expired history, channels left idle for [`IDLE_KEEP`] and users left
     /// without connections; past the cache budget, drops the caches of the channels used
     /// least recently. Run periodically, off the hot path.
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         let now = Instant::now();
         let over_budget = self.over_budget();
         self.channels.each(|map| {
@@ -699,12 +699,12 @@ impl Hub {
     }
 
     /// Registers an open connection (see [`Hub::disconnect_all`]).
-    pub fn register(&self, handle: &ClientHandle) {
+    pub(crate) fn register(&self, handle: &ClientHandle) {
         self.open_connections().insert(handle.id, handle.clone());
     }
 
     /// Forgets a closed connection.
-    pub fn unregister(&self, id: u64) {
+    pub(crate) fn unregister(&self, id: u64) {
         self.open_connections().remove(&id);
     }
 
@@ -713,7 +713,7 @@ impl Hub {
     }
 
     /// Ends every open connection (shutdown).
-    pub fn disconnect_all(&self, code: CloseCode, reason: &str) {
+    pub(crate) fn disconnect_all(&self, code: CloseCode, reason: &str) {
         for handle in self.open_connections().values() {
             handle.disconnect(code, reason);
         }

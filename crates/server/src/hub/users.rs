@@ -67,7 +67,7 @@ impl Hub {
     /// Takes `bytes` from a user's publishing quota (`limits.publish_bytes_per_second`,
     /// shared by all the user's connections). Error 111 when the quota is spent; nothing
     /// is taken then.
-    pub fn charge(&self, user: &str, bytes: usize) -> Result<(), ClientError> {
+    pub(crate) fn charge(&self, user: &str, bytes: usize) -> Result<(), ClientError> {
         let mut shard = self.users.lock(user);
         let entry = shard
             .entry(user.to_owned())
@@ -88,7 +88,7 @@ impl Hub {
     /// and the error is the command's one reply. Returns the last mailbox id queued if
     /// more pages remain (the connection gets them one per `ack`, see
     /// [`Hub::mailbox_page`]).
-    pub async fn connect_user(
+    pub(crate) async fn connect_user(
         &self,
         user: &str,
         handle: &ClientHandle,
@@ -116,7 +116,7 @@ impl Hub {
 
     /// Queues the next page of mailbox messages after id `after` to a connection that is
     /// catching up. Returns the last id queued if more remain.
-    pub async fn mailbox_page(
+    pub(crate) async fn mailbox_page(
         &self,
         user: &str,
         handle: &ClientHandle,
@@ -161,7 +161,7 @@ impl Hub {
     }
 
     /// Removes a user's connection.
-    pub fn disconnect_user(&self, user: &str, client: u64) {
+    pub(crate) fn disconnect_user(&self, user: &str, client: u64) {
         let mut shard = self.users.lock(user);
         if let Some(entry) = shard.get_mut(user) {
             entry.connections.remove(&client);
@@ -178,7 +178,7 @@ impl Hub {
     /// for an offline user (error 115); an online user still gets them live, unkept.
     /// Messages from users (`from`) and from the server API count against separate
     /// bounds (`mailbox.*`).
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         user: &str,
         data: Arc<RawValue>,
@@ -230,7 +230,7 @@ impl Hub {
     }
 
     /// Removes a user's mailbox messages up to and including `upto`.
-    pub async fn ack(&self, user: &str, upto: u64) -> Result<(), ClientError> {
+    pub(crate) async fn ack(&self, user: &str, upto: u64) -> Result<(), ClientError> {
         self.store
             .mailbox_ack(user, upto)
             .await
@@ -238,7 +238,7 @@ impl Hub {
     }
 
     /// Ends every connection of a user. Returns how many there were.
-    pub fn disconnect(&self, user: &str, code: CloseCode, reason: &str) -> usize {
+    pub(crate) fn disconnect(&self, user: &str, code: CloseCode, reason: &str) -> usize {
         let shard = self.users.lock(user);
         let Some(entry) = shard.get(user) else {
             return 0;

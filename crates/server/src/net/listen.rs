@@ -21,9 +21,9 @@ use tokio_util::task::TaskTracker;
 use tower_service::Service;
 use tracing::{debug, warn};
 
+use super::write_deadline::WriteDeadline;
 use crate::config::Limits;
 use crate::metrics::Metrics;
-use super::write_deadline::WriteDeadline;
 
 /// The first wait after a failed `accept` (e.g. out of file descriptors); it doubles on
 /// each failure in a row, up to [`ACCEPT_BACKOFF_MAX`].

@@ -20,18 +20,18 @@ use tokio::sync::Semaphore;
 
 use crate::admission::{Admission, ConnectKey, ConnectedSlot, PendingSlot};
 use crate::auth::Identity;
+use crate::auth::{Verifier, expires_in, is_expired};
+use crate::config::Config;
 use crate::error::{ClientError, close};
+use crate::hub::Hub;
 use crate::outbox::{ClientHandle, Disconnect};
 use crate::protocol::{ClientInfo, Command, Push, Request, reply_err, reply_ok};
 use crate::rate::TokenBucket;
-use crate::auth::{Verifier, expires_in, is_expired};
-use crate::config::Config;
-use crate::hub::Hub;
 use crate::util::random_id;
 
 /// What a session needs from the server.
 #[derive(Debug)]
-pub struct Context {
+pub(crate) struct Context {
     /// Channels, users and mailboxes.
     pub hub: Arc<Hub>,
     /// Verifies connection tokens.
@@ -53,7 +53,7 @@ enum Slot {
 
 /// The state of one client connection.
 #[derive(Debug)]
-pub struct Session {
+pub(crate) struct Session {
     ctx: Arc<Context>,
     handle: ClientHandle,
     /// The client's address (for the anonymous connection cap).
@@ -84,7 +84,12 @@ const PUBLISHING: usize = 256;
 impl Session {
     /// A new, unauthenticated session of a client at `peer`, holding `slot` and pushing
     /// through `handle`.
-    pub fn new(ctx: Arc<Context>, handle: ClientHandle, slot: PendingSlot, peer: IpAddr) -> Self {
+    pub(crate) fn new(
+        ctx: Arc<Context>,
+        handle: ClientHandle,
+        slot: PendingSlot,
+        peer: IpAddr,
+    ) -> Self {
         let limits = &ctx.config.limits;
         let commands = TokenBucket::new(
             f64::from(limits.commands_per_second),
@@ -116,35 +121,30 @@ impl Session {
     }
 
     /// Whether `connect` succeeded.
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.connected
     }
 
     /// The token's expiry (seconds since the Unix epoch), if connected with a token.
-    pub fn token_expiry(&self) -> Option<u64> {
+    pub(crate) fn token_expiry(&self) -> Option<u64> {
         self.identity.as_ref().map(|i| i.exp)
     }
 
     /// Time until the token expires (a millisecond past it, so a check after waking sees
     /// it expired), at most a year: how long a transport's timer may sleep for it.
-    pub fn expires_in(&self) -> std::time::Duration {
+    pub(crate) fn expires_in(&self) -> std::time::Duration {
         expires_in(self.token_expiry().unwrap_or(u64::MAX))
     }
 
     /// Whether the session's token has expired (close 4002).
-    pub fn token_expired(&self) -> bool {
+    pub(crate) fn token_expired(&self) -> bool {
         self.token_expiry().is_some_and(is_expired)
-    }
-
-    /// The connection's id as other users see it (`client` in pushes).
-    pub fn client_id(&self) -> &str {
-        &self.info.client
     }
 
     /// Handles one command frame. Errors are answered and the connection stays; a returned
     /// [`Disconnect`] means the connection must be closed with it (after the replies
     /// already queued).
-    pub async fn handle(&mut self, text: &str) -> Result<(), Disconnect> {
+    pub(crate) async fn handle(&mut self, text: &str) -> Result<(), Disconnect> {
         let metrics = &self.ctx.hub.metrics();
         metrics.commands.inc();
         metrics.bytes_in.add(text.len() as u64);

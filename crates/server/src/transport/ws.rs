@@ -62,7 +62,11 @@ pub(crate) async fn upgrade(State(shared): State<Arc<Shared>>, mut request: Requ
     if let Err(refused) = origin::check(&shared, upgrade.origin.as_deref(), &upgrade.host) {
         return refused.into_response();
     }
-    let ip = client_ip(request.extensions(), request.headers(), &config.trusted_proxies);
+    let ip = client_ip(
+        request.extensions(),
+        request.headers(),
+        &config.trusted_proxies,
+    );
     let slot = match shared.session.admission.pending(ip) {
         Ok(slot) => slot,
         Err(refusal) => {
@@ -89,12 +93,7 @@ pub(crate) async fn upgrade(State(shared): State<Arc<Shared>>, mut request: Requ
 }
 
 /// Serves one upgraded connection of a client at `peer`, holding `slot`, until it closes.
-async fn serve(
-    shared: Arc<Shared>,
-    on_upgrade: OnUpgrade,
-    slot: PendingSlot,
-    peer: IpAddr,
-) {
+async fn serve(shared: Arc<Shared>, on_upgrade: OnUpgrade, slot: PendingSlot, peer: IpAddr) {
     let upgraded = match on_upgrade.await {
         Ok(upgraded) => upgraded,
         Err(err) => {

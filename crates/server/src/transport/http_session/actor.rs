@@ -542,5 +542,3 @@ async fn stream_ready(
         None
     }
 }
-
-

@@ -52,4 +52,3 @@ pub(crate) enum ToSession {
         attached: oneshot::Sender<()>,
     },
 }
-
