@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 
 /// Why a new connection was refused before it could send `connect` (answered 503).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// `limits.max_connections` clients are connected.
     Full,
     /// `limits.max_pending` connections are waiting to connect.
@@ -30,8 +30,17 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// Counts it in its metric.
+    fn count(self, metrics: &Metrics) {
+        match self {
+            Refusal::Full => metrics.refused_full.inc(),
+            Refusal::PendingFull => metrics.refused_pending.inc(),
+            Refusal::PendingPerIp => metrics.refused_pending_per_ip.inc(),
+        }
+    }
+
     /// The text of the 503 answer.
-    pub fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             Refusal::Full => "too many connections\n",
             Refusal::PendingFull => "too many connections waiting to authenticate\n",
@@ -136,7 +145,7 @@ impl Admission {
     /// every connected slot is taken too: the client could not connect anyway.
     pub(crate) fn pending(self: &Arc<Self>, ip: IpAddr) -> Result<PendingSlot, Refusal> {
         let refused = |refusal: Refusal| {
-            self.metrics.refused(refusal);
+            refusal.count(&self.metrics);
             Err(refusal)
         };
         if self.connected.available_permits() == 0 {
@@ -160,7 +169,7 @@ impl Admission {
     /// no slot left.
     pub(crate) fn connect(self: &Arc<Self>, key: ConnectKey) -> Result<ConnectedSlot, ClientError> {
         let Ok(permit) = self.connected.clone().try_acquire_owned() else {
-            self.metrics.refused(Refusal::Full);
+            Refusal::Full.count(&self.metrics);
             return Err(ClientError::connection_limit(
                 "the server has as many connections as it allows; try again later",
             ));

@@ -562,6 +562,61 @@ impl Config {
     }
 }
 
+/// Shortest API key accepted, in bytes: guessing 16 random characters over HTTP is out of
+/// reach, while an empty or short key is a mistake (an unset variable, a placeholder).
+pub const MIN_API_KEY: usize = 16;
+/// Shortest HS256 token secret accepted, in bytes: RFC 7518 §3.2 requires a key of at
+/// least the hash's size (256 bits) for HS256.
+pub const MIN_TOKEN_SECRET: usize = 32;
+
+/// Which secret a value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretKind {
+    /// The server API key.
+    ApiKey,
+    /// The HS256 token secret.
+    TokenSecret,
+}
+
+impl SecretKind {
+    fn minimum(self) -> usize {
+        match self {
+            SecretKind::ApiKey => MIN_API_KEY,
+            SecretKind::TokenSecret => MIN_TOKEN_SECRET,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            SecretKind::ApiKey => "API key",
+            SecretKind::TokenSecret => "token secret",
+        }
+    }
+}
+
+/// Refuses an empty or short secret, naming `source` (a setting, a variable, a file) so
+/// the operator knows what to fix. An empty API key would let every request through; an
+/// empty token secret would accept tokens anyone can sign.
+pub fn check_secret(kind: SecretKind, value: &str, source: &str) -> Result<()> {
+    let minimum = kind.minimum();
+    if value.trim().is_empty() {
+        return Err(Error::Secret(format!(
+            "the {} from {source} is empty; set at least {minimum} random characters, or \
+             remove it to have one generated into the data directory",
+            kind.name()
+        )));
+    }
+    if value.len() < minimum {
+        return Err(Error::Secret(format!(
+            "the {} from {source} is {} bytes long; it must be at least {minimum} (a random \
+             string; remove it to have one generated into the data directory)",
+            kind.name(),
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Characters allowed in channel names: ASCII letters, digits and `_-.:@/=`.
 pub fn channel_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "_-.:@/=".contains(c)

@@ -3,8 +3,6 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use crate::admission::Refusal;
-
 /// A monotonically increasing counter.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -114,15 +112,6 @@ pub struct Readings {
 }
 
 impl Metrics {
-    /// Counts a refused new connection.
-    pub fn refused(&self, refusal: Refusal) {
-        match refusal {
-            Refusal::Full => self.refused_full.inc(),
-            Refusal::PendingFull => self.refused_pending.inc(),
-            Refusal::PendingPerIp => self.refused_pending_per_ip.inc(),
-        }
-    }
-
     /// Renders every metric in the Prometheus text exposition format.
     pub fn render(&self, readings: &Readings) -> String {
         let mut out = String::new();

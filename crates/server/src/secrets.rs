@@ -25,60 +25,7 @@ pub const API_KEY_FILE: &str = "api-key";
 /// Name of the token secret file in the data directory.
 pub const TOKEN_SECRET_FILE: &str = "token-secret";
 
-/// Shortest API key accepted, in bytes: guessing 16 random characters over HTTP is out of
-/// reach, while an empty or short key is a mistake (an unset variable, a placeholder).
-pub const MIN_API_KEY: usize = 16;
-/// Shortest HS256 token secret accepted, in bytes: RFC 7518 §3.2 requires a key of at
-/// least the hash's size (256 bits) for HS256.
-pub const MIN_TOKEN_SECRET: usize = 32;
-
-/// Which secret a value is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// The server API key.
-    ApiKey,
-    /// The HS256 token secret.
-    TokenSecret,
-}
-
-impl Kind {
-    fn minimum(self) -> usize {
-        match self {
-            Kind::ApiKey => MIN_API_KEY,
-            Kind::TokenSecret => MIN_TOKEN_SECRET,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Kind::ApiKey => "API key",
-            Kind::TokenSecret => "token secret",
-        }
-    }
-}
-
-/// Refuses an empty or short secret, naming `source` (a setting, a variable, a file) so
-/// the operator knows what to fix. An empty API key would let every request through; an
-/// empty token secret would accept tokens anyone can sign.
-pub fn check(kind: Kind, value: &str, source: &str) -> Result<()> {
-    let minimum = kind.minimum();
-    if value.trim().is_empty() {
-        return Err(Error::Secret(format!(
-            "the {} from {source} is empty; set at least {minimum} random characters, or \
-             remove it to have one generated into the data directory",
-            kind.name()
-        )));
-    }
-    if value.len() < minimum {
-        return Err(Error::Secret(format!(
-            "the {} from {source} is {} bytes long; it must be at least {minimum} (a random \
-             string; remove it to have one generated into the data directory)",
-            kind.name(),
-            value.len()
-        )));
-    }
-    Ok(())
-}
+pub use crate::config::{MIN_API_KEY, MIN_TOKEN_SECRET, SecretKind as Kind, check_secret as check};
 
 /// Loads the secrets, generating missing ones into the data directory (mode 0600).
 pub fn load(config: &Config) -> Result<Secrets> {
