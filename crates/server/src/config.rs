@@ -526,19 +526,15 @@ impl Config {
         }
         // A secret written in the file is checked here, so the error names the file.
         for (kind, value, setting) in [
+            (SecretKind::ApiKey, &self.auth.api_key, "auth.api_key"),
             (
-                crate::secrets::Kind::ApiKey,
-                &self.auth.api_key,
-                "auth.api_key",
-            ),
-            (
-                crate::secrets::Kind::TokenSecret,
+                SecretKind::TokenSecret,
                 &self.auth.token_secret,
                 "auth.token_secret",
             ),
         ] {
             if let Some(value) = value {
-                crate::secrets::check(kind, value, setting)?;
+                check_secret(kind, value, setting)?;
             }
         }
         if self.auth.audience.as_deref() == Some("") {
