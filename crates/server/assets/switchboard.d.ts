@@ -211,6 +211,8 @@ export interface PresenceResult {
 }
 
 export class Subscription<T = unknown> {
+  /** Made by `Switchboard.subscribe()`, never by a page. */
+  private constructor(client: Switchboard, channel: string, handlers: SubscribeHandlers<T>);
   readonly channel: string;
   state: 'subscribing' | 'subscribed' | 'unsubscribed';
   /** The last position delivered (null before the first subscribe reply). */

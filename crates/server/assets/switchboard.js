@@ -38,7 +38,10 @@
 /** The library's version. */
 export const VERSION = '0.1.0';
 
-/** `readyState` values, as on the browser's WebSocket. */
+/**
+ * `readyState` values, as on the browser's WebSocket.
+ * @typedef {0 | 1 | 2 | 3} ReadyState
+ */
 export const CONNECTING = 0;
 export const OPEN = 1;
 export const CLOSING = 2;
@@ -49,6 +52,8 @@ const SESSION_TAKEN = 4009;
 
 /** Every transport the client knows, best first. */
 export const TRANSPORTS = /** @type {const} */ (['websocket', 'sse', 'longpoll', 'poll']);
+/** @typedef {typeof TRANSPORTS[number]} TransportName */
+/** @type {TransportName[]} */
 const DEFAULT_TRANSPORTS = ['websocket', 'sse', 'longpoll'];
 
 /**
@@ -74,19 +79,23 @@ const RECONNECT = 4008;
 const CLOSE_WAIT = 2000;
 
 /**
+ * The client's own error codes (docs/client.md, "Commands and errors").
+ * @typedef {'closed' | 'disconnected' | 'queue_full' | 'timeout' | 'token' | 'unsubscribed'} ClientErrorCode
+ */
+
+/**
  * Error of a command (`code` is the protocol's error code, 100-118, see docs/protocol.md)
- * or of the client itself (`code` is a string: 'closed', 'disconnected', 'queue_full',
- * 'timeout', 'token').
+ * or of the client itself (`code` is a ClientErrorCode string).
  */
 export class SwitchboardError extends Error {
   /**
-   * @param {number | string} code
+   * @param {number | ClientErrorCode} code
    * @param {string} message
    */
   constructor(code, message) {
     super(message);
     this.name = 'SwitchboardError';
-    /** @type {number | string} */
+    /** @type {number | ClientErrorCode} */
     this.code = code;
   }
 }
@@ -131,7 +140,7 @@ export class SwitchboardError extends Error {
  * @typedef {object} SwitchboardOptions
  * @property {string} [token]
  * @property {() => (string | Promise<string>)} [getToken]
- * @property {string[]} [transports]
+ * @property {TransportName[]} [transports]
  * @property {number} [minReconnectDelay]
  * @property {number} [maxReconnectDelay]
  * @property {number} [timeout]
@@ -148,7 +157,7 @@ export class SwitchboardError extends Error {
 
 /**
  * @typedef {object} Transport
- * @property {string} name
+ * @property {TransportName} name
  * @property {(connect: object) => void} open   starts; `connect` is the first command
  * @property {(commands: object[]) => void} send
  * @property {(command?: object | null, wait?: number) => Promise<void>} close
@@ -187,10 +196,10 @@ const byteLength = (s) => encoder.encode(s).length;
  * A connection to a Switchboard server, with its subscriptions, that reconnects by itself.
  */
 export class Switchboard {
-  static CONNECTING = CONNECTING;
-  static OPEN = OPEN;
-  static CLOSING = CLOSING;
-  static CLOSED = CLOSED;
+  /** @readonly */ static CONNECTING = CONNECTING;
+  /** @readonly */ static OPEN = OPEN;
+  /** @readonly */ static CLOSING = CLOSING;
+  /** @readonly */ static CLOSED = CLOSED;
 
   /**
    * @param {string} [url] the server's base URL, `http(s)://host:port` (a `ws(s)://` one
@@ -221,7 +230,7 @@ export class Switchboard {
         throw new TypeError(`Switchboard: unknown transport ${JSON.stringify(t)} (known: ${TRANSPORTS.join(', ')})`);
       }
     }
-    /** @internal */ this._transports = [...transports];
+    /** @internal @type {TransportName[]} */ this._transports = [...transports];
     /** @internal */ this._opts = {
       minReconnectDelay: options.minReconnectDelay ?? 500,
       maxReconnectDelay: options.maxReconnectDelay ?? 20000,
@@ -239,7 +248,7 @@ export class Switchboard {
     /** @internal @type {string | null} */ this._token = options.token ?? null;
     /** @internal */ this._getToken = options.getToken ?? null;
 
-    /** @internal */ this._readyState = CLOSED;
+    /** @internal @type {ReadyState} */ this._readyState = CLOSED;
     /** @internal Set by close() and by a final close code; commands are then refused. */
     this._closed = false;
     /** @internal Bumped whenever the connection is abandoned: stale callbacks check it. */
@@ -258,7 +267,10 @@ export class Switchboard {
     /** @internal @type {number[]} */ this._round = [];
     /** @internal @type {string | null} The transport that reached OPEN last. */
     this._lastWorked = null;
-    /** @internal When the transport that worked last first failed to open again (ms), or null. */
+    /**
+     * @internal When the transport that worked last first failed to open again (ms), or null.
+     * @type {number | null}
+     */
     this._failingSince = null;
     /** @internal @type {CloseInfo | null} */ this._lastClose = null;
     /** @internal Failed rounds since the last successful connect: the backoff exponent. */
@@ -687,7 +699,7 @@ export class Switchboard {
 
   /**
    * @internal
-   * @param {string} code
+   * @param {ClientErrorCode} code
    * @param {string} message
    */
   _rejectAll(code, message) {
@@ -699,7 +711,7 @@ export class Switchboard {
 
   /**
    * @internal
-   * @param {string} code
+   * @param {ClientErrorCode} code
    * @param {string} message
    */
   _rejectPending(code, message) {
@@ -715,7 +727,7 @@ export class Switchboard {
 
   /**
    * @internal
-   * @param {number} state
+   * @param {ReadyState} state
    */
   _setState(state) {
     this._readyState = state;
@@ -1250,7 +1262,10 @@ export class Subscription {
     /** @internal */ this._client = client;
     this.channel = channel;
     /** @internal */ this._handlers = handlers;
-    /** 'subscribing' (also while disconnected), 'subscribed' or 'unsubscribed'. */
+    /**
+     * 'subscribing' (also while disconnected), 'subscribed' or 'unsubscribed'.
+     * @type {'subscribing' | 'subscribed' | 'unsubscribed'}
+     */
     this.state = 'subscribing';
     /** The epoch of the last position delivered (null before the first subscribe reply). @type {string | null} */
     this.epoch = null;
@@ -1437,7 +1452,7 @@ function errorMessage(err) {
 }
 
 /**
- * @param {string} name
+ * @param {TransportName} name
  * @param {Switchboard} client
  * @param {Sink} sink
  * @returns {Transport}
@@ -1457,7 +1472,7 @@ function makeTransport(name, client, sink) {
 
 /**
  * Whether a transport can open now, without a session: used to upgrade from a fallback.
- * @param {string} name
+ * @param {TransportName} name
  * @param {Switchboard} client
  * @returns {Promise<boolean>}
  */
@@ -1529,6 +1544,7 @@ class WebSocketTransport {
    * @param {Sink} sink
    */
   constructor(client, sink) {
+    /** @type {TransportName} */
     this.name = 'websocket';
     this.client = client;
     this.sink = sink;
@@ -1670,6 +1686,7 @@ class SseTransport {
    * @param {Sink} sink
    */
   constructor(client, sink) {
+    /** @type {TransportName} */
     this.name = 'sse';
     this.client = client;
     this.sink = sink;
@@ -1881,6 +1898,7 @@ class PollTransport {
    * @param {boolean} long
    */
   constructor(client, sink, long) {
+    /** @type {TransportName} */
     this.name = long ? 'longpoll' : 'poll';
     this.client = client;
     this.sink = sink;
