@@ -49,7 +49,8 @@ export async function page(show: (line: string) => void): Promise<void> {
   );
   sb.on('error', (err: SwitchboardError) => {
     const code: number | string = err.code;
-    show(`${err.name} ${code}: ${err.message}`);
+    if (err.code === 'origin') show(`fix the server's allowed_origins: ${err.message}`);
+    else show(`${err.name} ${code}: ${err.message}`);
   });
   off();
   sb.connect();

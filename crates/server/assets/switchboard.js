@@ -23,6 +23,8 @@
  *   publication once and in order, or is told by `onRecoveryFailed` to reload;
  * - acknowledges private messages and drops redeliveries by mailbox id (ids start over
  *   when the user or the connect reply's `mailbox_epoch` changes);
+ * - tells a server that refuses the page's origin apart from one that is down, which look
+ *   the same to a page (originRefusal), and then stops with a reason naming the fix;
  * - refreshes the token with `getToken` shortly before it expires;
  * - queues commands while not connected and sends them once connected; a command sent
  *   rejects after `commandTimeout` without a reply, and any command takes an AbortSignal;
@@ -80,7 +82,7 @@ const CLOSE_WAIT = 2000;
 
 /**
  * The client's own error codes (docs/client.md, "Commands and errors").
- * @typedef {'closed' | 'disconnected' | 'queue_full' | 'timeout' | 'token' | 'unsubscribed'} ClientErrorCode
+ * @typedef {'closed' | 'disconnected' | 'queue_full' | 'timeout' | 'token' | 'unsubscribed' | 'origin'} ClientErrorCode
  */
 
 /**
@@ -177,6 +179,7 @@ export class SwitchboardError extends Error {
  * @property {string} reason
  * @property {boolean} [failed]   the transport itself failed (no protocol close code)
  * @property {number} [switchTo]  internal: an upgrade to this transport index
+ * @property {boolean} [refused]  the server refuses the page's origin (final)
  *
  * @typedef {object} Call  a command in the queue, or sent and waiting for its reply
  * @property {Record<string, any>} cmd
@@ -799,7 +802,7 @@ export class Switchboard {
   _tryNext() {
     const index = this._round.shift();
     if (index === undefined) {
-      this._afterClose(this._lastClose ?? { code: 1006, reason: 'no transport could open', failed: true });
+      this._checkOrigin(this._lastClose ?? { code: 1006, reason: 'no transport could open', failed: true });
       return;
     }
     const gen = ++this._gen;
@@ -846,6 +849,28 @@ export class Switchboard {
     } catch (err) {
       this._lost({ code: 1006, reason: `${name}: ${errorMessage(err)}`, failed: true });
     }
+  }
+
+  /**
+   * No transport of the round could open. In a page, the server may be up and refusing
+   * the page's origin, which looks the same from here as a server that is down (the
+   * browser hides the 403 of `/ws` and the CORS failure of the HTTP transports): ask
+   * (originRefusal) before backing off. A refused origin is final: only the server's
+   * configuration can change it, so retrying would only fill the server's log.
+   * @internal
+   * @param {CloseInfo} info
+   */
+  _checkOrigin(info) {
+    const origin = pageOrigin();
+    if (origin === null) {
+      this._afterClose(info);
+      return;
+    }
+    const gen = ++this._gen;
+    originRefusal(this, origin).then((reason) => {
+      if (gen !== this._gen) return; // closed meanwhile
+      this._afterClose(reason === null ? info : { code: 1006, reason, failed: true, refused: true });
+    });
   }
 
   /**
@@ -946,12 +971,13 @@ export class Switchboard {
   _afterClose(info) {
     if (this._closed) return;
     this._abandon();
-    const final = FINAL_CODES.has(info.code) || (info.code === 4002 && !this._getToken);
+    const final = info.refused || FINAL_CODES.has(info.code) || (info.code === 4002 && !this._getToken);
     if (final) {
       this._closed = true;
       this._watchPage(false);
       this._setState(CLOSED);
       this._rejectAll('closed', `the connection was closed: ${info.code} ${info.reason}`);
+      if (info.refused) this._error(new SwitchboardError('origin', info.reason));
       this._emit('disconnected', { code: info.code, reason: info.reason, reconnect: false });
       return;
     }
@@ -1528,6 +1554,71 @@ function probeTransport(name, client) {
       done(false);
     }
   });
+}
+
+/**
+ * The origin the browser sends as `Origin` from here, or null outside a page or worker
+ * (Node, Deno: no `Origin` header, so no origin to refuse).
+ * @returns {string | null}
+ */
+function pageOrigin() {
+  const location = /** @type {any} */ (globalThis).location;
+  return location && typeof location.origin === 'string' ? location.origin : null;
+}
+
+/**
+ * Whether the server refuses `origin`, asked after every transport failed to open.
+ * Resolves to the reason to tell the developer, or null when the origin is allowed or the
+ * answer is not known (the server is down or unreachable: the usual backoff follows).
+ *
+ * The browser does not let a page read why a cross-origin request failed, so this reads
+ * what it can: first `HEAD /switchboard.js`, which any origin may read, proves the server
+ * up and answering this host name (a Host refusal, 421, is not readable); then the two
+ * Origin-checked endpoints are asked for nothing (`GET /poll` of no session, `POST
+ * /sse/send` without a session: no session is opened). An allowed origin reads their
+ * error answer (404, 400: CORS lets it through); a refused one gets a 403 that is either
+ * unreadable (another origin, no `Access-Control-Allow-Origin`) or readable (the same
+ * origin, where a proxy rewrote the Host). Both failing while the module is readable is
+ * the refusal: the one other way to get there is a server with both HTTP transports
+ * switched off, whose 404s carry no CORS headers, while its WebSocket fails for another
+ * reason (docs/client.md says so).
+ * @param {Switchboard} client
+ * @param {string} origin
+ * @returns {Promise<string | null>}
+ */
+async function originRefusal(client, origin) {
+  const fetch = client._fetch;
+  if (!fetch) return null;
+  /**
+   * The answer to one request, or null when it failed (network, CORS) or timed out.
+   * @param {string} path
+   * @param {string} method
+   * @returns {Promise<Response | null>}
+   */
+  const ask = async (path, method) => {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), client._opts.timeout);
+    try {
+      const res = await fetch(`${client.url}${path}`, { method, cache: 'no-store', signal: abort.signal });
+      await safeText(res);
+      return res;
+    } catch {
+      return null;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  const up = await ask('/switchboard.js', 'HEAD');
+  if (!up || !up.ok) return null;
+  for (const [path, method] of [
+    ['/poll?session=-&wait=0', 'GET'],
+    ['/sse/send', 'POST'],
+  ]) {
+    const res = await ask(path, method);
+    if (res && res.status === 403) break;
+    if (res) return null;
+  }
+  return `origin ${origin} is not allowed by the server; add it to allowed_origins or --allow-origin`;
 }
 
 /** @param {string} base */
