@@ -12,11 +12,12 @@
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { pathToFileURL } from 'node:url';
 import { chromium } from 'playwright-core';
 import WebSocket from 'ws';
-import { startServer, until, sleep, LIBRARY } from './server.js';
+import { startServer, until, sleep, freePort, LIBRARY } from './server.js';
 
 // The watcher of the pagehide tests runs in Node.
 const { Switchboard } = await import(pathToFileURL(LIBRARY).href);
@@ -109,7 +110,9 @@ async function stream(opts) {
     }
     const published = Date.now() - started;
     await until(() => page.evaluate(() => window.state.got.length >= 1000), 60000, 'the page to receive 1,000 publications');
-    await sleep(300); // anything extra would show now
+    // A ping's answer follows whatever the server had sent the page before: a duplicate
+    // on its way would be in by then.
+    await page.evaluate(() => window.sb.ping());
     const state = await page.evaluate(() => window.state);
     assert.equal(state.got.length, TOTAL, 'exactly 1,000 publications');
     assert.deepEqual(state.got, Array.from({ length: TOTAL }, (_, i) => i + 1), 'in order, each once');
@@ -189,4 +192,116 @@ describe('headless Chromium: a page that goes away ends its session (issue 10, p
       }
     });
   }
+});
+
+/**
+ * A site on another origin than the server's (another port): `/` is a page with a status
+ * line, `/switchboard.js` a copy of the library, as a web application would serve them.
+ */
+async function otherSite() {
+  const port = await freePort();
+  const page = '<!doctype html><meta charset="utf-8"><title>elsewhere</title><p id="status">not connected</p>';
+  const http = createServer((req, res) => {
+    if (req.url === '/switchboard.js') {
+      res.writeHead(200, { 'Content-Type': 'text/javascript; charset=utf-8' });
+      res.end(readFileSync(LIBRARY));
+    } else {
+      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' });
+      res.end(page);
+    }
+  });
+  await new Promise((ok) => http.listen(port, '127.0.0.1', ok));
+  return { url: `http://127.0.0.1:${port}`, close: () => new Promise((ok) => http.close(ok)) };
+}
+
+/**
+ * On the page of `site`: a client of `server` with the default transports and a short
+ * backoff (an endless retry would show within a second), whose events are kept in
+ * `window.state` and shown in `#status` as docs/client.md's example page shows them.
+ */
+async function connectFrom(page, server) {
+  await page.evaluate(async (server) => {
+    const { Switchboard } = await import('/switchboard.js');
+    const state = { connecting: [], disconnects: [], errors: [], ready: null };
+    // @ts-ignore
+    window.state = state;
+    const sb = new Switchboard(server, { minReconnectDelay: 50, maxReconnectDelay: 200 });
+    // @ts-ignore
+    window.sb = sb;
+    const status = document.getElementById('status');
+    sb.on('connecting', (ev) => state.connecting.push(ev.transport));
+    sb.on('connected', (ev) => (status.textContent = `online (${ev.transport})`));
+    sb.on('error', (err) => state.errors.push({ code: err.code, message: err.message }));
+    sb.on('disconnected', (ev) => {
+      state.disconnects.push(ev);
+      status.textContent = ev.reconnect ? `reconnecting in ${ev.delay} ms (${ev.code} ${ev.reason})` : `offline (${ev.code} ${ev.reason})`;
+    });
+    sb.connect();
+    sb.ready().then(
+      () => (state.ready = 'open'),
+      (err) => (state.ready = err.message),
+    );
+  }, server);
+}
+
+describe('headless Chromium: a page on an origin the server does not allow (issue 11, point 1)', () => {
+  test('the library says which origin is refused and how to allow it, and stops retrying', async () => {
+    const server = await startServer();
+    const site = await otherSite();
+    const page = await browser.newPage();
+    const refused = () => server.metric('switchboard_refused_origin_total');
+    try {
+      await page.goto(`${site.url}/`);
+      await connectFrom(page, server.url);
+      const reason = `origin ${site.url} is not allowed by the server; add it to allowed_origins or --allow-origin`;
+      await until(() => page.evaluate(() => window.state.ready !== null), 10000, 'the client to give up');
+      const state = await page.evaluate(() => window.state);
+      assert.equal(await page.textContent('#status'), `offline (1006 ${reason})`, 'what the page shows');
+      assert.deepEqual(state.errors, [{ code: 'origin', message: reason }]);
+      assert.deepEqual(state.disconnects, [{ code: 1006, reason, reconnect: false }]);
+      assert.equal(state.ready, `closed: 1006 ${reason}`, 'ready() rejects with it');
+      assert.deepEqual(state.connecting, ['websocket', 'sse', 'longpoll'], 'one round, each transport once');
+      assert.equal(await page.evaluate(() => window.sb.readyState), 3, 'CLOSED');
+      // The server refused each transport once and the two requests of the check.
+      const count = await refused();
+      assert.equal(count, state.connecting.length + 2, 'refusals counted by the server');
+      // Nothing more comes: the point is that nothing happens, so this waits. 1 s is five
+      // times the largest backoff delay of this client (200 ms): a client that went on
+      // retrying would have made at least four more rounds, twelve more refusals.
+      await sleep(1000);
+      assert.equal(await refused(), count, 'no attempt after giving up');
+      assert.equal((await page.evaluate(() => window.state)).connecting.length, 3);
+
+      // Allowed: the same page connects when the application calls connect() again.
+      server.opts.allowedOrigins = [site.url];
+      await server.restart();
+      await page.evaluate(() => window.sb.connect());
+      await until(() => page.evaluate(() => window.sb.readyState === 1), 10000, 'the page to connect once allowed');
+      assert.equal(await page.textContent('#status'), 'online (websocket)');
+      assert.equal(await refused(), 0, 'the restarted server refused nothing');
+    } finally {
+      await page.close();
+      await site.close();
+      await server.dispose();
+    }
+  });
+
+  test('a server that is down is not an origin refusal: the page keeps retrying', async () => {
+    const site = await otherSite();
+    const page = await browser.newPage();
+    try {
+      await page.goto(`${site.url}/`);
+      const nobody = `http://127.0.0.1:${await freePort()}`; // nothing listens there
+      await connectFrom(page, nobody);
+      await until(() => page.evaluate(() => window.state.disconnects.length >= 3), 10000, 'three failed rounds');
+      const state = await page.evaluate(() => window.state);
+      assert.ok(state.disconnects.every((d) => d.reconnect && d.code === 1006), JSON.stringify(state.disconnects));
+      assert.deepEqual(state.errors, []);
+      assert.equal(state.ready, null, 'still trying');
+      assert.match(await page.textContent('#status'), /^reconnecting in \d+ ms \(1006 /);
+    } finally {
+      await page.close();
+      await site.close();
+    }
+  });
 });

@@ -55,6 +55,58 @@ function record(sb, channel, extra = {}) {
   return rec;
 }
 
+/**
+ * A round trip on the client's connection: the server answers `ping` after whatever it
+ * had queued for the connection when the ping came, and every transport delivers in
+ * order, so once this resolves nothing the server sent before is still on its way. What
+ * must not arrive (a duplicate, a publication after unsubscribing) would have by then.
+ */
+const fence = (sb) => sb.ping();
+
+/**
+ * How long a test watches for something that must not happen at all (a reconnect after a
+ * final close code): no message can announce that nothing happened. Those tests give the
+ * client minReconnectDelay: 50, so a reconnect, which would start within 50 ms, would
+ * show five times over.
+ */
+const QUIET_MS = 250;
+
+/**
+ * The `ws` WebSocket, keeping what goes over it, parsed: `sent` commands, `received`
+ * replies and pushes. Tests wait on what the client and the server said to each other.
+ */
+function wire() {
+  const log = { sent: [], received: [] };
+  log.WebSocket = class extends WebSocket {
+    constructor(...args) {
+      super(...args);
+      this.on('message', (data) => log.received.push(JSON.parse(String(data))));
+    }
+
+    send(data, ...rest) {
+      log.sent.push(JSON.parse(String(data)));
+      return super.send(data, ...rest);
+    }
+  };
+  return log;
+}
+
+/**
+ * Resolves once the server answered the client's `ack` of mailbox id `mailbox` (among the
+ * commands sent after the first `from`): the messages up to it are out of the mailbox.
+ * The client's last ack always names the highest id it handed to the app.
+ */
+function acked(log, mailbox, from = 0) {
+  return until(
+    () => {
+      const ack = log.sent.slice(from).find((c) => c.cmd === 'ack' && c.mailbox === mailbox);
+      return ack && log.received.some((m) => m.id === ack.id && m.result);
+    },
+    5000,
+    `the answer to the ack of mailbox ${mailbox}`,
+  );
+}
+
 async function publishRange(server, channel, a, b) {
   for (const n of range(a, b)) await server.api('publish', { channel, data: { n } });
 }
@@ -165,7 +217,7 @@ for (const transport of TRANSPORTS) {
       await until(() => a.leaves.some((l) => l.info.user === 'bob'), 5000, 'the leave of bob');
       await alice.publish(channel, { n: 3 });
       await until(() => a.got.length === 3, 5000, 'the third publication');
-      await sleep(100);
+      await fence(bob);
       assert.deepEqual(b.got, [1, 2], 'nothing after unsubscribe');
     });
 
@@ -190,10 +242,12 @@ for (const transport of TRANSPORTS) {
     test('after a server-API disconnect (4003) it stays closed; connect() again recovers each missed publication once', async () => {
       const channel = `test:cut-${transport}`;
       const user = `cut-${transport}`;
-      const sb = client(server, { transports: [transport], token: server.token(user) });
+      const sb = client(server, { transports: [transport], token: server.token(user), minReconnectDelay: 50 });
       const rec = record(sb, channel);
       const disconnects = [];
       sb.on('disconnected', (ev) => disconnects.push(ev));
+      const connecting = [];
+      sb.on('connecting', (ev) => connecting.push(ev));
       sb.connect();
       await until(() => rec.sub.state === 'subscribed', 5000, 'subscribed');
       await publishRange(server, channel, 1, 5);
@@ -207,14 +261,15 @@ for (const transport of TRANSPORTS) {
       assert.equal(sb.readyState, CLOSED);
       await assert.rejects(sb.publish(channel, 'x'), (e) => e.code === 'closed');
       await publishRange(server, channel, 6, 10);
-      await sleep(300);
-      assert.equal(disconnects.length, 1, 'no reconnect after 4003');
+      await sleep(QUIET_MS); // a reconnect would have started by now
+      assert.equal(connecting.length, 1, 'no reconnect after 4003');
+      assert.equal(disconnects.length, 1);
 
       sb.connect();
       await sb.ready();
       await publishRange(server, channel, 11, 15);
       await until(() => rec.got.length >= 15, 5000, '15 publications');
-      await sleep(100);
+      await fence(sb);
       assert.deepEqual(rec.got, range(1, 15));
       assert.deepEqual(rec.failed, []);
       assert.equal(rec.subscribed.at(-1).recovered, true);
@@ -252,7 +307,7 @@ for (const transport of TRANSPORTS) {
       assert.equal(connects[1].transport, transport);
       await publishRange(server, channel, 12, 15);
       await until(() => rec.got.length >= 15, 5000, '15 publications');
-      await sleep(100);
+      await fence(sb);
       assert.deepEqual(rec.got, range(1, 15), 'each once, in order');
       assert.deepEqual(rec.failed, []);
       assert.equal(rec.subscribed.length, 2);
@@ -278,7 +333,7 @@ for (const transport of TRANSPORTS) {
         await own.restart();
         await publishRange(own, channel, 6, 10);
         await until(() => rec.got.length >= 10, 15000, '10 publications');
-        await sleep(100);
+        await fence(sb);
         assert.deepEqual(rec.got, range(1, 10));
         assert.deepEqual(rec.failed, []);
         assert.ok(disconnects.length >= 1);
@@ -346,14 +401,14 @@ describe('reconnect policy', () => {
   after(() => server.dispose());
 
   test('4001 (a bad token) is final: no reconnect, queued commands rejected', async () => {
-    const sb = client(server, { token: server.token('mallory', { secret: 'wrong' }) });
+    const sb = client(server, { token: server.token('mallory', { secret: 'wrong' }), minReconnectDelay: 50 });
     const events = [];
     sb.on('disconnected', (ev) => events.push(ev));
     sb.on('connecting', () => events.push('connecting'));
     const queued = sb.publish('test:x', 1);
     sb.connect();
     await assert.rejects(queued, (e) => e.code === 'closed');
-    await sleep(300);
+    await sleep(QUIET_MS); // a reconnect would have started by now
     assert.deepEqual(
       events.map((e) => (typeof e === 'string' ? e : `${e.code} ${e.reconnect}`)),
       ['connecting', '4001 false'],
@@ -438,14 +493,16 @@ describe('reconnect policy', () => {
     sb.on('disconnected', (ev) => disconnects.push(ev));
     const errors = [];
     sb.on('error', (e) => errors.push(e));
+    const connected = once(sb, 'connected');
     sb.connect();
-    await sb.ready();
-    await sleep(4500);
+    const { expires } = await connected;
+    // Past the first token's expiry, when the server would close with 4002 had the
+    // refresh not replaced it; 250 ms on, so that its expiry timer has certainly fired.
+    await until(() => calls >= 2 && Date.now() > expires * 1000 + 250, 5000, 'the first token to expire');
+    await fence(sb); // a 4002 sent at expiry would have come before this answer
     assert.deepEqual(disconnects, []);
     assert.deepEqual(errors, []);
-    assert.ok(calls >= 2, `getToken called ${calls} times`);
     assert.equal(sb.readyState, OPEN);
-    assert.deepEqual(await sb.ping(), {});
   });
 });
 
@@ -534,13 +591,14 @@ describe('private messages', () => {
 
   test('the mailbox is delivered after connect, acked, and not delivered again', async () => {
     for (const n of [1, 2, 3]) await server.api('send', { user: 'carol', data: { n } });
-    const sb = client(server, { token: server.token('carol') });
+    const w = wire();
+    const sb = client(server, { token: server.token('carol'), WebSocket: w.WebSocket });
     const got = [];
-    sb.on('message', (m) => got.push(m.data.n));
+    sb.on('message', (m) => got.push(m));
     sb.connect();
     await until(() => got.length === 3, 5000, '3 messages');
-    assert.deepEqual(got, [1, 2, 3]);
-    await sleep(200); // the ack
+    assert.deepEqual(got.map((m) => m.data.n), [1, 2, 3]);
+    await acked(w, got[2].mailbox);
     sb.close();
     const again = client(server, { token: server.token('carol') });
     const got2 = [];
@@ -549,16 +607,21 @@ describe('private messages', () => {
     await again.ready();
     await server.api('send', { user: 'carol', data: { n: 4 } });
     await until(() => got2.length === 1, 5000, 'the new message');
-    await sleep(100);
+    await fence(again);
     assert.deepEqual(got2, [4]);
   });
 
   test('without a message listener nothing is acked: the messages wait in the mailbox', async () => {
     await server.api('send', { user: 'dave', data: { n: 1 } });
-    const deaf = client(server, { token: server.token('dave') });
+    const w = wire();
+    const deaf = client(server, { token: server.token('dave'), WebSocket: w.WebSocket });
     deaf.connect();
     await deaf.ready();
-    await sleep(200);
+    // The mailbox's first page follows the connect reply; an ack the client sent on
+    // receiving it would have gone before the ping, and been handled before close.
+    await fence(deaf);
+    assert.ok(w.received.some((m) => m.push === 'message'), 'the message reached the client');
+    assert.deepEqual(w.sent.filter((c) => c.cmd === 'ack'), [], 'and was not acked');
     deaf.close();
     const sb = client(server, { token: server.token('dave') });
     const got = [];
@@ -582,7 +645,8 @@ describe('mailbox ids start over (issue 10, point 16)', () => {
   test('a memory store restarted: messages with ids below the last one seen reach the app and are acked', async () => {
     const server = await startServer({ store: 'memory' });
     try {
-      const sb = client(server, { token: server.token('mia'), minReconnectDelay: 50 });
+      const w = wire();
+      const sb = client(server, { token: server.token('mia'), minReconnectDelay: 50, WebSocket: w.WebSocket });
       const got = [];
       sb.on('message', (m) => got.push({ n: m.data.n, mailbox: m.mailbox }));
       const connects = [];
@@ -591,15 +655,16 @@ describe('mailbox ids start over (issue 10, point 16)', () => {
       await sb.ready();
       for (const n of [1, 2, 3]) await server.api('send', { user: 'mia', data: { n } });
       await until(() => got.length === 3, 5000, '3 messages');
-      await sleep(200); // the ack of 3
+      await acked(w, got[2].mailbox);
       // The memory store starts empty: the next ids are 1, 2, below the 3 already seen.
+      const sentBefore = w.sent.length;
       await server.restart();
       await until(() => connects.length === 2 && sb.readyState === OPEN, 10000, 'the reconnect');
       for (const n of [4, 5]) await server.api('send', { user: 'mia', data: { n } });
       await until(() => got.length === 5, 5000, 'the 2 messages sent after the restart');
       assert.deepEqual(got.map((m) => m.n), [1, 2, 3, 4, 5]);
       assert.ok(got[3].mailbox <= got[2].mailbox, `the ids started over: ${JSON.stringify(got)}`);
-      await sleep(200); // the ack of the new series
+      await acked(w, got[4].mailbox, sentBefore); // the ack of the new series
       await sb.close();
       // Acked: a new client of the same user finds the mailbox empty.
       const again = client(server, { token: server.token('mia') });
@@ -609,7 +674,7 @@ describe('mailbox ids start over (issue 10, point 16)', () => {
       await again.ready();
       await server.api('send', { user: 'mia', data: { n: 6 } });
       await until(() => got2.length >= 1, 5000, 'the next message');
-      await sleep(100);
+      await fence(again);
       assert.deepEqual(got2, [6]);
     } finally {
       await server.dispose();
@@ -623,12 +688,14 @@ describe('mailbox ids start over (issue 10, point 16)', () => {
       for (const n of [1, 2]) await server.api('send', { user: 'bob-switch', data: { n } });
       for (const n of [1, 2, 3, 4]) await server.api('send', { user: 'alice-switch', data: { n } });
       let user = 'alice-switch';
-      const sb = client(server, { transports: ['websocket'], getToken: () => server.token(user), minReconnectDelay: 50 });
+      const w = wire();
+      const sb = client(server, { transports: ['websocket'], getToken: () => server.token(user), minReconnectDelay: 50, WebSocket: w.WebSocket });
       const got = [];
       sb.on('message', (m) => got.push({ user: sb.user, n: m.data.n, mailbox: m.mailbox }));
       sb.connect();
       await until(() => got.length === 4, 5000, 'alice\'s 4 messages');
-      await sleep(200); // the ack
+      await acked(w, got[3].mailbox);
+      const sentBefore = w.sent.length;
       user = 'bob-switch';
       await server.api('disconnect', { user: 'alice-switch', reconnect: true });
       await until(() => got.length === 6, 5000, 'bob\'s 2 messages');
@@ -637,7 +704,7 @@ describe('mailbox ids start over (issue 10, point 16)', () => {
         ['alice-switch:1', 'alice-switch:2', 'alice-switch:3', 'alice-switch:4', 'bob-switch:1', 'bob-switch:2'],
       );
       assert.ok(got[4].mailbox < got[3].mailbox, `bob's ids are below alice's: ${JSON.stringify(got)}`);
-      await sleep(200);
+      await acked(w, got[5].mailbox, sentBefore);
       await sb.close();
       for (const who of ['alice-switch', 'bob-switch']) {
         const again = client(server, { token: server.token(who) });
@@ -645,7 +712,7 @@ describe('mailbox ids start over (issue 10, point 16)', () => {
         again.on('message', (m) => left.push(m.data.n));
         again.connect();
         await again.ready();
-        await sleep(300);
+        await fence(again); // the mailbox's first page follows the connect reply
         assert.deepEqual(left, [], `${who}'s mailbox was acked`);
         await again.close();
       }
@@ -691,21 +758,25 @@ describe('close() ends the session at once (issue 10, point 17)', () => {
   test('close() while the first poll (carrying connect) is in flight ends that session too', async () => {
     const own = await startServer({ limits: { connections_per_user: 1 } });
     try {
-      // The first answer is held back: the server has connected the session, and the
-      // client does not know its id yet when close() is called.
+      // The first answer is held back until close() was called: the server has connected
+      // the session, and the client does not know its id yet.
       let answered = false;
+      let release;
+      const held = new Promise((r) => (release = r));
       const slow = async (url, init) => {
         const res = await fetch(url, init);
         if (!String(url).includes('session=')) {
           answered = true;
-          await sleep(300);
+          await held;
         }
         return res;
       };
       const first = client(own, { transports: ['longpoll'], token: own.token('solo'), fetch: slow });
       first.connect();
       await until(() => answered, 5000, 'the server to answer the first poll');
-      await first.close(); // waits for the answer, which names the session, then ends it
+      const closing = first.close(); // waits for the answer, which names the session, then ends it
+      release();
+      await closing;
       const second = client(own, { transports: ['websocket'], token: own.token('solo') });
       const disconnects = [];
       second.on('disconnected', (ev) => disconnects.push(ev));
@@ -925,7 +996,7 @@ describe('pushes, errors and close codes added by issue 10', () => {
     for (const rec of [a, b]) assert.equal(rec.sub.state, 'unsubscribed');
     assert.equal(sb.getSubscription('team:a'), null);
     await server.api('publish', { channel: 'team:a', data: { n: 2 } });
-    await sleep(200);
+    await fence(sb);
     assert.deepEqual(a.got, [1], 'nothing after the unsubscribe push');
     assert.equal(sb.readyState, OPEN);
     await sb.close();
@@ -997,7 +1068,7 @@ describe('pushes, errors and close codes added by issue 10', () => {
       if (m) sids.push(m[1]);
       return fetch(url, init);
     };
-    const sb = client(server, { transports: ['sse'], token: server.token('victim'), fetch: spy });
+    const sb = client(server, { transports: ['sse'], token: server.token('victim'), fetch: spy, minReconnectDelay: 50 });
     const events = [];
     sb.on('connecting', () => events.push('connecting'));
     sb.on('disconnected', (ev) => events.push(ev));
@@ -1009,7 +1080,7 @@ describe('pushes, errors and close codes added by issue 10', () => {
     assert.equal(taken.status, 200);
     try {
       await until(() => sb.readyState === CLOSED, 5000, 'the client closed');
-      await sleep(300);
+      await sleep(QUIET_MS); // a reconnect would have started by now
       assert.deepEqual(events.slice(1), [
         {
           code: 4009,
@@ -1112,7 +1183,7 @@ describe('fallback and upgrade', () => {
       await until(() => sb.transport === 'websocket' && sb.readyState === OPEN, 10000, 'the upgrade to websocket');
       await publishRange(server, 'test:upgrade', 11, 15);
       await until(() => rec.got.length >= 15, 5000, '15 publications');
-      await sleep(100);
+      await fence(sb);
       assert.deepEqual(rec.got, range(1, 15));
       assert.deepEqual(rec.failed, []);
     } finally {
@@ -1168,12 +1239,17 @@ describe('HTTP sessions', () => {
     const rec = record(sb, 'test:lossy');
     sb.connect();
     await until(() => rec.sub.state === 'subscribed');
+    // Four publications at a time: after each batch the test waits for a poll answer
+    // (read, or read and lost) that came after the batch began, so that the 60 are spread
+    // over at least 15 answers, every third of which is lost.
+    let before = 0;
     for (let n = 1; n <= 60; n++) {
+      if (n % 4 === 1) before = polls;
       await server.api('publish', { channel: 'test:lossy', data: { n } });
-      await sleep(n % 4 === 0 ? 150 : 5);
+      if (n % 4 === 0) await until(() => polls > before, 5000, `a poll answer after publication ${n}`);
     }
     await until(() => rec.got.length >= 60, 15000, '60 publications');
-    await sleep(200);
+    await fence(sb);
     assert.deepEqual(rec.got, range(1, 60));
     assert.ok(dropped >= 5, `only ${dropped} answers were lost`);
     assert.equal(sb.transport, 'longpoll');
@@ -1216,12 +1292,14 @@ describe('HTTP sessions', () => {
     const rec = record(sb, 'test:sse-cut');
     sb.connect();
     await until(() => rec.sub.state === 'subscribed');
+    // Ten at a time, each batch received before the next is published: the streams are
+    // cut while publications flow, and each cut stream is resumed before the next batch.
     for (let n = 1; n <= 100; n++) {
       await server.api('publish', { channel: 'test:sse-cut', data: { n, pad: 'x'.repeat(40) } });
-      if (n % 10 === 0) await sleep(30);
+      if (n % 10 === 0) await until(() => rec.got.length >= n, 10000, `publication ${n}`);
     }
     await until(() => rec.got.length >= 100, 20000, '100 publications');
-    await sleep(200);
+    await fence(sb);
     assert.deepEqual(rec.got, range(1, 100));
     assert.equal(cuts, 3);
     assert.deepEqual(disconnects, [], 'the session survived: no reconnect was needed');

@@ -88,8 +88,9 @@ const b64url = (buf) => Buffer.from(buf).toString('base64url');
 
 /**
  * A running server. `transports` switches endpoints off (e.g. `{websocket: false}`);
- * `limits` and `storage` add settings to `[limits]` and `[storage]`.
- * @param {{transports?: Record<string, boolean>, limits?: Record<string, string | number>, storage?: Record<string, string | number>, port?: number, dataDir?: string, store?: string}} [opts]
+ * `limits` and `storage` add settings to `[limits]` and `[storage]`; `allowedOrigins` is
+ * `allowed_origins`.
+ * @param {{transports?: Record<string, boolean>, limits?: Record<string, string | number>, storage?: Record<string, string | number>, port?: number, dataDir?: string, store?: string, allowedOrigins?: string[]}} [opts]
  */
 export async function startServer(opts = {}) {
   const server = new TestServer(opts);
@@ -114,7 +115,9 @@ export class TestServer {
   }
 
   writeConfig() {
-    let toml = `allow_anonymous = true\nstore = "${this.opts.store || 'sqlite'}"\n\n[auth]\napi_key = "${this.apiKey}"\ntoken_secret = "${this.secret}"\n`;
+    let toml = `allow_anonymous = true\nstore = "${this.opts.store || 'sqlite'}"\n`;
+    if (this.opts.allowedOrigins) toml += `allowed_origins = ${JSON.stringify(this.opts.allowedOrigins)}\n`;
+    toml += `\n[auth]\napi_key = "${this.apiKey}"\ntoken_secret = "${this.secret}"\n`;
     for (const section of ['limits', 'storage']) {
       if (!this.opts[section]) continue;
       toml += `\n[${section}]\n`;
@@ -181,6 +184,17 @@ export class TestServer {
   async dispose() {
     await this.stop();
     if (this.ownsDir) rmSync(this.dataDir, { recursive: true, force: true });
+  }
+
+  /**
+   * A counter or gauge of `GET /metrics`, by its full name (`switchboard_…`).
+   * @param {string} name
+   */
+  async metric(name) {
+    const text = await (await fetch(`${this.url}/metrics`)).text();
+    const line = new RegExp(`^${name} (\\d+)$`, 'm').exec(text);
+    if (!line) throw new Error(`/metrics has no ${name}`);
+    return Number(line[1]);
   }
 
   /**

@@ -13,8 +13,11 @@ export type ReadyState = 0 | 1 | 2 | 3;
 export type TransportName = 'websocket' | 'sse' | 'longpoll' | 'poll';
 export const TRANSPORTS: readonly TransportName[];
 
-/** Client-side error codes; protocol errors have numeric codes (100-118). */
-export type ClientErrorCode = 'closed' | 'disconnected' | 'queue_full' | 'timeout' | 'token' | 'unsubscribed';
+/**
+ * Client-side error codes; protocol errors have numeric codes (100-118). 'origin' is the
+ * `error` event of a page whose origin the server refuses (the client then stops).
+ */
+export type ClientErrorCode = 'closed' | 'disconnected' | 'queue_full' | 'timeout' | 'token' | 'unsubscribed' | 'origin';
 
 export class SwitchboardError extends Error {
   constructor(code: number | ClientErrorCode, message: string);
@@ -170,9 +173,11 @@ export interface DisconnectedEvent {
   reason: string;
   /**
    * Whether the client reconnects by itself: false after 1009, 4001, 4003 (a server-API
-   * disconnect), 4009 (an SSE session resumed elsewhere by its id) and 4002 without getToken, `close()`, or the page's `pagehide` (a page
-   * restored from the back/forward cache reconnects); true otherwise, 4008 (a server-API
-   * disconnect asking for a reconnect) included.
+   * disconnect), 4009 (an SSE session resumed elsewhere by its id) and 4002 without
+   * getToken, after the server refused the page's origin (1006, with an 'origin' error
+   * event), `close()`, or the page's `pagehide` (a page restored from the back/forward
+   * cache reconnects); true otherwise, 4008 (a server-API disconnect asking for a
+   * reconnect) included.
    */
   reconnect: boolean;
   /** With reconnect: the ms before the next attempt. */
@@ -211,6 +216,8 @@ export interface PresenceResult {
 }
 
 export class Subscription<T = unknown> {
+  /** Made by `Switchboard.subscribe()`, never by a page. */
+  private constructor(client: Switchboard, channel: string, handlers: SubscribeHandlers<T>);
   readonly channel: string;
   state: 'subscribing' | 'subscribed' | 'unsubscribed';
   /** The last position delivered (null before the first subscribe reply). */

@@ -23,6 +23,8 @@
  *   publication once and in order, or is told by `onRecoveryFailed` to reload;
  * - acknowledges private messages and drops redeliveries by mailbox id (ids start over
  *   when the user or the connect reply's `mailbox_epoch` changes);
+ * - tells a server that refuses the page's origin apart from one that is down, which look
+ *   the same to a page (originRefusal), and then stops with a reason naming the fix;
  * - refreshes the token with `getToken` shortly before it expires;
  * - queues commands while not connected and sends them once connected; a command sent
  *   rejects after `commandTimeout` without a reply, and any command takes an AbortSignal;
@@ -38,7 +40,10 @@
 /** The library's version. */
 export const VERSION = '0.1.0';
 
-/** `readyState` values, as on the browser's WebSocket. */
+/**
+ * `readyState` values, as on the browser's WebSocket.
+ * @typedef {0 | 1 | 2 | 3} ReadyState
+ */
 export const CONNECTING = 0;
 export const OPEN = 1;
 export const CLOSING = 2;
@@ -49,6 +54,8 @@ const SESSION_TAKEN = 4009;
 
 /** Every transport the client knows, best first. */
 export const TRANSPORTS = /** @type {const} */ (['websocket', 'sse', 'longpoll', 'poll']);
+/** @typedef {typeof TRANSPORTS[number]} TransportName */
+/** @type {TransportName[]} */
 const DEFAULT_TRANSPORTS = ['websocket', 'sse', 'longpoll'];
 
 /**
@@ -74,19 +81,23 @@ const RECONNECT = 4008;
 const CLOSE_WAIT = 2000;
 
 /**
+ * The client's own error codes (docs/client.md, "Commands and errors").
+ * @typedef {'closed' | 'disconnected' | 'queue_full' | 'timeout' | 'token' | 'unsubscribed' | 'origin'} ClientErrorCode
+ */
+
+/**
  * Error of a command (`code` is the protocol's error code, 100-118, see docs/protocol.md)
- * or of the client itself (`code` is a string: 'closed', 'disconnected', 'queue_full',
- * 'timeout', 'token').
+ * or of the client itself (`code` is a ClientErrorCode string).
  */
 export class SwitchboardError extends Error {
   /**
-   * @param {number | string} code
+   * @param {number | ClientErrorCode} code
    * @param {string} message
    */
   constructor(code, message) {
     super(message);
     this.name = 'SwitchboardError';
-    /** @type {number | string} */
+    /** @type {number | ClientErrorCode} */
     this.code = code;
   }
 }
@@ -131,7 +142,7 @@ export class SwitchboardError extends Error {
  * @typedef {object} SwitchboardOptions
  * @property {string} [token]
  * @property {() => (string | Promise<string>)} [getToken]
- * @property {string[]} [transports]
+ * @property {TransportName[]} [transports]
  * @property {number} [minReconnectDelay]
  * @property {number} [maxReconnectDelay]
  * @property {number} [timeout]
@@ -148,7 +159,7 @@ export class SwitchboardError extends Error {
 
 /**
  * @typedef {object} Transport
- * @property {string} name
+ * @property {TransportName} name
  * @property {(connect: object) => void} open   starts; `connect` is the first command
  * @property {(commands: object[]) => void} send
  * @property {(command?: object | null, wait?: number) => Promise<void>} close
@@ -168,6 +179,7 @@ export class SwitchboardError extends Error {
  * @property {string} reason
  * @property {boolean} [failed]   the transport itself failed (no protocol close code)
  * @property {number} [switchTo]  internal: an upgrade to this transport index
+ * @property {boolean} [refused]  the server refuses the page's origin (final)
  *
  * @typedef {object} Call  a command in the queue, or sent and waiting for its reply
  * @property {Record<string, any>} cmd
@@ -187,10 +199,10 @@ const byteLength = (s) => encoder.encode(s).length;
  * A connection to a Switchboard server, with its subscriptions, that reconnects by itself.
  */
 export class Switchboard {
-  static CONNECTING = CONNECTING;
-  static OPEN = OPEN;
-  static CLOSING = CLOSING;
-  static CLOSED = CLOSED;
+  /** @readonly */ static CONNECTING = CONNECTING;
+  /** @readonly */ static OPEN = OPEN;
+  /** @readonly */ static CLOSING = CLOSING;
+  /** @readonly */ static CLOSED = CLOSED;
 
   /**
    * @param {string} [url] the server's base URL, `http(s)://host:port` (a `ws(s)://` one
@@ -221,7 +233,7 @@ export class Switchboard {
         throw new TypeError(`Switchboard: unknown transport ${JSON.stringify(t)} (known: ${TRANSPORTS.join(', ')})`);
       }
     }
-    /** @internal */ this._transports = [...transports];
+    /** @internal @type {TransportName[]} */ this._transports = [...transports];
     /** @internal */ this._opts = {
       minReconnectDelay: options.minReconnectDelay ?? 500,
       maxReconnectDelay: options.maxReconnectDelay ?? 20000,
@@ -239,7 +251,7 @@ export class Switchboard {
     /** @internal @type {string | null} */ this._token = options.token ?? null;
     /** @internal */ this._getToken = options.getToken ?? null;
 
-    /** @internal */ this._readyState = CLOSED;
+    /** @internal @type {ReadyState} */ this._readyState = CLOSED;
     /** @internal Set by close() and by a final close code; commands are then refused. */
     this._closed = false;
     /** @internal Bumped whenever the connection is abandoned: stale callbacks check it. */
@@ -258,7 +270,10 @@ export class Switchboard {
     /** @internal @type {number[]} */ this._round = [];
     /** @internal @type {string | null} The transport that reached OPEN last. */
     this._lastWorked = null;
-    /** @internal When the transport that worked last first failed to open again (ms), or null. */
+    /**
+     * @internal When the transport that worked last first failed to open again (ms), or null.
+     * @type {number | null}
+     */
     this._failingSince = null;
     /** @internal @type {CloseInfo | null} */ this._lastClose = null;
     /** @internal Failed rounds since the last successful connect: the backoff exponent. */
@@ -687,7 +702,7 @@ export class Switchboard {
 
   /**
    * @internal
-   * @param {string} code
+   * @param {ClientErrorCode} code
    * @param {string} message
    */
   _rejectAll(code, message) {
@@ -699,7 +714,7 @@ export class Switchboard {
 
   /**
    * @internal
-   * @param {string} code
+   * @param {ClientErrorCode} code
    * @param {string} message
    */
   _rejectPending(code, message) {
@@ -715,7 +730,7 @@ export class Switchboard {
 
   /**
    * @internal
-   * @param {number} state
+   * @param {ReadyState} state
    */
   _setState(state) {
     this._readyState = state;
@@ -787,7 +802,7 @@ export class Switchboard {
   _tryNext() {
     const index = this._round.shift();
     if (index === undefined) {
-      this._afterClose(this._lastClose ?? { code: 1006, reason: 'no transport could open', failed: true });
+      this._checkOrigin(this._lastClose ?? { code: 1006, reason: 'no transport could open', failed: true });
       return;
     }
     const gen = ++this._gen;
@@ -834,6 +849,28 @@ export class Switchboard {
     } catch (err) {
       this._lost({ code: 1006, reason: `${name}: ${errorMessage(err)}`, failed: true });
     }
+  }
+
+  /**
+   * No transport of the round could open. In a page, the server may be up and refusing
+   * the page's origin, which looks the same from here as a server that is down (the
+   * browser hides the 403 of `/ws` and the CORS failure of the HTTP transports): ask
+   * (originRefusal) before backing off. A refused origin is final: only the server's
+   * configuration can change it, so retrying would only fill the server's log.
+   * @internal
+   * @param {CloseInfo} info
+   */
+  _checkOrigin(info) {
+    const origin = pageOrigin();
+    if (origin === null) {
+      this._afterClose(info);
+      return;
+    }
+    const gen = ++this._gen;
+    originRefusal(this, origin).then((reason) => {
+      if (gen !== this._gen) return; // closed meanwhile
+      this._afterClose(reason === null ? info : { code: 1006, reason, failed: true, refused: true });
+    });
   }
 
   /**
@@ -934,12 +971,13 @@ export class Switchboard {
   _afterClose(info) {
     if (this._closed) return;
     this._abandon();
-    const final = FINAL_CODES.has(info.code) || (info.code === 4002 && !this._getToken);
+    const final = info.refused || FINAL_CODES.has(info.code) || (info.code === 4002 && !this._getToken);
     if (final) {
       this._closed = true;
       this._watchPage(false);
       this._setState(CLOSED);
       this._rejectAll('closed', `the connection was closed: ${info.code} ${info.reason}`);
+      if (info.refused) this._error(new SwitchboardError('origin', info.reason));
       this._emit('disconnected', { code: info.code, reason: info.reason, reconnect: false });
       return;
     }
@@ -1250,7 +1288,10 @@ export class Subscription {
     /** @internal */ this._client = client;
     this.channel = channel;
     /** @internal */ this._handlers = handlers;
-    /** 'subscribing' (also while disconnected), 'subscribed' or 'unsubscribed'. */
+    /**
+     * 'subscribing' (also while disconnected), 'subscribed' or 'unsubscribed'.
+     * @type {'subscribing' | 'subscribed' | 'unsubscribed'}
+     */
     this.state = 'subscribing';
     /** The epoch of the last position delivered (null before the first subscribe reply). @type {string | null} */
     this.epoch = null;
@@ -1437,7 +1478,7 @@ function errorMessage(err) {
 }
 
 /**
- * @param {string} name
+ * @param {TransportName} name
  * @param {Switchboard} client
  * @param {Sink} sink
  * @returns {Transport}
@@ -1457,7 +1498,7 @@ function makeTransport(name, client, sink) {
 
 /**
  * Whether a transport can open now, without a session: used to upgrade from a fallback.
- * @param {string} name
+ * @param {TransportName} name
  * @param {Switchboard} client
  * @returns {Promise<boolean>}
  */
@@ -1515,6 +1556,71 @@ function probeTransport(name, client) {
   });
 }
 
+/**
+ * The origin the browser sends as `Origin` from here, or null outside a page or worker
+ * (Node, Deno: no `Origin` header, so no origin to refuse).
+ * @returns {string | null}
+ */
+function pageOrigin() {
+  const location = /** @type {any} */ (globalThis).location;
+  return location && typeof location.origin === 'string' ? location.origin : null;
+}
+
+/**
+ * Whether the server refuses `origin`, asked after every transport failed to open.
+ * Resolves to the reason to tell the developer, or null when the origin is allowed or the
+ * answer is not known (the server is down or unreachable: the usual backoff follows).
+ *
+ * The browser does not let a page read why a cross-origin request failed, so this reads
+ * what it can: first `HEAD /switchboard.js`, which any origin may read, proves the server
+ * up and answering this host name (a Host refusal, 421, is not readable); then the two
+ * Origin-checked endpoints are asked for nothing (`GET /poll` of no session, `POST
+ * /sse/send` without a session: no session is opened). An allowed origin reads their
+ * error answer (404, 400: CORS lets it through); a refused one gets a 403 that is either
+ * unreadable (another origin, no `Access-Control-Allow-Origin`) or readable (the same
+ * origin, where a proxy rewrote the Host). Both failing while the module is readable is
+ * the refusal: the one other way to get there is a server with both HTTP transports
+ * switched off, whose 404s carry no CORS headers, while its WebSocket fails for another
+ * reason (docs/client.md says so).
+ * @param {Switchboard} client
+ * @param {string} origin
+ * @returns {Promise<string | null>}
+ */
+async function originRefusal(client, origin) {
+  const fetch = client._fetch;
+  if (!fetch) return null;
+  /**
+   * The answer to one request, or null when it failed (network, CORS) or timed out.
+   * @param {string} path
+   * @param {string} method
+   * @returns {Promise<Response | null>}
+   */
+  const ask = async (path, method) => {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), client._opts.timeout);
+    try {
+      const res = await fetch(`${client.url}${path}`, { method, cache: 'no-store', signal: abort.signal });
+      await safeText(res);
+      return res;
+    } catch {
+      return null;
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+  const up = await ask('/switchboard.js', 'HEAD');
+  if (!up || !up.ok) return null;
+  for (const [path, method] of [
+    ['/poll?session=-&wait=0', 'GET'],
+    ['/sse/send', 'POST'],
+  ]) {
+    const res = await ask(path, method);
+    if (res && res.status === 403) break;
+    if (res) return null;
+  }
+  return `origin ${origin} is not allowed by the server; add it to allowed_origins or --allow-origin`;
+}
+
 /** @param {string} base */
 function wsUrl(base) {
   return `${base.replace(/^http/, 'ws')}/ws`;
@@ -1529,6 +1635,7 @@ class WebSocketTransport {
    * @param {Sink} sink
    */
   constructor(client, sink) {
+    /** @type {TransportName} */
     this.name = 'websocket';
     this.client = client;
     this.sink = sink;
@@ -1670,6 +1777,7 @@ class SseTransport {
    * @param {Sink} sink
    */
   constructor(client, sink) {
+    /** @type {TransportName} */
     this.name = 'sse';
     this.client = client;
     this.sink = sink;
@@ -1881,6 +1989,7 @@ class PollTransport {
    * @param {boolean} long
    */
   constructor(client, sink, long) {
+    /** @type {TransportName} */
     this.name = long ? 'longpoll' : 'poll';
     this.client = client;
     this.sink = sink;
