@@ -20,35 +20,45 @@
 //! Private messages are serialised per user by an async lock, so a `send` racing with the
 //! user's `connect` is delivered once and in order: either from the mailbox after the
 //! connect reply, or live after it (see `users`).
+//!
+//! Files: `mod.rs` the hub, loading channels, the sweep; `shard` the sharded maps;
+//! `channel` a channel's state and its history cache; `publish` publishing and the
+//! release; `deliver` the channel's deliverer; `subscribe` subscriptions and recovery;
+//! `history` the `history` command; `presence` presence and the channel list; `users`
+//! users, mailboxes and quotas; `connections` the registry of open connections.
 
+use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::value::RawValue;
-use switchboard_ws::{CloseCode, PreparedMessage};
+use tracing::warn;
 
 use crate::config::{Config, NamespaceOptions, channel_char};
-use crate::engine::{HistoryQuery, MailboxQuota, Store, StoreError};
+use crate::engine::{MailboxQuota, Store, StoreError};
 use crate::error::ClientError;
 use crate::metrics::Metrics;
 use crate::outbox::ClientHandle;
-use crate::protocol::{
-    ClientInfo, History, Presence, PresenceEntry, Publication, Push, StreamPosition, Subscribed,
-    now_ms,
-};
+use crate::protocol::Publication;
+use crate::util::LogLimiter;
 
 mod channel;
+mod connections;
 mod deliver;
+mod history;
+mod presence;
+mod publish;
 mod shard;
+mod subscribe;
 mod users;
 
-use channel::{Channel, PresenceKey, Since, keeps_history, retention};
+use channel::{Channel, retention};
 use shard::Sharded;
 use users::User;
+
+/// One warning per this interval at most for store failures answered to clients.
+static STORE_FAILURES: LogLimiter = LogLimiter::new(Duration::from_secs(10));
 
 /// Longest channel name accepted.
 pub(crate) const MAX_CHANNEL_LEN: usize = 255;
@@ -90,7 +100,13 @@ pub(crate) fn store_failed(err: StoreError) -> ClientError {
             "the mailbox is full ({limit} messages from the server)"
         )),
         StoreError::Full(why) => ClientError::storage_full(why),
-        StoreError::Failed(why) => ClientError::internal(format!("storage failed: {why}")),
+        // The detail (SQLite's words, a path) is for the operator's log, not the client.
+        StoreError::Failed(why) => {
+            if let Some(held_back) = STORE_FAILURES.allow() {
+                warn!(cause = %why, held_back, "a store operation failed; the client was told to retry");
+            }
+            ClientError::internal("the server could not store or read this; try again")
+        }
     }
 }
 
@@ -220,442 +236,6 @@ impl Hub {
         }
     }
 
-    /// Publishes to a channel. The publication is acknowledged (this returns) only after
-    /// the store committed it; it reaches subscribers in offset order.
-    pub(crate) async fn publish(
-        self: &Arc<Self>,
-        channel: &str,
-        data: Arc<RawValue>,
-        info: Option<ClientInfo>,
-    ) -> Result<StreamPosition, ClientError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.publish_then(channel, data, info, move |result| {
-            let _ = tx.send(result);
-        })
-        .await?;
-        rx.await
-            .unwrap_or_else(|_| Err(ClientError::internal("publication lost")))
-    }
-
-    /// Reserves the publication's offset and queues its write to the store, then returns;
-    /// `done` is called with the acknowledgement once the store committed it (or with the
-    /// error). A connection can go on with its next commands meanwhile: its publications
-    /// keep the order in which they were started. The store write and `done` run in one
-    /// task of their own, so a publisher that goes away cannot leave an offset unreleased.
-    /// When this returns an error, nothing was reserved and `done` is not called.
-    pub(crate) async fn publish_then(
-        self: &Arc<Self>,
-        channel: &str,
-        data: Arc<RawValue>,
-        info: Option<ClientInfo>,
-        done: impl FnOnce(Result<StreamPosition, ClientError>) + Send + 'static,
-    ) -> Result<(), ClientError> {
-        let opts = self.channel_options(channel)?;
-        let mut payload = Some((data, info));
-        let (epoch, publication, write) = self
-            .with_channel(channel, opts, |ch| {
-                let (data, info) = payload.take()?;
-                ch.reserved += 1;
-                let publication = Arc::new(Publication {
-                    offset: ch.reserved,
-                    data,
-                    info,
-                    time: now_ms(),
-                });
-                // Queued under the lock, so the store commits offsets in order.
-                let write = keeps_history(opts).then(|| {
-                    let retention = retention(opts);
-                    self.store
-                        .append(channel, &ch.epoch, publication.clone(), retention)
-                });
-                Some((ch.epoch.clone(), publication, write))
-            })
-            .await?
-            .ok_or_else(|| ClientError::internal("publication lost"))?;
-        let hub = self.clone();
-        let name = channel.to_owned();
-        tokio::spawn(async move {
-            let result = hub.commit(&name, publication, write).await;
-            done(match result {
-                Some(Ok(offset)) => {
-                    hub.metrics.publications.inc();
-                    Ok(StreamPosition {
-                        offset,
-                        epoch: epoch.to_string(),
-                    })
-                }
-                Some(Err(err)) => Err(store_failed(err)),
-                None => Err(ClientError::internal("publication lost")),
-            });
-        });
-        Ok(())
-    }
-
-    /// Waits for a publication's store write, then releases it (and whatever committed
-    /// before it) to the history cache and the channel's deliverer. `None` if the channel
-    /// or its namespace went away meanwhile.
-    async fn commit(
-        self: &Arc<Self>,
-        name: &str,
-        publication: Arc<Publication>,
-        write: Option<impl Future<Output = Result<(), StoreError>>>,
-    ) -> Option<Result<u64, StoreError>> {
-        let opts = self.channel_options(name).ok()?;
-        let stored = write.is_some();
-        let result = match write {
-            Some(write) => {
-                let start = Instant::now();
-                let result = write.await;
-                self.metrics.store_writes.inc();
-                self.metrics
-                    .store_write_us
-                    .add(start.elapsed().as_micros() as u64);
-                result
-            }
-            None => Ok(()),
-        };
-        let offset = publication.offset;
-        {
-            let mut shard = self.channels.lock(name);
-            // Present: a channel with an unreleased offset is never dropped.
-            let ch = shard.get_mut(name)?;
-            if result.is_ok() || !stored {
-                ch.stored_top = ch.stored_top.max(offset);
-            }
-            ch.ready
-                .insert(offset, result.is_ok().then_some(publication));
-        }
-        // Publications committed together (one group commit, or while a fan-out kept this
-        // thread busy) are released together: let their tasks record them first, so that
-        // one write per subscriber carries all of them.
-        tokio::task::yield_now().await;
-        let start_deliverer = {
-            let mut shard = self.channels.lock(name);
-            let ch = shard.get_mut(name)?;
-            ch.top < offset && ch.release(name, opts, self.over_budget())
-        };
-        if start_deliverer {
-            self.start_deliverer(name);
-        }
-        Some(result.map(|()| offset))
-    }
-
-    /// Starts the channel's deliverer task (the caller marked it running).
-    fn start_deliverer(self: &Arc<Self>, name: &str) {
-        let (hub, name) = (self.clone(), name.to_owned());
-        tokio::spawn(async move { hub.deliver(&name).await });
-    }
-
-    /// The publications after `after` (at most `want`), from the cache, or from the cache
-    /// and what was `fetched` from the store.
-    fn since(ch: &Channel, after: u64, want: usize, fetched: Option<&Fetched>) -> Since {
-        let found = |mut publications: Vec<Arc<Publication>>| {
-            publications.truncate(want);
-            Since::Found(publications)
-        };
-        match ch.cache.since(after, ch.top) {
-            Since::Found(publications) => return found(publications),
-            Since::Gone => return Since::Gone,
-            Since::AskStore => {}
-        }
-        let Some(fetched) = fetched.filter(|f| f.after == after && !f.newest) else {
-            return Since::AskStore;
-        };
-        // Later commits may be in the store before they are released: those reach the
-        // subscriber live, so only what was released counts here.
-        let stored: Vec<_> = fetched
-            .publications
-            .iter()
-            .filter(|p| p.offset <= ch.top)
-            .cloned()
-            .collect();
-        match stored.first() {
-            Some(first) if first.offset == after + 1 => {}
-            // The first ones after `after` expired (or were never stored).
-            _ => return Since::Gone,
-        }
-        let last = stored.last().map_or(after, |p| p.offset);
-        if stored.len() >= want || last == ch.top {
-            return found(stored);
-        }
-        match ch.cache.since(last, ch.top) {
-            Since::Found(rest) => found(stored.into_iter().chain(rest).collect()),
-            other => other,
-        }
-    }
-
-    /// Subscribes a connection. Under the channel's lock: recovers what the client missed,
-    /// registers it, queues `reply` (built from the result) to it, then announces the join.
-    pub(crate) async fn subscribe(
-        self: &Arc<Self>,
-        channel: &str,
-        handle: &ClientHandle,
-        info: &ClientInfo,
-        recover: Option<&StreamPosition>,
-        reply: impl FnOnce(&Subscribed) -> String,
-    ) -> Result<(), ClientError> {
-        let opts = self.channel_options(channel)?;
-        let mut reply = Some(reply);
-        let mut fetched: Option<Fetched> = None;
-        for attempt in 1..=READ_ATTEMPTS {
-            let last_try = attempt == READ_ATTEMPTS;
-            let step = self
-                .with_channel(channel, opts, |ch| {
-                    if ch.subscribers.contains_key(&handle.id) {
-                        return Err(ClientError::already_subscribed(format!(
-                            "already subscribed to {channel:?}"
-                        )));
-                    }
-                    ch.cache.trim(opts, Instant::now());
-                    let recovered = match recover {
-                        None => None,
-                        Some(pos) if *pos.epoch != *ch.epoch => Some(None),
-                        Some(pos) => {
-                            match Self::since(ch, pos.offset, usize::MAX, fetched.as_ref()) {
-                                Since::Found(publications) => Some(Some(publications)),
-                                Since::Gone => Some(None),
-                                Since::AskStore if !last_try => return Ok(Some(pos.offset)),
-                                Since::AskStore => Some(None),
-                            }
-                        }
-                    };
-                    let result = Subscribed {
-                        epoch: ch.epoch.to_string(),
-                        offset: ch.top,
-                        recoverable: keeps_history(opts),
-                        recovered: recovered.as_ref().map(Option::is_some),
-                        publications: recovered.flatten().unwrap_or_default(),
-                    };
-                    if let Some(reply) = reply.take() {
-                        handle.push(PreparedMessage::text(&reply(&result)));
-                    }
-                    ch.subscribers.insert(handle.id, handle.clone());
-                    ch.snapshot = None;
-                    self.metrics.subscriptions.add(1);
-                    let entry =
-                        ch.presence
-                            .entry(PresenceKey::of(info))
-                            .or_insert_with(|| PresenceEntry {
-                                user: info.user.clone(),
-                                info: info.info.clone(),
-                                connections: 0,
-                            });
-                    entry.connections += 1;
-                    let start = entry.connections == 1
-                        && opts.join_leave
-                        && ch.announce(PreparedMessage::text(
-                            &Push::Join { channel, info }.to_json(),
-                        ));
-                    if start {
-                        self.start_deliverer(channel);
-                    }
-                    Ok(None)
-                })
-                .await??;
-            let Some(after) = step else {
-                return Ok(());
-            };
-            let query = HistoryQuery {
-                after,
-                before: None,
-                limit: opts.history_size,
-                newest: false,
-            };
-            fetched = Some(Fetched {
-                after,
-                newest: false,
-                publications: self
-                    .store
-                    .history(channel, query)
-                    .await
-                    .map_err(store_failed)?,
-            });
-        }
-        Err(ClientError::internal("subscription lost"))
-    }
-
-    /// Unsubscribes a connection; announces the leave when it was the user's last one.
-    /// Returns whether it was subscribed.
-    pub(crate) fn unsubscribe(
-        self: &Arc<Self>,
-        channel: &str,
-        client: u64,
-        info: &ClientInfo,
-    ) -> bool {
-        let join_leave = self
-            .config
-            .channel_options(channel)
-            .is_some_and(|o| o.join_leave);
-        let start = {
-            let mut shard = self.channels.lock(channel);
-            let Some(ch) = shard.get_mut(channel) else {
-                return false;
-            };
-            if ch.subscribers.remove(&client).is_none() {
-                return false;
-            }
-            ch.snapshot = None;
-            ch.last_used = Instant::now();
-            self.metrics.subscriptions.add(-1);
-            let key = PresenceKey::of(info);
-            let mut start = false;
-            if let Some(entry) = ch.presence.get_mut(&key) {
-                entry.connections -= 1;
-                if entry.connections == 0 {
-                    ch.presence.remove(&key);
-                    if join_leave {
-                        let push = Push::Leave { channel, info };
-                        start = ch.announce(PreparedMessage::text(&push.to_json()));
-                    }
-                }
-            }
-            start
-        };
-        if start {
-            self.start_deliverer(channel);
-        }
-        true
-    }
-
-    /// A channel's history: the latest `limit`, or (with `since`) what followed a position.
-    pub(crate) async fn history(
-        &self,
-        channel: &str,
-        limit: Option<usize>,
-        since: Option<&StreamPosition>,
-    ) -> Result<History, ClientError> {
-        let opts = self.channel_options(channel)?;
-        if !keeps_history(opts) {
-            return Err(ClientError::not_available(format!(
-                "no history in {channel:?}"
-            )));
-        }
-        let limit = limit.unwrap_or(usize::MAX).min(opts.history_size);
-        let mut fetched: Option<Fetched> = None;
-        for attempt in 1..=READ_ATTEMPTS {
-            let last_try = attempt == READ_ATTEMPTS;
-            let answer = self
-                .with_channel(channel, opts, |ch| {
-                    ch.cache.trim(opts, Instant::now());
-                    let (publications, complete) = match since {
-                        Some(pos) if *pos.epoch != *ch.epoch => (Vec::new(), Some(false)),
-                        Some(pos) => match Self::since(ch, pos.offset, limit, fetched.as_ref()) {
-                            Since::Found(publications) => (publications, Some(true)),
-                            Since::Gone => (Vec::new(), Some(false)),
-                            Since::AskStore if !last_try => {
-                                return Err((pos.offset, false));
-                            }
-                            Since::AskStore => (Vec::new(), Some(false)),
-                        },
-                        None => match Self::newest(ch, limit, fetched.as_ref()) {
-                            Some(publications) => (publications, None),
-                            None if !last_try => return Err((0, true)),
-                            None => (ch.cache.newest(limit), None),
-                        },
-                    };
-                    Ok(History {
-                        epoch: ch.epoch.to_string(),
-                        offset: ch.top,
-                        publications,
-                        complete,
-                    })
-                })
-                .await?;
-            let (after, newest) = match answer {
-                Ok(history) => return Ok(history),
-                Err(read) => read,
-            };
-            let query = HistoryQuery {
-                after,
-                before: None,
-                limit,
-                newest,
-            };
-            fetched = Some(Fetched {
-                after,
-                newest,
-                publications: self
-                    .store
-                    .history(channel, query)
-                    .await
-                    .map_err(store_failed)?,
-            });
-        }
-        Err(ClientError::internal("history lost"))
-    }
-
-    /// The newest `limit` publications, from the cache, or from what was `fetched` (the
-    /// store's newest) and the cache; `None` when the store must be read.
-    fn newest(
-        ch: &Channel,
-        limit: usize,
-        fetched: Option<&Fetched>,
-    ) -> Option<Vec<Arc<Publication>>> {
-        if ch.cache.is_complete() || ch.cache.len() >= limit {
-            return Some(ch.cache.newest(limit));
-        }
-        let fetched = fetched.filter(|f| f.newest)?;
-        let mut publications: Vec<_> = fetched
-            .publications
-            .iter()
-            .filter(|p| p.offset <= ch.top)
-            .cloned()
-            .collect();
-        let last = publications.last().map_or(0, |p| p.offset);
-        if last < ch.top {
-            // Released since the read: the cache must hold them.
-            match ch.cache.since(last, ch.top) {
-                Since::Found(rest) => publications.extend(rest),
-                _ => return None,
-            }
-        }
-        let skip = publications.len().saturating_sub(limit);
-        publications.drain(..skip);
-        Some(publications)
-    }
-
-    /// Who is subscribed to a channel.
-    pub(crate) fn presence(&self, channel: &str) -> Result<Presence, ClientError> {
-        let opts = self.channel_options(channel)?;
-        if !opts.presence {
-            return Err(ClientError::not_available(format!(
-                "no presence in {channel:?}"
-            )));
-        }
-        let mut presence = Presence {
-            presence: BTreeMap::new(),
-            anonymous: BTreeMap::new(),
-        };
-        let shard = self.channels.lock(channel);
-        if let Some(ch) = shard.get(channel) {
-            for (key, entry) in &ch.presence {
-                match key {
-                    PresenceKey::User(user) => {
-                        presence.presence.insert(user.clone(), entry.clone())
-                    }
-                    PresenceKey::Anonymous(client) => {
-                        presence.anonymous.insert(client.clone(), entry.clone())
-                    }
-                };
-            }
-        }
-        Ok(presence)
-    }
-
-    /// Active channels (with at least one subscriber) and their subscriber counts.
-    pub(crate) fn channels(&self) -> Vec<(String, usize)> {
-        let mut out = Vec::new();
-        self.channels.each(|map| {
-            out.extend(
-                map.iter()
-                    .filter(|(_, ch)| !ch.subscribers.is_empty())
-                    .map(|(name, ch)| (name.clone(), ch.subscribers.len())),
-            );
-        });
-        out.sort();
-        out
-    }
-
     /// Drops expired history, channels left idle for [`IDLE_KEEP`] and users left
     /// without connections; past the cache budget, drops the caches of the channels used
     /// least recently. Run periodically, off the hot path.
@@ -696,26 +276,5 @@ impl Hub {
             }
         }
         self.sweep_users();
-    }
-
-    /// Registers an open connection (see [`Hub::disconnect_all`]).
-    pub(crate) fn register(&self, handle: &ClientHandle) {
-        self.open_connections().insert(handle.id, handle.clone());
-    }
-
-    /// Forgets a closed connection.
-    pub(crate) fn unregister(&self, id: u64) {
-        self.open_connections().remove(&id);
-    }
-
-    fn open_connections(&self) -> MutexGuard<'_, HashMap<u64, ClientHandle>> {
-        self.open.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Ends every open connection (shutdown).
-    pub(crate) fn disconnect_all(&self, code: CloseCode, reason: &str) {
-        for handle in self.open_connections().values() {
-            handle.disconnect(code, reason);
-        }
     }
 }

@@ -1,0 +1,142 @@
+//! Publishing: an offset reserved under the channel's lock, the store's write outside it,
+//! then the release, in offset order, to the history cache and the channel's deliverer.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::value::RawValue;
+
+use super::channel::{keeps_history, retention};
+use super::{Hub, store_failed};
+use crate::engine::StoreError;
+use crate::error::ClientError;
+use crate::protocol::{ClientInfo, Publication, StreamPosition, now_ms};
+
+impl Hub {
+    /// Publishes to a channel. The publication is acknowledged (this returns) only after
+    /// the store committed it; it reaches subscribers in offset order.
+    pub(crate) async fn publish(
+        self: &Arc<Self>,
+        channel: &str,
+        data: Arc<RawValue>,
+        info: Option<ClientInfo>,
+    ) -> Result<StreamPosition, ClientError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.publish_then(channel, data, info, move |result| {
+            let _ = tx.send(result);
+        })
+        .await?;
+        rx.await
+            .unwrap_or_else(|_| Err(ClientError::internal("publication lost")))
+    }
+
+    /// Reserves the publication's offset and queues its write to the store, then returns;
+    /// `done` is called with the acknowledgement once the store committed it (or with the
+    /// error). A connection can go on with its next commands meanwhile: its publications
+    /// keep the order in which they were started. The store write and `done` run in one
+    /// task of their own, so a publisher that goes away cannot leave an offset unreleased.
+    /// When this returns an error, nothing was reserved and `done` is not called.
+    pub(crate) async fn publish_then(
+        self: &Arc<Self>,
+        channel: &str,
+        data: Arc<RawValue>,
+        info: Option<ClientInfo>,
+        done: impl FnOnce(Result<StreamPosition, ClientError>) + Send + 'static,
+    ) -> Result<(), ClientError> {
+        let opts = self.channel_options(channel)?;
+        let mut payload = Some((data, info));
+        let (epoch, publication, write) = self
+            .with_channel(channel, opts, |ch| {
+                let (data, info) = payload.take()?;
+                ch.reserved += 1;
+                let publication = Arc::new(Publication {
+                    offset: ch.reserved,
+                    data,
+                    info,
+                    time: now_ms(),
+                });
+                // Queued under the lock, so the store commits offsets in order.
+                let write = keeps_history(opts).then(|| {
+                    let retention = retention(opts);
+                    self.store
+                        .append(channel, &ch.epoch, publication.clone(), retention)
+                });
+                Some((ch.epoch.clone(), publication, write))
+            })
+            .await?
+            .ok_or_else(|| ClientError::internal("publication lost"))?;
+        let hub = self.clone();
+        let name = channel.to_owned();
+        tokio::spawn(async move {
+            let result = hub.commit(&name, publication, write).await;
+            done(match result {
+                Some(Ok(offset)) => {
+                    hub.metrics.publications.inc();
+                    Ok(StreamPosition {
+                        offset,
+                        epoch: epoch.to_string(),
+                    })
+                }
+                Some(Err(err)) => Err(store_failed(err)),
+                None => Err(ClientError::internal("publication lost")),
+            });
+        });
+        Ok(())
+    }
+
+    /// Waits for a publication's store write, then releases it (and whatever committed
+    /// before it) to the history cache and the channel's deliverer. `None` if the channel
+    /// or its namespace went away meanwhile.
+    async fn commit(
+        self: &Arc<Self>,
+        name: &str,
+        publication: Arc<Publication>,
+        write: Option<impl Future<Output = Result<(), StoreError>>>,
+    ) -> Option<Result<u64, StoreError>> {
+        let opts = self.channel_options(name).ok()?;
+        let stored = write.is_some();
+        let result = match write {
+            Some(write) => {
+                let start = Instant::now();
+                let result = write.await;
+                self.metrics.store_writes.inc();
+                self.metrics
+                    .store_write_us
+                    .add(start.elapsed().as_micros() as u64);
+                result
+            }
+            None => Ok(()),
+        };
+        let offset = publication.offset;
+        {
+            let mut shard = self.channels.lock(name);
+            // Present: a channel with an unreleased offset is never dropped.
+            let ch = shard.get_mut(name)?;
+            if result.is_ok() || !stored {
+                ch.stored_top = ch.stored_top.max(offset);
+            }
+            ch.ready
+                .insert(offset, result.is_ok().then_some(publication));
+        }
+        // Publications committed together (one group commit, or while a fan-out kept this
+        // thread busy) are released together: let their tasks record them first, so that
+        // one write per subscriber carries all of them.
+        tokio::task::yield_now().await;
+        let start_deliverer = {
+            let mut shard = self.channels.lock(name);
+            let ch = shard.get_mut(name)?;
+            ch.top < offset && ch.release(name, opts, self.over_budget())
+        };
+        if start_deliverer {
+            self.start_deliverer(name);
+        }
+        Some(result.map(|()| offset))
+    }
+
+    /// Starts the channel's deliverer task (the caller marked it running).
+    pub(super) fn start_deliverer(self: &Arc<Self>, name: &str) {
+        let (hub, name) = (self.clone(), name.to_owned());
+        tokio::spawn(async move { hub.deliver(&name).await });
+    }
+}
