@@ -10,8 +10,8 @@ use super::Hub;
 use super::channel::Channel;
 use crate::outbox::ClientHandle;
 
-/// Subscribers a deliverer writes to before it yields the thread.
-const DELIVERY_CHUNK: usize = 256;
+/// Subscribers a deliverer writes to before it yields the thread (`Hub::delivery_chunk`).
+pub(super) const DELIVERY_CHUNK: usize = 256;
 
 /// Messages queued together, and the subscribers they go to: the first `until` of
 /// `subscribers` (all of them, unless the rest already got these messages in a round
@@ -90,7 +90,7 @@ impl Hub {
             let mut passed: Vec<Delivery> = Vec::new();
             let mut at = 0;
             while at < delivery.until {
-                let end = (at + DELIVERY_CHUNK).min(delivery.until);
+                let end = (at + self.delivery_chunk).min(delivery.until);
                 for handle in &delivery.targets()[at..end] {
                     handle.push_batch(&delivery.messages, &joined);
                 }
@@ -159,6 +159,11 @@ impl Hub {
                 until: at,
             });
             joined = true;
+        }
+        #[cfg(test)]
+        if joined {
+            self.rounds_joined
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         joined
     }

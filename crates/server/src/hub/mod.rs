@@ -51,6 +51,8 @@ mod presence;
 mod publish;
 mod shard;
 mod subscribe;
+#[cfg(test)]
+mod tests;
 mod users;
 
 use channel::{Channel, retention};
@@ -125,6 +127,12 @@ pub(crate) struct Hub {
     started: Instant,
     /// Bytes of history cached over all channels (each channel's cache keeps it current).
     cached: Arc<AtomicUsize>,
+    /// Subscribers a deliverer writes to before it yields ([`deliver::DELIVERY_CHUNK`];
+    /// smaller in unit tests, so that a few subscribers reach the paths of thousands).
+    delivery_chunk: usize,
+    /// Rounds that publications joined while under way (unit tests assert the path ran).
+    #[cfg(test)]
+    rounds_joined: AtomicUsize,
 }
 
 impl Hub {
@@ -140,6 +148,9 @@ impl Hub {
             next_client: AtomicU64::new(1),
             started: Instant::now(),
             cached: Arc::default(),
+            delivery_chunk: deliver::DELIVERY_CHUNK,
+            #[cfg(test)]
+            rounds_joined: AtomicUsize::new(0),
         }
     }
 
