@@ -50,6 +50,8 @@ pub struct Metrics {
     pub pending: Gauge,
     /// Active subscriptions (connection × channel).
     pub subscriptions: Gauge,
+    /// Long polls held by the server, waiting for something to deliver.
+    pub polls_waiting: Gauge,
     /// Connections accepted since start.
     pub connections_total: Counter,
     /// Commands received from clients.
@@ -135,6 +137,11 @@ impl Metrics {
             "subscriptions",
             "Active subscriptions.",
             self.subscriptions.get(),
+        );
+        gauge(
+            "polls_waiting",
+            "Long polls held, waiting for something to deliver.",
+            self.polls_waiting.get(),
         );
         gauge(
             "history_cache_bytes",

@@ -324,12 +324,19 @@ async fn history_expires_after_its_ttl() {
         .await;
     assert_eq!(offsets(&history["publications"]), [1, 2]);
     let epoch = history["epoch"].clone();
-    // Nothing to await: the publications have to age past their TTL.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let history = client
-        .ok(json!({"cmd": "history", "channel": "chat:ttl"}))
-        .await;
-    assert_eq!(offsets(&history["publications"]), Vec::<u64>::new());
+    // The publications age past their TTL (polled until they have).
+    let history = crate::util::bounded("the publications to expire", async {
+        loop {
+            let history = client
+                .ok(json!({"cmd": "history", "channel": "chat:ttl"}))
+                .await;
+            if offsets(&history["publications"]).is_empty() {
+                break history;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     assert_eq!(
         history["offset"], 2,
         "the offset stays while the channel lives"

@@ -40,7 +40,10 @@ async fn a_long_poll_is_held_until_a_publication_arrives() {
         let addr = server.addr;
         tokio::spawn(async move { http_response(addr, "GET", &poller_path, &[], b"").await })
     };
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    eventually("the poll to be held", || async {
+        server.metric("switchboard_polls_waiting").await == 1.0
+    })
+    .await;
     assert!(!held.is_finished(), "answered with nothing to deliver");
     server.publish("logs:lp", json!("news")).await;
     let response = bounded("the held poll", held).await.expect("poll task");
@@ -160,7 +163,10 @@ async fn a_newer_poll_answers_the_older_one() {
     let path = poller.path(poller.ack, true);
     let addr = server.addr;
     let older = tokio::spawn(async move { http_response(addr, "GET", &path, &[], b"").await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("the poll to be held", || async {
+        server.metric("switchboard_polls_waiting").await == 1.0
+    })
+    .await;
     assert!(!older.is_finished());
     let started = Instant::now();
     let (status, _) = poller.raw(poller.ack, false, "").await;
@@ -278,7 +284,10 @@ async fn a_server_api_disconnect_ends_a_waiting_poll_with_4003() {
     let path = alice.path(alice.ack, true);
     let addr = server.addr;
     let held = tokio::spawn(async move { http_response(addr, "GET", &path, &[], b"").await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("the poll to be held", || async {
+        server.metric("switchboard_polls_waiting").await == 1.0
+    })
+    .await;
     server.api_ok("disconnect", json!({"user": "alice"})).await;
     let response = bounded("the held poll", held).await.expect("task");
     let answer: Value = serde_json::from_str(&response.body).expect("JSON");
@@ -503,7 +512,10 @@ async fn shutdown_answers_waiting_polls_with_1001() {
     let path = alice.path(alice.ack, true);
     let addr = server.addr;
     let held = tokio::spawn(async move { http_response(addr, "GET", &path, &[], b"").await });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("the poll to be held", || async {
+        server.metric("switchboard_polls_waiting").await == 1.0
+    })
+    .await;
     let task = server.shutdown();
     let response = bounded("the held poll", held).await.expect("task");
     let answer: Value = serde_json::from_str(&response.body).expect("JSON");

@@ -101,6 +101,30 @@ struct Stream {
 struct PendingPoll {
     reply: oneshot::Sender<Bytes>,
     deadline: Instant,
+    /// Counts it in `switchboard_polls_waiting` while it exists.
+    _waiting: Waiting,
+}
+
+impl PendingPoll {
+    fn new(reply: oneshot::Sender<Bytes>, deadline: Instant, shared: &Shared) -> Self {
+        let metrics = shared.session.hub.metrics().clone();
+        metrics.polls_waiting.add(1);
+        PendingPoll {
+            reply,
+            deadline,
+            _waiting: Waiting(metrics),
+        }
+    }
+}
+
+/// One held poll in `switchboard_polls_waiting`, for as long as it lives.
+#[derive(Debug)]
+struct Waiting(Arc<crate::metrics::Metrics>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.polls_waiting.add(-1);
+    }
 }
 
 /// Why the session's loop stopped.
@@ -371,10 +395,8 @@ impl Actor {
                 // Handled before the poll waits, so their replies are in this answer.
                 let end = self.commands(session, outbox, &commands).await;
                 // If the commands ended the session, the end answers this poll.
-                self.poll = Some(PendingPoll {
-                    reply,
-                    deadline: Instant::now() + self.shared.session.config.limits.poll_timeout,
-                });
+                let deadline = Instant::now() + self.shared.session.config.limits.poll_timeout;
+                self.poll = Some(PendingPoll::new(reply, deadline, &self.shared));
                 if end.is_none() && (!wait || !self.replay.is_empty()) {
                     self.answer_poll(None);
                 }
@@ -498,10 +520,7 @@ impl Actor {
                 None => return,
                 Some(ToSession::Poll { ack, reply, .. }) => {
                     self.replay.ack(ack);
-                    self.poll = Some(PendingPoll {
-                        reply,
-                        deadline: Instant::now(),
-                    });
+                    self.poll = Some(PendingPoll::new(reply, Instant::now(), &self.shared));
                     self.answer_poll(Some(reason));
                     return;
                 }
