@@ -339,6 +339,7 @@ impl Target {
         if self.websocket {
             return match self.path.as_str() {
                 "" | "/" => "/ws".to_owned(),
+                query if query.starts_with('?') => format!("/ws{query}"),
                 path => path.to_owned(),
             };
         }
@@ -811,6 +812,7 @@ mod tests {
             ("ws://h:1/ws", "/ws", ""),
             ("ws://h:1", "/ws", ""),
             ("ws://h:1/", "/ws", ""),
+            ("ws://h:1?t=1", "/ws?t=1", ""),
             ("ws://h:1/x/ws/?t=1", "/x/ws/?t=1", "/x"),
             ("ws://h:1/other", "/other", "/other"),
             ("http://h:1", "/ws", ""),

@@ -1,5 +1,6 @@
 //! `switchboard echo`, `bench echo`, `sub`, `pub`, `token`, `config init` and `serve`'s
-//! start-up, run as a user runs them: over real sockets on 127.0.0.1.
+//! start-up, run as a user runs them: over real sockets on 127.0.0.1; and what
+//! `scripts/test` says when the Autobahn tools are missing.
 
 use std::path::Path;
 use std::process::Command;
