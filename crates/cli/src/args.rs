@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use switchboard_server::config::address;
+
 use clap::{Parser, Subcommand};
 
 /// Switchboard: a real-time communication server.
@@ -22,7 +24,8 @@ pub(crate) enum Command {
     Serve(ServeArgs),
     /// Configuration helpers.
     Config(ConfigArgs),
-    /// Mint a connection token (HS256, from the configured secret) for development.
+    /// Mint a connection token for development, signed as the configuration says: HS256
+    /// with the server's token secret, or RS256/ES256 with --private-key.
     Token(TokenArgs),
     /// Subscribe to a channel and print each publication as one JSON line.
     Sub(SubArgs),
@@ -49,18 +52,24 @@ pub(crate) struct ConfigSource {
 pub(crate) struct ServeArgs {
     #[command(flatten)]
     pub(crate) source: ConfigSource,
-    /// Address to listen on. Default 127.0.0.1:8000 (loopback only).
-    #[arg(long, env = "SWITCHBOARD_LISTEN")]
-    pub(crate) listen: Option<SocketAddr>,
-    /// Another origin allowed to open WebSockets (repeatable; `*` for any).
+    /// Address to listen on: IP:PORT, or HOST:PORT with the host name resolved at start-up
+    /// (its first IPv4 address: localhost is 127.0.0.1). Default 127.0.0.1:8000 (loopback
+    /// only). Environment: SWITCHBOARD_LISTEN.
+    // Not clap's `env`: its errors name the flag even when the variable was wrong, so
+    // `serve` reads the variable itself (`load_config`).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) listen: Option<String>,
+    /// Another origin allowed to open WebSockets (repeatable; `*` for any). The variable
+    /// SWITCHBOARD_ALLOWED_ORIGINS holds a comma-separated list.
     #[arg(
         long = "allow-origin",
         env = "SWITCHBOARD_ALLOWED_ORIGINS",
         value_delimiter = ','
     )]
     pub(crate) allowed_origins: Vec<String>,
-    /// Let clients connect without a token.
-    #[arg(long, env = "SWITCHBOARD_ALLOW_ANONYMOUS")]
+    /// Let clients connect without a token. Environment: SWITCHBOARD_ALLOW_ANONYMOUS=true
+    /// or false (also 1/0, yes/no, on/off), which the flag overrides.
+    #[arg(long)]
     pub(crate) allow_anonymous: bool,
     /// Storage engine: sqlite (default; durable) or memory (lost on restart).
     #[arg(long, env = "SWITCHBOARD_STORE")]
@@ -105,6 +114,11 @@ pub(crate) struct TokenArgs {
     /// Private channels the user may subscribe to.
     #[arg(long, value_delimiter = ',')]
     pub(crate) channels: Vec<String>,
+    /// With auth.token_algorithm RS256 or ES256: the PEM private key that signs the token,
+    /// the private half of auth.token_public_key_file. HS256 tokens are signed with the
+    /// token secret instead.
+    #[arg(long, value_name = "PEM")]
+    pub(crate) private_key: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -113,16 +127,23 @@ pub(crate) struct SubArgs {
     pub(crate) source: ConfigSource,
     /// The channel, e.g. chat:lobby.
     pub(crate) channel: String,
-    /// The server's WebSocket URL.
-    #[arg(long, default_value = "ws://127.0.0.1:8000/ws")]
-    pub(crate) url: String,
+    /// The server: its WebSocket URL (ws://HOST:PORT/ws) or its base URL
+    /// (http://HOST:PORT, whose WebSocket is at /ws). Default: the configured listen
+    /// address (`listen` in --config, SWITCHBOARD_LISTEN), 127.0.0.1:8000 without one.
+    #[arg(long)]
+    pub(crate) url: Option<String>,
     /// A connection token; without one, a token for --user is minted from the local
     /// secret, or the connection is anonymous.
     #[arg(long, env = "SWITCHBOARD_TOKEN")]
     pub(crate) token: Option<String>,
-    /// The user to mint a token for (needs the server's data directory).
+    /// The user to mint a token for (needs the server's data directory, or --private-key
+    /// with RS256/ES256).
     #[arg(long)]
     pub(crate) user: Option<String>,
+    /// With RS256 or ES256: the PEM private key that signs --user's tokens (see
+    /// `switchboard token --help`).
+    #[arg(long, value_name = "PEM")]
+    pub(crate) private_key: Option<PathBuf>,
     /// Print the last N publications from history first.
     #[arg(long)]
     pub(crate) history: Option<usize>,
@@ -136,9 +157,11 @@ pub(crate) struct PubArgs {
     pub(crate) channel: String,
     /// The data: JSON, or any other text (sent as a JSON string).
     pub(crate) data: String,
-    /// The server's base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8000")]
-    pub(crate) url: String,
+    /// The server: its base URL (http://HOST:PORT; the API is at /api/publish) or its
+    /// WebSocket URL (ws://HOST:PORT/ws). Default: the configured listen address (`listen`
+    /// in --config, SWITCHBOARD_LISTEN), 127.0.0.1:8000 without one.
+    #[arg(long)]
+    pub(crate) url: Option<String>,
     /// The API key; by default read like the server reads it.
     #[arg(long, env = "SWITCHBOARD_API_KEY")]
     pub(crate) api_key: Option<String>,
@@ -146,8 +169,9 @@ pub(crate) struct PubArgs {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct EchoArgs {
-    /// Address to listen on. Loopback by default; say 0.0.0.0 to expose it.
-    #[arg(long, default_value = "127.0.0.1:9001")]
+    /// Address to listen on, IP:PORT or HOST:PORT. Loopback by default; say 0.0.0.0 to
+    /// expose it.
+    #[arg(long, default_value = "127.0.0.1:9001", value_parser = address::parse)]
     pub(crate) listen: SocketAddr,
     /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]

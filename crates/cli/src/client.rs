@@ -12,13 +12,16 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use serde_json::json;
 use serde_json::value::RawValue;
-use switchboard_server::auth::{self, Claims};
+use switchboard_server::Config;
+use switchboard_server::auth::{self, Claims, Verifier};
+use switchboard_server::config::TokenAlgorithm;
 use switchboard_server::secrets::{self, API_KEY_FILE, Kind, TOKEN_SECRET_FILE};
 use switchboard_ws::handshake::HandshakeError;
 use switchboard_ws::tokio::WebSocket;
@@ -62,7 +65,7 @@ fn describe(error: &serde_json::Value) -> String {
 fn exit_if_refused(result: anyhow::Result<()>) -> anyhow::Result<()> {
     match result {
         Err(err) if err.is::<Refused>() => {
-            eprintln!("switchboard: {err}");
+            crate::say!("switchboard: {err}");
             std::process::exit(1)
         }
         other => other,
@@ -89,7 +92,7 @@ pub(crate) fn config_init(path: &Path, force: bool) -> anyhow::Result<()> {
     };
     file.write_all(EXAMPLE_CONFIG.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
-    eprintln!(
+    crate::say!(
         "switchboard: wrote {0}; start the server with `switchboard serve --config {0}`",
         path.display()
     );
@@ -97,7 +100,9 @@ pub(crate) fn config_init(path: &Path, force: bool) -> anyhow::Result<()> {
 }
 
 pub(crate) fn token(args: TokenArgs) -> anyhow::Result<()> {
-    let secret = server_secret(&args.source, Need::TokenSecret, "--config")?;
+    check_user(&args.user)?;
+    let config = crate::serve::load_config(&args.source)?;
+    let minter = Minter::new(&config, args.private_key.as_deref(), None)?;
     let ttl = switchboard_server::config::duration::parse(&args.ttl)
         .with_context(|| format!("invalid --ttl {:?}: use 30s, 10m, 1h, 7d…", args.ttl))?;
     let info = args
@@ -110,9 +115,102 @@ pub(crate) fn token(args: TokenArgs) -> anyhow::Result<()> {
         info,
         channels: args.channels,
     };
-    let token = auth::mint(&secret, &claims)?;
+    let token = minter.mint(&claims)?;
     writeln!(std::io::stdout(), "{token}")?;
     Ok(())
+}
+
+/// Refuses an empty user id (`--user ''`): the server refuses a token without one.
+fn check_user(user: &str) -> anyhow::Result<()> {
+    if user.trim().is_empty() {
+        bail!(
+            "--user is empty: a token names its user (the sub claim), and the server refuses one without"
+        );
+    }
+    Ok(())
+}
+
+/// How tokens are signed: as the server that reads the same configuration verifies them.
+enum Signer {
+    /// HS256 with the token secret.
+    Secret(String),
+    /// RS256 or ES256 with the private key (PEM) read from `path`.
+    Key {
+        algorithm: TokenAlgorithm,
+        pem: Vec<u8>,
+        path: PathBuf,
+    },
+}
+
+/// Mints tokens for `token` and `sub --user`, and checks each with the server's own
+/// verifier, so a token the server would refuse is an error here, with the reason.
+pub(crate) struct Minter {
+    signer: Signer,
+    verifier: Verifier,
+}
+
+impl Minter {
+    /// From the configuration: its algorithm says whether the token secret or a private
+    /// key signs. `hint` says what else the command takes instead (`--token`).
+    pub(crate) fn new(
+        config: &Config,
+        private_key: Option<&Path>,
+        hint: Option<&str>,
+    ) -> anyhow::Result<Minter> {
+        let algorithm = config.auth.token_algorithm;
+        let signer = match (algorithm, private_key) {
+            (TokenAlgorithm::HS256, None) => {
+                Signer::Secret(configured_secret(config, Need::TokenSecret, hint)?)
+            }
+            (TokenAlgorithm::HS256, Some(path)) => bail!(
+                "--private-key {}: this server's auth.token_algorithm is HS256, whose tokens \
+                 are signed with its token secret; leave --private-key out, or configure \
+                 RS256 or ES256 with the public key",
+                path.display()
+            ),
+            (_, None) => bail!(
+                "this server's auth.token_algorithm is {algorithm:?}: it verifies tokens with \
+                 the public key in auth.token_public_key_file, so only its private half can \
+                 sign one; pass --private-key FILE (PEM){}",
+                hint.map_or_else(String::new, |h| format!(", or {h}"))
+            ),
+            (_, Some(path)) => Signer::Key {
+                algorithm,
+                pem: std::fs::read(path)
+                    .with_context(|| format!("cannot read the private key {}", path.display()))?,
+                path: path.to_owned(),
+            },
+        };
+        let secret = match &signer {
+            Signer::Secret(secret) => secret.as_str(),
+            Signer::Key { .. } => "",
+        };
+        let verifier = Verifier::new(&config.auth, secret)?;
+        Ok(Minter { signer, verifier })
+    }
+
+    pub(crate) fn mint(&self, claims: &Claims) -> anyhow::Result<String> {
+        let token = match &self.signer {
+            Signer::Secret(secret) => auth::mint(secret, claims)?,
+            Signer::Key {
+                algorithm,
+                pem,
+                path,
+            } => auth::mint_with_key(*algorithm, pem, claims)
+                .map_err(|err| anyhow!("--private-key {}: {err}", path.display()))?,
+        };
+        if let Err(refusal) = self.verifier.verify(&token) {
+            match &self.signer {
+                Signer::Key { path, .. } => bail!(
+                    "--private-key {}: the server would refuse its tokens ({refusal}); is it \
+                     the private half of auth.token_public_key_file?",
+                    path.display()
+                ),
+                Signer::Secret(_) => bail!("the server would refuse this token: {refusal}"),
+            }
+        }
+        Ok(token)
+    }
 }
 
 /// Which secret a command needs.
@@ -130,7 +228,12 @@ pub(crate) fn server_secret(
     need: Need,
     hint: &str,
 ) -> anyhow::Result<String> {
-    let config = crate::serve::load_config(source)?;
+    configured_secret(&crate::serve::load_config(source)?, need, Some(hint))
+}
+
+/// [`server_secret`] from a loaded configuration; `hint`, if any, says what the command
+/// takes instead.
+fn configured_secret(config: &Config, need: Need, hint: Option<&str>) -> anyhow::Result<String> {
     let (configured, file, kind) = match need {
         Need::ApiKey => (&config.auth.api_key, API_KEY_FILE, Kind::ApiKey),
         Need::TokenSecret => (
@@ -150,32 +253,47 @@ pub(crate) fn server_secret(
             Ok(value.to_owned())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "{} does not exist: point --data-dir (or --config) at the server's data directory, or pass {hint}",
-            path.display()
+            "{} does not exist: point --data-dir (or --config) at the server's data directory{}",
+            path.display(),
+            hint.map_or_else(String::new, |h| format!(", or pass {h}"))
         ),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
 }
 
-/// Where a `scheme://host[:port][/path]` URL points.
+/// Where a `ws://` or `http://` URL points. Either form names the server for either
+/// command: a `ws://` URL is its WebSocket endpoint, an `http://` URL its base URL.
 #[derive(Debug, PartialEq)]
 struct Target {
+    /// Written `ws://` rather than `http://`.
+    websocket: bool,
     /// `host[:port]` as written, for the `Host` header.
     authority: String,
     /// `host:port`, to connect to.
     addr: String,
-    /// The path, `/` when none.
+    /// The path as written (with its query), empty when none.
     path: String,
 }
 
 impl Target {
-    fn parse(url: &str, scheme: &str, default_port: u16) -> anyhow::Result<Target> {
-        let unsupported = || anyhow!("unsupported URL {url:?}: use {scheme}://HOST[:PORT][/PATH]");
-        let rest = url
-            .strip_prefix(scheme)
-            .and_then(|r| r.strip_prefix("://"))
-            .ok_or_else(unsupported)?;
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    fn parse(url: &str) -> anyhow::Result<Target> {
+        let unsupported = || {
+            anyhow!(
+                "unsupported URL {url:?}: use ws://HOST[:PORT][/PATH] or http://HOST[:PORT][/PATH]"
+            )
+        };
+        let (scheme, rest) = url.split_once("://").ok_or_else(unsupported)?;
+        let websocket = match scheme.to_ascii_lowercase().as_str() {
+            "ws" => true,
+            "http" => false,
+            "wss" | "https" => bail!(
+                "{url}: TLS (wss://, https://) is not supported by `switchboard sub` and `pub` \
+                 yet; use ws:// or http:// with the server's own address (the server speaks \
+                 plain HTTP; a TLS proxy in front of it forwards to that address)"
+            ),
+            _ => return Err(unsupported()),
+        };
+        let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
         let (host, port) = match authority.rsplit_once(':') {
             // A colon inside brackets belongs to an IPv6 address, not to a port.
             Some((host, port)) if !host.contains(':') || host.ends_with(']') => {
@@ -184,16 +302,62 @@ impl Target {
                     .map_err(|_| anyhow!("invalid port in {url:?}"))?;
                 (host, port)
             }
-            _ => (authority, default_port),
+            _ => (authority, 80),
         };
         if host.is_empty() {
             return Err(unsupported());
         }
         Ok(Target {
+            websocket,
             authority: authority.to_owned(),
             addr: format!("{host}:{port}"),
-            path: if path.is_empty() { "/" } else { path }.to_owned(),
+            path: path.to_owned(),
         })
+    }
+
+    /// The server at `url`, or where the configuration says it listens.
+    fn of(url: Option<&str>, config: &Config) -> anyhow::Result<Target> {
+        match url {
+            Some(url) => Target::parse(url),
+            None => Ok(Target::local(crate::serve::connect_addr(config.listen))),
+        }
+    }
+
+    fn local(addr: SocketAddr) -> Target {
+        Target {
+            websocket: false,
+            authority: addr.to_string(),
+            addr: addr.to_string(),
+            path: String::new(),
+        }
+    }
+
+    /// The WebSocket endpoint's path: a `ws://` URL's own (`/ws` when it has none), or
+    /// `/ws` under an `http://` base, without its query (unless the base already ends
+    /// with `/ws`).
+    fn ws_path(&self) -> String {
+        if self.websocket {
+            return match self.path.as_str() {
+                "" | "/" => "/ws".to_owned(),
+                query if query.starts_with('?') => format!("/ws{query}"),
+                path => path.to_owned(),
+            };
+        }
+        let base = self.path.split('?').next().unwrap_or_default();
+        let base = base.trim_end_matches('/');
+        if base.ends_with("/ws") {
+            base.to_owned()
+        } else {
+            format!("{base}/ws")
+        }
+    }
+
+    /// The server API's base path: the URL's path without its query, a final `/` and a
+    /// final `/ws` (a URL ending in `/ws` names the WebSocket endpoint, in either form).
+    fn api_base(&self) -> String {
+        let path = self.path.split('?').next().unwrap_or_default();
+        let path = path.trim_end_matches('/');
+        path.strip_suffix("/ws").unwrap_or(path).to_owned()
     }
 
     async fn connect(&self, url: &str) -> anyhow::Result<TcpStream> {
@@ -250,10 +414,10 @@ fn print_publications(channel: &str, result: &Object) -> anyhow::Result<()> {
 /// How `sub` authenticates.
 enum Auth {
     Token(String),
-    /// Minted locally (and refreshed) for a user from the server's token secret.
+    /// Minted locally (and refreshed) for a user, as the server's configuration says.
     Mint {
         user: String,
-        secret: String,
+        minter: Box<Minter>,
     },
     Anonymous,
 }
@@ -262,20 +426,23 @@ impl Auth {
     fn token(&self, channel: &str) -> anyhow::Result<Option<String>> {
         Ok(match self {
             Auth::Token(token) => Some(token.clone()),
-            Auth::Mint { user, secret } => Some(auth::mint(
-                secret,
-                &Claims {
-                    sub: user.clone(),
-                    exp: auth::now_secs() + MINTED_TTL.as_secs(),
-                    info: None,
-                    // Whoever holds the secret may mint anything; this lets `sub` reach
-                    // private channels too.
-                    channels: vec![channel.to_owned()],
-                },
-            )?),
+            Auth::Mint { user, minter } => Some(minter.mint(&Claims {
+                sub: user.clone(),
+                exp: auth::now_secs() + MINTED_TTL.as_secs(),
+                info: None,
+                // Whoever holds the secret may mint anything; this lets `sub` reach
+                // private channels too.
+                channels: vec![channel.to_owned()],
+            })?),
             Auth::Anonymous => None,
         })
     }
+}
+
+/// A WebSocket error as one message. Its text already holds its cause, so it is not kept
+/// as a source as well: printed with `{:#}`, the cause would be said twice.
+fn lost(err: &switchboard_ws::Error) -> anyhow::Error {
+    anyhow!("connection lost: {err}")
 }
 
 /// A client connection of `sub`.
@@ -294,14 +461,14 @@ impl Client {
         self.ws
             .send(&Message::text(command.to_string()))
             .await
-            .context("connection lost")?;
+            .map_err(|err| lost(&err))?;
         Ok(self.next_id)
     }
 
     /// Handles the next frame: prints a publication, returns a reply, fails on an error
     /// reply or a close.
     async fn next(&mut self) -> anyhow::Result<Option<(u64, Object)>> {
-        let text = match self.ws.recv().await.context("connection lost")? {
+        let text = match self.ws.recv().await.map_err(|err| lost(&err))? {
             Some(Message::Text(text)) => text,
             Some(Message::Close(frame)) => {
                 let why = frame.map_or_else(
@@ -368,12 +535,12 @@ impl Client {
         }
         let subscribed = self.call(subscribe).await?;
         if subscribed.get("recovered").map(|r| r.get()) == Some("false") {
-            eprintln!(
+            crate::say!(
                 "switchboard: warning: publications between the history and the subscription were lost"
             );
         }
         print_publications(&self.channel, &subscribed)?;
-        eprintln!("switchboard: subscribed to {channel}");
+        crate::say!("switchboard: subscribed to {channel}");
         let mut refresh = tokio::time::interval(MINTED_TTL / 2);
         refresh.tick().await;
         loop {
@@ -394,20 +561,30 @@ pub(crate) async fn sub(args: SubArgs) -> anyhow::Result<()> {
 }
 
 async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
+    let config = crate::serve::load_config(&args.source)?;
     let auth = match (&args.token, &args.user) {
         (Some(token), _) => Auth::Token(token.clone()),
-        (None, Some(user)) => Auth::Mint {
-            user: user.clone(),
-            secret: server_secret(&args.source, Need::TokenSecret, "--token")?,
-        },
+        (None, Some(user)) => {
+            check_user(user)?;
+            Auth::Mint {
+                user: user.clone(),
+                minter: Box::new(Minter::new(
+                    &config,
+                    args.private_key.as_deref(),
+                    Some("--token"),
+                )?),
+            }
+        }
         (None, None) => Auth::Anonymous,
     };
-    let target = Target::parse(&args.url, "ws", 80)?;
-    let stream = target.connect(&args.url).await?;
+    let target = Target::of(args.url.as_deref(), &config)?;
+    let path = target.ws_path();
+    let url = format!("ws://{}{path}", target.authority);
+    let stream = target.connect(&url).await?;
     let (ws, _) = switchboard_ws::tokio::connect(
         stream,
         &target.authority,
-        &target.path,
+        &path,
         &[],
         &[],
         switchboard_ws::Config::default(),
@@ -415,13 +592,11 @@ async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
     .await
     .map_err(|err| match err {
         switchboard_ws::Error::Handshake(HandshakeError::Status(status)) => Refused(format!(
-            "{} refused the WebSocket upgrade with HTTP {status}",
-            args.url
+            "{url} refused the WebSocket upgrade with HTTP {status}"
         ))
         .into(),
-        err => {
-            anyhow::Error::new(err).context(format!("WebSocket handshake with {} failed", args.url))
-        }
+        // The error's text holds its cause: not a source too (see `lost`).
+        err => anyhow!("WebSocket handshake with {url} failed: {err}"),
     })?;
     let mut client = Client {
         ws,
@@ -451,9 +626,11 @@ async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) async fn publish(args: PubArgs) -> anyhow::Result<()> {
+    let config = crate::serve::load_config(&args.source)?;
+    let target = Target::of(args.url.as_deref(), &config)?;
     let api_key = match args.api_key {
         Some(key) => key,
-        None => server_secret(&args.source, Need::ApiKey, "--api-key")?,
+        None => configured_secret(&config, Need::ApiKey, Some("--api-key"))?,
     };
     // JSON as given (numbers and spacing kept); any other text as a JSON string.
     let data = match serde_json::from_str::<Box<RawValue>>(&args.data) {
@@ -465,7 +642,7 @@ pub(crate) async fn publish(args: PubArgs) -> anyhow::Result<()> {
         serde_json::to_string(&args.channel)?,
         data.get()
     );
-    let (status, answer) = post(&args.url, "/api/publish", &api_key, &body).await?;
+    let (status, answer) = post(&target, "/api/publish", &api_key, &body).await?;
     let answer = answer.trim();
     if (200..300).contains(&status) {
         return print_line(answer);
@@ -479,9 +656,15 @@ pub(crate) async fn publish(args: PubArgs) -> anyhow::Result<()> {
 
 /// A minimal HTTP/1.1 POST: one request per connection, the answer read to its end.
 /// Returns the status and the body.
-async fn post(url: &str, path: &str, api_key: &str, body: &str) -> anyhow::Result<(u16, String)> {
-    let target = Target::parse(url, "http", 80)?;
-    let path = format!("{}{path}", target.path.trim_end_matches('/'));
+async fn post(
+    target: &Target,
+    path: &str,
+    api_key: &str,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
+    let base = format!("http://{}{}", target.authority, target.api_base());
+    let url = base.as_str();
+    let path = format!("{}{path}", target.api_base());
     let exchange = async {
         let mut stream = target.connect(url).await?;
         let request = format!(
@@ -590,29 +773,66 @@ mod tests {
 
     #[test]
     fn urls() {
-        let t = Target::parse("ws://127.0.0.1:8000/ws", "ws", 80).unwrap();
+        let t = Target::parse("ws://127.0.0.1:8000/ws").unwrap();
         assert_eq!(
             t,
             Target {
+                websocket: true,
                 authority: "127.0.0.1:8000".into(),
                 addr: "127.0.0.1:8000".into(),
                 path: "/ws".into()
             }
         );
-        let t = Target::parse("http://example.com", "http", 80).unwrap();
-        assert_eq!((t.addr.as_str(), t.path.as_str()), ("example.com:80", "/"));
-        let t = Target::parse("ws://[::1]:9000/x/ws?a=b", "ws", 80).unwrap();
+        let t = Target::parse("http://example.com").unwrap();
+        assert_eq!((t.addr.as_str(), t.path.as_str()), ("example.com:80", ""));
+        let t = Target::parse("ws://[::1]:9000/x/ws?a=b").unwrap();
         assert_eq!(
             (t.addr.as_str(), t.path.as_str()),
             ("[::1]:9000", "/x/ws?a=b")
         );
-        assert_eq!(
-            Target::parse("ws://[::1]/", "ws", 80).unwrap().addr,
-            "[::1]:80"
-        );
-        for bad in ["wss://h/ws", "http://h/", "ws://", "ws://h:port/", "ws:/h"] {
-            assert!(Target::parse(bad, "ws", 80).is_err(), "{bad}");
+        assert_eq!(Target::parse("ws://[::1]/").unwrap().addr, "[::1]:80");
+        assert_eq!(Target::parse("WS://h?x").unwrap().path, "?x");
+        for bad in ["ftp://h/", "ws://", "ws:/h", "127.0.0.1:8000"] {
+            let err = Target::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("ws://HOST"), "{bad}: {err}");
         }
+        let err = Target::parse("ws://h:port/").unwrap_err().to_string();
+        assert!(err.contains("invalid port"), "{err}");
+        for tls in ["wss://h/ws", "https://h"] {
+            let err = Target::parse(tls).unwrap_err().to_string();
+            assert!(err.contains("TLS"), "{tls}: {err}");
+        }
+    }
+
+    /// Either form of URL names the server for either command: its WebSocket endpoint
+    /// and its API's base.
+    #[test]
+    fn either_url_form_gives_both_endpoints() {
+        for (url, ws, api) in [
+            ("ws://h:1/ws", "/ws", ""),
+            ("ws://h:1", "/ws", ""),
+            ("ws://h:1/", "/ws", ""),
+            ("ws://h:1?t=1", "/ws?t=1", ""),
+            ("ws://h:1/x/ws/?t=1", "/x/ws/?t=1", "/x"),
+            ("ws://h:1/other", "/other", "/other"),
+            ("http://h:1", "/ws", ""),
+            ("http://h:1/", "/ws", ""),
+            ("http://h:1/x/", "/x/ws", "/x"),
+            ("http://h:1/ws", "/ws", ""),
+            ("http://h:1/x?y", "/x/ws", "/x"),
+        ] {
+            let t = Target::parse(url).unwrap();
+            assert_eq!(
+                (t.ws_path().as_str(), t.api_base().as_str()),
+                (ws, api),
+                "{url}"
+            );
+        }
+        let local = Target::local("[::1]:8000".parse().unwrap());
+        assert_eq!(
+            (local.authority.as_str(), local.ws_path().as_str()),
+            ("[::1]:8000", "/ws")
+        );
     }
 
     #[test]

@@ -49,6 +49,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(logger::Logger::stderr())
+        // Colour codes only for a person at a terminal, not into a file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         // Its own failures would go to `eprintln!`, which panics when stderr fails.
         .log_internal_errors(false)
         .init();

@@ -1,14 +1,44 @@
 //! `switchboard serve`, and configuration loading shared by the commands that need it.
 
-use anyhow::Context;
+use std::net::{IpAddr, SocketAddr};
+
+use anyhow::{Context, anyhow, bail};
 use switchboard_server::Config;
+use switchboard_server::config::{StoreKind, TokenAlgorithm, address};
 use switchboard_server::secrets::{self, Kind, Secrets};
 use tokio::net::TcpListener;
-use tracing::info;
 
 use crate::args::{ConfigSource, ServeArgs};
 
+/// Variables read here rather than through clap, whose errors would name a flag.
+const LISTEN: &str = "SWITCHBOARD_LISTEN";
+const ALLOW_ANONYMOUS: &str = "SWITCHBOARD_ALLOW_ANONYMOUS";
+const API_KEY: &str = "SWITCHBOARD_API_KEY";
+const TOKEN_SECRET: &str = "SWITCHBOARD_TOKEN_SECRET";
+
+/// An environment variable, `None` when unset. One that is set counts, even empty.
+pub(crate) fn env_var(name: &str) -> anyhow::Result<Option<String>> {
+    match std::env::var(name) {
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => bail!("{name} is not UTF-8"),
+    }
+}
+
+/// A boolean variable: the words people and container platforms write for yes and no.
+fn env_bool(name: &str) -> anyhow::Result<Option<bool>> {
+    let Some(value) = env_var(name)? else {
+        return Ok(None);
+    };
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(Some(true)),
+        "0" | "false" | "no" | "off" => Ok(Some(false)),
+        _ => bail!("{name} is {value:?}: use true or false (or 1/0, yes/no, on/off)"),
+    }
+}
+
 /// Defaults, then the file, then the environment and flags that `source` carries.
+/// SWITCHBOARD_LISTEN is applied here, so `sub` and `pub` find the server too.
 pub(crate) fn load_config(source: &ConfigSource) -> anyhow::Result<Config> {
     let mut config = match &source.config {
         Some(path) => Config::from_file(path)?,
@@ -17,24 +47,20 @@ pub(crate) fn load_config(source: &ConfigSource) -> anyhow::Result<Config> {
     if let Some(dir) = &source.data_dir {
         config.data_dir = dir.clone();
     }
+    if let Some(text) = env_var(LISTEN)? {
+        config.listen = address::parse(&text).map_err(|err| anyhow!("{LISTEN}: {err}"))?;
+    }
     // Secrets may come from the environment so they stay out of files and process lists.
-    // A variable that is set counts, even empty: checked here, so the error names it.
+    // Checked here, so the error names the variable.
     for (variable, kind, slot) in [
+        (API_KEY, Kind::ApiKey, &mut config.auth.api_key),
         (
-            "SWITCHBOARD_API_KEY",
-            Kind::ApiKey,
-            &mut config.auth.api_key,
-        ),
-        (
-            "SWITCHBOARD_TOKEN_SECRET",
+            TOKEN_SECRET,
             Kind::TokenSecret,
             &mut config.auth.token_secret,
         ),
     ] {
-        if let Some(value) = std::env::var_os(variable) {
-            let value = value
-                .into_string()
-                .map_err(|_| anyhow::anyhow!("{variable} is not UTF-8"))?;
+        if let Some(value) = env_var(variable)? {
             secrets::check(kind, &value, variable)?;
             *slot = Some(value);
         }
@@ -52,14 +78,30 @@ pub(crate) fn load_secrets(config: &Config) -> anyhow::Result<Secrets> {
     Ok(secrets)
 }
 
+/// Where a client on this machine reaches a server listening on `listen`: the loopback
+/// address of its family when it listens on every interface (0.0.0.0, ::).
+pub(crate) fn connect_addr(listen: SocketAddr) -> SocketAddr {
+    match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], listen.port())),
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], listen.port()))
+        }
+        _ => listen,
+    }
+}
+
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = load_config(&args.source)?;
-    if let Some(listen) = args.listen {
-        config.listen = listen;
+    if let Some(listen) = &args.listen {
+        config.listen = address::parse(listen).map_err(|err| anyhow!("--listen: {err}"))?;
     }
     // Flags and environment replace the file's list, like every other setting.
     if !args.allowed_origins.is_empty() {
         config.allowed_origins = args.allowed_origins;
+    }
+    // The variable wins over the file, and the flag over both.
+    if let Some(allow) = env_bool(ALLOW_ANONYMOUS)? {
+        config.allow_anonymous = allow;
     }
     config.allow_anonymous |= args.allow_anonymous;
     if let Some(store) = args.store {
@@ -67,19 +109,137 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     config.validate()?;
     let shutdown = crate::shutdown_signal();
+    // Said before the placeholder below takes the token secret's place.
+    let mut block = StartUp::new(&args.source, &config);
+    // RS256 and ES256 verify with a public key and use no token secret, but the server
+    // crate would generate one into the data directory: a random value that is never
+    // written takes its place, so no unused secret file appears or is named.
+    if config.auth.token_algorithm != TokenAlgorithm::HS256 && config.auth.token_secret.is_none() {
+        config.auth.token_secret = Some(unused_secret());
+    }
     let secrets = load_secrets(&config)?;
+    // Reads the token key file now: a missing one stops the start before `listening on`.
+    switchboard_server::auth::Verifier::new(&config.auth, &secrets.token_secret)?;
     let store = switchboard_server::open_store(&config)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    info!(%addr, data_dir = %config.data_dir.display(), "serving");
-    crate::say!("listening on {addr}");
-    crate::say!(
-        "switchboard: API key in {}, token secret in {}",
-        config.data_dir.join(secrets::API_KEY_FILE).display(),
-        config.data_dir.join(secrets::TOKEN_SECRET_FILE).display()
-    );
+    block.addr = Some(listener.local_addr()?);
+    crate::say!("{block}");
     switchboard_server::run_with_store(listener, config, secrets, store, shutdown).await?;
     Ok(())
+}
+
+/// 256 random bits in hex: a token secret that is never written nor used.
+fn unused_secret() -> String {
+    rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The start-up block on stderr, said once: where the server is, what it serves, where
+/// its secrets are and how to mint a token. It ends with `listening on ADDR`, the line
+/// that scripts and tests wait for, so that whoever reads it has read the whole block.
+#[derive(Debug)]
+struct StartUp {
+    /// Once bound.
+    addr: Option<SocketAddr>,
+    /// `data directory` and the lines after it, in order.
+    lines: Vec<(&'static str, String)>,
+}
+
+impl StartUp {
+    fn new(source: &ConfigSource, config: &Config) -> StartUp {
+        let dir = config.data_dir.display();
+        let file = source.config.as_ref().map(|f| f.display().to_string());
+        // Where a secret comes from: the variable, the file, or the data directory.
+        let origin = |variable: &str, setting: &str, configured: bool, name: &str| {
+            if env_var(variable).ok().flatten().is_some() {
+                format!("from {variable}")
+            } else if configured {
+                format!(
+                    "from {setting} in {}",
+                    file.as_deref().unwrap_or("the configuration")
+                )
+            } else {
+                config.data_dir.join(name).display().to_string()
+            }
+        };
+        let mut lines = Vec::new();
+        lines.push((
+            "data directory",
+            match config.store {
+                StoreKind::Sqlite => format!("{dir} (the database: switchboard.db)"),
+                StoreKind::Memory => format!("{dir} (history in memory: --store memory)"),
+            },
+        ));
+        lines.push((
+            "API key",
+            origin(
+                API_KEY,
+                "auth.api_key",
+                config.auth.api_key.is_some(),
+                secrets::API_KEY_FILE,
+            ),
+        ));
+        let mut mint = String::from("switchboard token --user alice");
+        if let Some(file) = &file {
+            mint += &format!(" --config {file}");
+        }
+        match config.auth.token_algorithm {
+            TokenAlgorithm::HS256 => {
+                let secret = origin(
+                    TOKEN_SECRET,
+                    "auth.token_secret",
+                    config.auth.token_secret.is_some(),
+                    secrets::TOKEN_SECRET_FILE,
+                );
+                lines.push(("token secret", format!("{secret} (HS256 tokens)")));
+                if config.auth.token_secret.is_none() {
+                    mint += &format!(" --data-dir {dir}");
+                }
+            }
+            algorithm => {
+                let public = config
+                    .auth
+                    .token_public_key_file
+                    .as_ref()
+                    .map_or_else(String::new, |p| p.display().to_string());
+                lines.push((
+                    "tokens",
+                    format!("{algorithm:?}, verified with the public key in {public}"),
+                ));
+                mint += " --private-key PRIVATE-KEY.pem";
+            }
+        }
+        let t = &config.transports;
+        let mut served = vec!["/switchboard.js (the browser library)"];
+        for (on, path) in [(t.websocket, "/ws"), (t.sse, "/sse"), (t.polling, "/poll")] {
+            if on {
+                served.push(path);
+            }
+        }
+        served.extend(["/api/* (X-API-Key)", "/health", "/metrics"]);
+        lines.push(("serves", format!("{}; nothing at / yet", served.join(", "))));
+        lines.push(("a token", mint));
+        StartUp { addr: None, lines }
+    }
+}
+
+impl std::fmt::Display for StartUp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Some(addr) = self.addr else {
+            return Ok(());
+        };
+        let to = connect_addr(addr);
+        write!(f, "switchboard: serving http://{to} and ws://{to}/ws")?;
+        if to != addr {
+            write!(f, " (on every interface)")?;
+        }
+        for (name, value) in &self.lines {
+            write!(f, "\n  {name:<15} {value}")?;
+        }
+        write!(f, "\nlistening on {addr}")
+    }
 }

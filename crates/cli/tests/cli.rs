@@ -1,5 +1,6 @@
 //! `switchboard echo`, `bench echo`, `sub`, `pub`, `token`, `config init` and `serve`'s
-//! start-up, run as a user runs them: over real sockets on 127.0.0.1.
+//! start-up, run as a user runs them: over real sockets on 127.0.0.1; and what
+//! `scripts/test` says when the Autobahn tools are missing.
 
 use std::path::Path;
 use std::process::Command;
@@ -246,7 +247,7 @@ fn refusals_go_to_stderr_with_their_code_and_exit_status_1() {
         &format!("wss://{}/ws", server.addr),
     ]);
     assert_eq!(status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("ws://HOST"), "{stderr}");
+    assert!(stderr.contains("TLS"), "{stderr}");
 
     // The server going away ends a subscription with its close code.
     let sub = Proc::start(&[
@@ -362,8 +363,8 @@ fn serve_generates_private_secrets_on_first_start_and_says_where() {
     let tmp = TempDir::new("secrets");
     let data = tmp.0.join("data");
     let server = Server::serve(&data);
+    // The start-up block ends with `listening on`, which `Server::serve` waited for.
     let stderr = || server.proc.stderr.seen();
-    server.proc.stderr.until("switchboard: API key in");
     for file in ["api-key", "token-secret"] {
         let path = data.join(file);
         assert!(
@@ -385,11 +386,528 @@ fn serve_generates_private_secrets_on_first_start_and_says_where() {
 
     // The next start reuses them and generates nothing.
     let server = Server::serve(&data);
-    server.proc.stderr.until("switchboard: API key in");
     assert!(
         !server.proc.stderr.seen().contains("generated"),
         "{}",
         server.proc.stderr.seen()
     );
     assert_eq!(std::fs::read_to_string(data.join("api-key")).unwrap(), key);
+}
+
+// Issue 11 ("first hour"): what a newcomer tripped over. Helpers first, then one test per
+// point.
+
+/// Environment variables for [`start_env`].
+type Env<'a> = &'a [(&'a str, &'a str)];
+
+/// `switchboard ARGS` with `env` set through env(1): `Proc` clears every `SWITCHBOARD_*`
+/// variable of the test's own environment, and env(1) then sets only these.
+fn start_env(env: &[(&str, &str)], args: &[&str]) -> Proc {
+    let mut all: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    all.push(env!("CARGO_BIN_EXE_switchboard").to_owned());
+    all.extend(args.iter().map(|a| a.to_string()));
+    Proc::start_program("env", &all)
+}
+
+fn run_env(env: &[(&str, &str)], args: &[&str]) -> (std::process::ExitStatus, String, String) {
+    start_env(env, args).finish()
+}
+
+/// `serve` with `env` and `args`, once it has said where it listens.
+fn serve_env(env: &[(&str, &str)], args: &[&str]) -> Server {
+    let proc = start_env(env, args);
+    let addr = proc.stderr.until("listening on ");
+    Server { proc, addr }
+}
+
+/// A file of the server crate's test keys (crates/server/tests/data).
+fn test_key(name: &str) -> String {
+    format!("{}/../server/tests/data/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every `switchboard: …` line says each part of its cause once: no `: `-separated part
+/// is repeated (as in `…: Broken pipe (os error 32): Broken pipe (os error 32)`).
+fn says_each_cause_once(stderr: &str) {
+    let mut lines = 0;
+    for line in stderr.lines().filter(|l| l.starts_with("switchboard: ")) {
+        lines += 1;
+        let parts: Vec<&str> = line.split(": ").map(str::trim).collect();
+        for (i, part) in parts.iter().enumerate() {
+            assert!(
+                !parts[i + 1..].contains(part),
+                "{part:?} is said twice in: {line}"
+            );
+        }
+    }
+    assert!(lines > 0, "no error line in:\n{stderr}");
+}
+
+/// `sub` until it says it subscribed; it is killed when dropped.
+fn subscribed(env: &[(&str, &str)], args: &[&str]) -> Proc {
+    let sub = start_env(env, args);
+    sub.stderr.until("switchboard: subscribed to ");
+    sub
+}
+
+/// Point 2: with no --url, `sub` and `pub` go where the configuration (`listen` in the
+/// file, or SWITCHBOARD_LISTEN) says the server listens; --url takes a ws:// or an
+/// http:// URL, with or without a path, for either command.
+#[test]
+fn sub_and_pub_find_the_configured_server_and_take_either_url_form() {
+    let tmp = TempDir::new("either-url");
+    let data = tmp.join("data");
+    let data = data.to_str().unwrap();
+    let server = Server::serve(&tmp.join("data"));
+    let addr = server.addr.as_str();
+    let file = tmp.join("switchboard.toml");
+    std::fs::write(&file, format!("listen = \"{addr}\"\n")).unwrap();
+    let file = file.to_str().unwrap();
+    let listen = [("SWITCHBOARD_LISTEN", addr)];
+
+    let by_file = subscribed(
+        &[],
+        &[
+            "sub",
+            "chat:a",
+            "--user",
+            "al",
+            "--config",
+            file,
+            "--data-dir",
+            data,
+        ],
+    );
+    let by_env = subscribed(
+        &listen,
+        &["sub", "chat:a", "--user", "al", "--data-dir", data],
+    );
+    let http = format!("http://{addr}");
+    let by_http = subscribed(
+        &[],
+        &[
+            "sub",
+            "chat:a",
+            "--user",
+            "al",
+            "--data-dir",
+            data,
+            "--url",
+            &http,
+        ],
+    );
+    let urls = [
+        format!("ws://{addr}/ws"),
+        format!("ws://{addr}"),
+        format!("http://{addr}/"),
+    ];
+    let pubs: [(Env, Vec<&str>); 5] = [
+        (&[], vec!["--config", file]),
+        (&listen, vec![]),
+        (&[], vec!["--url", &urls[0]]),
+        (&[], vec!["--url", &urls[1]]),
+        (&[], vec!["--url", &urls[2]]),
+    ];
+    for (offset, (env, extra)) in (1..).zip(pubs) {
+        let mut args = vec!["pub", "chat:a", "7", "--data-dir", data];
+        args.extend(extra.iter().copied());
+        let (status, stdout, stderr) = run_env(env, &args);
+        assert!(status.success(), "{args:?}: {stderr}");
+        assert_eq!(json(&stdout)["offset"], offset, "{args:?}: {stdout}");
+        for sub in [&by_file, &by_env, &by_http] {
+            assert_eq!(json(&sub.stdout.next())["offset"], offset, "{args:?}");
+        }
+    }
+
+    // TLS: a clear refusal that says why, for both commands.
+    for args in [
+        vec!["sub", "chat:a", "--url", "wss://example.com/ws"],
+        vec![
+            "pub",
+            "chat:a",
+            "1",
+            "--api-key",
+            "k",
+            "--url",
+            "https://example.com",
+        ],
+    ] {
+        let (status, _, stderr) = run(&args);
+        assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("TLS"), "{args:?}: {stderr}");
+    }
+}
+
+/// Point 3: with RS256 or ES256 configured, `token` signs with the configured algorithm
+/// given the private key, and the server accepts the token; without the key, or with a
+/// key that the server's public key does not verify, it refuses and says why. `serve`
+/// then names no token secret (and generates none).
+#[test]
+fn token_mints_with_the_configured_algorithm_or_says_why_not() {
+    for (algorithm, name, other) in [("RS256", "rs256", "es256"), ("ES256", "es256", "rs256")] {
+        let tmp = TempDir::new(&format!("token-{name}"));
+        let data = tmp.join("data");
+        let data = data.to_str().unwrap();
+        let file = tmp.join("switchboard.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[auth]\ntoken_algorithm = \"{algorithm}\"\ntoken_public_key_file = \"{}\"\n",
+                test_key(&format!("{name}-public.pem"))
+            ),
+        )
+        .unwrap();
+        let file = file.to_str().unwrap();
+        let token = [
+            "token",
+            "--user",
+            "alice",
+            "--config",
+            file,
+            "--data-dir",
+            data,
+        ];
+
+        let (status, stdout, stderr) = run(&token);
+        assert_eq!(status.code(), Some(2), "{algorithm}: {stdout}{stderr}");
+        assert!(
+            stderr.contains(algorithm) && stderr.contains("--private-key"),
+            "{stderr}"
+        );
+        let wrong = test_key(&format!("{other}-private.pem"));
+        let (status, _, stderr) = run(&[&token[..], &["--private-key", &wrong]].concat());
+        assert_eq!(status.code(), Some(2), "{algorithm}: {stderr}");
+        assert!(stderr.contains(&wrong), "{stderr}");
+
+        let key = test_key(&format!("{name}-private.pem"));
+        let (status, minted, stderr) = run(&[&token[..], &["--private-key", &key]].concat());
+        assert!(status.success(), "{algorithm}: {stderr}");
+        let server = Server::serve_with(&tmp.join("data"), &["--config", file]);
+        let url = server.ws_url();
+        let sub = subscribed(
+            &[],
+            &["sub", "chat:a", "--token", minted.trim(), "--url", &url],
+        );
+        drop(sub);
+        let stderr = server.stop();
+        assert!(
+            !stderr.contains("token secret") && !stderr.contains("token-secret"),
+            "{algorithm}: no token secret is used, none is named:\n{stderr}"
+        );
+        assert!(!tmp.join("data/token-secret").exists(), "{algorithm}");
+        assert!(stderr.contains("--private-key"), "how to mint: {stderr}");
+    }
+
+    // HS256 signs with the token secret: a private key is a mistake.
+    let tmp = TempDir::new("token-hs256-key");
+    std::fs::write(
+        tmp.join("token-secret"),
+        "a-secret-of-at-least-thirty-two-bytes\n",
+    )
+    .unwrap();
+    let key = test_key("rs256-private.pem");
+    let (status, _, stderr) = run(&[
+        "token",
+        "--user",
+        "alice",
+        "--data-dir",
+        tmp.path(),
+        "--private-key",
+        &key,
+    ]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("HS256"), "{stderr}");
+}
+
+/// Point 3: a token key file that cannot be read stops `serve` with the server crate's
+/// KeyFile error, before it says `listening on`.
+#[test]
+fn serve_refuses_an_unreadable_token_key_before_listening() {
+    let tmp = TempDir::new("no-key");
+    let file = tmp.join("switchboard.toml");
+    let missing = tmp.join("nowhere.pem");
+    std::fs::write(
+        &file,
+        format!(
+            "[auth]\ntoken_algorithm = \"RS256\"\ntoken_public_key_file = \"{}\"\n",
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let data = tmp.join("data");
+    let (status, _, stderr) = run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        file.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("listening on"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot read the token key file {}",
+            missing.display()
+        )),
+        "{stderr}"
+    );
+    says_each_cause_once(&stderr);
+}
+
+/// Point 4: each error path of the binary prints its cause once.
+#[test]
+fn errors_say_their_cause_once() {
+    let tmp = TempDir::new("causes");
+    let missing = tmp.join("missing.toml");
+    let (status, _, stderr) = run(&["serve", "--config", missing.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("No such file or directory"), "{stderr}");
+    says_each_cause_once(&stderr);
+
+    // The API key is a directory: it cannot be read.
+    std::fs::create_dir_all(tmp.join("data/api-key")).unwrap();
+    let (status, _, stderr) = run(&[
+        "pub",
+        "chat:a",
+        "1",
+        "--data-dir",
+        &format!("{}/data", tmp.path()),
+    ]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("api-key"), "{stderr}");
+    says_each_cause_once(&stderr);
+
+    // The private key does not exist.
+    std::fs::write(
+        tmp.join("key.toml"),
+        "[auth]\ntoken_algorithm = \"RS256\"\n",
+    )
+    .unwrap();
+    let (status, _, stderr) = run(&[
+        "token",
+        "--user",
+        "a",
+        "--config",
+        tmp.join("key.toml").to_str().unwrap(),
+        "--private-key",
+        tmp.join("none.pem").to_str().unwrap(),
+    ]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("none.pem"), "{stderr}");
+    says_each_cause_once(&stderr);
+
+    // A "server" that accepts and hangs up during the WebSocket handshake.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hang_up = std::thread::spawn(move || drop(listener.accept()));
+    let (status, _, stderr) = run(&["sub", "chat:a", "--url", &format!("ws://{addr}/ws")]);
+    hang_up.join().unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    says_each_cause_once(&stderr);
+}
+
+/// Point 5: an empty user id is refused (the server would refuse the token).
+#[test]
+fn token_refuses_an_empty_user() {
+    let tmp = TempDir::new("empty-user");
+    std::fs::write(
+        tmp.join("token-secret"),
+        "a-secret-of-at-least-thirty-two-bytes\n",
+    )
+    .unwrap();
+    for user in ["", "  "] {
+        let (status, stdout, stderr) = run(&["token", "--user", user, "--data-dir", tmp.path()]);
+        assert_eq!(status.code(), Some(2), "{user:?}: {stdout}{stderr}");
+        assert!(stdout.is_empty());
+        assert!(stderr.contains("--user"), "{stderr}");
+        let (status, _, stderr) = run(&["sub", "chat:a", "--user", user, "--data-dir", tmp.path()]);
+        assert_eq!(status.code(), Some(2), "{user:?}: {stderr}");
+        assert!(stderr.contains("--user"), "{stderr}");
+    }
+}
+
+/// Point 6: SWITCHBOARD_ALLOW_ANONYMOUS takes the usual words for true and false, a bad
+/// value is an error that names the variable, and `--help` says how lists are separated.
+#[test]
+fn environment_booleans_take_the_usual_words_and_errors_name_the_variable() {
+    let tmp = TempDir::new("booleans");
+    let data = tmp.join("data");
+    let data = data.to_str().unwrap();
+    let file = tmp.join("anonymous.toml");
+    std::fs::write(&file, "allow_anonymous = true\n").unwrap();
+    let file = file.to_str().unwrap();
+    // (value, configuration file, anonymous allowed): the variable wins over the file.
+    for (value, config, allowed) in [
+        ("yes", None, true),
+        ("1", None, true),
+        ("ON", None, true),
+        ("off", Some(file), false),
+        ("False", Some(file), false),
+    ] {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--store", "memory"];
+        args.extend(["--log-level", "warn", "--data-dir", data]);
+        if let Some(file) = config {
+            args.extend(["--config", file]);
+        }
+        let server = serve_env(&[("SWITCHBOARD_ALLOW_ANONYMOUS", value)], &args);
+        let anonymous = ["sub", "chat:a", "--url", &server.ws_url()];
+        if allowed {
+            drop(subscribed(&[], &anonymous));
+        } else {
+            let (status, _, stderr) = run(&anonymous);
+            assert_eq!(status.code(), Some(1), "{value}: {stderr}");
+            assert!(stderr.contains("error 101"), "{value}: {stderr}");
+        }
+    }
+    let (status, _, stderr) = run_env(
+        &[("SWITCHBOARD_ALLOW_ANONYMOUS", "maybe")],
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", data],
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("SWITCHBOARD_ALLOW_ANONYMOUS") && stderr.contains("\"maybe\""),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("--allow-anonymous"), "{stderr}");
+
+    let (status, help, _) = run(&["serve", "--help"]);
+    assert!(status.success());
+    assert!(
+        help.contains("SWITCHBOARD_ALLOWED_ORIGINS") && help.contains("comma-separated"),
+        "{help}"
+    );
+    assert!(help.contains("SWITCHBOARD_ALLOW_ANONYMOUS"), "{help}");
+}
+
+/// Point 7: `--listen`, SWITCHBOARD_LISTEN and the file's `listen` take a host name
+/// (resolved at start-up; `localhost` is 127.0.0.1), and a bad address is an error that
+/// names where it came from.
+#[test]
+fn listen_takes_host_names_and_a_bad_address_names_its_source() {
+    let tmp = TempDir::new("host-names");
+    let data = tmp.join("data");
+    let data = data.to_str().unwrap();
+    let file = tmp.join("switchboard.toml");
+    std::fs::write(&file, "listen = \"localhost:0\"\n").unwrap();
+    let file = file.to_str().unwrap();
+    let serve = [
+        "serve",
+        "--store",
+        "memory",
+        "--log-level",
+        "warn",
+        "--data-dir",
+        data,
+    ];
+    let listen: [(Env, &[&str]); 3] = [
+        (&[], &["--listen", "localhost:0"]),
+        (&[("SWITCHBOARD_LISTEN", "localhost:0")], &[]),
+        (&[], &["--config", file]),
+    ];
+    for (env, extra) in listen {
+        let server = serve_env(env, &[&serve[..], extra].concat());
+        assert!(
+            server.addr.starts_with("127.0.0.1:"),
+            "{env:?} {extra:?}: {}",
+            server.addr
+        );
+    }
+    let echo = Server::start(&["echo", "--listen", "localhost:0"]);
+    assert!(echo.addr.starts_with("127.0.0.1:"), "{}", echo.addr);
+
+    std::fs::write(file, "listen = \"localhost\"\n").unwrap();
+    let bad: [(Env, &[&str], &str); 3] = [
+        (&[], &["--listen", "localhost"], "--listen"),
+        (
+            &[("SWITCHBOARD_LISTEN", "localhost")],
+            &[],
+            "SWITCHBOARD_LISTEN",
+        ),
+        (&[], &["--config", file], file),
+    ];
+    for (env, extra, source) in bad {
+        let (status, _, stderr) = run_env(env, &[&serve[..], extra].concat());
+        assert_eq!(status.code(), Some(2), "{source}: {stderr}");
+        assert!(
+            stderr.contains(source) && stderr.contains("HOST:PORT"),
+            "{source}: {stderr}"
+        );
+    }
+}
+
+/// Point 8: one start-up block on stderr (the URLs, the data directory, where the secrets
+/// are, what is served, how to mint a token) ending with `listening on ADDR`, and no
+/// colour codes in the logs when stderr is not a terminal.
+#[test]
+fn serve_says_one_start_up_block_and_logs_without_colours_to_a_pipe() {
+    let tmp = TempDir::new("start-up");
+    let data = tmp.join("data");
+    let server = Server::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--log-level",
+        "info",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let addr = server.addr.clone();
+    let stderr = server.stop();
+    assert!(!stderr.contains('\u{1b}'), "colour codes:\n{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let end = lines
+        .iter()
+        .position(|l| *l == format!("listening on {addr}"))
+        .unwrap_or_else(|| panic!("no listening on:\n{stderr}"));
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with("switchboard: serving "))
+        .unwrap_or_else(|| panic!("no block:\n{stderr}"));
+    let block = lines[start..=end].join("\n");
+    let dir = data.display();
+    for said in [
+        format!("http://{addr}"),
+        format!("ws://{addr}/ws"),
+        format!("{dir}"),
+        format!("{dir}/api-key"),
+        format!("{dir}/token-secret"),
+        "/switchboard.js".into(),
+        "/health".into(),
+        "/metrics".into(),
+        format!("switchboard token --user alice --data-dir {dir}"),
+    ] {
+        assert!(
+            block.contains(&said),
+            "the block does not say {said}:\n{block}"
+        );
+    }
+    // The binary's own log does not announce the address again.
+    assert!(!stderr.contains("switchboard::serve"), "{stderr}");
+    assert_eq!(stderr.matches("listening on").count(), 1, "{stderr}");
+}
+
+/// Point 10: `scripts/test` says where the Autobahn tools come from and how to point
+/// elsewhere, before installing anything; the README's `serve` leaves nothing to commit.
+#[test]
+fn scripts_test_says_where_autobahn_comes_from_and_secrets_are_ignored() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let output = Command::new("bash")
+        .arg(root.join("scripts/test"))
+        .env("AUTOBAHN_DIR", "/nonexistent/autobahn")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run scripts/test");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/autobahn")
+            && stderr.contains("../shared/tools/autobahn")
+            && stderr.contains("AUTOBAHN_DIR="),
+        "{stderr}"
+    );
+    let ignored = std::fs::read_to_string(root.join(".gitignore")).unwrap();
+    for entry in ["/switchboard-data/", "/switchboard.toml"] {
+        assert!(ignored.lines().any(|l| l == entry), "{entry}:\n{ignored}");
+    }
 }

@@ -164,6 +164,44 @@ pub fn mint(secret: &str, claims: &Claims) -> Result<String> {
     .map_err(|e| Error::Key(e.to_string()))
 }
 
+/// Mints an RS256 or ES256 token with a private key in PEM, the private half of
+/// `auth.token_public_key_file` (for `switchboard token --private-key`, development and
+/// scripts). RSA keys may be PKCS#1 or PKCS#8; EC keys must be P-256 in PKCS#8
+/// (`BEGIN PRIVATE KEY`, as `openssl genpkey` writes them). HS256 tokens come from
+/// [`mint`], with the token secret.
+pub fn mint_with_key(
+    algorithm: TokenAlgorithm,
+    private_key_pem: &[u8],
+    claims: &Claims,
+) -> Result<String> {
+    // The library's parse errors are enum names (`InvalidKeyFormat`): say what it needs.
+    let (key, algorithm) = match algorithm {
+        TokenAlgorithm::HS256 => {
+            return Err(Error::Key(
+                "HS256 tokens are signed with the token secret, not a private key".into(),
+            ));
+        }
+        TokenAlgorithm::RS256 => (
+            EncodingKey::from_rsa_pem(private_key_pem).map_err(|_| {
+                Error::Key("RS256 needs an RSA private key in PEM, and this is not one".into())
+            })?,
+            Algorithm::RS256,
+        ),
+        TokenAlgorithm::ES256 => (
+            EncodingKey::from_ec_pem(private_key_pem).map_err(|_| {
+                Error::Key(
+                    "ES256 needs a P-256 private key in PKCS#8 PEM (BEGIN PRIVATE KEY), and \
+                     this is not one"
+                        .into(),
+                )
+            })?,
+            Algorithm::ES256,
+        ),
+    };
+    jsonwebtoken::encode(&Header::new(algorithm), claims, &key)
+        .map_err(|e| Error::Key(format!("cannot sign with this key: {e}")))
+}
+
 /// Compares an API key in constant time, so response timing does not leak it.
 pub fn api_key_matches(expected: &str, given: &str) -> bool {
     let (a, b) = (expected.as_bytes(), given.as_bytes());
@@ -283,6 +321,34 @@ mod tests {
             ..AuthConfig::default()
         };
         assert!(Verifier::new(&missing, "x").is_err());
+    }
+
+    /// `mint_with_key` signs with the configured algorithm, and the server's verifier
+    /// accepts the token with the public half; a key of the other kind, or HS256, is an
+    /// error that says what is needed.
+    #[test]
+    fn mint_with_key_signs_rs256_and_es256() {
+        let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+        let pem = |name: &str| std::fs::read(data.join(name)).unwrap();
+        for (algorithm, name, other) in [
+            (TokenAlgorithm::RS256, "rs256", "es256"),
+            (TokenAlgorithm::ES256, "es256", "rs256"),
+        ] {
+            let config = AuthConfig {
+                token_algorithm: algorithm,
+                token_public_key_file: Some(data.join(format!("{name}-public.pem"))),
+                ..AuthConfig::default()
+            };
+            let verifier = Verifier::new(&config, "").unwrap();
+            let key = pem(&format!("{name}-private.pem"));
+            let token = mint_with_key(algorithm, &key, &claims(now_secs() + 60)).unwrap();
+            assert_eq!(verifier.verify(&token).unwrap().user, "alice", "{name}");
+            let wrong = pem(&format!("{other}-private.pem"));
+            let err = mint_with_key(algorithm, &wrong, &claims(now_secs() + 60)).unwrap_err();
+            assert!(err.to_string().contains("needs"), "{name}: {err}");
+        }
+        let err = mint_with_key(TokenAlgorithm::HS256, b"", &claims(1)).unwrap_err();
+        assert!(err.to_string().contains("token secret"), "{err}");
     }
 
     /// A token with arbitrary claims, signed with [`SECRET`].

@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on. Default `127.0.0.1:8000`: loopback unless told otherwise.
+    /// Written `IP:PORT` or `HOST:PORT`; a host name is resolved when the configuration is
+    /// read (see [`address::parse`]).
+    #[serde(deserialize_with = "address::deserialize")]
     pub listen: SocketAddr,
     /// Where the secrets and the database (`switchboard.db`) live. Default
     /// `./switchboard-data`.
@@ -618,6 +621,51 @@ pub fn channel_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "_-.:@/=".contains(c)
 }
 
+/// Listen addresses written `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT`.
+pub mod address {
+    use std::net::{SocketAddr, ToSocketAddrs};
+
+    use serde::{Deserialize, Deserializer};
+
+    const USAGE: &str = "use HOST:PORT, e.g. 127.0.0.1:8000, [::1]:8000 or localhost:8000";
+
+    /// Parses an address, resolving a host name. Of a name's addresses the first IPv4 one
+    /// is taken, else the first: `localhost` is then 127.0.0.1 (the default, and what the
+    /// docs and scripts connect to) even where the resolver lists ::1 first. One address,
+    /// because the server binds one listener. The error says what is wrong with `text`;
+    /// the caller names where it came from.
+    pub fn parse(text: &str) -> Result<SocketAddr, String> {
+        if let Ok(addr) = text.parse() {
+            return Ok(addr);
+        }
+        let Some((host, port)) = text.rsplit_once(':') else {
+            return Err(format!("invalid address {text:?}: no port; {USAGE}"));
+        };
+        // A valid IP literal parsed above; a colon left in the host is a broken one.
+        if host.is_empty() || host.contains([':', '[', ']']) {
+            return Err(format!("invalid address {text:?}: {USAGE}"));
+        }
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("invalid address {text:?}: {port:?} is not a port; {USAGE}"))?;
+        let addrs: Vec<SocketAddr> = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve the host name {host:?} of {text:?}: {e}"))?
+            .collect();
+        addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addrs.first())
+            .copied()
+            .ok_or_else(|| format!("the host name {host:?} of {text:?} has no address"))
+    }
+
+    /// serde: an address string, resolved by [`parse`].
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Durations written as `500ms`, `25s`, `10m`, `1h`, `7d` (or a bare number of seconds).
 pub mod duration {
     use std::time::Duration;
@@ -703,6 +751,26 @@ mod tests {
         assert!(config.channel_options("plain").is_some());
         let err = Config::from_toml("listne = \"x\"").unwrap_err().to_string();
         assert!(err.contains("unknown field"), "{err}");
+    }
+
+    /// Issue 11, point 7: `listen` takes a host name, resolved to one address (IPv4
+    /// first), and a bad one says what to write.
+    #[test]
+    fn listen_takes_a_host_name() {
+        let config = Config::from_toml("listen = \"localhost:9000\"").unwrap();
+        assert_eq!(config.listen, SocketAddr::from(([127, 0, 0, 1], 9000)));
+        assert_eq!(
+            address::parse("[::1]:80").unwrap(),
+            SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 80))
+        );
+        for bad in ["localhost", "localhost:http", ":80", "[::1]", "::1:x"] {
+            let err = address::parse(bad).unwrap_err();
+            assert!(err.contains("HOST:PORT"), "{bad}: {err}");
+        }
+        let err = Config::from_toml("listen = \"localhost\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen") && err.contains("HOST:PORT"), "{err}");
     }
 
     #[test]
