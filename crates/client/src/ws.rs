@@ -129,7 +129,15 @@ impl Client {
 
     /// Sends a command and returns its `result`; an error reply is [`Error::Refused`].
     pub async fn result(&mut self, command: Value) -> Result<Value> {
-        let mut reply = self.call(command).await?;
+        let id = self.send_command(command).await?;
+        self.reply_result(id).await
+    }
+
+    /// Waits for the reply with `id` and returns its `result`; an error reply is
+    /// [`Error::Refused`]. For commands sent with [`feed_command`](Self::feed_command) or
+    /// [`send_command`](Self::send_command), e.g. several pipelined.
+    pub async fn reply_result(&mut self, id: u64) -> Result<Value> {
+        let mut reply = self.reply(id).await?;
         match error_of(&reply) {
             Some(refused) => Err(refused),
             None => Ok(reply["result"].take()),
