@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::pin::{Pin, pin};
+use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
@@ -46,17 +47,27 @@ impl Driver {
     /// Awaits `fut` while polling the connection, which moves its bytes. Once the
     /// connection has ended, `fut` (a response, a body frame) resolves on its own, with
     /// the end or an error.
+    ///
+    /// `fut` is polled again right after the connection: what the connection just read
+    /// (a body chunk) is taken in the same poll, not after a wake-up of its own. A load
+    /// client that polls many connections from one task saw its SSE latency grow by half
+    /// without this.
     async fn drive<F: Future>(&mut self, fut: F) -> F::Output {
         let mut fut = pin!(fut);
-        if !self.done {
-            tokio::select! {
-                biased;
-                out = &mut fut => return out,
-                // Ok or not, the response or body being awaited reports how it ended.
-                _ = &mut self.conn => self.done = true,
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(out);
             }
-        }
-        fut.await
+            if self.done {
+                return Poll::Pending;
+            }
+            // Ok or not, the response or body being awaited reports how it ended.
+            if self.conn.as_mut().poll(cx).is_ready() {
+                self.done = true;
+            }
+            fut.as_mut().poll(cx)
+        })
+        .await
     }
 }
 
