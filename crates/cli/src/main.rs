@@ -7,23 +7,13 @@
 //! - `client`: `switchboard token`, `sub`, `pub` and `config init`.
 //! - `echo`: `switchboard echo`, a WebSocket echo server for conformance suites and
 //!   diagnostics.
-//! - `bench`: `switchboard bench echo`, a load client that ends with one JSON line, and
-//!   what the bench commands share (/proc readings).
-//! - `bench_fanout`, `bench_idle`, `bench_stats`: `switchboard bench fanout` and
-//!   `bench idle`, pub/sub load clients, and their latency histogram.
-//! - `bench_flood`: `switchboard bench flood`, hostile load beside a legitimate client.
-//! - `bench_http`: their SSE and long-polling subscribers (`--transport`), with the
-//!   parsers of chunked bodies, event streams and poll answers.
+//! - `bench/`: `switchboard bench echo`, `fanout`, `idle` and `flood`, load clients that
+//!   end with one JSON line (its own Layout section lists the files).
 //! - `logger`: log output through a bounded queue and a thread of its own, so that a
 //!   full disk or an unread pipe on stderr never stops or kills the server.
 
 mod args;
 mod bench;
-mod bench_fanout;
-mod bench_flood;
-mod bench_http;
-mod bench_idle;
-mod bench_stats;
 mod client;
 mod echo;
 mod logger;
@@ -84,14 +74,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         Command::Pub(args) => runtime(1)?.block_on(client::publish(args)),
         Command::Echo(echo) => runtime(echo.threads)?.block_on(echo::run(echo)),
         Command::Bench(bench) => match bench.command {
-            BenchCommand::Echo(opts) => runtime(opts.threads)?.block_on(bench::echo(opts)),
+            BenchCommand::Echo(opts) => runtime(opts.threads)?.block_on(bench::echo::echo(opts)),
             BenchCommand::Fanout(opts) => {
-                runtime(opts.conn.threads)?.block_on(bench_fanout::fanout(opts))
+                runtime(opts.conn.threads)?.block_on(bench::fanout::fanout(opts))
             }
             BenchCommand::Idle(opts) => {
-                runtime(opts.conn.threads)?.block_on(bench_idle::idle(opts))
+                runtime(opts.conn.threads)?.block_on(bench::idle::idle(opts))
             }
-            BenchCommand::Flood(opts) => runtime(opts.threads)?.block_on(bench_flood::flood(opts)),
+            BenchCommand::Flood(opts) => runtime(opts.threads)?.block_on(bench::flood::flood(opts)),
         },
     }
 }

@@ -1,7 +1,8 @@
 //! Shared fixtures: the real `switchboard` binary as a child process ([`Proc`], [`Server`]),
-//! the lines it writes ([`Lines`]), temporary data directories ([`TempDir`]), a WebSocket
-//! client of the client protocol ([`Ws`]) and a tiny HTTP/1.1 client of the server API
-//! ([`api`]). Every wait is bounded, so no test can hang.
+//! the lines it writes ([`Lines`]), temporary data directories ([`TempDir`]), and the
+//! clients of `switchboard-client` wrapped for the tests: the client protocol over
+//! WebSocket ([`Ws`]) and the server API ([`api`]). Every wait is bounded, so no test can
+//! hang.
 
 use std::collections::VecDeque;
 use std::ffi::OsStr;
@@ -14,10 +15,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use switchboard_client::{Api, Client, Incoming};
 use switchboard_ws::Message;
-use switchboard_ws::tokio::WebSocket;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// The bound on every wait for a child process, a reply or an HTTP answer.
 pub(crate) const WAIT: Duration = Duration::from_secs(15);
@@ -293,40 +292,14 @@ pub(crate) async fn api(
     command: &str,
     body: &Value,
 ) -> Result<(u16, Value), String> {
-    let body = body.to_string();
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        // One request per connection, the answer read to its end (as `switchboard pub`).
-        let request = format!(
-            "POST /api/{command} HTTP/1.1\r\nHost: {addr}\r\nX-API-Key: {key}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| format!("write: {e}"))?;
-        let mut answer = Vec::new();
-        stream
-            .read_to_end(&mut answer)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        Ok::<_, String>(answer)
-    };
-    let answer = tokio::time::timeout(WAIT, exchange)
+    // One request per connection, as `switchboard pub` sends it.
+    let api = Api::at(addr, key);
+    let answer = tokio::time::timeout(WAIT, api.post(command, &body.to_string()))
         .await
-        .map_err(|_| format!("no answer within {WAIT:?}"))??;
-    let (status, body) = parse_response(&answer)?;
-    let json = serde_json::from_slice(&body).map_err(|e| {
-        format!(
-            "HTTP {status}: not JSON ({e}): {}",
-            String::from_utf8_lossy(&body)
-        )
-    })?;
-    Ok((status, json))
+        .map_err(|_| format!("no answer within {WAIT:?}"))?
+        .map_err(|e| e.to_string())?;
+    let json = answer.json().map_err(|e| e.to_string())?;
+    Ok((answer.status, json))
 }
 
 /// [`api`], expecting 200.
@@ -338,60 +311,10 @@ pub(crate) async fn api_ok(addr: &str, key: &str, command: &str, body: &Value) -
     }
 }
 
-/// The status and body of a whole HTTP/1.1 answer (`Content-Length`, chunked, or to the
-/// end of the connection).
-fn parse_response(answer: &[u8]) -> Result<(u16, Vec<u8>), String> {
-    let incomplete = || format!("incomplete answer ({} bytes)", answer.len());
-    let end = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(incomplete)?;
-    let head = std::str::from_utf8(&answer[..end]).map_err(|e| e.to_string())?;
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|line| line.split(' ').nth(1))
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("no status in {head:?}"))?;
-    let mut length = None;
-    let mut chunked = false;
-    for line in lines {
-        if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse::<usize>().ok();
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = value.to_ascii_lowercase().contains("chunked");
-            }
-        }
-    }
-    let mut body = &answer[end + 4..];
-    if chunked {
-        let mut whole = Vec::new();
-        loop {
-            let line = body
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .ok_or_else(incomplete)?;
-            let size = std::str::from_utf8(&body[..line]).map_err(|e| e.to_string())?;
-            let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)
-                .map_err(|e| format!("bad chunk size: {e}"))?;
-            if size == 0 {
-                return Ok((status, whole));
-            }
-            whole.extend_from_slice(body.get(line + 2..line + 2 + size).ok_or_else(incomplete)?);
-            body = body.get(line + 4 + size..).ok_or_else(incomplete)?;
-        }
-    }
-    match length {
-        Some(length) => Ok((status, body.get(..length).ok_or_else(incomplete)?.to_vec())),
-        None => Ok((status, body.to_vec())),
-    }
-}
-
-/// A client of the client protocol over our own WebSocket adapter. It tells replies
-/// (no `push` key) from pushes and keeps the pushes it reads while waiting for a reply.
+/// A client of the client protocol (`switchboard_client::Client`). It tells replies (no
+/// `push` key) from pushes and keeps the pushes it reads while waiting for a reply.
 pub(crate) struct Ws {
-    ws: WebSocket<TcpStream>,
+    inner: Client,
     next_id: u64,
     pushes: VecDeque<Value>,
 }
@@ -399,25 +322,14 @@ pub(crate) struct Ws {
 impl Ws {
     /// Opens `ws://ADDR/ws`, without sending `connect`.
     pub(crate) async fn open(addr: &str) -> Ws {
-        let stream = bounded("TCP connect", TcpStream::connect(addr))
-            .await
-            .expect("TCP connect");
-        stream.set_nodelay(true).expect("nodelay");
-        let (ws, _) = bounded(
+        let inner = bounded(
             "WebSocket handshake",
-            switchboard_ws::tokio::connect(
-                stream,
-                addr,
-                "/ws",
-                &[],
-                &[],
-                switchboard_ws::Config::default(),
-            ),
+            Client::open(&format!("ws://{addr}/ws")),
         )
         .await
-        .expect("WebSocket handshake");
+        .unwrap_or_else(|e| panic!("open ws://{addr}/ws: {e}"));
         Ws {
-            ws,
+            inner,
             next_id: 1,
             pushes: VecDeque::new(),
         }
@@ -432,7 +344,7 @@ impl Ws {
 
     /// Buffers a command as is; it leaves with the next [`recv`](Self::recv).
     pub(crate) async fn feed(&mut self, command: &Value) -> Result<(), String> {
-        self.ws
+        self.inner
             .feed(&Message::text(command.to_string()))
             .await
             .map_err(|e| e.to_string())
@@ -441,20 +353,13 @@ impl Ws {
     /// The next JSON message, after flushing what was fed. `Err` when the connection
     /// ends (a close frame, an I/O error) or nothing arrives within [`WAIT`].
     pub(crate) async fn recv(&mut self) -> Result<Value, String> {
-        loop {
-            let message = tokio::time::timeout(WAIT, self.ws.recv())
-                .await
-                .map_err(|_| format!("nothing received within {WAIT:?}"))?
-                .map_err(|e| e.to_string())?;
-            match message {
-                Some(Message::Text(text)) => {
-                    return serde_json::from_str(text.as_str())
-                        .map_err(|e| format!("not JSON ({e}): {text}"));
-                }
-                Some(Message::Close(frame)) => return Err(format!("closed: {frame:?}")),
-                Some(_) => {}
-                None => return Err("the connection closed".into()),
-            }
+        let message = tokio::time::timeout(WAIT, self.inner.next_message())
+            .await
+            .map_err(|_| format!("nothing received within {WAIT:?}"))?
+            .map_err(|e| e.to_string())?;
+        match message {
+            Incoming::Json(value) => Ok(value),
+            Incoming::Close(code, reason) => Err(format!("closed: {code} {reason}")),
         }
     }
 

@@ -1,8 +1,10 @@
-//! Shared fixtures: a server on `127.0.0.1:0`, tokens, a WebSocket client that matches
-//! replies to commands, a raw WebSocket peer that does only what a test tells it, a tiny
-//! HTTP/1.1 client for the server API, and clients of the HTTP transports (an SSE stream
-//! reader, [`SseClient`] and [`Poller`]). Every wait is bounded by [`WAIT`], so no test
-//! can hang.
+//! Shared fixtures: a server on `127.0.0.1:0`, tokens, and the clients of
+//! `switchboard-client` wrapped so that a test reads as what it checks: a WebSocket
+//! [`Client`] that matches replies to commands, HTTP requests ([`http_response`], [`api`]),
+//! an event stream ([`SseStream`]) and the HTTP sessions ([`SseClient`], [`Poller`]). What
+//! the library does not do on purpose stays here: a raw WebSocket peer ([`RawPeer`]) that
+//! does only what a test tells it, malformed frames included. Every wait is bounded by
+//! [`WAIT`], so no test can hang; a failure panics with what was awaited.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -11,12 +13,12 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use serde_json::{Value, json};
+use switchboard_client::{Incoming, http::request};
 use switchboard_server::auth::{Claims, mint, now_secs};
 use switchboard_server::secrets::Secrets;
 use switchboard_server::{Config, run};
+use switchboard_ws::Message;
 use switchboard_ws::frame::{OpCode, encode_frame};
-use switchboard_ws::tokio::WebSocket;
-use switchboard_ws::{Error as WsError, Message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -166,24 +168,25 @@ pub(crate) fn token(user: &str, info: Option<Value>, channels: &[&str], ttl: i64
     mint(TOKEN_SECRET, &claims).expect("mint")
 }
 
-/// What the client read: a JSON message, or the server's close frame.
-#[derive(Debug)]
-enum Incoming {
-    Json(Value),
-    Close(u16, String),
-}
-
-/// A WebSocket client over our own adapter (pongs are automatic while it reads). It
-/// tells replies (`result`/`error`) from pushes (`push`) and keeps whatever it reads
-/// while waiting for something else.
+/// A WebSocket client of the client protocol (`switchboard_client::Client`; pongs are
+/// automatic while it reads). It tells replies (`result`/`error`) from pushes (`push`) and
+/// keeps whatever it reads while waiting for something else.
 #[derive(Debug)]
 pub(crate) struct Client {
-    ws: WebSocket<TcpStream>,
-    next_id: u64,
-    pushes: VecDeque<Value>,
-    replies: VecDeque<Value>,
+    inner: switchboard_client::Client,
     /// The result of the `connect` command, once connected.
     pub(crate) hello: Value,
+}
+
+/// The value, or a panic that says what was awaited and why it failed.
+fn or_panic<T>(what: &str, result: switchboard_client::Result<T>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(switchboard_client::Error::Closed { code, reason }) => {
+            panic!("closed ({code} {reason:?}) while waiting for {what}")
+        }
+        Err(err) => panic!("{what}: {err}"),
+    }
 }
 
 impl Client {
@@ -202,25 +205,14 @@ impl Client {
         let stream = bounded("TCP connect", socket.connect(addr))
             .await
             .expect("TCP connect");
-        stream.set_nodelay(true).expect("nodelay");
-        let (ws, _) = bounded(
-            "WebSocket handshake",
-            switchboard_ws::tokio::connect(
-                stream,
-                &addr.to_string(),
-                "/ws",
-                &[],
-                &[],
-                switchboard_ws::Config::default(),
-            ),
-        )
-        .await
-        .expect("WebSocket handshake");
+        let host = addr.to_string();
+        let handshake = switchboard_client::Client::handshake(stream, &host, "/ws", &[]);
+        let inner = or_panic(
+            "the WebSocket handshake",
+            bounded("WebSocket handshake", handshake).await,
+        );
         Client {
-            ws,
-            next_id: 1,
-            pushes: VecDeque::new(),
-            replies: VecDeque::new(),
+            inner,
             hello: Value::Null,
         }
     }
@@ -243,22 +235,15 @@ impl Client {
 
     /// Sends any message.
     pub(crate) async fn send(&mut self, message: &Message) {
-        bounded("send", self.ws.send(message)).await.expect("send");
+        or_panic("send", bounded("send", self.inner.send(message)).await);
     }
 
     /// Sends a command with a fresh id (unless it has one) without waiting; returns the id.
-    pub(crate) async fn send_cmd(&mut self, mut command: Value) -> u64 {
-        let id = match command["id"].as_u64() {
-            Some(id) => id,
-            None => {
-                let id = self.next_id;
-                self.next_id += 1;
-                command["id"] = json!(id);
-                id
-            }
-        };
-        self.send_text(&command.to_string()).await;
-        id
+    pub(crate) async fn send_cmd(&mut self, command: Value) -> u64 {
+        or_panic(
+            "send",
+            bounded("send", self.inner.send_command(command)).await,
+        )
     }
 
     /// Sends a command and waits for the reply with its id (keeping pushes seen meanwhile).
@@ -269,19 +254,8 @@ impl Client {
 
     /// Waits for the reply with `id`.
     pub(crate) async fn reply(&mut self, id: u64) -> Value {
-        if let Some(i) = self.replies.iter().position(|r| r["id"] == id) {
-            return self.replies.remove(i).expect("present");
-        }
-        loop {
-            match self.read().await {
-                // A reply is what is not a push.
-                Incoming::Json(v) if v.get("push").is_none() && v["id"] == id => return v,
-                Incoming::Json(v) => self.keep(v),
-                Incoming::Close(code, reason) => {
-                    panic!("closed ({code} {reason:?}) while waiting for the reply to {id}")
-                }
-            }
-        }
+        let what = format!("the reply to {id}");
+        or_panic(&what, bounded(&what, self.inner.reply(id)).await)
     }
 
     /// Sends a command and returns its `result`, panicking on an error reply.
@@ -299,34 +273,12 @@ impl Client {
 
     /// The next reply of any id (for errors to frames that had no id).
     pub(crate) async fn next_reply(&mut self) -> Value {
-        if let Some(reply) = self.replies.pop_front() {
-            return reply;
-        }
-        loop {
-            match self.read().await {
-                Incoming::Json(v) if v.get("push").is_none() => return v,
-                Incoming::Json(v) => self.keep(v),
-                Incoming::Close(code, reason) => {
-                    panic!("closed ({code} {reason:?}) while waiting for a reply")
-                }
-            }
-        }
+        or_panic("a reply", bounded("a reply", self.inner.next_reply()).await)
     }
 
     /// The next push.
     pub(crate) async fn next_push(&mut self) -> Value {
-        if let Some(push) = self.pushes.pop_front() {
-            return push;
-        }
-        loop {
-            match self.read().await {
-                Incoming::Json(v) if v.get("push").is_some() => return v,
-                Incoming::Json(v) => self.keep(v),
-                Incoming::Close(code, reason) => {
-                    panic!("closed ({code} {reason:?}) while waiting for a push")
-                }
-            }
-        }
+        or_panic("a push", bounded("a push", self.inner.next_push()).await)
     }
 
     /// The next publication, skipping join and leave pushes.
@@ -349,75 +301,35 @@ impl Client {
 
     /// Pushes received and not yet taken, in order.
     pub(crate) fn take_pushes(&mut self) -> Vec<Value> {
-        self.pushes.drain(..).collect()
+        self.inner.take_pushes()
     }
 
     /// Waits for the server's close frame; returns its code and reason. Messages that
     /// arrive first are kept.
     pub(crate) async fn expect_close(&mut self) -> (u16, String) {
-        loop {
-            match self.read().await {
-                Incoming::Json(v) => self.keep(v),
-                Incoming::Close(code, reason) => return (code, reason),
-            }
-        }
+        let what = "the close frame";
+        or_panic(what, bounded(what, self.inner.expect_close()).await)
     }
 
     /// Reads (answering pings) for `duration`, keeping what arrives; panics on a close.
     pub(crate) async fn pump(&mut self, duration: Duration) {
         let deadline = tokio::time::Instant::now() + duration;
         loop {
-            match tokio::time::timeout_at(deadline, self.ws.recv()).await {
+            // `next_message` is cancel-safe: the deadline may cut it at any time.
+            match tokio::time::timeout_at(deadline, self.inner.next_message()).await {
                 Err(_) => return,
-                Ok(received) => match decode(received) {
-                    Some(Incoming::Json(v)) => self.keep(v),
-                    Some(Incoming::Close(code, reason)) => {
-                        panic!("closed ({code} {reason:?}) while idle")
-                    }
-                    None => {}
-                },
+                Ok(Ok(Incoming::Json(v))) => self.inner.keep(v),
+                Ok(Ok(Incoming::Close(code, reason))) => {
+                    panic!("closed ({code} {reason:?}) while idle")
+                }
+                Ok(Err(err)) => panic!("the connection failed while idle: {err}"),
             }
         }
     }
 
     /// Closes normally (completing the close handshake).
     pub(crate) async fn close(mut self) {
-        let _ = bounded("close", self.ws.close(None)).await;
-    }
-
-    fn keep(&mut self, value: Value) {
-        if value.get("push").is_some() {
-            self.pushes.push_back(value);
-        } else {
-            self.replies.push_back(value);
-        }
-    }
-
-    async fn read(&mut self) -> Incoming {
-        loop {
-            let received = bounded("a message from the server", self.ws.recv()).await;
-            if let Some(incoming) = decode(received) {
-                return incoming;
-            }
-        }
-    }
-}
-
-/// A received message as JSON or a close; `None` for pings and pongs.
-fn decode(received: Result<Option<Message>, WsError>) -> Option<Incoming> {
-    match received {
-        Ok(Some(Message::Text(text))) => Some(Incoming::Json(
-            serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("server sent bad JSON {text:?}: {e}")),
-        )),
-        Ok(Some(Message::Close(frame))) => Some(match frame {
-            Some(f) => Incoming::Close(f.code.0, f.reason.to_string()),
-            None => Incoming::Close(1005, String::new()),
-        }),
-        Ok(Some(Message::Binary(b))) => panic!("server sent a binary message: {b:?}"),
-        Ok(Some(_)) => None,
-        Ok(None) => panic!("the connection ended without a close frame"),
-        Err(e) => panic!("the connection failed: {e}"),
+        let _ = bounded("close", self.inner.close_plain()).await;
     }
 }
 
@@ -654,23 +566,15 @@ pub(crate) async fn http(
 #[derive(Debug)]
 pub(crate) struct HttpResponse {
     pub(crate) status: u16,
-    /// The status line and the headers.
-    pub(crate) head: String,
+    pub(crate) headers: hyper::HeaderMap,
     pub(crate) body: String,
 }
 
 impl HttpResponse {
     /// A header's value (the first, by case-insensitive name).
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        header_of(&self.head, name)
+        self.headers.get(name)?.to_str().ok()
     }
-}
-
-fn header_of<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().skip(1).find_map(|line| {
-        let (n, v) = line.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
 }
 
 /// One HTTP/1.1 request (`Connection: close`); returns the whole response.
@@ -681,69 +585,29 @@ pub(crate) async fn http_response(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> HttpResponse {
-    let mut stream = bounded("TCP connect", TcpStream::connect(addr))
-        .await
-        .expect("connect");
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
+    let what = format!("{method} {path}");
+    let addr = addr.to_string();
+    let sent = request(
+        &addr,
+        method,
+        path,
+        headers,
+        bytes::Bytes::copy_from_slice(body),
     );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    let mut bytes = request.into_bytes();
-    bytes.extend_from_slice(body);
-    bounded("HTTP request", stream.write_all(&bytes))
-        .await
-        .expect("write request");
-    let mut response = Vec::new();
-    bounded("HTTP response", stream.read_to_end(&mut response))
-        .await
-        .expect("read response");
-    let end = find(&response, b"\r\n\r\n").expect("a whole response head");
-    let head = String::from_utf8_lossy(&response[..end]).into_owned();
-    let raw = &response[end + 4..];
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.contains("chunked"));
-    let body = if chunked { dechunk(raw) } else { raw.to_vec() };
+    let response = or_panic(&what, bounded(&what, sent).await);
     HttpResponse {
-        status: status_of(&head),
-        body: String::from_utf8(body).expect("UTF-8 body"),
-        head,
-    }
-}
-
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = find(raw, b"\r\n").expect("chunk size line");
-        let size_text = String::from_utf8_lossy(&raw[..line_end]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .expect("chunk size");
-        raw = &raw[line_end + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&raw[..size]);
-        raw = &raw[size + 2..];
+        status: response.status,
+        body: String::from_utf8(response.body.to_vec()).expect("UTF-8 body"),
+        headers: response.headers,
     }
 }
 
 /// `POST /api/{command}` with the right key and a JSON body; returns the status and the
 /// JSON reply.
 pub(crate) async fn api(addr: SocketAddr, command: &str, body: Value) -> (u16, Value) {
-    let (status, text) = http(
-        addr,
-        "POST",
-        &format!("/api/{command}"),
-        &[("X-API-Key", API_KEY), ("Content-Type", "application/json")],
-        body.to_string().as_bytes(),
-    )
-    .await;
-    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("API reply {text:?}: {e}"));
-    (status, json)
+    let api = switchboard_client::Api::at(&addr.to_string(), API_KEY);
+    let what = format!("api {command}");
+    or_panic(&what, bounded(&what, api.call(command, &body)).await)
 }
 
 /// A metric's value from `/metrics`.
@@ -790,112 +654,55 @@ impl SseEvent {
     }
 }
 
-/// A `GET /sse` response read over a raw TCP stream, block by block, as it arrives.
+impl From<switchboard_client::sse::Event> for SseEvent {
+    fn from(event: switchboard_client::sse::Event) -> SseEvent {
+        assert!(event.unknown.is_empty(), "unknown SSE fields in {event:?}");
+        let text = |field: Option<bytes::Bytes>| {
+            field.map(|b| String::from_utf8(b.to_vec()).expect("UTF-8 event stream"))
+        };
+        SseEvent {
+            id: text(event.id),
+            event: text(event.event),
+            data: text(event.data),
+            retry: event.retry,
+            comment: text(event.comment),
+        }
+    }
+}
+
+/// A `GET /sse` response read block by block, as it arrives.
 #[derive(Debug)]
 pub(crate) struct SseStream {
-    stream: TcpStream,
-    /// Bytes read and not yet de-chunked.
-    raw: BytesMut,
-    /// De-chunked text not yet parsed into blocks.
-    text: String,
-    /// The response's status line and headers.
-    pub(crate) head: String,
-    ended: bool,
+    inner: switchboard_client::EventStream,
 }
 
 impl SseStream {
     /// Sends `GET path` with extra headers; returns once the response head arrived.
     pub(crate) async fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> SseStream {
-        let mut stream = bounded("TCP connect", TcpStream::connect(addr))
-            .await
-            .expect("connect");
-        let mut request =
-            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str("\r\n");
-        bounded("SSE request", stream.write_all(request.as_bytes()))
-            .await
-            .expect("write request");
-        let mut raw = BytesMut::new();
-        let head = loop {
-            if let Some(end) = find(&raw, b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-                let _ = raw.split_to(end + 4);
-                break head;
-            }
-            let n = bounded("SSE response head", stream.read_buf(&mut raw))
-                .await
-                .expect("read");
-            assert!(n > 0, "EOF before the SSE response head");
-        };
-        assert_eq!(status_of(&head), 200, "{head}");
-        assert_eq!(header_of(&head, "content-type"), Some("text/event-stream"));
+        let what = format!("GET {path}");
+        let addr = addr.to_string();
+        let opened = switchboard_client::EventStream::open(&addr, path, headers);
+        let inner = or_panic(&what, bounded(&what, opened).await);
+        assert_eq!(inner.header("content-type"), Some("text/event-stream"));
         assert!(
-            header_of(&head, "transfer-encoding").is_some_and(|v| v.contains("chunked")),
-            "{head}"
+            inner
+                .header("transfer-encoding")
+                .is_some_and(|v| v.contains("chunked")),
+            "{:?}",
+            inner.headers()
         );
-        SseStream {
-            stream,
-            raw,
-            text: String::new(),
-            head,
-            ended: false,
-        }
+        SseStream { inner }
     }
 
     /// A response header's value.
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        header_of(&self.head, name)
-    }
-
-    /// Moves whole chunks from `raw` to `text`; notes the last chunk.
-    fn dechunk(&mut self) {
-        while !self.ended {
-            let Some(line_end) = find(&self.raw, b"\r\n") else {
-                return;
-            };
-            let size_text = String::from_utf8_lossy(&self.raw[..line_end]).into_owned();
-            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-                .unwrap_or_else(|e| panic!("chunk size {size_text:?}: {e}"));
-            if self.raw.len() < line_end + 2 + size + 2 {
-                return;
-            }
-            let chunk = self.raw.split_to(line_end + 2 + size + 2);
-            if size == 0 {
-                self.ended = true;
-            }
-            self.text.push_str(
-                std::str::from_utf8(&chunk[line_end + 2..line_end + 2 + size]).expect("UTF-8"),
-            );
-        }
+        self.inner.header(name)
     }
 
     /// The next block (event or comment), or `None` once the response has ended.
     pub(crate) async fn next_block(&mut self) -> Option<SseEvent> {
-        loop {
-            // The head's read may have brought the first chunks too.
-            self.dechunk();
-            if let Some(end) = self.text.find("\n\n") {
-                let block: String = self.text.drain(..end + 2).collect();
-                return Some(parse_block(&block));
-            }
-            if self.ended {
-                assert!(
-                    self.text.is_empty(),
-                    "a partial event at the end: {:?}",
-                    self.text
-                );
-                return None;
-            }
-            let n = bounded("an SSE event", self.stream.read_buf(&mut self.raw))
-                .await
-                .expect("read the event stream");
-            if n == 0 {
-                panic!("the connection closed in the middle of the event stream");
-            }
-        }
+        let what = "an SSE event";
+        or_panic(what, bounded(what, self.inner.next_block()).await).map(SseEvent::from)
     }
 
     /// The next event, skipping comments and blocks without data; panics at the end.
@@ -919,30 +726,6 @@ impl SseStream {
         }
         events
     }
-}
-
-fn parse_block(block: &str) -> SseEvent {
-    let mut event = SseEvent::default();
-    let mut data: Vec<&str> = Vec::new();
-    for line in block.lines().filter(|l| !l.is_empty()) {
-        if let Some(comment) = line.strip_prefix(':') {
-            event.comment = Some(comment.trim().to_owned());
-            continue;
-        }
-        let (field, value) = line.split_once(':').unwrap_or((line, ""));
-        let value = value.strip_prefix(' ').unwrap_or(value);
-        match field {
-            "id" => event.id = Some(value.to_owned()),
-            "event" => event.event = Some(value.to_owned()),
-            "data" => data.push(value),
-            "retry" => event.retry = Some(value.parse().expect("retry is a number")),
-            other => panic!("unknown SSE field {other:?} in {block:?}"),
-        }
-    }
-    if !data.is_empty() {
-        event.data = Some(data.join("\n"));
-    }
-    event
 }
 
 /// What an HTTP session delivered: a JSON message, or the end of the session.

@@ -23,15 +23,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use serde_json::json;
+use switchboard_client::{Client, HttpConnection};
 use switchboard_server::auth::{self, Claims};
-use switchboard_ws::tokio::connect;
-use switchboard_ws::{Config, Message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::args::{BenchFloodArgs, FloodKind};
-use crate::bench::{self, SECS_PER_TICK, Target};
-use crate::bench_stats::Histogram;
+use crate::bench::connect::{Endpoint, Target, parse_url};
+use crate::bench::measure::{self, SECS_PER_TICK};
+use crate::bench::stats::Histogram;
 use crate::client::{Need, server_secret};
 
 /// Bounds a legitimate connect, and an attacker's wait for an answer: longer than the
@@ -57,8 +57,8 @@ struct Legit {
 }
 
 pub(crate) async fn flood(args: BenchFloodArgs) -> anyhow::Result<()> {
-    let (addr, host, path) = match bench::parse_url(&args.url)? {
-        Target::Ws { addr, host, path } => (addr, host, path),
+    let Endpoint { addr, host, path } = match parse_url(&args.url)? {
+        Target::Ws(endpoint) => endpoint,
         Target::Tcp { .. } => bail!("bench flood needs a ws:// URL"),
     };
     let server: SocketAddr = tokio::net::lookup_host(addr.as_str())
@@ -70,8 +70,8 @@ pub(crate) async fn flood(args: BenchFloodArgs) -> anyhow::Result<()> {
     }
     let secret = server_secret(&args.source, Need::TokenSecret, "the server's --data-dir")?;
     let pid = args.server_pid;
-    let rss_before = pid.map(bench::rss_kib).transpose()?;
-    let cpu_before = pid.map(bench::cpu_ticks).transpose()?;
+    let rss_before = pid.map(measure::rss_kib).transpose()?;
+    let cpu_before = pid.map(measure::cpu_ticks).transpose()?;
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
 
@@ -135,15 +135,15 @@ pub(crate) async fn flood(args: BenchFloodArgs) -> anyhow::Result<()> {
             record(&mut legit, done?);
         }
         if let Some(pid) = pid {
-            rss_max = rss_max.max(bench::rss_kib(pid)?);
+            rss_max = rss_max.max(measure::rss_kib(pid)?);
         }
     }
     while let Some(done) = attempts.join_next().await {
         record(&mut legit, done?);
     }
     stop.store(true, Ordering::Relaxed);
-    let cpu_after = pid.map(bench::cpu_ticks).transpose()?;
-    let rss_after = pid.map(bench::rss_kib).transpose()?;
+    let cpu_after = pid.map(measure::cpu_ticks).transpose()?;
+    let rss_after = pid.map(measure::rss_kib).transpose()?;
     let mut answers: BTreeMap<String, u64> = BTreeMap::new();
     for attacker in attackers {
         // An attacker may be inside a held request; its tally so far is what counts.
@@ -204,29 +204,14 @@ async fn legit_connect(
 ) -> anyhow::Result<()> {
     let attempt = async {
         let stream = TcpStream::connect(server).await?;
-        stream.set_nodelay(true)?;
-        let (mut ws, _) = connect(stream, host, path, &[], &[], Config::default())
+        let mut client = Client::handshake(stream, host, path, &[])
             .await
             .context("handshake")?;
-        let command = json!({"id": 1, "cmd": "connect", "token": token});
-        ws.send(&Message::text(command.to_string())).await?;
-        loop {
-            match ws.recv().await? {
-                Some(Message::Text(text)) => {
-                    let reply: serde_json::Value = serde_json::from_str(text.as_str())?;
-                    if reply["id"] != 1 {
-                        continue;
-                    }
-                    if let Some(error) = reply.get("error") {
-                        bail!("connect refused: {error}");
-                    }
-                    return anyhow::Ok(());
-                }
-                Some(Message::Close(frame)) => bail!("closed: {frame:?}"),
-                Some(_) => {}
-                None => bail!("the connection ended"),
-            }
-        }
+        client
+            .connect(Some(token))
+            .await
+            .context("connect refused")?;
+        anyhow::Ok(())
     };
     tokio::time::timeout(ANSWER_TIMEOUT, attempt)
         .await
@@ -239,41 +224,30 @@ async fn connect_from(server: SocketAddr, source: IpAddr) -> anyhow::Result<TcpS
     Ok(socket.connect(server).await?)
 }
 
-/// Reads one HTTP answer (head and a `Content-Length` body); its status.
-async fn read_answer(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<u16> {
+/// Reads the head of the HTTP answer to a request whose body the server may never get
+/// whole (so no HTTP client would finish sending it): its status. httparse reads the head;
+/// the rest of the connection is not needed.
+async fn read_status(stream: &mut TcpStream) -> anyhow::Result<u16> {
+    let mut buf = Vec::new();
     loop {
-        if let Some(end) = crate::bench_stats::find(buf, b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let status = head
-                .split(' ')
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .context("no status")?;
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            while buf.len() < end + 4 + length {
-                read_more(stream, buf).await?;
-            }
-            buf.drain(..end + 4 + length);
-            return Ok(status);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut answer = httparse::Response::new(&mut headers);
+        if answer
+            .parse(&buf)
+            .context("an invalid HTTP answer")?
+            .is_complete()
+        {
+            return answer.code.context("no status");
         }
-        read_more(stream, buf).await?;
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(ANSWER_TIMEOUT, stream.read(&mut chunk))
+            .await
+            .map_err(|_| anyhow!("no answer"))??;
+        if n == 0 {
+            bail!("closed");
+        }
+        buf.extend_from_slice(&chunk[..n]);
     }
-}
-
-async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<()> {
-    let mut chunk = [0u8; 4096];
-    let n = tokio::time::timeout(ANSWER_TIMEOUT, stream.read(&mut chunk))
-        .await
-        .map_err(|_| anyhow!("no answer"))??;
-    if n == 0 {
-        bail!("closed");
-    }
-    buf.extend_from_slice(&chunk[..n]);
-    Ok(())
 }
 
 /// `slots`: sessions that never authenticate, one after another on a keep-alive
@@ -285,13 +259,13 @@ async fn open_sessions(
     stop: &AtomicBool,
     attack: &mut Attack,
 ) -> anyhow::Result<()> {
-    let mut stream = connect_from(server, source).await?;
-    let request =
-        format!("POST /poll?wait=0 HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\r\n");
-    let mut buf = Vec::new();
+    let mut conn = HttpConnection::open(connect_from(server, source).await?, host).await?;
     while !stop.load(Ordering::Relaxed) {
-        stream.write_all(request.as_bytes()).await?;
-        let status = read_answer(&mut stream, &mut buf).await?;
+        let answer = conn.request("POST", "/poll?wait=0", &[], "");
+        let status = tokio::time::timeout(ANSWER_TIMEOUT, answer)
+            .await
+            .map_err(|_| anyhow!("no answer"))??
+            .status;
         *attack.answers.entry(status.to_string()).or_default() += 1;
     }
     Ok(())
@@ -313,8 +287,7 @@ async fn bodies(
     // The body as fast as the server takes it; it may answer (and close) first.
     let body = vec![b' '; BIG_BODY];
     let _ = tokio::time::timeout(ANSWER_TIMEOUT, stream.write_all(&body)).await;
-    let mut buf = Vec::new();
-    let status = read_answer(&mut stream, &mut buf).await?;
+    let status = read_status(&mut stream).await?;
     *attack.answers.entry(format!("api {status}")).or_default() += 1;
 
     let mut stream = connect_from(server, source).await?;
@@ -322,8 +295,7 @@ async fn bodies(
         "POST /poll HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 65536\r\n\r\n["
     );
     stream.write_all(head.as_bytes()).await?;
-    let mut buf = Vec::new();
-    let answer = match read_answer(&mut stream, &mut buf).await {
+    let answer = match read_status(&mut stream).await {
         Ok(status) => format!("poll {status}"),
         Err(err) => format!("poll {err}"),
     };

@@ -10,16 +10,16 @@ use anyhow::Context;
 use serde_json::json;
 
 use crate::args::BenchIdleArgs;
-use crate::bench;
-use crate::bench_fanout::{Shared, Subscribers};
+use crate::bench::measure;
+use crate::bench::sink::{Shared, Subscribers};
 
 pub(crate) async fn idle(args: BenchIdleArgs) -> anyhow::Result<()> {
     let pid = args.conn.server_pid;
-    let rss_before = pid.map(bench::rss_kib).transpose()?;
+    let rss_before = pid.map(measure::rss_kib).transpose()?;
     let shared = Shared::new(&args.conn, &args.channel, 0)?;
     let subscribers = Subscribers::spawn(shared, args.conns, args.conn.conns_per_task);
     subscribers.wait_ready().await?;
-    let rss_after = pid.map(bench::rss_kib).transpose()?;
+    let rss_after = pid.map(measure::rss_kib).transpose()?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "ready {}", args.conns)?;

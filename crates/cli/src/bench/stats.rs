@@ -2,6 +2,13 @@
 //! reading publication pushes without parsing their JSON (the client is often the
 //! bottleneck, so it does as little per message as it can).
 
+use std::time::Duration;
+
+/// Microseconds in a duration, saturating.
+pub(crate) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 /// Where `needle` starts in `hay`. Candidates are the positions of its first byte.
 pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     let (&first, _) = needle.split_first()?;

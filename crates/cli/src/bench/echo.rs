@@ -5,15 +5,13 @@
 //! the given duration. With `--server-pid`, the server's CPU time over the same window is
 //! read from `/proc/PID/stat` and reported per message: the load client is often the
 //! bottleneck on a small machine, and CPU per message is what separates servers then.
-//!
-//! Also what the other bench commands (`bench_fanout`) share: the URL and the /proc readings.
 
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use bytes::BytesMut;
 use switchboard_ws::tokio::connect;
 use switchboard_ws::{Config, Message};
@@ -21,6 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::args::BenchEchoArgs;
+use crate::bench::connect::{Target, parse_url};
+use crate::bench::measure::{SECS_PER_TICK, cpu_ticks};
 
 const WARMUP: Duration = Duration::from_secs(1);
 
@@ -50,36 +50,6 @@ impl Window {
     }
 }
 
-pub(crate) enum Target {
-    Ws {
-        addr: String,
-        host: String,
-        path: String,
-    },
-    Tcp {
-        addr: String,
-    },
-}
-
-pub(crate) fn parse_url(url: &str) -> anyhow::Result<Target> {
-    let (scheme, rest) = url.split_once("://").context("the URL needs a scheme")?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    match scheme {
-        "ws" => Ok(Target::Ws {
-            addr: authority.to_owned(),
-            host: authority.to_owned(),
-            path: path.to_owned(),
-        }),
-        "tcp" => Ok(Target::Tcp {
-            addr: authority.to_owned(),
-        }),
-        _ => bail!("unsupported scheme {scheme}: use ws:// or tcp://"),
-    }
-}
-
 pub(crate) async fn echo(args: BenchEchoArgs) -> anyhow::Result<()> {
     let target = Arc::new(parse_url(&args.url)?);
     let payload: Arc<[u8]> = vec![b'x'; args.size].into();
@@ -87,7 +57,8 @@ pub(crate) async fn echo(args: BenchEchoArgs) -> anyhow::Result<()> {
     let mut streams = Vec::with_capacity(args.conns);
     for _ in 0..args.conns {
         let addr = match &*target {
-            Target::Ws { addr, .. } | Target::Tcp { addr } => addr,
+            Target::Ws(endpoint) => &endpoint.addr,
+            Target::Tcp { addr } => addr,
         };
         let stream = TcpStream::connect(addr)
             .await
@@ -107,7 +78,8 @@ pub(crate) async fn echo(args: BenchEchoArgs) -> anyhow::Result<()> {
         let (pipeline, binary) = (args.pipeline.max(1), args.binary);
         tasks.push(tokio::spawn(async move {
             match &*target {
-                Target::Ws { host, path, .. } => {
+                Target::Ws(endpoint) => {
+                    let (host, path) = (&endpoint.host, &endpoint.path);
                     ws_conn(stream, host, path, &payload, pipeline, binary, window).await
                 }
                 Target::Tcp { .. } => tcp_conn(stream, &payload, pipeline, window).await,
@@ -169,34 +141,6 @@ fn report(args: &BenchEchoArgs, rate: f64, mbps: f64, p50: u32, p99: u32, cpu: O
     // A closed stdout (`| head`) is not an error worth a panic.
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{human}\n{json}");
-}
-
-/// Seconds of CPU time per clock tick: USER_HZ is 100 on every Linux ABI.
-pub(crate) const SECS_PER_TICK: f64 = 0.01;
-
-/// utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat).
-pub(crate) fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
-    // The command name (field 2) may hold spaces; fields after it follow the last ')'.
-    let after = stat.rsplit_once(')').context("malformed stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: u64 = fields.get(11).context("malformed stat")?.parse()?;
-    let stime: u64 = fields.get(12).context("malformed stat")?.parse()?;
-    Ok(utime + stime)
-}
-
-/// A process's resident set size in KiB (VmRSS in /proc/PID/status).
-pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
-    vm_rss_kib(&status).with_context(|| format!("no VmRSS in /proc/{pid}/status"))
-}
-
-/// The `VmRSS:   1234 kB` line of a /proc/PID/status text.
-fn vm_rss_kib(status: &str) -> Option<u64> {
-    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
-    line.trim().strip_suffix("kB")?.trim().parse().ok()
 }
 
 async fn ws_conn(
@@ -288,24 +232,4 @@ async fn tcp_conn(
         }
     }
     Ok(tally)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn vm_rss_is_read_from_the_status_text() {
-        let status = "Name:\tswitchboard\nVmPeak:\t  9000 kB\nVmRSS:\t  12345 kB\nThreads:\t3\n";
-        assert_eq!(vm_rss_kib(status), Some(12345));
-        // Kernel threads have no VmRSS line.
-        assert_eq!(vm_rss_kib("Name:\tkthreadd\n"), None);
-    }
-
-    #[test]
-    fn own_rss_and_cpu_are_readable() {
-        let pid = std::process::id();
-        assert!(rss_kib(pid).unwrap() > 0);
-        cpu_ticks(pid).unwrap();
-    }
 }

@@ -1,0 +1,174 @@
+//! Where the bench connects and with what: URLs, tokens, and a subscribed WebSocket.
+
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use serde_json::json;
+use switchboard_client::url::Scheme;
+use switchboard_client::{Client, HttpConnection};
+use switchboard_server::auth::{self, Claims};
+use switchboard_ws::CloseFrame;
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::args::BenchConnArgs;
+use crate::client::{Need, server_secret};
+
+/// Time to open one connection: TCP, handshake, connect and subscribe.
+pub(crate) const OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Lifetime of the minted tokens: longer than any hold.
+const TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// What a bench URL names.
+pub(crate) enum Target {
+    /// A WebSocket endpoint.
+    Ws(Endpoint),
+    /// A raw TCP echo (`bench echo` only): the same bytes without WebSocket framing.
+    Tcp {
+        /// `host:port`.
+        addr: String,
+    },
+}
+
+/// Parses a bench URL: `ws://HOST[:PORT]/PATH`, or `tcp://HOST:PORT`.
+pub(crate) fn parse_url(url: &str) -> anyhow::Result<Target> {
+    if let Some(addr) = url.strip_prefix("tcp://") {
+        let addr = addr.split('/').next().unwrap_or_default();
+        return Ok(Target::Tcp {
+            addr: addr.to_owned(),
+        });
+    }
+    let endpoint = switchboard_client::Endpoint::parse(url)?;
+    if endpoint.scheme != Scheme::Ws {
+        bail!("unsupported scheme in {url}: use ws:// or tcp://");
+    }
+    Ok(Target::Ws(Endpoint {
+        addr: endpoint.addr,
+        host: endpoint.authority,
+        path: endpoint.path,
+    }))
+}
+
+/// Where the WebSocket endpoint is (and the HTTP transports' endpoints, at the same host).
+pub(crate) struct Endpoint {
+    /// `host:port`, to connect to.
+    pub(crate) addr: String,
+    /// For the `Host` header.
+    pub(crate) host: String,
+    /// The WebSocket path.
+    pub(crate) path: String,
+}
+
+impl Endpoint {
+    /// The endpoint of a `ws://` URL.
+    pub(crate) fn parse(url: &str) -> anyhow::Result<Endpoint> {
+        match parse_url(url)? {
+            Target::Ws(endpoint) => Ok(endpoint),
+            Target::Tcp { .. } => bail!("this bench needs a ws:// URL"),
+        }
+    }
+
+    /// A TCP connection to the endpoint, with `recv_buffer` as its SO_RCVBUF if given.
+    pub(crate) async fn tcp(&self, recv_buffer: Option<u32>) -> anyhow::Result<TcpStream> {
+        let stream = match recv_buffer {
+            None => TcpStream::connect(self.addr.as_str()).await,
+            Some(size) => {
+                let addr = tokio::net::lookup_host(self.addr.as_str())
+                    .await?
+                    .next()
+                    .with_context(|| format!("{} has no address", self.addr))?;
+                let socket = if addr.is_ipv4() {
+                    TcpSocket::new_v4()?
+                } else {
+                    TcpSocket::new_v6()?
+                };
+                socket.set_recv_buffer_size(size)?;
+                socket.connect(addr).await
+            }
+        };
+        stream.with_context(|| format!("cannot connect to {}", self.addr))
+    }
+
+    /// An HTTP connection to the endpoint's host.
+    pub(crate) async fn http(&self) -> anyhow::Result<HttpConnection> {
+        Ok(HttpConnection::open(self.tcp(None).await?, &self.host).await?)
+    }
+}
+
+/// How every connection gets its token.
+pub(crate) enum Auth {
+    /// The same given token for all.
+    Token(String),
+    /// Minted per connection from the server's token secret.
+    Secret(String),
+}
+
+impl Auth {
+    pub(crate) fn new(args: &BenchConnArgs) -> anyhow::Result<Auth> {
+        Ok(match &args.token {
+            Some(token) => Auth::Token(token.clone()),
+            None => Auth::Secret(server_secret(&args.source, Need::TokenSecret, "--token")?),
+        })
+    }
+
+    pub(crate) fn token(&self, user: &str, channel: &str) -> anyhow::Result<String> {
+        match self {
+            Auth::Token(token) => Ok(token.clone()),
+            Auth::Secret(secret) => Ok(auth::mint(
+                secret,
+                &Claims {
+                    sub: user.to_owned(),
+                    exp: auth::now_secs() + TOKEN_TTL.as_secs(),
+                    info: None,
+                    // So that a private channel works too.
+                    channels: vec![channel.to_owned()],
+                },
+            )?),
+        }
+    }
+}
+
+/// Why a connection was closed, for a message.
+pub(crate) fn close_reason(frame: &Option<CloseFrame>) -> String {
+    frame.as_ref().map_or_else(
+        || "no status".to_owned(),
+        |f| format!("{} {}", f.code.0, f.reason),
+    )
+}
+
+/// Opens a WebSocket and sends `connect`, then `subscribe` when a channel is given
+/// (pipelined: commands are handled in order). Returns the subscribe reply's offset, the
+/// channel's latest (0 without a channel). `recv_buffer` sets the socket's SO_RCVBUF.
+pub(crate) async fn open_ws(
+    endpoint: &Endpoint,
+    token: &str,
+    channel: Option<&str>,
+    recv_buffer: Option<u32>,
+) -> anyhow::Result<(Client, u64)> {
+    let opening = async {
+        let stream = endpoint.tcp(recv_buffer).await?;
+        let mut client = Client::handshake(stream, &endpoint.host, &endpoint.path, &[])
+            .await
+            .context("WebSocket handshake failed")?;
+        let connect = json!({"id": 1, "cmd": "connect", "token": token});
+        client.feed_command(connect).await?;
+        if let Some(channel) = channel {
+            let subscribe = json!({"id": 2, "cmd": "subscribe", "channel": channel});
+            client.feed_command(subscribe).await?;
+        }
+        client.flush().await?;
+        client.reply_result(1).await.context("connect failed")?;
+        let offset = match channel {
+            Some(channel) => client
+                .reply_result(2)
+                .await
+                .with_context(|| format!("subscribe to {channel} failed"))?["offset"]
+                .as_u64()
+                .context("a subscribe reply without offset")?,
+            None => 0,
+        };
+        anyhow::Ok((client, offset))
+    };
+    tokio::time::timeout(OPEN_TIMEOUT, opening)
+        .await
+        .map_err(|_| anyhow!("timed out opening a connection"))?
+}
