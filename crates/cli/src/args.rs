@@ -207,7 +207,7 @@ pub(crate) enum BenchCommand {
 /// What `bench flood` attacks with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum FloodKind {
-    /// HTTP sessions that never authenticate (`POST /poll` without a session).
+    /// HTTP sessions that never authenticate (`GET /sse` without a token).
     Slots,
     /// Keyless 1 MB bodies to the server API, and `/poll` bodies that never come.
     Bodies,

@@ -3,8 +3,9 @@
 //!
 //! Attackers connect from their own loopback addresses (127.0.0.2 and up, `--sources`),
 //! as clients on other hosts would, and do one of:
-//! - `slots`: open HTTP sessions that never authenticate (`POST /poll` without a session
-//!   or commands), over keep-alive connections, as fast as answers come;
+//! - `slots`: open HTTP sessions that never authenticate (`GET /sse` without a token,
+//!   the stream dropped once its head arrives), one connection after another, as fast as
+//!   answers come;
 //! - `bodies`: send the server API a 1 MB body without a key, and start `/poll` requests
 //!   whose body never comes (each held until the server gives up on it).
 //!
@@ -250,8 +251,9 @@ async fn read_status(stream: &mut TcpStream) -> anyhow::Result<u16> {
     }
 }
 
-/// `slots`: sessions that never authenticate, one after another on a keep-alive
-/// connection, until the server closes it or the run ends.
+/// `slots`: sessions that never authenticate, each an event stream opened without a
+/// token and dropped once its head arrives, until the run ends. (A `POST /poll` without
+/// `connect` no longer opens a session: the server answers 400 at once.)
 async fn open_sessions(
     server: SocketAddr,
     source: IpAddr,
@@ -259,9 +261,9 @@ async fn open_sessions(
     stop: &AtomicBool,
     attack: &mut Attack,
 ) -> anyhow::Result<()> {
-    let mut conn = HttpConnection::open(connect_from(server, source).await?, host).await?;
     while !stop.load(Ordering::Relaxed) {
-        let answer = conn.request("POST", "/poll?wait=0", &[], "");
+        let conn = HttpConnection::open(connect_from(server, source).await?, host).await?;
+        let answer = conn.stream("GET", "/sse", &[], "");
         let status = tokio::time::timeout(ANSWER_TIMEOUT, answer)
             .await
             .map_err(|_| anyhow!("no answer"))??
