@@ -12,21 +12,20 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use serde_json::json;
 use serde_json::value::RawValue;
+use switchboard_client::api::{Api, refusal};
+use switchboard_client::url::{Endpoint, Scheme};
 use switchboard_server::Config;
 use switchboard_server::auth::{self, Claims, Verifier};
 use switchboard_server::config::TokenAlgorithm;
 use switchboard_server::secrets::{self, API_KEY_FILE, Kind, TOKEN_SECRET_FILE};
 use switchboard_ws::handshake::HandshakeError;
-use switchboard_ws::tokio::WebSocket;
 use switchboard_ws::{CloseCode, CloseState, Message};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
@@ -40,8 +39,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lifetime of the tokens `sub --user` mints; it refreshes them at half that.
 const MINTED_TTL: Duration = Duration::from_secs(3600);
-/// Largest HTTP answer `pub` reads.
-const MAX_RESPONSE: u64 = 1 << 20;
 
 /// Something the server refused: printed on stderr, exit status 1.
 #[derive(Debug)]
@@ -261,113 +258,60 @@ fn configured_secret(config: &Config, need: Need, hint: Option<&str>) -> anyhow:
     }
 }
 
-/// Where a `ws://` or `http://` URL points. Either form names the server for either
-/// command: a `ws://` URL is its WebSocket endpoint, an `http://` URL its base URL.
-#[derive(Debug, PartialEq)]
-struct Target {
-    /// Written `ws://` rather than `http://`.
-    websocket: bool,
-    /// `host[:port]` as written, for the `Host` header.
-    authority: String,
-    /// `host:port`, to connect to.
-    addr: String,
-    /// The path as written (with its query), empty when none.
-    path: String,
+/// The server a command talks to: `--url`, or where the configuration says it listens.
+/// Either scheme names the server for either command: a `ws://` URL is its WebSocket
+/// endpoint, an `http://` URL its base URL.
+fn target(url: Option<&str>, config: &Config) -> anyhow::Result<Endpoint> {
+    let Some(url) = url else {
+        let addr = crate::serve::connect_addr(config.listen);
+        return Ok(Endpoint::parse(&format!("http://{addr}"))?);
+    };
+    Endpoint::parse(url).map_err(|err| {
+        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+        if matches!(scheme.as_deref(), Some("wss" | "https")) {
+            anyhow!(
+                "{err}; the server speaks plain HTTP: point `switchboard sub` and `pub` at its \
+                 own address (a TLS proxy in front of it forwards there)"
+            )
+        } else {
+            err.into()
+        }
+    })
 }
 
-impl Target {
-    fn parse(url: &str) -> anyhow::Result<Target> {
-        let unsupported = || {
-            anyhow!(
-                "unsupported URL {url:?}: use ws://HOST[:PORT][/PATH] or http://HOST[:PORT][/PATH]"
-            )
+/// The WebSocket endpoint's path: a `ws://` URL's own (`/ws` when it has none), or `/ws`
+/// under an `http://` base, without its query (unless the base already ends with `/ws`).
+fn ws_path(target: &Endpoint) -> String {
+    if target.scheme == Scheme::Ws {
+        return match target.path.as_str() {
+            "/" => "/ws".to_owned(),
+            query if query.starts_with("/?") => format!("/ws{}", &query[1..]),
+            path => path.to_owned(),
         };
-        let (scheme, rest) = url.split_once("://").ok_or_else(unsupported)?;
-        let websocket = match scheme.to_ascii_lowercase().as_str() {
-            "ws" => true,
-            "http" => false,
-            "wss" | "https" => bail!(
-                "{url}: TLS (wss://, https://) is not supported by `switchboard sub` and `pub` \
-                 yet; use ws:// or http:// with the server's own address (the server speaks \
-                 plain HTTP; a TLS proxy in front of it forwards to that address)"
-            ),
-            _ => return Err(unsupported()),
-        };
-        let (authority, path) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-        let (host, port) = match authority.rsplit_once(':') {
-            // A colon inside brackets belongs to an IPv6 address, not to a port.
-            Some((host, port)) if !host.contains(':') || host.ends_with(']') => {
-                let port = port
-                    .parse::<u16>()
-                    .map_err(|_| anyhow!("invalid port in {url:?}"))?;
-                (host, port)
-            }
-            _ => (authority, 80),
-        };
-        if host.is_empty() {
-            return Err(unsupported());
-        }
-        Ok(Target {
-            websocket,
-            authority: authority.to_owned(),
-            addr: format!("{host}:{port}"),
-            path: path.to_owned(),
-        })
     }
+    let base = target.path.split('?').next().unwrap_or_default();
+    let base = base.trim_end_matches('/');
+    if base.ends_with("/ws") {
+        base.to_owned()
+    } else {
+        format!("{base}/ws")
+    }
+}
 
-    /// The server at `url`, or where the configuration says it listens.
-    fn of(url: Option<&str>, config: &Config) -> anyhow::Result<Target> {
-        match url {
-            Some(url) => Target::parse(url),
-            None => Ok(Target::local(crate::serve::connect_addr(config.listen))),
-        }
-    }
+/// The server API's base URL: the URL's path without its query, a final `/` and a final
+/// `/ws` (a URL ending in `/ws` names the WebSocket endpoint, in either form).
+fn api_base(target: &Endpoint) -> String {
+    let path = target.path.split('?').next().unwrap_or_default();
+    let path = path.trim_end_matches('/');
+    let path = path.strip_suffix("/ws").unwrap_or(path);
+    format!("http://{}{path}", target.authority)
+}
 
-    fn local(addr: SocketAddr) -> Target {
-        Target {
-            websocket: false,
-            authority: addr.to_string(),
-            addr: addr.to_string(),
-            path: String::new(),
-        }
-    }
-
-    /// The WebSocket endpoint's path: a `ws://` URL's own (`/ws` when it has none), or
-    /// `/ws` under an `http://` base, without its query (unless the base already ends
-    /// with `/ws`).
-    fn ws_path(&self) -> String {
-        if self.websocket {
-            return match self.path.as_str() {
-                "" | "/" => "/ws".to_owned(),
-                query if query.starts_with('?') => format!("/ws{query}"),
-                path => path.to_owned(),
-            };
-        }
-        let base = self.path.split('?').next().unwrap_or_default();
-        let base = base.trim_end_matches('/');
-        if base.ends_with("/ws") {
-            base.to_owned()
-        } else {
-            format!("{base}/ws")
-        }
-    }
-
-    /// The server API's base path: the URL's path without its query, a final `/` and a
-    /// final `/ws` (a URL ending in `/ws` names the WebSocket endpoint, in either form).
-    fn api_base(&self) -> String {
-        let path = self.path.split('?').next().unwrap_or_default();
-        let path = path.trim_end_matches('/');
-        path.strip_suffix("/ws").unwrap_or(path).to_owned()
-    }
-
-    async fn connect(&self, url: &str) -> anyhow::Result<TcpStream> {
-        let stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
-            .await
-            .map_err(|_| anyhow!("cannot connect to {url}: timed out"))?
-            .with_context(|| format!("cannot connect to {url}"))?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    }
+async fn connect(target: &Endpoint, url: &str) -> anyhow::Result<TcpStream> {
+    timeout(CONNECT_TIMEOUT, TcpStream::connect(&target.addr))
+        .await
+        .map_err(|_| anyhow!("cannot connect to {url}: timed out"))?
+        .map_err(|err| anyhow!("cannot connect to {url}: {err}"))
 }
 
 /// A JSON object with its values kept as the server wrote them: `data` is printed
@@ -439,30 +383,28 @@ impl Auth {
     }
 }
 
-/// A WebSocket error as one message. Its text already holds its cause, so it is not kept
-/// as a source as well: printed with `{:#}`, the cause would be said twice.
-fn lost(err: &switchboard_ws::Error) -> anyhow::Error {
+/// A client error as one message. Its text already holds its cause, so it is not kept as
+/// a source as well: printed with `{:#}`, the cause would be said twice.
+fn lost(err: &switchboard_client::Error) -> anyhow::Error {
     anyhow!("connection lost: {err}")
 }
 
-/// A client connection of `sub`.
-struct Client {
-    ws: WebSocket<TcpStream>,
-    next_id: u64,
+/// A client connection of `sub`. It reads raw frames rather than the library's parsed
+/// replies and pushes: `data` is printed byte for byte, and parsing it into a JSON value
+/// would re-encode its numbers.
+struct Subscriber {
+    ws: switchboard_client::Client,
     /// The channel as a JSON string, for the output lines.
     channel: String,
 }
 
-impl Client {
+impl Subscriber {
     /// Sends a command; returns its id.
-    async fn send(&mut self, mut command: serde_json::Value) -> anyhow::Result<u64> {
-        self.next_id += 1;
-        command["id"] = self.next_id.into();
+    async fn send(&mut self, command: serde_json::Value) -> anyhow::Result<u64> {
         self.ws
-            .send(&Message::text(command.to_string()))
+            .send_command(command)
             .await
-            .map_err(|err| lost(&err))?;
-        Ok(self.next_id)
+            .map_err(|err| lost(&err))
     }
 
     /// Handles the next frame: prints a publication, returns a reply, fails on an error
@@ -577,30 +519,24 @@ async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
         }
         (None, None) => Auth::Anonymous,
     };
-    let target = Target::of(args.url.as_deref(), &config)?;
-    let path = target.ws_path();
+    let target = target(args.url.as_deref(), &config)?;
+    let path = ws_path(&target);
     let url = format!("ws://{}{path}", target.authority);
-    let stream = target.connect(&url).await?;
-    let (ws, _) = switchboard_ws::tokio::connect(
-        stream,
-        &target.authority,
-        &path,
-        &[],
-        &[],
-        switchboard_ws::Config::default(),
-    )
-    .await
-    .map_err(|err| match err {
-        switchboard_ws::Error::Handshake(HandshakeError::Status(status)) => Refused(format!(
-            "{url} refused the WebSocket upgrade with HTTP {status}"
-        ))
-        .into(),
-        // The error's text holds its cause: not a source too (see `lost`).
-        err => anyhow!("WebSocket handshake with {url} failed: {err}"),
-    })?;
-    let mut client = Client {
+    let stream = connect(&target, &url).await?;
+    let ws = switchboard_client::Client::handshake(stream, &target.authority, &path, &[])
+        .await
+        .map_err(|err| match err {
+            switchboard_client::Error::Ws(switchboard_ws::Error::Handshake(
+                HandshakeError::Status(status),
+            )) => Refused(format!(
+                "{url} refused the WebSocket upgrade with HTTP {status}"
+            ))
+            .into(),
+            // The error's text holds its cause: not a source too (see `lost`).
+            err => anyhow!("WebSocket handshake with {url} failed: {err}"),
+        })?;
+    let mut client = Subscriber {
         ws,
-        next_id: 0,
         channel: serde_json::to_string(&args.channel)?,
     };
     let ended = tokio::select! {
@@ -620,14 +556,14 @@ async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
     };
     if client.ws.close_state() == CloseState::Open {
         // Best effort, bounded by the close timeout.
-        let _ = client.ws.close_with(CloseCode::NORMAL, "").await;
+        let _ = client.ws.close(CloseCode::NORMAL, "").await;
     }
     ended
 }
 
 pub(crate) async fn publish(args: PubArgs) -> anyhow::Result<()> {
     let config = crate::serve::load_config(&args.source)?;
-    let target = Target::of(args.url.as_deref(), &config)?;
+    let target = target(args.url.as_deref(), &config)?;
     let api_key = match args.api_key {
         Some(key) => key,
         None => configured_secret(&config, Need::ApiKey, Some("--api-key"))?,
@@ -642,89 +578,24 @@ pub(crate) async fn publish(args: PubArgs) -> anyhow::Result<()> {
         serde_json::to_string(&args.channel)?,
         data.get()
     );
-    let (status, answer) = post(&target, "/api/publish", &api_key, &body).await?;
-    let answer = answer.trim();
-    if (200..300).contains(&status) {
-        return print_line(answer);
-    }
-    let error = serde_json::from_str::<serde_json::Value>(answer)
-        .ok()
-        .filter(|json| json["error"].is_object())
-        .map_or_else(|| answer.to_owned(), |json| describe(&json["error"]));
-    exit_if_refused(Err(Refused(format!("HTTP {status}: {error}")).into()))
-}
-
-/// A minimal HTTP/1.1 POST: one request per connection, the answer read to its end.
-/// Returns the status and the body.
-async fn post(
-    target: &Target,
-    path: &str,
-    api_key: &str,
-    body: &str,
-) -> anyhow::Result<(u16, String)> {
-    let base = format!("http://{}{}", target.authority, target.api_base());
-    let url = base.as_str();
-    let path = format!("{}{path}", target.api_base());
-    let exchange = async {
-        let mut stream = target.connect(url).await?;
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nX-API-Key: {api_key}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            target.authority,
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut answer = Vec::new();
-        stream.take(MAX_RESPONSE).read_to_end(&mut answer).await?;
-        anyhow::Ok(answer)
-    };
-    let answer = timeout(HTTP_TIMEOUT, exchange)
+    let base = api_base(&target);
+    let api = Api::new(&base, &api_key)?;
+    let answer = timeout(HTTP_TIMEOUT, api.post("publish", &body))
         .await
-        .map_err(|_| anyhow!("{url} did not answer within {} s", HTTP_TIMEOUT.as_secs()))??;
-    parse_response(&answer).with_context(|| format!("invalid HTTP answer from {url}"))
-}
-
-fn parse_response(answer: &[u8]) -> anyhow::Result<(u16, String)> {
-    let end = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("incomplete head")?;
-    let head = std::str::from_utf8(&answer[..end])?;
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|line| line.split(' ').nth(1))
-        .and_then(|code| code.parse().ok())
-        .context("no status")?;
-    let chunked = lines.any(|line| {
-        line.split_once(':').is_some_and(|(name, value)| {
-            name.eq_ignore_ascii_case("transfer-encoding")
-                && value.to_ascii_lowercase().contains("chunked")
-        })
-    });
-    let mut body = &answer[end + 4..];
-    let body = if chunked {
-        let mut whole = Vec::new();
-        loop {
-            let line = body
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .context("bad chunk")?;
-            let size = std::str::from_utf8(&body[..line])?;
-            let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)?;
-            if size == 0 {
-                break whole;
-            }
-            let chunk = body
-                .get(line + 2..line + 2 + size)
-                .context("truncated chunk")?;
-            whole.extend_from_slice(chunk);
-            body = body.get(line + 4 + size..).context("truncated chunk")?;
-        }
-    } else {
-        body.to_vec()
+        .map_err(|_| anyhow!("{base} did not answer within {} s", HTTP_TIMEOUT.as_secs()))?
+        .map_err(|err| anyhow!("{base}: {err}"))?;
+    let text = answer.text();
+    let text = text.trim();
+    if (200..300).contains(&answer.status) {
+        return print_line(text);
+    }
+    let error = match refusal(&answer.body) {
+        Some(refused) => refused.to_string(),
+        None => text.to_owned(),
     };
-    Ok((status, String::from_utf8(body)?))
+    exit_if_refused(Err(
+        Refused(format!("HTTP {}: {error}", answer.status)).into()
+    ))
 }
 
 #[cfg(test)]
@@ -771,85 +642,42 @@ mod tests {
         }
     }
 
-    #[test]
-    fn urls() {
-        let t = Target::parse("ws://127.0.0.1:8000/ws").unwrap();
-        assert_eq!(
-            t,
-            Target {
-                websocket: true,
-                authority: "127.0.0.1:8000".into(),
-                addr: "127.0.0.1:8000".into(),
-                path: "/ws".into()
-            }
-        );
-        let t = Target::parse("http://example.com").unwrap();
-        assert_eq!((t.addr.as_str(), t.path.as_str()), ("example.com:80", ""));
-        let t = Target::parse("ws://[::1]:9000/x/ws?a=b").unwrap();
-        assert_eq!(
-            (t.addr.as_str(), t.path.as_str()),
-            ("[::1]:9000", "/x/ws?a=b")
-        );
-        assert_eq!(Target::parse("ws://[::1]/").unwrap().addr, "[::1]:80");
-        assert_eq!(Target::parse("WS://h?x").unwrap().path, "?x");
-        for bad in ["ftp://h/", "ws://", "ws:/h", "127.0.0.1:8000"] {
-            let err = Target::parse(bad).unwrap_err().to_string();
-            assert!(err.contains("ws://HOST"), "{bad}: {err}");
-        }
-        let err = Target::parse("ws://h:port/").unwrap_err().to_string();
-        assert!(err.contains("invalid port"), "{err}");
-        for tls in ["wss://h/ws", "https://h"] {
-            let err = Target::parse(tls).unwrap_err().to_string();
-            assert!(err.contains("TLS"), "{tls}: {err}");
-        }
-    }
-
     /// Either form of URL names the server for either command: its WebSocket endpoint
     /// and its API's base.
     #[test]
     fn either_url_form_gives_both_endpoints() {
+        let config = Config::default();
         for (url, ws, api) in [
-            ("ws://h:1/ws", "/ws", ""),
-            ("ws://h:1", "/ws", ""),
-            ("ws://h:1/", "/ws", ""),
-            ("ws://h:1?t=1", "/ws?t=1", ""),
-            ("ws://h:1/x/ws/?t=1", "/x/ws/?t=1", "/x"),
-            ("ws://h:1/other", "/other", "/other"),
-            ("http://h:1", "/ws", ""),
-            ("http://h:1/", "/ws", ""),
-            ("http://h:1/x/", "/x/ws", "/x"),
-            ("http://h:1/ws", "/ws", ""),
-            ("http://h:1/x?y", "/x/ws", "/x"),
+            ("ws://h:1/ws", "/ws", "http://h:1"),
+            ("ws://h:1", "/ws", "http://h:1"),
+            ("ws://h:1/", "/ws", "http://h:1"),
+            ("ws://h:1?t=1", "/ws?t=1", "http://h:1"),
+            ("ws://h:1/x/ws/?t=1", "/x/ws/?t=1", "http://h:1/x"),
+            ("ws://h:1/other", "/other", "http://h:1/other"),
+            ("http://h:1", "/ws", "http://h:1"),
+            ("http://h:1/", "/ws", "http://h:1"),
+            ("http://h:1/x/", "/x/ws", "http://h:1/x"),
+            ("http://h:1/ws", "/ws", "http://h:1"),
+            ("http://h:1/x?y", "/x/ws", "http://h:1/x"),
         ] {
-            let t = Target::parse(url).unwrap();
+            let t = target(Some(url), &config).unwrap();
             assert_eq!(
-                (t.ws_path().as_str(), t.api_base().as_str()),
+                (ws_path(&t).as_str(), api_base(&t).as_str()),
                 (ws, api),
                 "{url}"
             );
         }
-        let local = Target::local("[::1]:8000".parse().unwrap());
+        // Without --url: where the configuration listens (0.0.0.0 is reached on loopback).
+        let local = target(None, &config).unwrap();
+        assert_eq!(ws_path(&local), "/ws");
         assert_eq!(
-            (local.authority.as_str(), local.ws_path().as_str()),
-            ("[::1]:8000", "/ws")
+            local.authority,
+            crate::serve::connect_addr(config.listen).to_string()
         );
-    }
-
-    #[test]
-    fn http_answers_plain_and_chunked() {
-        let plain = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
-        assert_eq!(parse_response(plain).unwrap(), (200, "{}".into()));
-        let chunked =
-            b"HTTP/1.1 401 Unauthorized\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n5;x=y\r\n\":1}\n\r\n0\r\n\r\n";
-        assert_eq!(
-            parse_response(chunked).unwrap(),
-            (401, "{\"a\":1}\n".into())
-        );
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
-        assert!(
-            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nab")
-                .is_err()
-        );
+        for tls in ["wss://h/ws", "HTTPS://h"] {
+            let err = target(Some(tls), &config).unwrap_err().to_string();
+            assert!(err.contains("TLS") && err.contains("proxy"), "{tls}: {err}");
+        }
     }
 
     #[test]

@@ -36,7 +36,8 @@ impl Endpoint {
             why,
         };
         let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
-        let scheme = match scheme {
+        // Schemes are case-insensitive (RFC 3986, section 3.1).
+        let scheme = match scheme.to_ascii_lowercase().as_str() {
             "ws" => Scheme::Ws,
             "http" => Scheme::Http,
             "wss" | "https" => return Err(bad("TLS is not supported: use ws:// or http://")),
@@ -103,6 +104,7 @@ mod tests {
         );
         assert_eq!(Endpoint::parse("ws://[::1]/").unwrap().addr, "[::1]:80");
         assert_eq!(Endpoint::parse("http://h?x=1").unwrap().path, "/?x=1");
+        assert_eq!(Endpoint::parse("WS://h").unwrap().scheme, Scheme::Ws);
         assert_eq!(
             Endpoint::parse("ws://h:1/ws")
                 .unwrap()
