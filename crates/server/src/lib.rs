@@ -54,7 +54,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use config::Config;
 pub use error::{Error, Result};
@@ -160,7 +160,8 @@ pub async fn run_with_store(
             }
         })
     };
-    info!(addr = %listener.local_addr()?, "switchboard listening");
+    // The binary announces the address in its start-up block; this is for embedders.
+    debug!(addr = %listener.local_addr()?, "switchboard listening");
     let (token, hub_at_stop) = (transports.shutdown.clone(), hub.clone());
     let stop = async move {
         shutdown.await;

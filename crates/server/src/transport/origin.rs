@@ -35,11 +35,12 @@ pub(crate) fn check(
                 origin,
                 held_back,
                 "refused a page's connection from another origin; if the \
-                page is yours, add its origin to allowed_origins (--allow-origin)"
+                page is yours, add its origin to allowed_origins (--allow-origin, SWITCHBOARD_ALLOWED_ORIGINS)"
             );
         }
         return Err(Forbidden(format!(
-            "origin {origin:?} is not allowed; add it to allowed_origins\n"
+            "origin {origin:?} is not allowed; add it to allowed_origins (--allow-origin, \
+             SWITCHBOARD_ALLOWED_ORIGINS)\n"
         )));
     }
     Ok(origin
