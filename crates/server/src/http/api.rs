@@ -8,13 +8,12 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use serde_json::value::RawValue;
 
 use super::ApiState;
 use crate::auth::api_key_matches;
 use crate::error::{ClientError, close};
-use crate::protocol::StreamPosition;
+use crate::protocol::{Sent, StreamPosition};
 
 /// An API failure: an HTTP status and a [`ClientError`] body.
 #[derive(Debug)]
@@ -34,48 +33,182 @@ impl From<ClientError> for ApiError {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PublishBody {
-    channel: String,
-    data: Box<RawValue>,
+/// A server API request, its body read into the command's fields. Unknown fields are
+/// refused, so a typo does not pass silently.
+#[derive(Debug)]
+pub(crate) enum ApiCommand {
+    /// `publish`: `data` to `channel`.
+    Publish {
+        channel: String,
+        data: Box<RawValue>,
+    },
+    /// `broadcast`: the same `data` to each of `channels`.
+    Broadcast {
+        channels: Vec<String>,
+        data: Box<RawValue>,
+    },
+    /// `send`: a private message to `user`.
+    Send { user: String, data: Box<RawValue> },
+    /// `presence`: who is subscribed to `channel`.
+    Presence { channel: String },
+    /// `history`: the latest `limit` publications of `channel`, or those after `since`.
+    History {
+        channel: String,
+        limit: Option<usize>,
+        since: Option<StreamPosition>,
+    },
+    /// `channels`: the channels with subscribers.
+    Channels,
+    /// `disconnect`: close every connection of `user`; with `reconnect`, with 4008
+    /// (come back) rather than 4003 (stay away).
+    Disconnect { user: String, reconnect: bool },
+    /// `info`: the nodes and their counts.
+    Info,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BroadcastBody {
-    channels: Vec<String>,
-    data: Box<RawValue>,
+impl ApiCommand {
+    /// Reads `command`'s body (empty counts as `{}`): error 104 for an unknown command,
+    /// 107 for a body it cannot take.
+    pub(crate) fn parse(command: &str, body: &[u8]) -> Result<ApiCommand, ClientError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Channel {
+            channel: String,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct HistoryBody {
+            channel: String,
+            limit: Option<usize>,
+            since: Option<StreamPosition>,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct DisconnectBody {
+            user: String,
+            #[serde(default)]
+            reconnect: bool,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Publish {
+            channel: String,
+            data: Box<RawValue>,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Broadcast {
+            channels: Vec<String>,
+            data: Box<RawValue>,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Send {
+            user: String,
+            data: Box<RawValue>,
+        }
+        Ok(match command {
+            "publish" => {
+                let Publish { channel, data } = parse(body)?;
+                ApiCommand::Publish { channel, data }
+            }
+            "broadcast" => {
+                let Broadcast { channels, data } = parse(body)?;
+                ApiCommand::Broadcast { channels, data }
+            }
+            "send" => {
+                let Send { user, data } = parse(body)?;
+                ApiCommand::Send { user, data }
+            }
+            "presence" => {
+                let Channel { channel } = parse(body)?;
+                ApiCommand::Presence { channel }
+            }
+            "history" => {
+                let HistoryBody {
+                    channel,
+                    limit,
+                    since,
+                } = parse(body)?;
+                ApiCommand::History {
+                    channel,
+                    limit,
+                    since,
+                }
+            }
+            "channels" => {
+                let _: serde::de::IgnoredAny = parse(body)?;
+                ApiCommand::Channels
+            }
+            "disconnect" => {
+                let DisconnectBody { user, reconnect } = parse(body)?;
+                ApiCommand::Disconnect { user, reconnect }
+            }
+            "info" => ApiCommand::Info,
+            other => {
+                return Err(ClientError::unknown_command(format!(
+                    "unknown API command {other:?}"
+                )));
+            }
+        })
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SendBody {
-    user: String,
-    data: Box<RawValue>,
+/// The result of `broadcast`: one outcome per channel, in the order asked.
+#[derive(Debug, Serialize)]
+pub(crate) struct Broadcasted {
+    pub(crate) results: Vec<BroadcastOutcome>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ChannelBody {
-    channel: String,
+/// One channel's outcome in a `broadcast`: its position, or the error it got.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(crate) enum BroadcastOutcome {
+    Published {
+        channel: String,
+        #[serde(flatten)]
+        position: StreamPosition,
+    },
+    Failed {
+        channel: String,
+        error: ClientError,
+    },
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HistoryBody {
-    channel: String,
-    limit: Option<usize>,
-    since: Option<StreamPosition>,
+/// The result of `channels`, sorted by name.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Channels {
+    pub(crate) channels: Vec<ChannelCount>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DisconnectBody {
-    user: String,
-    /// Close with 4008 (reconnect) instead of 4003 (stay away).
-    #[serde(default)]
-    reconnect: bool,
+/// A channel and how many connections are subscribed to it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ChannelCount {
+    pub(crate) channel: String,
+    pub(crate) subscribers: usize,
+}
+
+/// The result of `disconnect`: how many connections were closed.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Disconnected {
+    pub(crate) disconnected: usize,
+}
+
+/// The result of `info`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Info {
+    pub(crate) nodes: Vec<Node>,
+}
+
+/// One node of the hub (one, until scale-out).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Node {
+    pub(crate) version: String,
+    /// Seconds since the node started.
+    pub(crate) uptime: u64,
+    pub(crate) connections: i64,
+    pub(crate) subscriptions: i64,
+    pub(crate) channels: usize,
 }
 
 /// Largest server API request body: a `broadcast` to many channels carries a list of
@@ -151,14 +284,14 @@ fn to_json<T: Serialize>(value: &T) -> Result<String, ApiError> {
         .map_err(|e| ClientError::internal(format!("cannot encode the answer: {e}")).into())
 }
 
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ClientError> {
     let body = if body.is_empty() {
         b"{}".as_slice()
     } else {
         body
     };
     serde_json::from_slice(body)
-        .map_err(|e| ClientError::bad_request(format!("invalid request body: {e}")).into())
+        .map_err(|e| ClientError::bad_request(format!("invalid request body: {e}")))
 }
 
 async fn dispatch(state: &ApiState, command: &str, body: &[u8]) -> Result<String, ApiError> {
@@ -174,77 +307,62 @@ async fn dispatch(state: &ApiState, command: &str, body: &[u8]) -> Result<String
         }
         Ok(Arc::from(data))
     };
-    match command {
-        "publish" => {
-            let body: PublishBody = parse(body)?;
-            let position = hub
-                .publish(&body.channel, payload(body.data)?, None)
-                .await?;
-            to_json(&position)
+    match ApiCommand::parse(command, body)? {
+        ApiCommand::Publish { channel, data } => {
+            to_json(&hub.publish(&channel, payload(data)?, None).await?)
         }
-        "broadcast" => {
-            let body: BroadcastBody = parse(body)?;
-            let data = payload(body.data)?;
-            let mut results = Vec::with_capacity(body.channels.len());
-            for channel in &body.channels {
-                results.push(match hub.publish(channel, data.clone(), None).await {
-                    Ok(pos) => {
-                        json!({"channel": channel, "offset": pos.offset, "epoch": pos.epoch})
-                    }
-                    Err(e) => {
-                        json!({"channel": channel, "error": e})
-                    }
+        ApiCommand::Broadcast { channels, data } => {
+            let data = payload(data)?;
+            let mut results = Vec::with_capacity(channels.len());
+            for channel in channels {
+                results.push(match hub.publish(&channel, data.clone(), None).await {
+                    Ok(position) => BroadcastOutcome::Published { channel, position },
+                    Err(error) => BroadcastOutcome::Failed { channel, error },
                 });
             }
-            to_json(&json!({ "results": results }))
+            to_json(&Broadcasted { results })
         }
-        "send" => {
-            let body: SendBody = parse(body)?;
-            let (status, id) = hub.send(&body.user, payload(body.data)?, None).await?;
-            to_json(&json!({"status": status, "mailbox": id}))
+        ApiCommand::Send { user, data } => {
+            let (status, mailbox) = hub.send(&user, payload(data)?, None).await?;
+            to_json(&Sent { status, mailbox })
         }
-        "presence" => {
-            let body: ChannelBody = parse(body)?;
-            to_json(&hub.presence(&body.channel)?)
-        }
-        "history" => {
-            let body: HistoryBody = parse(body)?;
-            to_json(
-                &hub.history(&body.channel, body.limit, body.since.as_ref())
-                    .await?,
-            )
-        }
-        "channels" => {
-            let _: serde::de::IgnoredAny = parse(body)?;
-            let channels: Vec<_> = hub
+        ApiCommand::Presence { channel } => to_json(&hub.presence(&channel)?),
+        ApiCommand::History {
+            channel,
+            limit,
+            since,
+        } => to_json(&hub.history(&channel, limit, since.as_ref()).await?),
+        ApiCommand::Channels => {
+            let channels = hub
                 .channels()
                 .into_iter()
-                .map(|(channel, n)| json!({"channel": channel, "subscribers": n}))
+                .map(|(channel, subscribers)| ChannelCount {
+                    channel,
+                    subscribers,
+                })
                 .collect();
-            to_json(&json!({ "channels": channels }))
+            to_json(&Channels { channels })
         }
-        "disconnect" => {
-            let body: DisconnectBody = parse(body)?;
-            let (code, reason) = if body.reconnect {
+        ApiCommand::Disconnect { user, reconnect } => {
+            let (code, reason) = if reconnect {
                 (close::RECONNECT, "disconnected by the server; reconnect")
             } else {
                 (close::DISCONNECTED, "disconnected by the server")
             };
-            let n = hub.disconnect(&body.user, code, reason);
-            to_json(&json!({ "disconnected": n }))
+            let disconnected = hub.disconnect(&user, code, reason);
+            to_json(&Disconnected { disconnected })
         }
-        "info" => {
+        ApiCommand::Info => {
             let metrics = hub.metrics();
-            to_json(&json!({
-                "nodes": [{
-                    "version": env!("CARGO_PKG_VERSION"),
-                    "uptime": hub.uptime().as_secs(),
-                    "connections": metrics.connections.get(),
-                    "subscriptions": metrics.subscriptions.get(),
-                    "channels": hub.channels().len(),
-                }]
-            }))
+            to_json(&Info {
+                nodes: vec![Node {
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    uptime: hub.uptime().as_secs(),
+                    connections: metrics.connections.get(),
+                    subscriptions: metrics.subscriptions.get(),
+                    channels: hub.channels().len(),
+                }],
+            })
         }
-        other => Err(ClientError::unknown_command(format!("unknown API command {other:?}")).into()),
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::Publication;
@@ -94,8 +94,18 @@ pub struct PresenceEntry {
     pub connections: u32,
 }
 
+/// The result of `send` (and of the server API's `send`): where the message went, and
+/// its id in the recipient's mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sent {
+    /// Where it went.
+    pub status: SendStatus,
+    /// Its mailbox id, which the recipient acknowledges.
+    pub mailbox: u64,
+}
+
 /// Where a private message went (`send`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SendStatus {
     /// Queued to the user's live connections (and kept until acknowledged).

@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::error::{ClientError, close};
 use crate::hub::Hub;
 use crate::outbox::{ClientHandle, Disconnect};
-use crate::protocol::{ClientInfo, Command, Push, Request, reply_err, reply_ok};
+use crate::protocol::{ClientInfo, Command, Push, Request, Sent, reply_err, reply_ok};
 use crate::rate::TokenBucket;
 use crate::util::random_id;
 
@@ -285,7 +285,13 @@ impl Session {
                 }
                 let data = self.payload(data)?;
                 let (status, message) = hub.send(&user, data, Some(self.info.clone())).await?;
-                self.reply(id, &json!({ "status": status, "mailbox": message }));
+                self.reply(
+                    id,
+                    &Sent {
+                        status,
+                        mailbox: message,
+                    },
+                );
             }
             Command::Ack { mailbox } => {
                 hub.ack(&self.info.user, mailbox).await?;

@@ -1,5 +1,4 @@
-//! Checks `docs/protocol.md` against the code, so that the page and the protocol cannot
-//! drift apart.
+//! Checks `docs/protocol.md` against the code.
 //!
 //! The page's examples are fenced code blocks with one of these info strings:
 //!
@@ -12,8 +11,10 @@
 //! - ` ```json server `: one reply or push, as the server sends it. Pushes round-trip
 //!   through [`protocol::Publication`], [`protocol::PrivateMessage`] and [`protocol::ClientInfo`]
 //!   via [`protocol::Push`]; replies carry `id` and exactly one of `result` / `error`; an
-//!   error's code is one of [`ErrorCode`]; a result answering the client example
-//!   with the same id (the latest one) has the shape that command's reply has.
+//!   error's code is one of [`ErrorCode`]. Every reply answers a client example shown
+//!   before it and not yet answered, by the id the server would give it (for a frame
+//!   that does not parse, the id it can still read, else `null`); a result has the shape
+//!   of that command's reply.
 //! - ` ```json jwt `: the claims of a connection token; they round-trip through
 //!   [`auth::Claims`](crate::auth::Claims).
 //!
@@ -23,19 +24,19 @@
 //! else in those ranges. Every command and every push must have an example.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::auth::Claims;
-use crate::error::{ClientError, ErrorCode, close};
-use crate::protocol::{
-    self, ClientInfo, Command, PrivateMessage, Publication, Push, Request, StreamPosition,
+use super::results::check_result;
+use super::{
+    Block, Report, blocks, check_error, check_shell_variables, only_keys, publication, same, string,
 };
-use crate::protocol::{History, SendStatus, Subscribed};
+use crate::auth::Claims;
+use crate::error::{ErrorCode, close};
+use crate::protocol::{self, ClientInfo, Command, PrivateMessage, Push, Request};
 
 /// The page under test.
-const PROTOCOL: &str = include_str!("../../../docs/protocol.md");
+const PROTOCOL: &str = include_str!("../../../../docs/protocol.md");
 
 /// Every command of the protocol; each needs at least one example.
 const COMMANDS: &[&str] = &[
@@ -55,7 +56,7 @@ const COMMANDS: &[&str] = &[
 /// Every push of the protocol; each needs at least one example.
 const PUSHES: &[&str] = &["publication", "join", "leave", "message", "unsubscribe"];
 
-/// What a fenced block is.
+/// What a ```json block is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Client,
@@ -72,81 +73,40 @@ struct Example {
     text: String,
 }
 
-/// What checking a page found.
+/// What the page shows, besides its errors.
 #[derive(Debug, Default)]
-struct Report {
-    errors: Vec<String>,
+struct Seen {
     commands: BTreeSet<String>,
     pushes: BTreeSet<String>,
-    examples: usize,
 }
 
-impl Report {
-    fn fail(&mut self, line: usize, message: impl std::fmt::Display) {
-        self.errors
-            .push(format!("docs/protocol.md:{line}: {message}"));
-    }
-}
-
-/// The ```json blocks of a Markdown page. Blocks in other languages are skipped.
-fn examples(doc: &str, report: &mut Report) -> Vec<Example> {
+/// The ```json blocks of the page, each with its kind. Blocks in other languages are
+/// skipped; a ```json block without one of the four tags is an error.
+fn examples(blocks: &[Block], report: &mut Report) -> Vec<Example> {
     let mut out = Vec::new();
-    let mut open: Option<(Option<Kind>, usize, String)> = None;
-    for (i, line) in doc.lines().enumerate() {
-        let line_no = i + 1;
-        let fence = line.trim_start();
-        match &mut open {
-            Some((kind, start, text)) => {
-                if fence.trim_end() == "```" {
-                    if let Some(kind) = kind {
-                        // The text as a client would send it: without the last newline.
-                        let mut text = std::mem::take(text);
-                        text.pop();
-                        out.push(Example {
-                            kind: *kind,
-                            line: *start,
-                            text,
-                        });
-                    }
-                    open = None;
-                } else {
-                    text.push_str(line);
-                    text.push('\n');
-                }
-            }
-            None => {
-                let Some(info) = fence.strip_prefix("```") else {
-                    continue;
-                };
-                let mut words = info.split_whitespace();
-                let kind = if words.next() == Some("json") {
-                    let tag = words.next();
-                    let kind = match tag {
-                        Some("client") => Some(Kind::Client),
-                        Some("client-invalid") => Some(Kind::ClientInvalid),
-                        Some("server") => Some(Kind::Server),
-                        Some("jwt") => Some(Kind::Jwt),
-                        _ => None,
-                    };
-                    if kind.is_none() || words.next().is_some() {
-                        report.fail(
-                            line_no,
-                            format!(
-                                "a json block must be tagged exactly `json client`, `json client-invalid`, \
-                                 `json server` or `json jwt`, not {info:?}"
-                            ),
-                        );
-                    }
-                    kind
-                } else {
-                    None
-                };
-                open = Some((kind, line_no, String::new()));
-            }
+    for block in blocks.iter().filter(|b| b.lang == "json") {
+        let kind = match block.tag.as_deref() {
+            Some("client") => Some(Kind::Client),
+            Some("client-invalid") => Some(Kind::ClientInvalid),
+            Some("server") => Some(Kind::Server),
+            Some("jwt") => Some(Kind::Jwt),
+            _ => None,
+        };
+        match kind {
+            Some(kind) if !block.extra => out.push(Example {
+                kind,
+                line: block.line,
+                text: block.text.clone(),
+            }),
+            _ => report.fail(
+                block.line,
+                format!(
+                    "a json block must be tagged exactly `json client`, `json client-invalid`, \
+                     `json server` or `json jwt`, not {:?}",
+                    block.tag.as_deref().unwrap_or_default()
+                ),
+            ),
         }
-    }
-    if let Some((_, start, _)) = open {
-        report.fail(start, "code block never closed");
     }
     out
 }
@@ -186,7 +146,11 @@ fn fields(command: &Command<'_>) -> (&'static str, Vec<&'static str>) {
 }
 
 /// Parses a client example. Returns the command's name and its id.
-fn check_client(ex: &Example, report: &mut Report) -> Option<(Option<u64>, &'static str)> {
+fn check_client(
+    ex: &Example,
+    report: &mut Report,
+    seen: &mut Seen,
+) -> Option<(Option<u64>, &'static str)> {
     let object: Map<String, Value> = match serde_json::from_str(&ex.text) {
         Ok(object) => object,
         Err(e) => {
@@ -230,15 +194,16 @@ fn check_client(ex: &Example, report: &mut Report) -> Option<(Option<u64>, &'sta
             format!("`{name}` example shows fields {shown:?}, but the command uses {expected:?}"),
         );
     }
-    report.commands.insert(name.to_owned());
+    seen.commands.insert(name.to_owned());
     Some((request.id, name))
 }
 
-/// Checks that a client-invalid example is refused; returns the error reply the server
-/// sends for it.
-fn check_client_invalid(ex: &Example, report: &mut Report) -> Option<Value> {
+/// Checks that a client-invalid example is refused; returns the id and the error reply
+/// the server sends for it (the id as the session reads it: from a frame that does not
+/// parse, the `id` it can still read).
+fn check_client_invalid(ex: &Example, report: &mut Report) -> Option<(Option<u64>, Value)> {
     let (id, error) = match Request::parse(&ex.text) {
-        Err(e) => (None, e),
+        Err(e) => (Request::id_of(&ex.text), e),
         Ok(request) => match request.command() {
             Err(e) => (request.id, e),
             Ok(command) => {
@@ -250,56 +215,8 @@ fn check_client_invalid(ex: &Example, report: &mut Report) -> Option<Value> {
             }
         },
     };
-    serde_json::from_str(&protocol::reply_err(id, &error)).ok()
-}
-
-/// A publication from its JSON object.
-fn publication(value: &Value) -> Result<Arc<Publication>, String> {
-    serde_json::from_str(&value.to_string()).map_err(|e| format!("not a publication: {e}"))
-}
-
-fn publications(value: Option<&Value>) -> Result<Vec<Arc<Publication>>, String> {
-    match value {
-        None => Ok(Vec::new()),
-        Some(Value::Array(items)) => items.iter().map(publication).collect(),
-        Some(other) => Err(format!("publications must be an array, not {other}")),
-    }
-}
-
-fn string(object: &Map<String, Value>, key: &str) -> Result<String, String> {
-    object
-        .get(key)
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .ok_or_else(|| format!("{key:?} must be a string"))
-}
-
-fn number(object: &Map<String, Value>, key: &str) -> Result<u64, String> {
-    object
-        .get(key)
-        .and_then(Value::as_u64)
-        .ok_or_else(|| format!("{key:?} must be an unsigned integer"))
-}
-
-fn only_keys(object: &Map<String, Value>, allowed: &[&str]) -> Result<(), String> {
-    match object.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(extra) => Err(format!(
-            "unexpected field {extra:?} (expected some of {allowed:?})"
-        )),
-        None => Ok(()),
-    }
-}
-
-/// Re-serializes `rebuilt` and compares it with the example.
-fn same(example: &Value, rebuilt: &str) -> Result<(), String> {
-    let rebuilt: Value = serde_json::from_str(rebuilt).map_err(|e| e.to_string())?;
-    if &rebuilt == example {
-        Ok(())
-    } else {
-        Err(format!(
-            "does not round-trip: the code serializes it as {rebuilt}"
-        ))
-    }
+    let reply = serde_json::from_str(&protocol::reply_err(id, &error)).ok()?;
+    Some((id, reply))
 }
 
 /// Checks a push against the types that serialize it.
@@ -360,145 +277,13 @@ fn check_push(kind: &str, object: &Map<String, Value>, example: &Value) -> Resul
     }
 }
 
-/// Checks a command's `result` against the shape the server gives it.
-fn check_result(command: &str, result: &Value) -> Result<(), String> {
-    let object = result.as_object().ok_or("a result must be an object")?;
-    match command {
-        "connect" => {
-            only_keys(
-                object,
-                &[
-                    "client",
-                    "user",
-                    "version",
-                    "ping",
-                    "expires",
-                    "mailbox_epoch",
-                ],
-            )?;
-            string(object, "client")?;
-            string(object, "user")?;
-            string(object, "version")?;
-            string(object, "mailbox_epoch")?;
-            number(object, "ping")?;
-            match object.get("expires") {
-                Some(Value::Null) => Ok(()),
-                Some(v) if v.is_u64() => Ok(()),
-                _ => Err("\"expires\" must be an unsigned integer or null".into()),
-            }
-        }
-        "subscribe" => {
-            let recovered = match object.get("recovered") {
-                None => None,
-                Some(v) => Some(v.as_bool().ok_or("\"recovered\" must be a boolean")?),
-            };
-            let subscribed = Subscribed {
-                epoch: string(object, "epoch")?,
-                offset: number(object, "offset")?,
-                recoverable: object
-                    .get("recoverable")
-                    .and_then(Value::as_bool)
-                    .ok_or("\"recoverable\" must be a boolean")?,
-                recovered,
-                publications: publications(object.get("publications"))?,
-            };
-            same(
-                result,
-                &serde_json::to_string(&subscribed).map_err(|e| e.to_string())?,
-            )
-        }
-        "publish" => {
-            let position: StreamPosition = serde_json::from_value(result.clone())
-                .map_err(|e| format!("not a position: {e}"))?;
-            same(
-                result,
-                &serde_json::to_string(&position).map_err(|e| e.to_string())?,
-            )
-        }
-        "history" => {
-            let complete = match object.get("complete") {
-                None => None,
-                Some(v) => Some(v.as_bool().ok_or("\"complete\" must be a boolean")?),
-            };
-            let history = History {
-                epoch: string(object, "epoch")?,
-                offset: number(object, "offset")?,
-                publications: publications(Some(
-                    object
-                        .get("publications")
-                        .ok_or("a history needs \"publications\"")?,
-                ))?,
-                complete,
-            };
-            same(
-                result,
-                &serde_json::to_string(&history).map_err(|e| e.to_string())?,
-            )
-        }
-        "presence" => {
-            only_keys(object, &["presence", "anonymous"])?;
-            let users = object
-                .get("presence")
-                .and_then(Value::as_object)
-                .ok_or("\"presence\" must be an object")?;
-            let anonymous = match object.get("anonymous") {
-                None => None,
-                Some(v) => Some(v.as_object().ok_or("\"anonymous\" must be an object")?),
-            };
-            let entries = users
-                .iter()
-                .map(|e| (e, false))
-                .chain(anonymous.into_iter().flatten().map(|e| (e, true)));
-            for ((key, entry), is_anonymous) in entries {
-                let entry = entry
-                    .as_object()
-                    .ok_or("a presence entry must be an object")?;
-                only_keys(entry, &["user", "info", "connections"])?;
-                let user = string(entry, "user")?;
-                if is_anonymous != user.is_empty() || (!is_anonymous && &user != key) {
-                    return Err(format!("presence entry {key:?} is for user {user:?}"));
-                }
-                if number(entry, "connections")? == 0 {
-                    return Err("a presence entry has at least one connection".into());
-                }
-            }
-            Ok(())
-        }
-        "send" => {
-            only_keys(object, &["status", "mailbox"])?;
-            number(object, "mailbox")?;
-            let statuses =
-                [SendStatus::Delivered, SendStatus::Stored].map(|s| serde_json::to_value(s).ok());
-            if statuses
-                .iter()
-                .flatten()
-                .any(|s| Some(s) == object.get("status"))
-            {
-                Ok(())
-            } else {
-                Err(format!("\"status\" must be one of {statuses:?}"))
-            }
-        }
-        "refresh" => {
-            only_keys(object, &["expires"])?;
-            number(object, "expires").map(drop)
-        }
-        "unsubscribe" | "ack" | "ping" | "close" => {
-            if object.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("the result of {command} is {{}}"))
-            }
-        }
-        other => Err(format!("no result shape known for {other:?}")),
-    }
-}
-
-/// Checks a reply: `id`, and exactly one of `result` and `error`.
+/// Checks a reply: `id`, and exactly one of `result` and `error`. The id must be one a
+/// client example shown before asked and no reply has answered yet.
 fn check_reply(
     object: &Map<String, Value>,
     example: &Value,
     commands: &BTreeMap<Option<u64>, &'static str>,
+    unanswered: &mut BTreeMap<Option<u64>, usize>,
 ) -> Result<(), String> {
     only_keys(object, &["id", "result", "error"])?;
     let id = match object.get("id") {
@@ -509,49 +294,141 @@ fn check_reply(
         ),
         None => return Err("a reply must carry \"id\" (null when the command had none)".into()),
     };
+    match unanswered.get_mut(&id) {
+        Some(count) if *count > 0 => *count -= 1,
+        _ => {
+            return Err(format!(
+                "a reply with id {id:?}, but no client example before it is waiting for one \
+                 (the server replies with the command's id)"
+            ));
+        }
+    }
     match (object.get("result"), object.get("error")) {
         (Some(result), None) => match commands.get(&id) {
             Some(command) => {
                 check_result(command, result).map_err(|e| format!("{command} result: {e}"))
             }
             None => Err(format!(
-                "no client example with id {id:?} before this reply"
+                "a result for id {id:?}, which was an invalid command"
             )),
         },
         (None, Some(error)) => {
-            let error = error.as_object().ok_or("\"error\" must be an object")?;
-            let number = u16::try_from(number(error, "code")?).map_err(|e| e.to_string())?;
-            let Some(&code) = ErrorCode::ALL.iter().find(|c| **c == number) else {
-                return Err(format!("error code {number} is not in error::ErrorCode"));
-            };
-            let error = ClientError {
-                code,
-                message: string(error, "message")?,
-            };
+            let error = check_error(error)?;
             same(example, &protocol::reply_err(id, &error))
         }
         _ => Err("a reply has exactly one of \"result\" and \"error\"".into()),
     }
 }
 
+/// The commands in a shell block's request bodies (`-d '[{"id":1,"cmd":…}]'`), by id. A
+/// token spliced in by the shell (`"'"$TOKEN"'"`) reads as a string.
+fn shell_commands(text: &str) -> BTreeMap<Option<u64>, &'static str> {
+    let text = text.replace(r#""'"$TOKEN"'""#, r#""token""#);
+    let mut commands = BTreeMap::new();
+    for (at, _) in text.match_indices(r#"{"id":"#) {
+        let mut values = serde_json::Deserializer::from_str(&text[at..]).into_iter::<Value>();
+        let Some(Ok(value)) = values.next() else {
+            continue;
+        };
+        if let Ok(request) = Request::parse(&value.to_string()) {
+            if let Ok(command) = request.command() {
+                commands.insert(request.id, fields(&command).0);
+            }
+        }
+    }
+    commands
+}
+
+/// Checks one message of a transcript: a push, or a reply to a command the shell block
+/// before sent.
+fn check_message(
+    message: &Value,
+    commands: &BTreeMap<Option<u64>, &'static str>,
+) -> Result<(), String> {
+    let object = message
+        .as_object()
+        .ok_or("a message must be a JSON object")?;
+    if let Some(kind) = object.get("push").and_then(Value::as_str) {
+        return check_push(kind, object, message).map_err(|e| format!("{kind} push: {e}"));
+    }
+    let id = object.get("id").and_then(Value::as_u64);
+    match (object.get("result"), object.get("error")) {
+        (Some(result), None) => match commands.get(&id) {
+            Some(command) => {
+                check_result(command, result).map_err(|e| format!("{command} result: {e}"))
+            }
+            None => Err(format!(
+                "a result for id {id:?}, which no request above sent"
+            )),
+        },
+        (None, Some(error)) => check_error(error).map(drop),
+        _ => Err("neither a push nor a reply".into()),
+    }
+}
+
+/// Checks the transcripts of the `curl` sessions: every reply or push on a `data:` line
+/// of an event stream, or in the `messages` of a poll answer, has its shape (replies
+/// answer the commands of the shell block before).
+fn check_transcripts(blocks: &[Block], report: &mut Report) {
+    let mut commands = BTreeMap::new();
+    for block in blocks {
+        match block.lang.as_str() {
+            "sh" => commands.extend(shell_commands(&block.text)),
+            "text" => {
+                for (i, line) in block.text.lines().enumerate() {
+                    let json = line.strip_prefix("data: ").unwrap_or(line);
+                    let Ok(Value::Object(object)) = serde_json::from_str::<Value>(json) else {
+                        continue;
+                    };
+                    let messages = match object.get("messages") {
+                        Some(Value::Array(messages)) => messages.clone(),
+                        Some(_) => vec![],
+                        None if object.contains_key("push") || object.contains_key("id") => {
+                            vec![Value::Object(object)]
+                        }
+                        None => vec![],
+                    };
+                    for message in &messages {
+                        if let Err(e) = check_message(message, &commands) {
+                            report.fail(block.line + 1 + i, e);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Checks every example of a page.
-fn check_examples(doc: &str) -> Report {
-    let mut report = Report::default();
-    // Latest client command per id, for the replies that follow it.
+fn check_examples(doc: &str) -> (Report, Seen) {
+    let mut report = Report::new("protocol.md");
+    let mut seen = Seen::default();
+    let blocks = blocks(doc, &mut report);
+    check_shell_variables(&blocks, &mut report);
+    check_transcripts(&blocks, &mut report);
+    // Latest valid client command per id, for the results that follow it.
     let mut commands: BTreeMap<Option<u64>, &'static str> = BTreeMap::new();
+    // How many replies each id is still owed.
+    let mut unanswered: BTreeMap<Option<u64>, usize> = BTreeMap::new();
     // The error reply owed to the latest client-invalid example, if one is.
     let mut owed: Option<(usize, Value)> = None;
-    for ex in examples(doc, &mut report) {
+    for ex in examples(&blocks, &mut report) {
         report.examples += 1;
         match ex.kind {
             Kind::Client => {
                 owed = None;
-                if let Some((id, name)) = check_client(&ex, &mut report) {
+                if let Some((id, name)) = check_client(&ex, &mut report, &mut seen) {
                     commands.insert(id, name);
+                    *unanswered.entry(id).or_default() += 1;
                 }
             }
             Kind::ClientInvalid => {
-                owed = check_client_invalid(&ex, &mut report).map(|reply| (ex.line, reply));
+                owed = check_client_invalid(&ex, &mut report).map(|(id, reply)| {
+                    commands.remove(&id);
+                    *unanswered.entry(id).or_default() += 1;
+                    (ex.line, reply)
+                });
             }
             Kind::Jwt => {
                 let checked = serde_json::from_str::<Value>(&ex.text)
@@ -596,13 +473,13 @@ fn check_examples(doc: &str) -> Report {
                 let checked = match object.get("push") {
                     Some(push) => match push.as_str() {
                         Some(kind) => {
-                            report.pushes.insert(kind.to_owned());
+                            seen.pushes.insert(kind.to_owned());
                             check_push(kind, object, &value)
                                 .map_err(|e| format!("{kind} push: {e}"))
                         }
                         None => Err("\"push\" must be a string".to_owned()),
                     },
-                    None => check_reply(object, &value, &commands),
+                    None => check_reply(object, &value, &commands, &mut unanswered),
                 };
                 if let Err(e) = checked {
                     report.fail(ex.line, e);
@@ -610,7 +487,7 @@ fn check_examples(doc: &str) -> Report {
             }
         }
     }
-    report
+    (report, seen)
 }
 
 /// The rows of the page's Markdown tables whose first cell is a number: number → row.
@@ -680,16 +557,16 @@ fn check_tables(doc: &str) -> Vec<String> {
 
 #[test]
 fn protocol_page_agrees_with_the_code() {
-    let report = check_examples(PROTOCOL);
+    let (report, seen) = check_examples(PROTOCOL);
     let mut errors = report.errors;
     errors.extend(check_tables(PROTOCOL));
     for command in COMMANDS {
-        if !report.commands.contains(*command) {
+        if !seen.commands.contains(*command) {
             errors.push(format!("no ```json client example of `{command}`"));
         }
     }
     for push in PUSHES {
-        if !report.pushes.contains(*push) {
+        if !seen.pushes.contains(*push) {
             errors.push(format!("no ```json server example of the `{push}` push"));
         }
     }
@@ -704,7 +581,7 @@ fn protocol_page_agrees_with_the_code() {
 /// The checker itself fails on the mistakes it is there to catch.
 #[test]
 fn checker_catches_drift() {
-    let errors = |doc: &str| check_examples(doc).errors;
+    let errors = |doc: &str| check_examples(doc).0.errors;
     let fence = |tag: &str, body: &str| format!("```json {tag}\n{body}\n```\n");
     let publication = r#"{"push":"publication","channel":"chat:a","epoch":"e1","offset":1,"data":{"t":1},"time":5}"#;
     assert_eq!(errors(&fence("server", publication)), Vec::<String>::new());
@@ -755,10 +632,39 @@ fn checker_catches_drift() {
         // A tag with a typo; token claims without sub.
         fence("Server", r#"{"id":1,"result":{}}"#),
         fence("jwt", r#"{"exp":1}"#),
+        // A reply with another id than its command's; two replies to one command.
+        fence("client", r#"{"id":1,"cmd":"ping"}"#) + &fence("server", r#"{"id":2,"result":{}}"#),
+        fence("client", r#"{"id":1,"cmd":"ping"}"#)
+            + &fence("server", r#"{"id":1,"result":{}}"#)
+            + &fence("server", r#"{"id":1,"result":{}}"#),
+        // A frame that does not parse, but whose id the server still reads.
+        fence(
+            "client-invalid",
+            r#"{"id":3,"cmd":"subscribe","channel":"a","recover":{"offset":1}}"#,
+        ) + &fence(
+            "server",
+            r#"{"error":{"code":107,"message":"invalid JSON: missing field `epoch` at line 1 column 63"},"id":null}"#,
+        ),
+        // A transcript whose connect result lacks fields; a shell variable never set.
+        concat!(
+            "```sh\nTOKEN=x\n",
+            r#"curl -d '[{"id":1,"cmd":"connect","token":"'"$TOKEN"'"}]'"#,
+            "\n```\n```text\n",
+            r#"data: {"id":1,"result":{"client":"c"}}"#,
+            "\n```\n"
+        )
+        .to_owned(),
+        "```sh\ncurl \"$SB/api/info\"\n```\n".to_owned(),
     ];
-    for doc in bad {
-        assert!(!errors(&doc).is_empty(), "not caught:\n{doc}");
+    for doc in &bad {
+        assert!(!errors(doc).is_empty(), "not caught:\n{doc}");
     }
+    // Caught for the right reasons.
+    let why = |doc: &str| errors(doc).join("\n");
+    let transcript = why(&bad[bad.len() - 2]);
+    assert!(transcript.contains("connect result"), "{transcript}");
+    let id = why(&bad[bad.len() - 3]);
+    assert!(id.contains("\"id\":3"), "{id}");
     let table = "| 4001 | x |\n| 107 | `bad_request` |\n";
     let table_errors = check_tables(table);
     assert!(
