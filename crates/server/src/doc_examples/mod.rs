@@ -9,7 +9,7 @@
 //! Both pages' shell sessions must define every variable they use before using it (a
 //! reader pastes them in order).
 
-// mod api;
+mod api;
 mod protocol;
 mod results;
 

@@ -67,6 +67,18 @@ pub(crate) enum ApiCommand {
 }
 
 impl ApiCommand {
+    /// Every command's name (`POST /api/{name}`).
+    pub(crate) const NAMES: &[&str] = &[
+        "publish",
+        "broadcast",
+        "send",
+        "presence",
+        "history",
+        "channels",
+        "disconnect",
+        "info",
+    ];
+
     /// Reads `command`'s body (empty counts as `{}`): error 104 for an unknown command,
     /// 107 for a body it cannot take.
     pub(crate) fn parse(command: &str, body: &[u8]) -> Result<ApiCommand, ClientError> {
@@ -244,16 +256,18 @@ pub(crate) async fn handle(
     }
 }
 
+/// The refusal of a request without the right `X-API-Key`.
+pub(crate) fn wrong_key() -> ClientError {
+    ClientError::unauthorized("missing or wrong X-API-Key")
+}
+
 fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     let key = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if !api_key_matches(&state.api_key, key) {
-        return Err(ApiError(
-            StatusCode::UNAUTHORIZED,
-            ClientError::unauthorized("missing or wrong X-API-Key"),
-        ));
+        return Err(ApiError(StatusCode::UNAUTHORIZED, wrong_key()));
     }
     Ok(())
 }
@@ -364,5 +378,23 @@ async fn dispatch(state: &ApiState, command: &str, body: &[u8]) -> Result<String
                 }],
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_name_is_one_parse_knows() {
+        for name in ApiCommand::NAMES {
+            let parsed = ApiCommand::parse(name, b"{}");
+            assert!(
+                !matches!(&parsed, Err(e) if e.code == crate::error::ErrorCode::UnknownCommand),
+                "{name}: {parsed:?}"
+            );
+        }
+        let unknown = ApiCommand::parse("nope", b"{}").unwrap_err();
+        assert_eq!(unknown.code, crate::error::ErrorCode::UnknownCommand);
     }
 }

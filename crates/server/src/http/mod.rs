@@ -3,7 +3,7 @@
 //!
 //! Files: `host` (the Host check), `api` (the server API), `assets` (the browser library).
 
-mod api;
+pub(crate) mod api;
 mod assets;
 mod host;
 
