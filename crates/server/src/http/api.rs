@@ -159,7 +159,8 @@ impl ApiCommand {
             "info" => ApiCommand::Info,
             other => {
                 return Err(ClientError::unknown_command(format!(
-                    "unknown API command {other:?}"
+                    "unknown API command {other:?}; the commands are {}",
+                    ApiCommand::NAMES.join(", ")
                 )));
             }
         })
