@@ -308,6 +308,17 @@ impl ResponseStream {
         }
     }
 
+    /// Reads the rest of the body (at most [`MAX_BODY`] bytes) and gives the connection
+    /// back, for the next request (check [`HttpConnection::is_closed`] first).
+    pub async fn finish(mut self) -> Result<(Bytes, HttpConnection)> {
+        let body = self
+            .conn
+            .driver
+            .drive(read_to_end(self.body, MAX_BODY))
+            .await?;
+        Ok((body, self.conn))
+    }
+
     /// Reads the rest of the body (at most [`MAX_BODY`] bytes).
     pub async fn read_to_end(mut self) -> Result<Bytes> {
         self.conn

@@ -4,8 +4,7 @@
 //! Attackers connect from their own loopback addresses (127.0.0.2 and up, `--sources`),
 //! as clients on other hosts would, and do one of:
 //! - `slots`: open HTTP sessions that never authenticate (`GET /sse` without a token,
-//!   the stream dropped once its head arrives), one connection after another, as fast as
-//!   answers come;
+//!   each stream held), over keep-alive connections, as fast as answers come;
 //! - `bodies`: send the server API a 1 MB body without a key, and start `/poll` requests
 //!   whose body never comes (each held until the server gives up on it).
 //!
@@ -251,9 +250,11 @@ async fn read_status(stream: &mut TcpStream) -> anyhow::Result<u16> {
     }
 }
 
-/// `slots`: sessions that never authenticate, each an event stream opened without a
-/// token and dropped once its head arrives, until the run ends. (A `POST /poll` without
-/// `connect` no longer opens a session: the server answers 400 at once.)
+/// `slots`: sessions that never authenticate, as many as the server gives, on keep-alive
+/// connections: an event stream opened without a token is held (never read) until the
+/// run ends, and the next one asked for on a new connection; a refusal's connection asks
+/// again at once. (A `POST /poll` without `connect` opens no session: the server answers
+/// 400 at once.)
 async fn open_sessions(
     server: SocketAddr,
     source: IpAddr,
@@ -261,14 +262,26 @@ async fn open_sessions(
     stop: &AtomicBool,
     attack: &mut Attack,
 ) -> anyhow::Result<()> {
+    let mut held = Vec::new();
+    let mut conn = HttpConnection::open(connect_from(server, source).await?, host).await?;
     while !stop.load(Ordering::Relaxed) {
-        let conn = HttpConnection::open(connect_from(server, source).await?, host).await?;
-        let answer = conn.stream("GET", "/sse", &[], "");
-        let status = tokio::time::timeout(ANSWER_TIMEOUT, answer)
+        let answer = tokio::time::timeout(ANSWER_TIMEOUT, conn.stream("GET", "/sse", &[], ""))
             .await
-            .map_err(|_| anyhow!("no answer"))??
-            .status;
-        *attack.answers.entry(status.to_string()).or_default() += 1;
+            .map_err(|_| anyhow!("no answer"))??;
+        *attack.answers.entry(answer.status.to_string()).or_default() += 1;
+        let next = if answer.status == 200 {
+            held.push(answer);
+            None
+        } else {
+            let (_, conn) = tokio::time::timeout(ANSWER_TIMEOUT, answer.finish())
+                .await
+                .map_err(|_| anyhow!("no answer"))??;
+            Some(conn).filter(|conn| !conn.is_closed())
+        };
+        conn = match next {
+            Some(conn) => conn,
+            None => HttpConnection::open(connect_from(server, source).await?, host).await?,
+        };
     }
     Ok(())
 }
