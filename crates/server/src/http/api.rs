@@ -37,33 +37,64 @@ impl From<ClientError> for ApiError {
 /// refused, so a typo does not pass silently.
 #[derive(Debug)]
 pub(crate) enum ApiCommand {
-    /// `publish`: `data` to `channel`.
-    Publish {
-        channel: String,
-        data: Box<RawValue>,
-    },
-    /// `broadcast`: the same `data` to each of `channels`.
-    Broadcast {
-        channels: Vec<String>,
-        data: Box<RawValue>,
-    },
-    /// `send`: a private message to `user`.
-    Send { user: String, data: Box<RawValue> },
-    /// `presence`: who is subscribed to `channel`.
-    Presence { channel: String },
-    /// `history`: the latest `limit` publications of `channel`, or those after `since`.
-    History {
-        channel: String,
-        limit: Option<usize>,
-        since: Option<StreamPosition>,
-    },
-    /// `channels`: the channels with subscribers.
+    Publish(PublishBody),
+    Broadcast(BroadcastBody),
+    Send(SendBody),
+    Presence(ChannelBody),
+    History(HistoryBody),
     Channels,
-    /// `disconnect`: close every connection of `user`; with `reconnect`, with 4008
-    /// (come back) rather than 4003 (stay away).
-    Disconnect { user: String, reconnect: bool },
-    /// `info`: the nodes and their counts.
+    Disconnect(DisconnectBody),
     Info,
+}
+
+/// `publish`: `data` to `channel`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PublishBody {
+    channel: String,
+    data: Box<RawValue>,
+}
+
+/// `broadcast`: the same `data` to each of `channels`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BroadcastBody {
+    channels: Vec<String>,
+    data: Box<RawValue>,
+}
+
+/// `send`: a private message to `user`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SendBody {
+    user: String,
+    data: Box<RawValue>,
+}
+
+/// `presence`: who is subscribed to `channel`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChannelBody {
+    channel: String,
+}
+
+/// `history`: the latest `limit` publications of `channel`, or those after `since`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HistoryBody {
+    channel: String,
+    limit: Option<usize>,
+    since: Option<StreamPosition>,
+}
+
+/// `disconnect`: close every connection of `user`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DisconnectBody {
+    user: String,
+    /// Close with 4008 (come back) rather than 4003 (stay away).
+    #[serde(default)]
+    reconnect: bool,
 }
 
 impl ApiCommand {
@@ -82,80 +113,17 @@ impl ApiCommand {
     /// Reads `command`'s body (empty counts as `{}`): error 104 for an unknown command,
     /// 107 for a body it cannot take.
     pub(crate) fn parse(command: &str, body: &[u8]) -> Result<ApiCommand, ClientError> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Channel {
-            channel: String,
-        }
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct HistoryBody {
-            channel: String,
-            limit: Option<usize>,
-            since: Option<StreamPosition>,
-        }
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct DisconnectBody {
-            user: String,
-            #[serde(default)]
-            reconnect: bool,
-        }
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Publish {
-            channel: String,
-            data: Box<RawValue>,
-        }
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Broadcast {
-            channels: Vec<String>,
-            data: Box<RawValue>,
-        }
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Send {
-            user: String,
-            data: Box<RawValue>,
-        }
         Ok(match command {
-            "publish" => {
-                let Publish { channel, data } = parse(body)?;
-                ApiCommand::Publish { channel, data }
-            }
-            "broadcast" => {
-                let Broadcast { channels, data } = parse(body)?;
-                ApiCommand::Broadcast { channels, data }
-            }
-            "send" => {
-                let Send { user, data } = parse(body)?;
-                ApiCommand::Send { user, data }
-            }
-            "presence" => {
-                let Channel { channel } = parse(body)?;
-                ApiCommand::Presence { channel }
-            }
-            "history" => {
-                let HistoryBody {
-                    channel,
-                    limit,
-                    since,
-                } = parse(body)?;
-                ApiCommand::History {
-                    channel,
-                    limit,
-                    since,
-                }
-            }
+            "publish" => ApiCommand::Publish(parse(body)?),
+            "broadcast" => ApiCommand::Broadcast(parse(body)?),
+            "send" => ApiCommand::Send(parse(body)?),
+            "presence" => ApiCommand::Presence(parse(body)?),
+            "history" => ApiCommand::History(parse(body)?),
             "channels" => {
                 let _: serde::de::IgnoredAny = parse(body)?;
                 ApiCommand::Channels
             }
-            "disconnect" => {
-                let DisconnectBody { user, reconnect } = parse(body)?;
-                ApiCommand::Disconnect { user, reconnect }
-            }
+            "disconnect" => ApiCommand::Disconnect(parse(body)?),
             "info" => ApiCommand::Info,
             other => {
                 return Err(ClientError::unknown_command(format!(
@@ -323,10 +291,10 @@ async fn dispatch(state: &ApiState, command: &str, body: &[u8]) -> Result<String
         Ok(Arc::from(data))
     };
     match ApiCommand::parse(command, body)? {
-        ApiCommand::Publish { channel, data } => {
+        ApiCommand::Publish(PublishBody { channel, data }) => {
             to_json(&hub.publish(&channel, payload(data)?, None).await?)
         }
-        ApiCommand::Broadcast { channels, data } => {
+        ApiCommand::Broadcast(BroadcastBody { channels, data }) => {
             let data = payload(data)?;
             let mut results = Vec::with_capacity(channels.len());
             for channel in channels {
@@ -337,16 +305,16 @@ async fn dispatch(state: &ApiState, command: &str, body: &[u8]) -> Result<String
             }
             to_json(&Broadcasted { results })
         }
-        ApiCommand::Send { user, data } => {
+        ApiCommand::Send(SendBody { user, data }) => {
             let (status, mailbox) = hub.send(&user, payload(data)?, None).await?;
             to_json(&Sent { status, mailbox })
         }
-        ApiCommand::Presence { channel } => to_json(&hub.presence(&channel)?),
-        ApiCommand::History {
+        ApiCommand::Presence(ChannelBody { channel }) => to_json(&hub.presence(&channel)?),
+        ApiCommand::History(HistoryBody {
             channel,
             limit,
             since,
-        } => to_json(&hub.history(&channel, limit, since.as_ref()).await?),
+        }) => to_json(&hub.history(&channel, limit, since.as_ref()).await?),
         ApiCommand::Channels => {
             let channels = hub
                 .channels()
@@ -358,7 +326,7 @@ async fn dispatch(state: &ApiState, command: &str, body: &[u8]) -> Result<String
                 .collect();
             to_json(&Channels { channels })
         }
-        ApiCommand::Disconnect { user, reconnect } => {
+        ApiCommand::Disconnect(DisconnectBody { user, reconnect }) => {
             let (code, reason) = if reconnect {
                 (close::RECONNECT, "disconnected by the server; reconnect")
             } else {
