@@ -1,0 +1,1 @@
+//! Integration tests of the apps (placeholder until the server façade lands).
