@@ -40,6 +40,16 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         }
     }
 
+    /// `rate` a second, `burst` at once.
+    pub(crate) fn per_second(rate: u32, burst: u32, max_keys: usize) -> Self {
+        Limiter {
+            buckets: Mutex::new(HashMap::new()),
+            rate: f64::from(rate.max(1)),
+            burst: f64::from(burst.max(1)),
+            max_keys,
+        }
+    }
+
     fn refill(&self, bucket: &mut Bucket, now: Instant) {
         let refill = now.duration_since(bucket.last).as_secs_f64() * self.rate;
         bucket.tokens = (bucket.tokens + refill).min(self.burst);
