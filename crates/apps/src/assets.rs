@@ -67,12 +67,18 @@ mod tests {
             "add these files of crates/apps/web/ to FILES in crates/apps/src/assets.rs: {missing:?}"
         );
         for (path, _) in FILES {
-            assert!(content_type(path).is_some(), "{path}: add its type to content_type");
+            assert!(
+                content_type(path).is_some(),
+                "{path}: add its type to content_type"
+            );
             assert!(!path.starts_with('/') && !path.contains(".."), "{path}");
         }
         let mut sorted = table.clone();
         sorted.sort();
         sorted.dedup();
-        assert_eq!(table, sorted, "FILES is in the order of the paths, each once");
+        assert_eq!(
+            table, sorted,
+            "FILES is in the order of the paths, each once"
+        );
     }
 }

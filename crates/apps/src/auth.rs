@@ -168,7 +168,11 @@ async fn start_session(
     Ok(response)
 }
 
-fn ip_limited(limiter: &crate::limit::Limiter<IpAddr>, ip: IpAddr, shared: &Shared) -> Result<(), ApiError> {
+fn ip_limited(
+    limiter: &crate::limit::Limiter<IpAddr>,
+    ip: IpAddr,
+    shared: &Shared,
+) -> Result<(), ApiError> {
     if limiter.take(&ip) {
         Ok(())
     } else {
@@ -345,7 +349,10 @@ async fn guest_inner(shared: Arc<Shared>, request: Request) -> Result<Response, 
     }
     let id = format!("{}{}", rules::GUEST_PREFIX, random_chars(12));
     shared.metrics.guests.inc();
-    let owner = SessionUser::Guest { id, name: body.name };
+    let owner = SessionUser::Guest {
+        id,
+        name: body.name,
+    };
     start_session(&shared, owner, over_tls(&parts)).await
 }
 
@@ -395,7 +402,11 @@ async fn token_inner(shared: Arc<Shared>, request: Request) -> Result<Response, 
     };
     let (sub, name, guest, roles) = match user {
         SessionUser::Account(a) => {
-            let roles = if a.admin { vec!["admin".to_owned()] } else { Vec::new() };
+            let roles = if a.admin {
+                vec!["admin".to_owned()]
+            } else {
+                Vec::new()
+            };
             (a.id, a.name, false, roles)
         }
         SessionUser::Guest { id, name } => (id, name, true, Vec::new()),
@@ -410,9 +421,15 @@ async fn token_inner(shared: Arc<Shared>, request: Request) -> Result<Response, 
         channels: Vec::new(),
         roles,
     };
-    let token = shared.node.mint_token(&claims).map_err(ApiError::internal)?;
+    let token = shared
+        .node
+        .mint_token(&claims)
+        .map_err(ApiError::internal)?;
     shared.metrics.tokens.inc();
-    Ok(json(StatusCode::OK, json!({"token": token, "expires": exp})))
+    Ok(json(
+        StatusCode::OK,
+        json!({"token": token, "expires": exp}),
+    ))
 }
 
 fn result(result: Result<Response, ApiError>) -> Response {

@@ -25,7 +25,7 @@ use crate::store::{DmState, NewDm, Room, StoreError};
 use crate::{Shared, now_ms, rules};
 
 /// Rooms the built-in `lobby` is; it exists from the start.
-pub const LOBBY: &str = "lobby";
+pub(crate) const LOBBY: &str = "lobby";
 
 /// Most messages one `chat.dm.history` returns.
 const DM_PAGE_MAX: usize = 200;
@@ -164,7 +164,9 @@ fn known_room(shared: &Shared, room: &str) -> Result<(), ClientError> {
     if shared.room_exists(room) {
         Ok(())
     } else {
-        Err(ClientError::rpc_failed(format!("there is no room {room:?}")))
+        Err(ClientError::rpc_failed(format!(
+            "there is no room {room:?}"
+        )))
     }
 }
 
@@ -452,7 +454,11 @@ async fn dm_send(shared: &Arc<Shared>, who: &Who, args: DmSend) -> Result<Value,
         to.clone()
     } else {
         let id = to.clone();
-        match shared.db(move |s| s.account(&id)).await.map_err(store_error)? {
+        match shared
+            .db(move |s| s.account(&id))
+            .await
+            .map_err(store_error)?
+        {
             Some(account) => account.name,
             None => {
                 return Err(ClientError::rpc_failed(format!(

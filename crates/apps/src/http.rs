@@ -73,7 +73,10 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
         let mut response = (self.status, json_body(&body)).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -90,7 +93,10 @@ fn json_body(value: &serde_json::Value) -> Body {
 pub(crate) fn json(status: StatusCode, value: serde_json::Value) -> Response {
     let mut response = (status, json_body(&value)).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
@@ -159,7 +165,11 @@ pub(crate) async fn read_json<T: DeserializeOwned>(
     };
     let value = serde_json::from_slice(bytes).map_err(|err| {
         shared.metrics.bad_requests.inc();
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_json", format!("the body: {err}"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+            format!("the body: {err}"),
+        )
     })?;
     Ok((parts, value))
 }
@@ -256,6 +266,11 @@ mod tests {
         let cookie = cookie.to_str().unwrap();
         assert!(cookie.contains("HttpOnly; SameSite=Strict; Path=/; Max-Age=60"));
         assert!(!cookie.contains("Secure"));
-        assert!(set_cookie("", 0, true).to_str().unwrap().ends_with("; Secure"));
+        assert!(
+            set_cookie("", 0, true)
+                .to_str()
+                .unwrap()
+                .ends_with("; Secure")
+        );
     }
 }

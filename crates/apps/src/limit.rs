@@ -118,7 +118,8 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         });
     }
 
-    /// Keys held (for tests and metrics).
+    /// Keys held.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.buckets.lock().unwrap_or_else(|e| e.into_inner()).len()
     }

@@ -6,11 +6,11 @@ use std::fmt::Write;
 use switchboard_server::metrics::Counter;
 
 macro_rules! counters {
-    ($($(#[$doc:meta])* $name:ident;)*) => {
+    ($(#[doc = $doc:literal] $name:ident;)*) => {
         /// Every counter the apps keep.
         #[derive(Debug, Default)]
         pub struct AppsMetrics {
-            $($(#[$doc])* pub $name: Counter,)*
+            $(#[doc = $doc] pub $name: Counter,)*
         }
 
         impl AppsMetrics {
@@ -18,11 +18,7 @@ macro_rules! counters {
             pub fn render(&self) -> String {
                 let mut out = String::new();
                 $(
-                    let help = concat!($(stringify!($doc)),*);
-                    let help = help
-                        .trim_start_matches("doc = \"")
-                        .trim_end_matches('"')
-                        .trim();
+                    let help = $doc.trim();
                     let _ = writeln!(out, "# HELP switchboard_apps_{}_total {help}", stringify!($name));
                     let _ = writeln!(out, "# TYPE switchboard_apps_{}_total counter", stringify!($name));
                     let _ = writeln!(out, "switchboard_apps_{}_total {}", stringify!($name), self.$name.get());

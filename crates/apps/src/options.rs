@@ -145,14 +145,23 @@ impl AppsOptions {
     pub fn validate(&self) -> Result<(), String> {
         let l = &self.limits;
         for (name, value) in [
-            ("signin_per_ip_per_minute", l.signin_per_ip_per_minute as usize),
+            (
+                "signin_per_ip_per_minute",
+                l.signin_per_ip_per_minute as usize,
+            ),
             (
                 "signin_failures_per_account_per_hour",
                 l.signin_failures_per_account_per_hour as usize,
             ),
-            ("signups_per_ip_per_hour", l.signups_per_ip_per_hour as usize),
+            (
+                "signups_per_ip_per_hour",
+                l.signups_per_ip_per_hour as usize,
+            ),
             ("guests_per_ip_per_hour", l.guests_per_ip_per_hour as usize),
-            ("tokens_per_ip_per_minute", l.tokens_per_ip_per_minute as usize),
+            (
+                "tokens_per_ip_per_minute",
+                l.tokens_per_ip_per_minute as usize,
+            ),
             ("sessions_per_account", l.sessions_per_account),
             ("hash_concurrency", l.hash_concurrency),
             ("rooms_total", l.rooms_total),
@@ -217,8 +226,8 @@ mod tests {
         assert!(err.contains("signup") || err.contains("variant"), "{err}");
         let err = AppsOptions::from_value(serde_json::json!({"sigup": "open"})).unwrap_err();
         assert!(err.contains("unknown field"), "{err}");
-        let err = AppsOptions::from_value(serde_json::json!({"limits": {"text_max": 0}}))
-            .unwrap_err();
+        let err =
+            AppsOptions::from_value(serde_json::json!({"limits": {"text_max": 0}})).unwrap_err();
         assert!(err.contains("text_max"), "{err}");
     }
 }

@@ -15,7 +15,7 @@ use crate::Shared;
 use crate::assets::{Asset, content_type};
 
 /// The Content-Security-Policy of every page: nothing inline, nothing from elsewhere.
-pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+pub(crate) const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
     img-src 'self' data:; connect-src 'self'; base-uri 'none'; frame-ancestors 'none'; \
     form-action 'self'";
 
@@ -144,7 +144,10 @@ mod tests {
         static FILES: &[Asset] = &[("a.html", b"<p>a</p>"), ("b.exe", b"MZ")];
         let pages = Pages::new(FILES);
         assert!(pages.0.contains_key("a.html"));
-        assert!(!pages.0.contains_key("b.exe"), "unknown types are not served");
+        assert!(
+            !pages.0.contains_key("b.exe"),
+            "unknown types are not served"
+        );
         let page = pages.serve("a.html", &HeaderMap::new());
         assert_eq!(page.status(), StatusCode::OK);
         let etag = page.headers()[header::ETAG].clone();
@@ -152,18 +155,28 @@ mod tests {
         assert_eq!(page.headers()[header::CONTENT_SECURITY_POLICY], CSP);
         let mut conditional = HeaderMap::new();
         conditional.insert(header::IF_NONE_MATCH, etag.clone());
-        assert_eq!(pages.serve("a.html", &conditional).status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(
+            pages.serve("a.html", &conditional).status(),
+            StatusCode::NOT_MODIFIED
+        );
         // The strong form and a list match too; another tag does not.
         let strong = etag.to_str().unwrap().trim_start_matches("W/").to_owned();
         conditional.insert(
             header::IF_NONE_MATCH,
             HeaderValue::from_str(&format!("\"x\", {strong}")).unwrap(),
         );
-        assert_eq!(pages.serve("a.html", &conditional).status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(
+            pages.serve("a.html", &conditional).status(),
+            StatusCode::NOT_MODIFIED
+        );
         conditional.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"x\""));
         assert_eq!(pages.serve("a.html", &conditional).status(), StatusCode::OK);
         let missing = pages.serve("../secret", &HeaderMap::new());
         assert_eq!(missing.status(), StatusCode::NOT_FOUND);
-        assert!(missing.headers().contains_key(header::CONTENT_SECURITY_POLICY));
+        assert!(
+            missing
+                .headers()
+                .contains_key(header::CONTENT_SECURITY_POLICY)
+        );
     }
 }

@@ -182,6 +182,11 @@ fn dm_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DmMessage> {
     })
 }
 
+/// A count as SQLite's integer (`usize::MAX`, "no limit", stays the largest).
+fn clamp(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 fn pair<'a>(a: &'a str, b: &'a str) -> (&'a str, &'a str) {
     if a <= b { (a, b) } else { (b, a) }
 }
@@ -294,7 +299,7 @@ impl Store for SqliteStore {
         match session.user {
             SessionOwner::Account(id) => {
                 // Room for this one: the oldest beyond the cap go.
-                let keep = session.max_per_account.saturating_sub(1) as i64;
+                let keep = clamp(session.max_per_account.saturating_sub(1));
                 tx.execute(
                     "DELETE FROM sessions WHERE account = ?1 AND hash NOT IN
                        (SELECT hash FROM sessions WHERE account = ?1
@@ -411,7 +416,7 @@ impl Store for SqliteStore {
             return Err(StoreError::RoomTaken);
         }
         let total: i64 = tx.query_row("SELECT COUNT(*) FROM rooms", [], |r| r.get(0))?;
-        if total >= max_total as i64 {
+        if total >= clamp(max_total) {
             return Err(StoreError::RoomLimit(format!(
                 "this server has {total} rooms, its limit"
             )));
@@ -422,7 +427,7 @@ impl Store for SqliteStore {
                 [&room.creator],
                 |r| r.get(0),
             )?;
-            if mine >= max_per_user as i64 {
+            if mine >= clamp(max_per_user) {
                 return Err(StoreError::RoomLimit(format!(
                     "you have created {mine} rooms, the limit per user"
                 )));
@@ -460,7 +465,7 @@ impl Store for SqliteStore {
         self.conn().execute(
             "INSERT INTO reads (user, room, offset) VALUES (?1, ?2, ?3)
              ON CONFLICT (user, room) DO UPDATE SET offset = MAX(offset, excluded.offset)",
-            params![user, room, offset as i64],
+            params![user, room, i64::try_from(offset).unwrap_or(i64::MAX)],
         )?;
         Ok(())
     }
@@ -498,7 +503,7 @@ impl Store for SqliteStore {
         tx.execute(
             "DELETE FROM dms WHERE lo = ?1 AND hi = ?2 AND id <= (
                  SELECT id FROM dms WHERE lo = ?1 AND hi = ?2 ORDER BY id DESC LIMIT 1 OFFSET ?3)",
-            params![lo, hi, dm.keep.max(1) as i64],
+            params![lo, hi, clamp(dm.keep.max(1))],
         )?;
         tx.commit()?;
         Ok(DmMessage {
@@ -561,7 +566,7 @@ impl Store for SqliteStore {
              ORDER BY id DESC LIMIT ?4"
         ))?;
         let rows = stmt.query_map(
-            params![lo, hi, before.unwrap_or(i64::MAX), limit as i64],
+            params![lo, hi, before.unwrap_or(i64::MAX), clamp(limit)],
             dm_row,
         )?;
         let mut messages: Vec<DmMessage> = rows.collect::<rusqlite::Result<_>>()?;
@@ -579,7 +584,7 @@ impl Store for SqliteStore {
              GROUP BY peer ORDER BY last DESC LIMIT ?2",
         )?;
         let heads: Vec<(String, i64)> = stmt
-            .query_map(params![user, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map(params![user, clamp(limit)], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
         let mut last_stmt = conn.prepare(&format!("SELECT {DM_COLUMNS} FROM dms WHERE id = ?1"))?;
         let mut unread_stmt = conn.prepare(
