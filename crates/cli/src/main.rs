@@ -82,6 +82,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 runtime(opts.conn.threads)?.block_on(bench::idle::idle(opts))
             }
             BenchCommand::Flood(opts) => runtime(opts.threads)?.block_on(bench::flood::flood(opts)),
+            BenchCommand::Chat(opts) => runtime(opts.threads)?.block_on(bench::chat::chat(opts)),
         },
     }
 }
