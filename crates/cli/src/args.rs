@@ -265,6 +265,9 @@ pub(crate) enum BenchCommand {
     /// Hostile load (sessions that never authenticate, or bodies without a key or that
     /// never come) from 127.0.0.2 and up, while a legitimate client keeps connecting.
     Flood(BenchFloodArgs),
+    /// The built-in chat: U users in R rooms, each typing and posting a message every
+    /// interval; reports deliveries per second, latency and the server's CPU.
+    Chat(BenchChatArgs),
 }
 
 /// What `bench flood` attacks with.
@@ -443,4 +446,40 @@ pub(crate) struct BenchIdleArgs {
     /// Seconds to hold the connections once open (default: until ctrl-c or SIGTERM).
     #[arg(long)]
     pub(crate) hold: Option<f64>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchChatArgs {
+    #[command(flatten)]
+    pub(crate) source: ConfigSource,
+    /// The server's WebSocket URL (its token secret mints the users' tokens).
+    #[arg(long, default_value = "ws://127.0.0.1:8000/ws")]
+    pub(crate) url: String,
+    /// Users, each on one WebSocket connection.
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) users: usize,
+    /// Rooms (`bench-0`…), the users spread evenly over them.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) rooms: usize,
+    /// Seconds between two messages of one user.
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) interval: f64,
+    /// Seconds of the measured window.
+    #[arg(long, default_value_t = 30.0)]
+    pub(crate) duration: f64,
+    /// Bytes of text in each message (besides its time mark).
+    #[arg(long, default_value_t = 40)]
+    pub(crate) size: usize,
+    /// Post without the `chat.typing` call before each message.
+    #[arg(long)]
+    pub(crate) no_typing: bool,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 128)]
+    pub(crate) connect_concurrency: usize,
+    /// PID of the server, for its CPU time and RSS.
+    #[arg(long)]
+    pub(crate) server_pid: Option<u32>,
+    /// Worker threads of the load client (0: one per core).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) threads: usize,
 }

@@ -84,6 +84,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 runtime(opts.conn.threads)?.block_on(bench::idle::idle(opts))
             }
             BenchCommand::Flood(opts) => runtime(opts.threads)?.block_on(bench::flood::flood(opts)),
+            BenchCommand::Chat(opts) => runtime(opts.threads)?.block_on(bench::chat::chat(opts)),
         },
         Command::User(user) => accounts::user(user.command),
         Command::Invite(invite) => match invite.command {
