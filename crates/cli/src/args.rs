@@ -35,6 +35,69 @@ pub(crate) enum Command {
     Echo(EchoArgs),
     /// Load-test a server.
     Bench(BenchArgs),
+    /// Accounts of the built-in apps (kept in DATA_DIR/apps.db; the server may be
+    /// running).
+    User(UserArgs),
+    /// Invites to create an account of the built-in apps.
+    Invite(InviteArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct UserArgs {
+    #[command(subcommand)]
+    pub(crate) command: UserCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum UserCommand {
+    /// Create an account; the password is read from standard input (one line), or asked
+    /// for twice at a terminal.
+    Add {
+        #[command(flatten)]
+        source: ConfigSource,
+        /// The name (2-32 letters, digits, `_`, `-`, `.`).
+        name: String,
+        /// Make it an administrator.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Set an account's password (read like `user add` reads it); its sessions end.
+    Passwd {
+        #[command(flatten)]
+        source: ConfigSource,
+        /// The account's name.
+        name: String,
+    },
+    /// List the accounts: name, role, creation time.
+    List {
+        #[command(flatten)]
+        source: ConfigSource,
+    },
+    /// Remove an account and its sessions.
+    Remove {
+        #[command(flatten)]
+        source: ConfigSource,
+        /// The account's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct InviteArgs {
+    #[command(subcommand)]
+    pub(crate) command: InviteCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum InviteCommand {
+    /// Create a one-time invite and print its link.
+    Create {
+        #[command(flatten)]
+        source: ConfigSource,
+        /// The account it creates is an administrator.
+        #[arg(long)]
+        admin: bool,
+    },
 }
 
 /// Where the configuration comes from; shared by every command that reads it.
