@@ -1,6 +1,6 @@
 //! The `chat.` rpc methods: rooms, posts, typing, read positions, direct messages.
 //!
-//! Room messages are publications on `chat:ROOM` made by the server for the caller (the
+//! Room messages are publications on `room:ROOM` made by the server for the caller (the
 //! namespace refuses clients' own `publish`), so every rule (a signed-in caller, an
 //! existing room, the text's length, the post rate) is checked here first. Direct
 //! messages are kept in the apps' store, one conversation per pair of users, so they show
@@ -120,7 +120,7 @@ fn store_error(err: StoreError) -> ClientError {
 }
 
 fn channel(room: &str) -> String {
-    format!("chat:{room}")
+    format!("{}:{room}", crate::ROOM_NAMESPACE)
 }
 
 fn raw(value: &Value) -> Result<Box<RawValue>, ClientError> {

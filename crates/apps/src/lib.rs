@@ -53,16 +53,16 @@ pub use options::{AppsLimits, AppsOptions, Signup};
 use limit::{Interval, Limiter};
 use store::{Room, Store, StoreError};
 
-/// Adds the apps' namespaces to `config` when it lacks them: `chat` (rooms: 1000
-/// messages kept 30 days, presence, join/leave, and no publishing by clients: messages go
-/// through the `chat.post` rpc, which checks them) and `apps` (the home page's live
-/// figures on `apps:stats`, room-list changes on `apps:rooms`).
+/// Adds the apps' namespaces to `config` when it lacks them: `room` (chat rooms, channel
+/// `room:NAME`: 1000 messages kept 30 days, presence, join/leave, and no publishing by
+/// clients: messages go through the `chat.post` rpc, which checks them) and `apps` (the
+/// home page's live figures on `apps:stats`, room-list changes on `apps:rooms`).
 ///
-/// A `chat` namespace exactly as the server's built-in defaults have it is replaced too:
-/// those let clients publish directly, around the apps' rules. One the operator wrote
-/// differently is theirs and stays.
+/// The apps keep to namespaces of their own, so the server's `chat:` (where clients
+/// publish, as docs/protocol.md shows) stays what it is. A `room` or `apps` namespace the
+/// operator configured is theirs and stays as written.
 pub fn configure(config: &mut Config) {
-    let chat = NamespaceOptions {
+    let room = NamespaceOptions {
         history_size: 1000,
         history_ttl: Duration::from_secs(30 * 86_400),
         presence: true,
@@ -79,44 +79,18 @@ pub fn configure(config: &mut Config) {
         publish: false,
         private: false,
     };
-    let builtin = Config::default();
-    let builtin_chat = builtin
-        .namespaces
-        .iter()
-        .find(|ns| ns.name == "chat")
-        .map(|ns| &ns.options);
-    for (name, options) in [("chat", chat), ("apps", apps)] {
-        match config.namespaces.iter_mut().find(|ns| ns.name == name) {
-            Some(ns) => {
-                if name == "chat" && builtin_chat.is_some_and(|b| same(b, &ns.options)) {
-                    ns.options = options;
-                }
-            }
-            None => config.namespaces.push(Namespace {
+    for (name, options) in [(ROOM_NAMESPACE, room), ("apps", apps)] {
+        if !config.namespaces.iter().any(|ns| ns.name == name) {
+            config.namespaces.push(Namespace {
                 name: name.into(),
                 options,
-            }),
+            });
         }
     }
 }
 
-fn same(a: &NamespaceOptions, b: &NamespaceOptions) -> bool {
-    (
-        a.history_size,
-        a.history_ttl,
-        a.presence,
-        a.join_leave,
-        a.publish,
-        a.private,
-    ) == (
-        b.history_size,
-        b.history_ttl,
-        b.presence,
-        b.join_leave,
-        b.publish,
-        b.private,
-    )
-}
+/// The namespace of chat rooms: room `lobby` is channel `room:lobby`.
+pub const ROOM_NAMESPACE: &str = "room";
 
 /// The mounted apps: what the binary reports at start-up, and the metrics.
 #[derive(Debug, Clone)]

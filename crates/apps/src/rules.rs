@@ -58,7 +58,7 @@ pub fn check_password(password: &str) -> Result<(), String> {
 }
 
 /// A room name: 1-32 lowercase ASCII letters, digits or `-` (it becomes the channel
-/// `chat:NAME`, and a link).
+/// `room:NAME`, and a link).
 pub fn check_room(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > ROOM_CHARS {
         return Err(format!("a room name has 1 to {ROOM_CHARS} characters"));

@@ -108,10 +108,10 @@ async fn sign_up_sign_in_tokens_and_sign_out() {
         "10 minutes: {exp} vs {now}"
     );
     let mut ws = server.connect(&second).await;
-    ws.ok(json!({"cmd": "subscribe", "channel": "chat:lobby"}))
+    ws.ok(json!({"cmd": "subscribe", "channel": "room:lobby"}))
         .await;
     let presence = ws
-        .ok(json!({"cmd": "presence", "channel": "chat:lobby"}))
+        .ok(json!({"cmd": "presence", "channel": "room:lobby"}))
         .await;
     assert_eq!(
         presence["presence"]["alice"]["info"],

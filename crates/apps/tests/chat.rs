@@ -13,7 +13,7 @@ async fn posts_reach_subscribers_and_typing_is_ephemeral() {
     let server = start(|_| {}).await;
     let (_, mut alice) = server.user("Alice").await;
     let (_, mut bob) = server.user("bob").await;
-    bob.ok(json!({"cmd": "subscribe", "channel": "chat:lobby"}))
+    bob.ok(json!({"cmd": "subscribe", "channel": "room:lobby"}))
         .await;
 
     let posted = alice
@@ -25,7 +25,7 @@ async fn posts_reach_subscribers_and_typing_is_ephemeral() {
     let offset = posted["offset"].as_u64().expect("an offset");
     assert!(offset >= 1);
     let push = bob.push_where("the message", is_publication).await;
-    assert_eq!(push["channel"], "chat:lobby");
+    assert_eq!(push["channel"], "room:lobby");
     assert_eq!(push["offset"], offset);
     assert_eq!(
         push["data"],
@@ -52,7 +52,7 @@ async fn posts_reach_subscribers_and_typing_is_ephemeral() {
     assert_eq!(typing["offset"], 0);
     assert_eq!(server.apps.metrics().typing_dropped.get(), 1);
     let history = bob
-        .ok(json!({"cmd": "history", "channel": "chat:lobby", "limit": 10}))
+        .ok(json!({"cmd": "history", "channel": "room:lobby", "limit": 10}))
         .await;
     let kinds: Vec<&Value> = history["publications"]
         .as_array()
@@ -64,7 +64,7 @@ async fn posts_reach_subscribers_and_typing_is_ephemeral() {
 
     // Clients cannot publish around the rules.
     let direct = alice
-        .cmd(json!({"cmd": "publish", "channel": "chat:lobby", "data": {"type": "message", "text": "x"}}))
+        .cmd(json!({"cmd": "publish", "channel": "room:lobby", "data": {"type": "message", "text": "x"}}))
         .await;
     assert_eq!(direct["error"]["code"], 103, "{direct}");
 
@@ -130,7 +130,7 @@ async fn rooms_topics_and_unread_counts() {
         assert_eq!(code, 107, "{bad}");
     }
 
-    max.ok(json!({"cmd": "subscribe", "channel": "chat:rust"}))
+    max.ok(json!({"cmd": "subscribe", "channel": "room:rust"}))
         .await;
     lee.rpc("chat.topic", json!({"room": "rust", "topic": "fearless"}))
         .await;

@@ -117,7 +117,7 @@ pub enum SessionOwner<'a> {
 /// A room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Room {
-    /// Its name (the channel is `chat:NAME`).
+    /// Its name (the channel is `room:NAME`).
     pub name: String,
     /// Its topic, empty for none.
     pub topic: String,

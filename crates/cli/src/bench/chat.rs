@@ -25,6 +25,8 @@ use switchboard_client::{Client, Incoming};
 use switchboard_server::auth::{self, Claims};
 use tokio::sync::{Mutex, Semaphore};
 
+use switchboard_apps::ROOM_NAMESPACE as ROOMS;
+
 use crate::args::BenchChatArgs;
 use crate::bench::connect::{Endpoint, open_ws};
 use crate::bench::measure::{self, SECS_PER_TICK};
@@ -103,9 +105,9 @@ pub(crate) async fn chat(args: BenchChatArgs) -> anyhow::Result<()> {
     }
     for (i, client) in clients.iter_mut().enumerate() {
         client
-            .result(json!({"cmd": "subscribe", "channel": format!("chat:{}", room_of(i))}))
+            .result(json!({"cmd": "subscribe", "channel": format!("{ROOMS}:{}", room_of(i))}))
             .await
-            .with_context(|| format!("subscribe to chat:{} failed", room_of(i)))?;
+            .with_context(|| format!("subscribe to {ROOMS}:{} failed", room_of(i)))?;
     }
     // Everyone is in: the join pushes of the subscriptions are not part of the window.
     tokio::time::sleep(Duration::from_millis(500)).await;
