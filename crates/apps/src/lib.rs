@@ -325,6 +325,12 @@ pub fn mount_with_store(
     if shared.options.enabled {
         server.routes(routes(shared.clone()));
         server.rpc("chat.", Arc::new(chat::Chat(shared.clone())));
+        let weak = Arc::downgrade(&shared);
+        server.metrics(move || {
+            weak.upgrade()
+                .map(|s| s.metrics.render())
+                .unwrap_or_default()
+        });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(upkeep(Arc::downgrade(&shared)));
         }

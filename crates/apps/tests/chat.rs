@@ -104,6 +104,14 @@ async fn posting_too_fast_is_refused() {
         .await;
     assert_eq!(code, 111, "{message}");
     assert_eq!(server.apps.metrics().posts_limited.get(), 1);
+    // The apps' counters are on the server's /metrics, after its own.
+    let metrics = server.get("/metrics", &[]).await;
+    let text = metrics.text();
+    assert!(
+        text.contains("switchboard_apps_posts_limited_total 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("switchboard_connections "), "{text}");
 }
 
 #[tokio::test]

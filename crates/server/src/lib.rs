@@ -149,6 +149,7 @@ pub struct Server {
     hub: Arc<hub::Hub>,
     rpc: rpc::Handlers,
     routes: axum::Router,
+    metrics: Vec<metrics::Source>,
 }
 
 impl Server {
@@ -168,6 +169,7 @@ impl Server {
             secrets,
             hub,
             routes: axum::Router::new(),
+            metrics: Vec::new(),
         })
     }
 
@@ -193,6 +195,13 @@ impl Server {
         self.routes = std::mem::take(&mut self.routes).merge(router);
     }
 
+    /// Adds an extension's metrics to `GET /metrics`: `render` is called on every scrape
+    /// and returns Prometheus text (its own `# HELP`/`# TYPE` lines, names outside the
+    /// server's `switchboard_` ones, e.g. `switchboard_apps_…`).
+    pub fn metrics(&mut self, render: impl Fn() -> String + Send + Sync + 'static) {
+        self.metrics.push(metrics::Source(Arc::new(render)));
+    }
+
     /// Serves until `shutdown` resolves, then closes every connection with 1001 and waits
     /// (bounded) for them to finish.
     pub async fn run(
@@ -206,6 +215,7 @@ impl Server {
             hub,
             rpc,
             routes,
+            metrics,
         } = self;
         let session = Arc::new(session::Context {
             verifier: auth::Verifier::new(&config.auth, &secrets.token_secret)?,
@@ -226,6 +236,7 @@ impl Server {
                 hub: hub.clone(),
                 api_key: secrets.api_key,
                 config: config.clone(),
+                extra_metrics: metrics,
             }),
         };
         // Retention runs beside the hot path, never in it.

@@ -3,6 +3,24 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+/// An extension's metrics: Prometheus text appended to `GET /metrics` on every scrape
+/// (see `Server::metrics`).
+#[derive(Clone)]
+pub struct Source(pub std::sync::Arc<dyn Fn() -> String + Send + Sync>);
+
+impl Source {
+    /// The extension's metrics now.
+    pub fn render(&self) -> String {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("metrics::Source")
+    }
+}
+
 /// A monotonically increasing counter.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);

@@ -39,6 +39,8 @@ pub(crate) struct ApiState {
     pub(crate) api_key: String,
     /// The configuration in force.
     pub(crate) config: Arc<Config>,
+    /// The extensions' metrics, rendered after the server's.
+    pub(crate) extra_metrics: Vec<crate::metrics::Source>,
 }
 
 impl FromRef<AppState> for Arc<Shared> {
@@ -104,9 +106,9 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
         store_refused: usage.refused,
         store_healthy: hub.store().health().is_ok(),
     };
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        hub.metrics().render(&readings),
-    )
-        .into_response()
+    let mut text = hub.metrics().render(&readings);
+    for source in &state.extra_metrics {
+        text.push_str(&source.render());
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
