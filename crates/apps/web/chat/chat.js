@@ -775,7 +775,11 @@ function conversation(target) {
   return target.kind === 'room' ? rooms.get(target.id) : dms.get(target.id);
 }
 
-function navItem({ label, iconNode, count, unread, currentItem, onClick, accessible }) {
+/**
+ * A sidebar entry. What the eye gets from the counts, a screen reader gets as words in
+ * the button's text (visually hidden), so its accessible name contains what is seen.
+ */
+function navItem({ label, iconNode, count, unread, currentItem, onClick, prefix }) {
   return h(
     'li',
     null,
@@ -785,13 +789,20 @@ function navItem({ label, iconNode, count, unread, currentItem, onClick, accessi
         class: `nav-item${unread ? ' unread' : ''}`,
         type: 'button',
         'aria-current': currentItem ? 'true' : null,
-        'aria-label': accessible,
         on: { click: onClick },
       },
       iconNode,
+      prefix ? h('span', { class: 'visually-hidden' }, prefix) : null,
       h('span', { class: 'name' }, label),
-      count !== null && count !== undefined ? h('span', { class: 'count', 'aria-hidden': 'true' }, h('span', { class: `presence-dot${count > 0 ? ' on' : ''}` }), String(count)) : null,
-      unread ? h('span', { class: 'badge', 'aria-hidden': 'true' }, unread > 99 ? '99+' : String(unread)) : null,
+      count !== null && count !== undefined
+        ? [
+            h('span', { class: 'count', 'aria-hidden': 'true' }, h('span', { class: `presence-dot${count > 0 ? ' on' : ''}` }), String(count)),
+            h('span', { class: 'visually-hidden' }, `, ${t('chat.a11y.online', { count })}`),
+          ]
+        : null,
+      unread
+        ? [h('span', { class: 'badge', 'aria-hidden': 'true' }, unread > 99 ? '99+' : String(unread)), h('span', { class: 'visually-hidden' }, `, ${t('chat.a11y.unread', { count: unread })}`)]
+        : null,
     ),
   );
 }
@@ -813,7 +824,6 @@ function renderSidebar() {
         count: r.online,
         unread: r.unread,
         currentItem: isCurrent('room', r.name),
-        accessible: `${r.name}, ${t('chat.a11y.online', { count: r.online })}${r.unread ? `, ${t('chat.a11y.unread', { count: r.unread })}` : ''}`,
         onClick: () => open({ kind: 'room', id: r.name }),
       }),
     ),
@@ -828,7 +838,7 @@ function renderSidebar() {
         count: r.online,
         unread: 0,
         currentItem: isCurrent('room', r.name),
-        accessible: `${t('chat.join', { room: r.name })}, ${t('chat.a11y.online', { count: r.online })}`,
+        prefix: t('chat.joinPrefix'),
         onClick: () => {
           joinRoom(r);
           open({ kind: 'room', id: r.name });
@@ -848,7 +858,6 @@ function renderSidebar() {
             count: null,
             unread: d.unread,
             currentItem: isCurrent('dm', d.user),
-            accessible: `${d.name}${d.unread ? `, ${t('chat.a11y.unread', { count: d.unread })}` : ''}`,
             onClick: () => open({ kind: 'dm', id: d.user }),
           }),
         )
@@ -902,7 +911,6 @@ function renderMembers() {
           {
             class: `member${self ? ' self' : ''}`,
             type: 'button',
-            'aria-label': self ? t('chat.member.self', { name: m.name }) : t('chat.member.dm', { name: m.name }),
             disabled: self ? true : null,
             on: {
               click: () => {
@@ -914,6 +922,7 @@ function renderMembers() {
           },
           avatar(m.user, m.name, 'avatar small'),
           h('span', { class: 'name' }, m.name),
+          self ? null : h('span', { class: 'visually-hidden' }, `, ${t('chat.member.dmHint')}`),
           m.guest ? h('span', { class: 'tag' }, t('common.guest')) : null,
           self ? h('span', { class: 'tag' }, t('chat.you')) : null,
         ),
@@ -1201,15 +1210,32 @@ onLangChange(() => {
   }
 });
 
-// #room or #@user in the address opens that conversation.
-const hash = decodeURIComponent(location.hash.slice(1));
-if (hash.startsWith('@') && hash.length > 1) {
-  ensureDm(hash.slice(1), hash.slice(1));
-  current = { kind: 'dm', id: hash.slice(1) };
-} else if (ROOM_RE.test(hash)) {
-  current = { kind: 'room', id: hash };
-  joinedNames.add(hash);
+/** #room or #@user in the address: that conversation (null when neither). */
+function fromHash() {
+  const hash = decodeURIComponent(location.hash.slice(1));
+  if (hash.startsWith('@') && hash.length > 1) {
+    ensureDm(hash.slice(1), hash.slice(1));
+    return { kind: 'dm', id: hash.slice(1) };
+  }
+  if (ROOM_RE.test(hash)) return { kind: 'room', id: hash };
+  return null;
 }
+const start = fromHash();
+if (start) {
+  current = start;
+  if (start.kind === 'room') joinedNames.add(start.id);
+}
+window.addEventListener('hashchange', async () => {
+  const target = fromHash();
+  if (!target || isCurrent(target.kind, target.id)) return;
+  if (target.kind === 'room') {
+    if (!rooms.has(target.id)) await refreshRooms();
+    const room = rooms.get(target.id);
+    if (!room) return;
+    joinRoom(room);
+  }
+  open(target);
+});
 ensureRoom({ name: 'lobby' });
 joinRoom(rooms.get('lobby'));
 renderHeader();
