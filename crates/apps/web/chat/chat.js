@@ -226,6 +226,9 @@ function ensureRoom(r) {
       online: r.online || 0,
       offset: r.offset || 0,
       read: r.read || 0,
+      // The server's read position: null until the user first opened the room (the
+      // server counts nothing unread before, and it makes the room the user's).
+      serverRead: typeof r.read === 'number' ? r.read : null,
       unread: r.unread || 0,
       joined: false,
       sub: null,
@@ -708,10 +711,14 @@ function markRead() {
   if (current.kind === 'room') {
     const room = /** @type {Room} */ (c);
     const offset = Math.max(room.latest, room.offset);
-    if (!room.joined || (offset <= room.read && room.unread === 0)) return;
+    if (!room.joined || !room.loaded) return;
+    if (room.serverRead !== null && offset <= room.serverRead && room.unread === 0) return;
     room.read = Math.max(room.read, offset);
+    room.serverRead = room.read;
     room.unread = 0;
-    sb.rpc('chat.read', { room: room.name, offset: room.read }).catch(() => {});
+    sb.rpc('chat.read', { room: room.name, offset: room.read }).catch(() => {
+      room.serverRead = null; // said again next time
+    });
   } else {
     const dm = /** @type {Dm} */ (c);
     if (dm.unread === 0 && dm.lastId === dm.readId) return;
@@ -903,18 +910,19 @@ function renderMembers() {
     els.members,
     members.map((m) => {
       const self = m.user === ME.id;
+      const canDm = !self && !ME.guest && !m.guest;
       return h(
         'li',
         null,
         h(
           'button',
           {
-            class: `member${self ? ' self' : ''}`,
+            class: `member${canDm ? '' : ' self'}`,
             type: 'button',
-            disabled: self ? true : null,
+            disabled: canDm ? null : true,
             on: {
               click: () => {
-                if (self) return;
+                if (!canDm) return;
                 ensureDm(m.user, m.name);
                 open({ kind: 'dm', id: m.user });
               },
@@ -922,7 +930,7 @@ function renderMembers() {
           },
           avatar(m.user, m.name, 'avatar small'),
           h('span', { class: 'name' }, m.name),
-          self ? null : h('span', { class: 'visually-hidden' }, `, ${t('chat.member.dmHint')}`),
+          canDm ? h('span', { class: 'visually-hidden' }, `, ${t('chat.member.dmHint')}`) : null,
           m.guest ? h('span', { class: 'tag' }, t('common.guest')) : null,
           self ? h('span', { class: 'tag' }, t('chat.you')) : null,
         ),
@@ -1045,8 +1053,9 @@ function layout() {
       els.roomList,
       els.otherHead,
       els.otherList,
-      h('div', { class: 'section-head' }, h('h2', tx('chat.dms')), iconButton(ICONS.plus, 'chat.dm.title', () => dmDialog.showModal())),
-      els.dmList,
+      // Direct conversations need an account (the server refuses guests).
+      ME.guest ? null : h('div', { class: 'section-head' }, h('h2', tx('chat.dms')), iconButton(ICONS.plus, 'chat.dm.title', () => dmDialog.showModal())),
+      ME.guest ? null : els.dmList,
     ),
     me,
   );
@@ -1172,10 +1181,13 @@ async function refreshRooms() {
   }
   for (const x of r.rooms || []) {
     const room = ensureRoom(x);
-    if (typeof x.read === 'number') room.read = Math.max(room.read, x.read);
+    if (typeof x.read === 'number') {
+      room.read = Math.max(room.read, x.read);
+      room.serverRead = Math.max(room.serverRead ?? 0, x.read);
+    }
     if (typeof x.unread === 'number') room.unread = isCurrent('room', room.name) && visible() && room.timeline.atBottom() && room.loaded ? 0 : x.unread;
     // A room read on another device counts as joined, unless left here.
-    const wanted = joinedNames.has(room.name) || room.name === 'lobby' || (typeof x.read === 'number' && x.read > 0 && !leftNames.has(room.name));
+    const wanted = joinedNames.has(room.name) || room.name === 'lobby' || (typeof x.read === 'number' && !leftNames.has(room.name));
     if (wanted && !room.joined) joinRoom(room);
   }
   for (const x of r.dms || []) {
@@ -1220,7 +1232,7 @@ function fromHash() {
   if (ROOM_RE.test(hash)) return { kind: 'room', id: hash };
   return null;
 }
-const start = fromHash();
+const start = ME.guest && location.hash.startsWith('#@') ? null : fromHash();
 if (start) {
   current = start;
   if (start.kind === 'room') joinedNames.add(start.id);

@@ -153,6 +153,10 @@ function render() {
     );
     return;
   }
+  if (info.external) {
+    replace(card, h('h1', tx('signin.heading')), h('p', { class: 'lead', ...tx('signin.external') }));
+    return;
+  }
   const { form, name } = accountForm();
   const canSignup = info.signup || !!invite;
   replace(
