@@ -516,8 +516,23 @@ describe('screenshots', () => {
       await say(p.page, text);
       await waitFor(`"${text}" on Maya's page`, async () => (await bodies(Maya.page)).includes(text));
     }
-    await Chen.page.getByLabel('Message #lobby', { exact: true }).pressSequentially('On it');
-    await waitFor('Chen typing', async () => /typing/.test(await Maya.page.locator('#typing').textContent()));
+    // Chen types on until a page shows it: "typing" goes out at most every 2.5 s, and the
+    // server drops one that follows the last within 2 s.
+    const typing = async (page) => {
+      let typed = 0;
+      await waitFor(
+        'Chen typing',
+        async () => {
+          if (Date.now() - typed > 1000) {
+            typed = Date.now();
+            await Chen.page.getByLabel('Message #lobby', { exact: true }).pressSequentially('.');
+          }
+          return /typing|输入/.test(await page.locator('#typing').textContent());
+        },
+        15000,
+      );
+    };
+    await typing(Maya.page);
     const cookies = await Maya.context.cookies();
 
     for (const [lang, locale] of [
@@ -542,19 +557,7 @@ describe('screenshots', () => {
         await waitFor('the conversation', async () => (await bodies(out.page)).length === lines.length);
         await say(Tom.page, lang === 'en' ? `Hi from the ${width}px screen` : `你好，${width}px 的屏幕`);
         await waitFor('the new message', async () => (await bodies(out.page)).length === lines.length + 1);
-        // Chen types on until the new page shows it (typing goes out at most every 2.5 s).
-        let typed = 0;
-        await waitFor(
-          'typing',
-          async () => {
-            if (Date.now() - typed > 1000) {
-              typed = Date.now();
-              await Chen.page.getByLabel('Message #lobby', { exact: true }).pressSequentially('.');
-            }
-            return /typing|输入/.test(await out.page.locator('#typing').textContent());
-          },
-          15000,
-        );
+        await typing(out.page);
         await out.page.screenshot({ path: shot('chat') });
         assert.deepEqual(out.problems, []);
         await out.context.close();

@@ -169,6 +169,7 @@ const createDialog = dialog('create-room', 'chat.create.title', [createName.fiel
   const r = await sb.rpc('chat.create', topic ? { name, topic } : { name });
   const room = ensureRoom({ name: (r && r.room && r.room.name) || (typeof r.room === 'string' ? r.room : name), topic });
   joinRoom(room);
+  claim(room);
   open({ kind: 'room', id: room.name });
   return null;
 });
@@ -277,6 +278,20 @@ function joinRoom(room) {
     },
   });
   renderSidebar();
+}
+
+/**
+ * Makes a room the user's on the server: a first read position, at the room's newest
+ * offset (joining does not make its past unread). From then on the server counts its
+ * unread messages for the user, and the room is joined on the user's other devices.
+ */
+function claim(room) {
+  if (room.serverRead !== null) return;
+  room.serverRead = room.offset;
+  room.read = Math.max(room.read, room.offset);
+  sb.rpc('chat.read', { room: room.name, offset: room.offset }).catch(() => {
+    room.serverRead = null;
+  });
 }
 
 async function leaveRoom(room) {
@@ -848,6 +863,7 @@ function renderSidebar() {
         prefix: t('chat.joinPrefix'),
         onClick: () => {
           joinRoom(r);
+          claim(r);
           open({ kind: 'room', id: r.name });
         },
       }),
@@ -1189,6 +1205,7 @@ async function refreshRooms() {
     // A room read on another device counts as joined, unless left here.
     const wanted = joinedNames.has(room.name) || room.name === 'lobby' || (typeof x.read === 'number' && !leftNames.has(room.name));
     if (wanted && !room.joined) joinRoom(room);
+    if (room.joined && (x.read === null || x.read === undefined)) claim(room);
   }
   for (const x of r.dms || []) {
     const dm = ensureDm(x.user, x.name);
