@@ -510,7 +510,7 @@ describe('screenshots', () => {
       [Chen, '早上好！我来看看新的聊天页面。'],
       [Tom, 'Looks great on my phone too.'],
       [Tom, 'Can we get the vote app next?'],
-      [Chen, 'Agreed, and the log viewer after that 👍'],
+      [Chen, 'Agreed, and the log viewer after that.'],
     ];
     for (const [p, text] of lines) {
       await say(p.page, text);

@@ -516,19 +516,19 @@ describe('recovery that cannot succeed', () => {
 
   test('more missed than history keeps: onRecoveryFailed, then live publications continue', async () => {
     const sb = client(server, { token: server.token('gone') });
-    const rec = record(sb, 'chat:busy'); // chat: keeps 100
+    const rec = record(sb, 'short:busy'); // short: keeps 100
     sb.connect();
     await until(() => rec.sub.state === 'subscribed');
-    await publishRange(server, 'chat:busy', 1, 3);
+    await publishRange(server, 'short:busy', 1, 3);
     await until(() => rec.got.length === 3);
     await server.api('disconnect', { user: 'gone' });
     await until(() => sb.readyState === CLOSED);
-    await publishRange(server, 'chat:busy', 4, 153);
+    await publishRange(server, 'short:busy', 4, 153);
     sb.connect();
     await until(() => rec.failed.length === 1, 5000, 'onRecoveryFailed');
-    assert.deepEqual(rec.failed[0], { channel: 'chat:busy', epoch: rec.pubs[0].epoch, offset: 153 });
+    assert.deepEqual(rec.failed[0], { channel: 'short:busy', epoch: rec.pubs[0].epoch, offset: 153 });
     assert.deepEqual(rec.got, [1, 2, 3], 'nothing of the incomplete recovery is delivered');
-    await publishRange(server, 'chat:busy', 154, 155);
+    await publishRange(server, 'short:busy', 154, 155);
     await until(() => rec.got.length === 5);
     assert.deepEqual(rec.got, [1, 2, 3, 154, 155]);
   });

@@ -68,7 +68,7 @@ function renderWho() {
       avatar(user.id, user.name, 'avatar small'),
       h('span', { class: 'hide-narrow' }, t('home.signedInAs', { name: user.name })),
       user.guest ? h('span', { class: 'tag', ...tx('common.guest') }) : null,
-      h('button', { class: 'btn small', type: 'button', ...tx('common.signOut'), on: { click: () => signOut('/') } }),
+      h('button', { class: 'btn small', type: 'button', on: { click: () => signOut('/') } }, icon(ICONS.out), h('span', { class: 'label', ...tx('common.signOut') })),
     );
   } else {
     replace(who, h('a', { class: 'btn small primary', href: '/signin?next=%2F', ...tx('common.signIn') }));
