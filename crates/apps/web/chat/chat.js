@@ -1,7 +1,7 @@
 // /chat: rooms, direct messages, presence, typing, unread counts kept on the server, all
 // through /switchboard.js as a user's page would use it. The server side is the apps
 // crate's `chat.*` rpc methods (docs in crates/apps): messages go through `chat.post`
-// and come back as publications on `chat:ROOM`; direct messages through `chat.dm.send`
+// and come back as publications on `room:ROOM` (the apps' namespace); direct messages through `chat.dm.send`
 // and come as private messages (the mailbox keeps them for a user who is offline).
 //
 // Rooms the user has joined are all subscribed, so their unread counts are live; the
@@ -15,6 +15,8 @@ import { me, getToken, signOut, AuthError } from '../lib/session.js';
 import { Timeline } from './timeline.js';
 
 const MAX_TEXT = 2000;
+/** A room's channel: the apps keep rooms in a namespace of their own. */
+const channelOf = (room) => `room:${room}`;
 const PAGE = 50;
 const TYPING_EVERY = 2500;
 const TYPING_SHOWN = 5000;
@@ -264,7 +266,7 @@ function joinRoom(room) {
   saveJoined();
   if (room.joined) return;
   room.joined = true;
-  room.sub = sb.subscribe(`chat:${room.name}`, {
+  room.sub = sb.subscribe(channelOf(room.name), {
     onPublication: (p) => onRoomPublication(room, p),
     onJoin: (e) => onPresence(room, e.info, 1),
     onLeave: (e) => onPresence(room, e.info, -1),
@@ -331,7 +333,7 @@ async function onRoomSubscribed(room) {
 
 async function loadRoomHistory(room) {
   try {
-    const hist = await sb.history(`chat:${room.name}`, { limit: PAGE });
+    const hist = await sb.history(channelOf(room.name), { limit: PAGE });
     const items = hist.publications.filter((p) => p.data && p.data.type === 'message').map((p) => roomItem(p));
     room.loaded = true;
     room.latest = Math.max(room.latest, hist.offset || 0);
@@ -367,7 +369,7 @@ async function loadOlderRoom(room) {
   if (room.oldest === null || room.complete) return;
   room.timeline.setEdge({ canLoadOlder: true, loading: true, start: null });
   try {
-    const hist = await sb.history(`chat:${room.name}`, { before: room.oldest, limit: PAGE });
+    const hist = await sb.history(channelOf(room.name), { before: room.oldest, limit: PAGE });
     if (hist.publications.length) room.oldest = hist.publications[0].offset;
     room.complete = hist.publications.length < PAGE;
     const items = hist.publications.filter((p) => p.data && p.data.type === 'message').map((p) => roomItem(p));
