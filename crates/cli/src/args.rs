@@ -35,6 +35,69 @@ pub(crate) enum Command {
     Echo(EchoArgs),
     /// Load-test a server.
     Bench(BenchArgs),
+    /// Accounts of the built-in apps (kept in DATA_DIR/apps.db; the server may be
+    /// running).
+    User(UserArgs),
+    /// Invites to create an account of the built-in apps.
+    Invite(InviteArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct UserArgs {
+    #[command(subcommand)]
+    pub(crate) command: UserCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum UserCommand {
+    /// Create an account; the password is read from standard input (one line), or asked
+    /// for twice at a terminal.
+    Add {
+        #[command(flatten)]
+        source: ConfigSource,
+        /// The name (2-32 letters, digits, `_`, `-`, `.`).
+        name: String,
+        /// Make it an administrator.
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Set an account's password (read like `user add` reads it); its sessions end.
+    Passwd {
+        #[command(flatten)]
+        source: ConfigSource,
+        /// The account's name.
+        name: String,
+    },
+    /// List the accounts: name, role, creation time.
+    List {
+        #[command(flatten)]
+        source: ConfigSource,
+    },
+    /// Remove an account and its sessions.
+    Remove {
+        #[command(flatten)]
+        source: ConfigSource,
+        /// The account's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct InviteArgs {
+    #[command(subcommand)]
+    pub(crate) command: InviteCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum InviteCommand {
+    /// Create a one-time invite and print its link.
+    Create {
+        #[command(flatten)]
+        source: ConfigSource,
+        /// The account it creates is an administrator.
+        #[arg(long)]
+        admin: bool,
+    },
 }
 
 /// Where the configuration comes from; shared by every command that reads it.
@@ -202,6 +265,9 @@ pub(crate) enum BenchCommand {
     /// Hostile load (sessions that never authenticate, or bodies without a key or that
     /// never come) from 127.0.0.2 and up, while a legitimate client keeps connecting.
     Flood(BenchFloodArgs),
+    /// The built-in chat: U users in R rooms, each typing and posting a message every
+    /// interval; reports deliveries per second, latency and the server's CPU.
+    Chat(BenchChatArgs),
 }
 
 /// What `bench flood` attacks with.
@@ -380,4 +446,40 @@ pub(crate) struct BenchIdleArgs {
     /// Seconds to hold the connections once open (default: until ctrl-c or SIGTERM).
     #[arg(long)]
     pub(crate) hold: Option<f64>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchChatArgs {
+    #[command(flatten)]
+    pub(crate) source: ConfigSource,
+    /// The server's WebSocket URL (its token secret mints the users' tokens).
+    #[arg(long, default_value = "ws://127.0.0.1:8000/ws")]
+    pub(crate) url: String,
+    /// Users, each on one WebSocket connection.
+    #[arg(long, default_value_t = 2000)]
+    pub(crate) users: usize,
+    /// Rooms (`bench-0`…), the users spread evenly over them.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) rooms: usize,
+    /// Seconds between two messages of one user.
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) interval: f64,
+    /// Seconds of the measured window.
+    #[arg(long, default_value_t = 30.0)]
+    pub(crate) duration: f64,
+    /// Bytes of text in each message (besides its time mark).
+    #[arg(long, default_value_t = 40)]
+    pub(crate) size: usize,
+    /// Post without the `chat.typing` call before each message.
+    #[arg(long)]
+    pub(crate) no_typing: bool,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 128)]
+    pub(crate) connect_concurrency: usize,
+    /// PID of the server, for its CPU time and RSS.
+    #[arg(long)]
+    pub(crate) server_pid: Option<u32>,
+    /// Worker threads of the load client (0: one per core).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) threads: usize,
 }

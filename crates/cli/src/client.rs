@@ -111,6 +111,7 @@ pub(crate) fn token(args: TokenArgs) -> anyhow::Result<()> {
         exp: auth::now_secs() + ttl.as_secs(),
         info,
         channels: args.channels,
+        roles: Vec::new(),
     };
     let token = minter.mint(&claims)?;
     writeln!(std::io::stdout(), "{token}")?;
@@ -377,6 +378,7 @@ impl Auth {
                 // Whoever holds the secret may mint anything; this lets `sub` reach
                 // private channels too.
                 channels: vec![channel.to_owned()],
+                roles: Vec::new(),
             })?),
             Auth::Anonymous => None,
         })

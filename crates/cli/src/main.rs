@@ -5,6 +5,7 @@
 //! - `args`: the clap definitions.
 //! - `serve`: `switchboard serve` and configuration loading.
 //! - `client`: `switchboard token`, `sub`, `pub` and `config init`.
+//! - `accounts`: `switchboard user` and `invite`, the built-in apps' accounts.
 //! - `echo`: `switchboard echo`, a WebSocket echo server for conformance suites and
 //!   diagnostics.
 //! - `bench/`: `switchboard bench echo`, `fanout`, `idle` and `flood`, load clients that
@@ -12,6 +13,7 @@
 //! - `logger`: log output through a bounded queue and a thread of its own, so that a
 //!   full disk or an unread pipe on stderr never stops or kills the server.
 
+mod accounts;
 mod args;
 mod bench;
 mod client;
@@ -24,7 +26,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use args::{Args, BenchCommand, Command, ConfigCommand};
+use args::{Args, BenchCommand, Command, ConfigCommand, InviteCommand};
 
 /// mimalloc rather than glibc's malloc: a publication's path allocates small, short-lived
 /// buffers (JSON, frames, SQLite's statement work), and glibc's free-list upkeep was about
@@ -82,6 +84,11 @@ fn run(args: Args) -> anyhow::Result<()> {
                 runtime(opts.conn.threads)?.block_on(bench::idle::idle(opts))
             }
             BenchCommand::Flood(opts) => runtime(opts.threads)?.block_on(bench::flood::flood(opts)),
+            BenchCommand::Chat(opts) => runtime(opts.threads)?.block_on(bench::chat::chat(opts)),
+        },
+        Command::User(user) => accounts::user(user.command),
+        Command::Invite(invite) => match invite.command {
+            InviteCommand::Create { source, admin } => accounts::invite(&source, admin),
         },
     }
 }

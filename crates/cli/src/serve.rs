@@ -3,6 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{Context, anyhow, bail};
+use switchboard_apps::AppsOptions;
 use switchboard_server::Config;
 use switchboard_server::config::{StoreKind, TokenAlgorithm, address};
 use switchboard_server::secrets::{self, Kind, Secrets};
@@ -41,7 +42,16 @@ fn env_bool(name: &str) -> anyhow::Result<Option<bool>> {
 /// SWITCHBOARD_LISTEN is applied here, so `sub` and `pub` find the server too.
 pub(crate) fn load_config(source: &ConfigSource) -> anyhow::Result<Config> {
     let mut config = match &source.config {
-        Some(path) => Config::from_file(path)?,
+        Some(path) => match read_apps_table(path)? {
+            // `[apps]` belongs to the apps, not to the server's configuration, which
+            // refuses keys it does not know: the rest is read without it.
+            Some((_, rest)) => {
+                let rest = toml::to_string(&rest)
+                    .with_context(|| format!("{}: cannot read it", path.display()))?;
+                Config::from_toml(&rest).map_err(|e| anyhow!("{}: {e}", path.display()))?
+            }
+            None => Config::from_file(path)?,
+        },
         None => Config::default(),
     };
     if let Some(dir) = &source.data_dir {
@@ -66,6 +76,30 @@ pub(crate) fn load_config(source: &ConfigSource) -> anyhow::Result<Config> {
         }
     }
     Ok(config)
+}
+
+/// The `[apps]` table of a configuration file, and the rest; `None` when it has none.
+fn read_apps_table(path: &std::path::Path) -> anyhow::Result<Option<(toml::Value, toml::Table)>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the configuration {}", path.display()))?;
+    // Not TOML at all: the server's own reading says what is wrong, with the line.
+    let Ok(mut table) = text.parse::<toml::Table>() else {
+        return Ok(None);
+    };
+    Ok(table.remove("apps").map(|apps| (apps, table)))
+}
+
+/// The built-in apps' settings: `[apps]` in the configuration file, else the defaults.
+pub(crate) fn load_apps(source: &ConfigSource) -> anyhow::Result<AppsOptions> {
+    let Some(path) = &source.config else {
+        return Ok(AppsOptions::default());
+    };
+    match read_apps_table(path)? {
+        Some((apps, _)) => {
+            AppsOptions::from_value(apps).map_err(|e| anyhow!("{}: {e}", path.display()))
+        }
+        None => Ok(AppsOptions::default()),
+    }
 }
 
 /// Loads the secrets and tells the operator about any that were just generated.
@@ -107,10 +141,14 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(store) = args.store {
         config.store = store;
     }
+    let apps = load_apps(&args.source)?;
+    if apps.enabled {
+        switchboard_apps::configure(&mut config);
+    }
     config.validate()?;
     let shutdown = crate::shutdown_signal();
     // Said before the placeholder below takes the token secret's place.
-    let mut block = StartUp::new(&args.source, &config);
+    let mut block = StartUp::new(&args.source, &config, apps.enabled);
     // RS256 and ES256 verify with a public key and use no token secret, but the server
     // crate would generate one into the data directory: a random value that is never
     // written takes its place, so no unused secret file appears or is named.
@@ -124,9 +162,15 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    block.addr = Some(listener.local_addr()?);
+    let addr = listener.local_addr()?;
+    block.addr = Some(addr);
+    let mut server = switchboard_server::Server::new(config, secrets, store)?;
+    if apps.enabled {
+        let mounted = switchboard_apps::mount(&mut server, apps)?;
+        block.apps(&mounted);
+    }
     crate::say!("{block}");
-    switchboard_server::run_with_store(listener, config, secrets, store, shutdown).await?;
+    server.run(listener, shutdown).await?;
     Ok(())
 }
 
@@ -150,7 +194,7 @@ struct StartUp {
 }
 
 impl StartUp {
-    fn new(source: &ConfigSource, config: &Config) -> StartUp {
+    fn new(source: &ConfigSource, config: &Config, apps: bool) -> StartUp {
         let dir = config.data_dir.display();
         let file = source.config.as_ref().map(|f| f.display().to_string());
         // Where a secret comes from: the variable, the file, or the data directory.
@@ -221,9 +265,41 @@ impl StartUp {
             }
         }
         served.extend(["/api/* (X-API-Key)", "/health", "/metrics"]);
-        lines.push(("serves", format!("{}; nothing at / yet", served.join(", "))));
+        let pages = if apps {
+            "; the apps at / (home), /signin, /chat"
+        } else {
+            "; nothing at / (apps.enabled = false)"
+        };
+        lines.push(("serves", format!("{}{pages}", served.join(", "))));
         lines.push(("a token", mint));
         StartUp { addr: None, lines }
+    }
+}
+
+impl StartUp {
+    /// What the apps say at start-up: who may sign up, and the first admin's link.
+    fn apps(&mut self, apps: &switchboard_apps::Apps) {
+        let accounts = if apps.external_tokens() {
+            "tokens from your backend only (apps.external_tokens_only or RS256/ES256)".into()
+        } else {
+            let signup = if apps.signup_open() {
+                "open sign-up (a loopback address, or apps.signup = \"open\")"
+            } else {
+                "by invitation (switchboard invite create)"
+            };
+            format!("{signup}; apps.db in the data directory")
+        };
+        self.lines.push(("accounts", accounts));
+        if let (Some(code), Some(addr)) = (apps.first_admin_invite(), self.addr) {
+            self.lines.push((
+                "first admin",
+                format!(
+                    "http://{}{} (one use: it creates the first administrator)",
+                    connect_addr(addr),
+                    switchboard_apps::invite_path(code)
+                ),
+            ));
+        }
     }
 }
 

@@ -154,3 +154,43 @@ fn bench_flood_leaves_legitimate_clients_in() {
     assert_eq!(report["legit_failed"], 0, "{report}");
     assert!(report["legit_ok"].as_u64() >= Some(15), "{report}");
 }
+
+/// `bench chat` against the built-in chat app: every message reaches every member of its
+/// room, typing calls succeed, nothing is refused.
+#[test]
+fn bench_chat_delivers_every_message_to_its_room() {
+    let tmp = TempDir::new("bench-chat");
+    let server = Server::serve(&tmp.0);
+    let (status, stdout, stderr) = run(&[
+        "bench",
+        "chat",
+        "--url",
+        &server.ws_url(),
+        "--data-dir",
+        tmp.path(),
+        "--users",
+        "24",
+        "--rooms",
+        "4",
+        "--interval",
+        "1",
+        "--duration",
+        "2",
+        "--server-pid",
+        &server.proc.child.id().to_string(),
+    ]);
+    assert!(status.success(), "{status}\n{stderr}");
+    let report = json(stdout.lines().last().unwrap_or_default());
+    // 24 users post twice in 2 s; each message reaches the 6 members of its room.
+    assert_eq!(report["posted"], 48, "{report}");
+    assert_eq!(report["expected"], 288, "{report}");
+    assert_eq!(report["delivered"], 288, "{report}");
+    assert_eq!(report["post_errors"], 0, "{report}");
+    assert_eq!(report["typing_errors"], 0, "{report}");
+    assert_eq!(report["connections_ended"], 0, "{report}");
+    assert!(report["typing_delivered"].as_u64() > Some(0), "{report}");
+    assert!(
+        report["server_cpu_us_per_delivery"].as_f64() > Some(0.0),
+        "{report}"
+    );
+}

@@ -420,7 +420,7 @@ async fn restart_continues_epochs_offsets_and_mailboxes() {
         let key = api_key(&data);
         let mut epoch = String::new();
         for n in 1..=3 {
-            let body = json!({"channel": "chat:room", "data": {"n": n}});
+            let body = json!({"channel": "vote:room", "data": {"n": n}});
             let at = api_ok(&server.addr, &key, "publish", &body).await;
             assert_eq!(at["offset"], n, "{at}");
             if n == 1 {
@@ -441,14 +441,14 @@ async fn restart_continues_epochs_offsets_and_mailboxes() {
         let (mut alice, _) = Ws::connect(&server.addr, &token(&data, "alice")).await;
         let recover = json!({"offset": 3, "epoch": epoch});
         let subscribed = alice
-            .ok(json!({"cmd": "subscribe", "channel": "chat:room", "recover": recover}))
+            .ok(json!({"cmd": "subscribe", "channel": "vote:room", "recover": recover}))
             .await;
         assert_eq!(subscribed["recovered"], true, "{subscribed}");
         assert_eq!(subscribed["epoch"], epoch, "{subscribed}");
         assert_eq!(subscribed["offset"], 3, "{subscribed}");
         assert!(subscribed.get("publications").is_none(), "{subscribed}");
         let at = alice
-            .ok(json!({"cmd": "publish", "channel": "chat:room", "data": {"n": 4}}))
+            .ok(json!({"cmd": "publish", "channel": "vote:room", "data": {"n": 4}}))
             .await;
         assert_eq!(at, json!({"offset": 4, "epoch": epoch}));
         // What was published before the restart is still history.
@@ -456,7 +456,7 @@ async fn restart_continues_epochs_offsets_and_mailboxes() {
             &server.addr,
             &key,
             "history",
-            &json!({"channel": "chat:room"}),
+            &json!({"channel": "vote:room"}),
         )
         .await;
         let kept: Vec<(u64, u64)> = history["publications"]
@@ -711,7 +711,7 @@ async fn memory_store_is_selectable() {
         let data = tmp.join("data");
         let server = Server::serve_with(&data, &["--store", "memory"]);
         let key = api_key(&data);
-        let body = json!({"channel": "chat:room", "data": {"n": 1}});
+        let body = json!({"channel": "vote:room", "data": {"n": 1}});
         let first = api_ok(&server.addr, &key, "publish", &body).await;
         assert_eq!(first["offset"], 1, "{first}");
         let second = api_ok(&server.addr, &key, "publish", &body).await;
@@ -722,7 +722,7 @@ async fn memory_store_is_selectable() {
             &server.addr,
             &key,
             "history",
-            &json!({"channel": "chat:room"}),
+            &json!({"channel": "vote:room"}),
         )
         .await;
         assert_eq!(history["publications"].as_array().map(Vec::len), Some(2));
@@ -734,7 +734,7 @@ async fn memory_store_is_selectable() {
             &server.addr,
             &key,
             "history",
-            &json!({"channel": "chat:room"}),
+            &json!({"channel": "vote:room"}),
         )
         .await;
         assert_eq!(history["offset"], 0, "{history}");
@@ -742,7 +742,7 @@ async fn memory_store_is_selectable() {
         let (mut ws, _) = Ws::connect(&server.addr, &token(&data, "alice")).await;
         let recover = json!({"offset": 2, "epoch": epoch});
         let subscribed = ws
-            .ok(json!({"cmd": "subscribe", "channel": "chat:room", "recover": recover}))
+            .ok(json!({"cmd": "subscribe", "channel": "vote:room", "recover": recover}))
             .await;
         assert_eq!(subscribed["recovered"], false, "{subscribed}");
         assert_ne!(
@@ -750,7 +750,7 @@ async fn memory_store_is_selectable() {
             "continuity is lost: a new epoch"
         );
         let at = ws
-            .ok(json!({"cmd": "publish", "channel": "chat:room", "data": {"n": 1}}))
+            .ok(json!({"cmd": "publish", "channel": "vote:room", "data": {"n": 1}}))
             .await;
         assert_eq!(at["offset"], 1, "{at}");
         assert_eq!(at["epoch"], subscribed["epoch"], "{at}");

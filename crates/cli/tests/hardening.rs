@@ -136,11 +136,11 @@ async fn busy_work(addr: &str, data: &Path) {
     let key = api_key(data);
     for round in 0..20 {
         let (mut ws, _) = Ws::connect(addr, &token(data, &format!("user{round}"))).await;
-        ws.ok(json!({"cmd": "subscribe", "channel": "chat:noisy"}))
+        ws.ok(json!({"cmd": "subscribe", "channel": "vote:noisy"}))
             .await;
-        ws.ok(json!({"cmd": "publish", "channel": "chat:noisy", "data": {"n": round}}))
+        ws.ok(json!({"cmd": "publish", "channel": "vote:noisy", "data": {"n": round}}))
             .await;
-        let body = json!({"channel": "chat:noisy", "data": {"api": round}});
+        let body = json!({"channel": "vote:noisy", "data": {"api": round}});
         api_ok(addr, &key, "publish", &body).await;
         let refused = http(
             addr,

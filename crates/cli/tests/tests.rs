@@ -2,7 +2,7 @@
 //! over real sockets on 127.0.0.1, one test binary (STYLE.md §3.12).
 //!
 //! - `bench`: `bench fanout` and `bench idle` over WebSocket, SSE and long polling;
-//!   `bench flood`.
+//!   `bench flood`; `bench chat` against the built-in chat.
 //! - `cli`: `echo`, `bench echo`, `sub`, `pub`, `token`, `config init`, and what `serve`
 //!   says and generates at start-up.
 //! - `durability`: what the SQLite store keeps across `kill -9` and restarts (issue 4),

@@ -70,6 +70,7 @@ pub(crate) fn token(user: &str, ttl: i64) -> String {
         exp: now_secs().saturating_add_signed(ttl),
         info: None,
         channels: vec![],
+        roles: Vec::new(),
     };
     mint(TOKEN_SECRET, &claims).expect("mint")
 }

@@ -28,6 +28,10 @@ pub struct Claims {
     /// Private channels the user may subscribe to (exact names).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<String>,
+    /// Roles (`admin`…), for the server's extensions and the `rpc` backend to check; the
+    /// hub itself grants nothing by them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
 }
 
 /// A verified token.
@@ -39,6 +43,8 @@ pub struct Identity {
     pub info: Option<Arc<RawValue>>,
     /// Private channels allowed.
     pub channels: Vec<String>,
+    /// Roles, as the token's `roles` claim lists them.
+    pub roles: Vec<String>,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
 }
@@ -149,6 +155,7 @@ impl Verifier {
             user: claims.sub,
             info: claims.info.map(Arc::from),
             channels: claims.channels,
+            roles: claims.roles,
             exp: claims.exp,
         })
     }
@@ -248,6 +255,7 @@ mod tests {
             exp,
             info: Some(RawValue::from_string(r#"{"name":"Alice"}"#.into()).unwrap()),
             channels: vec!["chat:secret".into()],
+            roles: Vec::new(),
         }
     }
 

@@ -49,6 +49,8 @@ pub struct Config {
     pub limits: Limits,
     /// Which transports are served.
     pub transports: Transports,
+    /// The `rpc` command: where methods no extension of the server handles are sent.
+    pub rpc: RpcConfig,
     /// Offline mailbox limits.
     pub mailbox: MailboxConfig,
     /// Budgets of the store (disk, or memory with `store = "memory"`) and of the hub's
@@ -74,6 +76,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             limits: Limits::default(),
             transports: Transports::default(),
+            rpc: RpcConfig::default(),
             mailbox: MailboxConfig::default(),
             storage: StorageConfig::default(),
             default_namespace: NamespaceOptions::default(),
@@ -298,6 +301,38 @@ impl Default for Limits {
     }
 }
 
+/// The `rpc` command's proxy (`[rpc]`): methods that no extension of the server claims
+/// are POSTed to the application's backend, so a Flask or Django app answers client calls
+/// without hosting WebSockets (see docs/protocol.md, `rpc`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RpcConfig {
+    /// The backend's endpoint, `http://HOST:PORT/PATH`. Default none: such methods get
+    /// error 104.
+    pub proxy_url: Option<String>,
+    /// How long a call may take, the backend's answer included; then error 100.
+    /// Default 5 s.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Bytes of the backend's answer read at most; a longer one is error 100. Default
+    /// 1 MiB.
+    pub max_response_bytes: usize,
+    /// Calls to the backend in flight at once over the whole server; a call past it
+    /// waits (within `timeout`). Default 64.
+    pub max_concurrent: usize,
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        RpcConfig {
+            proxy_url: None,
+            timeout: Duration::from_secs(5),
+            max_response_bytes: 1 << 20,
+            max_concurrent: 64,
+        }
+    }
+}
+
 /// Which transports the server answers. A disabled one's endpoint answers 404, as if it
 /// did not exist: the way to test a client against a proxy that blocks it.
 #[derive(Debug, Clone, Deserialize)]
@@ -460,6 +495,20 @@ impl Config {
                 "namespace {:?} is defined twice",
                 dup.name
             )));
+        }
+        let rpc = &self.rpc;
+        if let Some(url) = &rpc.proxy_url {
+            let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+            if scheme.as_deref() != Some("http") {
+                return Err(Error::Config(format!(
+                    "rpc.proxy_url {url:?} must be an http:// URL (the backend's endpoint)"
+                )));
+            }
+        }
+        if rpc.timeout.is_zero() || rpc.max_concurrent == 0 || rpc.max_response_bytes == 0 {
+            return Err(Error::Config(
+                "rpc.timeout, rpc.max_concurrent and rpc.max_response_bytes must be above 0".into(),
+            ));
         }
         let l = &self.limits;
         for (name, value) in [

@@ -162,6 +162,9 @@ client_errors! {
     /// 118: the server, or this user, has as many connections as allowed; the
     /// connection is closed (1013) and may retry later.
     connection_limit = ConnectionLimit = 118, http 503;
+    /// 119: an `rpc` method's handler (an extension of the server, or the application's
+    /// backend behind `rpc.proxy_url`) refused the call or failed; the message is its own.
+    rpc_failed = RpcFailed = 119, http 400;
 }
 
 impl serde::Serialize for ErrorCode {

@@ -1,8 +1,9 @@
 //! Switchboard's server: a pub/sub hub that browsers reach over WebSocket (or SSE and
 //! polling) and backends drive over HTTP.
 //!
-//! The façade is [`run`] / [`run_with_store`] with a [`Config`] and [`secrets::Secrets`],
-//! and [`open_store`]; the public modules are what the binary and the tests use: the
+//! The façade is [`Server`] (built from a [`Config`], [`secrets::Secrets`] and a store from
+//! [`open_store`]; extended with `rpc` handlers and routes; then run), or [`run`] /
+//! [`run_with_store`] for a plain server; the public modules are what the binary and the tests use: the
 //! configuration, errors, tokens, secrets, the protocol's types, the storage engines and
 //! the metrics. Everything else is private to the crate.
 //!
@@ -25,7 +26,10 @@
 //! - `transport`: WebSocket, SSE and polling (HTTP sessions with their replay buffer), the
 //!   Origin check;
 //! - `http`: the routes, the Host check, the server API, health, metrics, the browser
-//!   library's assets.
+//!   library's assets;
+//! - [`rpc`] (the `rpc` command's handlers and its HTTP proxy to the application's
+//!   backend) and [`Node`] (the hub as the server's extensions see it), the extension
+//!   points; [`Server`] puts everything together.
 
 pub mod auth;
 pub mod config;
@@ -35,12 +39,14 @@ pub mod engine;
 pub mod error;
 pub mod metrics;
 pub mod protocol;
+pub mod rpc;
 pub mod secrets;
 
 mod admission;
 mod http;
 mod hub;
 mod net;
+mod node;
 mod outbox;
 mod rate;
 mod session;
@@ -58,6 +64,7 @@ use tracing::{debug, info, warn};
 
 pub use config::Config;
 pub use error::{Error, Result};
+pub use node::{HistoryRequest, Node, PublishOptions};
 
 /// Name of the SQLite database in the data directory.
 pub const DATABASE_FILE: &str = "switchboard.db";
@@ -117,74 +124,155 @@ pub async fn run_with_store(
     store: Arc<dyn engine::Store>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    config.validate()?;
-    let config = Arc::new(config);
-    let metrics = Arc::new(metrics::Metrics::default());
-    let hub = Arc::new(hub::Hub::new(config.clone(), metrics, store));
-    let session = Arc::new(session::Context {
-        verifier: auth::Verifier::new(&config.auth, &secrets.token_secret)?,
-        admission: admission::Admission::new(&config.limits, hub.metrics().clone()),
-        config: config.clone(),
-        hub: hub.clone(),
-    });
-    let transports = Arc::new(transport::Shared {
-        session,
-        http_sessions: Default::default(),
-        shutdown: CancellationToken::new(),
-        tracker: TaskTracker::new(),
-    });
-    let state = http::AppState {
-        transports: transports.clone(),
-        api: Arc::new(http::ApiState {
-            hub: hub.clone(),
-            api_key: secrets.api_key,
-            config: config.clone(),
-        }),
-    };
-    // Retention runs beside the hot path, never in it.
-    let sweeper = {
-        let hub = hub.clone();
-        let stop = transports.shutdown.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {
-                        hub.sweep();
-                        if let Err(err) = hub.store().sweep().await {
-                            warn!(cause = %err, "store retention failed");
-                        }
-                    }
-                    _ = stop.cancelled() => return,
-                }
-            }
-        })
-    };
-    // The binary announces the address in its start-up block; this is for embedders.
-    debug!(addr = %listener.local_addr()?, "switchboard listening");
-    let (token, hub_at_stop) = (transports.shutdown.clone(), hub.clone());
-    let stop = async move {
-        shutdown.await;
-        // Connections opening from now on see the token; those already open are told.
-        token.cancel();
-        hub_at_stop.disconnect_all(error::close::SHUTDOWN, "server shutting down");
-    };
-    net::listen::serve(
-        listener,
-        http::router(state),
-        &config.limits,
-        hub.metrics().clone(),
-        stop,
-    )
-    .await;
-    info!("shutting down: closing connections");
-    transports.tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, transports.tracker.wait())
+    Server::new(config, secrets, store)?
+        .run(listener, shutdown)
         .await
-        .is_err()
-    {
-        warn!("some connections did not close in time");
+}
+
+/// A server built and not yet serving: the place to add extensions (`rpc` handlers,
+/// routes) before [`Server::run`]. [`Server::node`] is the extensions' handle on the hub.
+///
+/// ```no_run
+/// # async fn example(config: switchboard_server::Config, secrets: switchboard_server::secrets::Secrets) -> switchboard_server::Result<()> {
+/// let store = switchboard_server::open_store(&config)?;
+/// let mut server = switchboard_server::Server::new(config, secrets, store)?;
+/// let node = server.node(); // publish, send, presence… from the extension's code
+/// server.routes(axum::Router::new().route("/hello", axum::routing::get(|| async { "hi" })));
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+/// server.run(listener, std::future::pending()).await
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Server {
+    config: Arc<Config>,
+    secrets: secrets::Secrets,
+    hub: Arc<hub::Hub>,
+    rpc: rpc::Handlers,
+    routes: axum::Router,
+}
+
+impl Server {
+    /// Checks the configuration and builds the hub over `store`.
+    pub fn new(
+        config: Config,
+        secrets: secrets::Secrets,
+        store: Arc<dyn engine::Store>,
+    ) -> Result<Server> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let metrics = Arc::new(metrics::Metrics::default());
+        let hub = Arc::new(hub::Hub::new(config.clone(), metrics, store));
+        Ok(Server {
+            rpc: rpc::Handlers::new(&config.rpc)?,
+            config,
+            secrets,
+            hub,
+            routes: axum::Router::new(),
+        })
     }
-    sweeper.abort();
-    Ok(())
+
+    /// The extensions' handle on the hub.
+    pub fn node(&self) -> Node {
+        Node {
+            hub: self.hub.clone(),
+            config: self.config.clone(),
+            token_secret: Arc::from(self.secrets.token_secret.as_str()),
+        }
+    }
+
+    /// Answers every `rpc` method that starts with `prefix` with `handler` (the longest
+    /// matching prefix wins; see [`rpc`]).
+    pub fn rpc(&mut self, prefix: &str, handler: Arc<dyn rpc::RpcHandler>) {
+        self.rpc.add(prefix, handler);
+    }
+
+    /// Adds routes beside the server's own, behind the same Host check. A path the
+    /// server already serves (`/ws`, `/api/…`) cannot be taken: the merge panics at start,
+    /// as axum's does.
+    pub fn routes(&mut self, router: axum::Router) {
+        self.routes = std::mem::take(&mut self.routes).merge(router);
+    }
+
+    /// Serves until `shutdown` resolves, then closes every connection with 1001 and waits
+    /// (bounded) for them to finish.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let Server {
+            config,
+            secrets,
+            hub,
+            rpc,
+            routes,
+        } = self;
+        let session = Arc::new(session::Context {
+            verifier: auth::Verifier::new(&config.auth, &secrets.token_secret)?,
+            admission: admission::Admission::new(&config.limits, hub.metrics().clone()),
+            config: config.clone(),
+            hub: hub.clone(),
+            rpc: Arc::new(rpc),
+        });
+        let transports = Arc::new(transport::Shared {
+            session,
+            http_sessions: Default::default(),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        });
+        let state = http::AppState {
+            transports: transports.clone(),
+            api: Arc::new(http::ApiState {
+                hub: hub.clone(),
+                api_key: secrets.api_key,
+                config: config.clone(),
+            }),
+        };
+        // Retention runs beside the hot path, never in it.
+        let sweeper = {
+            let hub = hub.clone();
+            let stop = transports.shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            hub.sweep();
+                            if let Err(err) = hub.store().sweep().await {
+                                warn!(cause = %err, "store retention failed");
+                            }
+                        }
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            })
+        };
+        // The binary announces the address in its start-up block; this is for embedders.
+        debug!(addr = %listener.local_addr()?, "switchboard listening");
+        let (token, hub_at_stop) = (transports.shutdown.clone(), hub.clone());
+        let stop = async move {
+            shutdown.await;
+            // Connections opening from now on see the token; those already open are told.
+            token.cancel();
+            hub_at_stop.disconnect_all(error::close::SHUTDOWN, "server shutting down");
+        };
+        net::listen::serve(
+            listener,
+            http::router(state, routes),
+            &config.limits,
+            hub.metrics().clone(),
+            stop,
+        )
+        .await;
+        info!("shutting down: closing connections");
+        transports.tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, transports.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("some connections did not close in time");
+        }
+        sweeper.abort();
+        Ok(())
+    }
 }

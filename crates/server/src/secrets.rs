@@ -9,8 +9,9 @@ use base64::Engine;
 use crate::config::Config;
 use crate::error::{Error, Result};
 
-/// The secrets in force, and which files were just generated.
-#[derive(Debug, Clone)]
+/// The secrets in force, and which files were just generated. Its `Debug` shows neither
+/// secret, so that no log line or panic message can carry one.
+#[derive(Clone)]
 pub struct Secrets {
     /// The server API key.
     pub api_key: String,
@@ -18,6 +19,16 @@ pub struct Secrets {
     pub token_secret: String,
     /// Files created on this start (to tell the operator where they are).
     pub generated: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field("api_key", &"<redacted>")
+            .field("token_secret", &"<redacted>")
+            .field("generated", &self.generated)
+            .finish()
+    }
 }
 
 /// Name of the API key file in the data directory.

@@ -74,6 +74,7 @@ async fn bad_token_is_refused_with_101_and_4001() {
                 exp: switchboard_server::auth::now_secs() + 60,
                 info: None,
                 channels: vec![],
+                roles: Vec::new(),
             },
         )
         .unwrap(),

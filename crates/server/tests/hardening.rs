@@ -566,6 +566,7 @@ async fn data_json_values_cannot_hold_passes_through_untouched() {
         exp: switchboard_server::auth::now_secs() + 3600,
         info: Some(serde_json::value::RawValue::from_string(info.into()).expect("raw")),
         channels: vec![],
+        roles: Vec::new(),
     };
     let token = mint(TOKEN_SECRET, &claims).expect("mint");
     // A raw peer: these frames are not for serde_json::Value on this side either.
@@ -698,6 +699,7 @@ async fn an_exp_that_overflows_in_milliseconds_stays_connected() {
         exp: 18_446_744_073_709_552,
         info: None,
         channels: vec![],
+        roles: Vec::new(),
     };
     let mut client = Client::connect(
         server.addr,

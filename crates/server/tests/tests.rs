@@ -14,11 +14,14 @@
 //! - `sse`: sessions over Server-Sent Events, resuming with `Last-Event-ID`.
 //! - `hardening`: issue 10, one test per point: connection slots, deadlines, budgets,
 //!   quotas, the Host check, raw JSON, refresh, session take-over, `close`, join/leave.
+//! - `extensions`: the extension points: `rpc` (handlers by prefix, the proxy to a
+//!   backend), history paging backwards on every transport, ephemeral publications.
 //! - `poll`: long and short polling; what every HTTP transport shares (Origin, CORS, body
 //!   size, transports switched off); recovery on a new session.
 
 mod api;
 mod connect;
+mod extensions;
 mod hardening;
 mod history;
 mod mailbox;

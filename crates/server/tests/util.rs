@@ -55,6 +55,49 @@ pub(crate) async fn start_with_store(
     start_inner(tweak, Some(store)).await
 }
 
+/// [`start`], with `extend` given the server before it runs (to register `rpc` handlers,
+/// add routes, keep its [`switchboard_server::Node`]).
+pub(crate) async fn start_extended(
+    tweak: impl FnOnce(&mut Config),
+    extend: impl FnOnce(&mut switchboard_server::Server),
+) -> Server {
+    let data_dir =
+        std::env::temp_dir().join(format!("sb-server-test-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&data_dir).expect("create the data dir");
+    let mut config = Config {
+        data_dir: data_dir.clone(),
+        ..Config::default()
+    };
+    tweak(&mut config);
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local_addr");
+    let store = switchboard_server::open_store(&config).expect("open the store");
+    let mut server =
+        switchboard_server::Server::new(config, secrets(), store).expect("build the server");
+    extend(&mut server);
+    let (tx, rx) = oneshot::channel::<()>();
+    let stop = async {
+        let _ = rx.await;
+    };
+    Server {
+        addr,
+        shutdown: Some(tx),
+        task: Some(tokio::spawn(server.run(listener, stop))),
+        data_dir,
+    }
+}
+
+/// The secrets of every test server.
+fn secrets() -> Secrets {
+    Secrets {
+        api_key: API_KEY.into(),
+        token_secret: TOKEN_SECRET.into(),
+        generated: vec![],
+    }
+}
+
 async fn start_inner(
     tweak: impl FnOnce(&mut Config),
     store: Option<std::sync::Arc<dyn switchboard_server::engine::Store>>,
@@ -71,11 +114,7 @@ async fn start_inner(
         .await
         .expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().expect("local_addr");
-    let secrets = Secrets {
-        api_key: API_KEY.into(),
-        token_secret: TOKEN_SECRET.into(),
-        generated: vec![],
-    };
+    let secrets = secrets();
     let (tx, rx) = oneshot::channel::<()>();
     let stop = async {
         let _ = rx.await;
@@ -164,6 +203,7 @@ pub(crate) fn token(user: &str, info: Option<Value>, channels: &[&str], ttl: i64
             serde_json::value::RawValue::from_string(v.to_string()).expect("info is JSON")
         }),
         channels: channels.iter().map(|c| c.to_string()).collect(),
+        roles: Vec::new(),
     };
     mint(TOKEN_SECRET, &claims).expect("mint")
 }

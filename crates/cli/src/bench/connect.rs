@@ -121,6 +121,7 @@ impl Auth {
                     info: None,
                     // So that a private channel works too.
                     channels: vec![channel.to_owned()],
+                    roles: Vec::new(),
                 },
             )?),
         }

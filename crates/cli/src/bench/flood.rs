@@ -123,6 +123,7 @@ pub(crate) async fn flood(args: BenchFloodArgs) -> anyhow::Result<()> {
                 exp: auth::now_secs() + 3600,
                 info: None,
                 channels: vec![],
+                roles: Vec::new(),
             },
         )?;
         let (host, path) = (host.clone(), path.clone());

@@ -24,7 +24,10 @@
 //! - `idle`: `bench idle`, subscribed connections held for the server's memory per
 //!   connection.
 //! - `flood`: `bench flood`, hostile load beside a legitimate client.
+//! - `chat`: `bench chat`, the built-in chat app under a chat's load (rooms, typing,
+//!   messages through `rpc`).
 
+pub(crate) mod chat;
 pub(crate) mod connect;
 pub(crate) mod echo;
 pub(crate) mod fanout;

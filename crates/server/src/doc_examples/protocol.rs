@@ -51,6 +51,7 @@ const COMMANDS: &[&str] = &[
     "ping",
     "refresh",
     "close",
+    "rpc",
 ];
 
 /// Every push of the protocol; each needs at least one example.
@@ -127,13 +128,32 @@ fn fields(command: &Command<'_>) -> (&'static str, Vec<&'static str>) {
                 .collect(),
         ),
         Command::Unsubscribe { .. } => ("unsubscribe", vec!["channel"]),
-        Command::Publish { .. } => ("publish", vec!["channel", "data"]),
-        Command::History { limit, since, .. } => (
+        Command::Publish { ephemeral, .. } => (
+            "publish",
+            ["channel", "data"]
+                .into_iter()
+                .chain(some(*ephemeral, "ephemeral"))
+                .collect(),
+        ),
+        Command::History {
+            limit,
+            since,
+            before,
+            ..
+        } => (
             "history",
             ["channel"]
                 .into_iter()
                 .chain(some(limit.is_some(), "limit"))
                 .chain(some(since.is_some(), "since"))
+                .chain(some(before.is_some(), "before"))
+                .collect(),
+        ),
+        Command::Rpc { data, .. } => (
+            "rpc",
+            ["method"]
+                .into_iter()
+                .chain(some(data.is_some(), "data"))
                 .collect(),
         ),
         Command::Presence { .. } => ("presence", vec!["channel"]),
@@ -229,11 +249,17 @@ fn check_push(kind: &str, object: &Map<String, Value>, example: &Value) -> Resul
             let epoch = string(object, "epoch")?;
             rest.remove("channel");
             rest.remove("epoch");
+            let ephemeral = match rest.remove("ephemeral") {
+                None => false,
+                Some(Value::Bool(true)) => true,
+                Some(other) => return Err(format!("\"ephemeral\" is true or absent, not {other}")),
+            };
             let publication = publication(&Value::Object(rest))?;
             let push = Push::Publication {
                 channel: &channel,
                 epoch: &epoch,
                 publication: &publication,
+                ephemeral,
             };
             same(example, &push.to_json())
         }

@@ -53,6 +53,9 @@ pub(crate) enum ApiCommand {
 pub(crate) struct PublishBody {
     channel: String,
     data: Box<RawValue>,
+    /// To the subscribers of the moment only: not stored, no offset.
+    #[serde(default)]
+    ephemeral: bool,
 }
 
 /// `broadcast`: the same `data` to each of `channels`.
@@ -78,13 +81,15 @@ pub(crate) struct ChannelBody {
     channel: String,
 }
 
-/// `history`: the latest `limit` publications of `channel`, or those after `since`.
+/// `history`: the latest `limit` publications of `channel`, those after `since`, or the
+/// newest `limit` below the offset `before`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct HistoryBody {
     channel: String,
     limit: Option<usize>,
     since: Option<StreamPosition>,
+    before: Option<u64>,
 }
 
 /// `disconnect`: close every connection of `user`.
@@ -291,8 +296,17 @@ async fn dispatch(state: &ApiState, command: &str, body: &[u8]) -> Result<String
         Ok(Arc::from(data))
     };
     match ApiCommand::parse(command, body)? {
-        ApiCommand::Publish(PublishBody { channel, data }) => {
-            to_json(&hub.publish(&channel, payload(data)?, None).await?)
+        ApiCommand::Publish(PublishBody {
+            channel,
+            data,
+            ephemeral,
+        }) => {
+            let data = payload(data)?;
+            if ephemeral {
+                to_json(&hub.publish_ephemeral(&channel, data, None)?)
+            } else {
+                to_json(&hub.publish(&channel, data, None).await?)
+            }
         }
         ApiCommand::Broadcast(BroadcastBody { channels, data }) => {
             let data = payload(data)?;
@@ -314,7 +328,15 @@ async fn dispatch(state: &ApiState, command: &str, body: &[u8]) -> Result<String
             channel,
             limit,
             since,
-        }) => to_json(&hub.history(&channel, limit, since.as_ref()).await?),
+            before,
+        }) => {
+            if since.is_some() && before.is_some() {
+                return Err(
+                    ClientError::bad_request("history takes since or before, not both").into(),
+                );
+            }
+            to_json(&hub.history(&channel, limit, since.as_ref(), before).await?)
+        }
         ApiCommand::Channels => {
             let channels = hub
                 .channels()

@@ -54,8 +54,9 @@ impl FromRef<AppState> for Arc<ApiState> {
 }
 
 /// The router: `/ws`, `/sse`, `/sse/send`, `/poll`, `/api/{command}`, `/health`,
-/// `/metrics`, the browser library; every route behind the Host check.
-pub(crate) fn router(state: AppState) -> Router {
+/// `/metrics`, the browser library, and the extensions' `routes`; every route behind the
+/// Host check.
+pub(crate) fn router(state: AppState, routes: Router) -> Router {
     Router::new()
         .route("/ws", any(transport::ws::upgrade))
         // The server API and the HTTP transports read their bodies themselves, with
@@ -72,11 +73,12 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .merge(assets::router())
+        .with_state(state.clone())
+        .merge(routes)
         .layer(axum::middleware::from_fn_with_state(
             state.api.clone(),
             host::check,
         ))
-        .with_state(state)
 }
 
 /// `GET /health`: 200 `{"status":"ok"}`, or 503 with the reason while the store cannot

@@ -150,6 +150,22 @@ impl HistoryCache {
         }
     }
 
+    /// The newest `limit` cached publications below offset `before`, oldest first, when
+    /// the cache can tell: it holds `limit` of them, or everything the store keeps.
+    /// `None`: the store must be read.
+    pub(super) fn before(&self, before: u64, limit: usize) -> Option<Vec<Arc<Publication>>> {
+        let below = self.entries.partition_point(|(p, _)| p.offset < before);
+        if below < limit && !self.complete {
+            return None;
+        }
+        Some(
+            self.entries
+                .range(below.saturating_sub(limit)..below)
+                .map(|(p, _)| p.clone())
+                .collect(),
+        )
+    }
+
     /// The newest `limit` cached publications, oldest first.
     pub(super) fn newest(&self, limit: usize) -> Vec<Arc<Publication>> {
         let skip = self.entries.len().saturating_sub(limit);
@@ -298,6 +314,7 @@ impl Channel {
                     channel: name,
                     epoch: &self.epoch,
                     publication: &publication,
+                    ephemeral: false,
                 };
                 messages.push(PreparedMessage::text(&push.to_json()));
             }

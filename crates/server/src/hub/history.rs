@@ -11,12 +11,14 @@ use crate::error::ClientError;
 use crate::protocol::{History, Publication, StreamPosition};
 
 impl Hub {
-    /// A channel's history: the latest `limit`, or (with `since`) what followed a position.
+    /// A channel's history: the latest `limit`, (with `since`) what followed a position,
+    /// or (with `before`) the newest `limit` below an offset, for paging backwards.
     pub(crate) async fn history(
         &self,
         channel: &str,
         limit: Option<usize>,
         since: Option<&StreamPosition>,
+        before: Option<u64>,
     ) -> Result<History, ClientError> {
         let opts = self.channel_options(channel)?;
         if !keeps_history(opts) {
@@ -25,6 +27,9 @@ impl Hub {
             )));
         }
         let limit = limit.unwrap_or(usize::MAX).min(opts.history_size);
+        if let Some(before) = before {
+            return self.history_before(channel, opts, before, limit).await;
+        }
         let mut fetched: Option<Fetched> = None;
         for attempt in 1..=READ_ATTEMPTS {
             let last_try = attempt == READ_ATTEMPTS;
@@ -76,6 +81,47 @@ impl Hub {
             });
         }
         Err(ClientError::internal("history lost"))
+    }
+
+    /// The newest `limit` publications below `before`, oldest first: from the cache when
+    /// it reaches back far enough, else from the store (which holds every released
+    /// publication: they were committed before their release).
+    async fn history_before(
+        &self,
+        channel: &str,
+        opts: &crate::config::NamespaceOptions,
+        before: u64,
+        limit: usize,
+    ) -> Result<History, ClientError> {
+        let (epoch, top, cached) = self
+            .with_channel(channel, opts, |ch| {
+                ch.cache.trim(opts, Instant::now());
+                // Offsets above `top` are not released yet: never shown before they are.
+                let before = before.min(ch.top + 1);
+                (ch.epoch.to_string(), ch.top, ch.cache.before(before, limit))
+            })
+            .await?;
+        let publications = match cached {
+            Some(publications) => publications,
+            None => {
+                let query = HistoryQuery {
+                    after: 0,
+                    before: Some(before.min(top + 1)),
+                    limit,
+                    newest: true,
+                };
+                self.store
+                    .history(channel, query)
+                    .await
+                    .map_err(store_failed)?
+            }
+        };
+        Ok(History {
+            epoch,
+            offset: top,
+            publications,
+            complete: None,
+        })
     }
 
     /// The newest `limit` publications, from the cache, or from what was `fetched` (the

@@ -11,7 +11,8 @@ use super::channel::{keeps_history, retention};
 use super::{Hub, store_failed};
 use crate::engine::StoreError;
 use crate::error::ClientError;
-use crate::protocol::{ClientInfo, Publication, StreamPosition, now_ms};
+use crate::protocol::{ClientInfo, Publication, Push, StreamPosition, now_ms};
+use switchboard_ws::PreparedMessage;
 
 impl Hub {
     /// Publishes to a channel. The publication is acknowledged (this returns) only after
@@ -83,6 +84,46 @@ impl Hub {
             });
         });
         Ok(())
+    }
+
+    /// Publishes to the channel's subscribers of the moment only: nothing is stored, no
+    /// offset is taken (the push says `"ephemeral": true`, `"offset": 0`), and a channel
+    /// nobody is subscribed to costs nothing. It goes out behind what the channel's
+    /// deliverer already has queued. Typing indicators, cursors, "is online" pings.
+    pub(crate) fn publish_ephemeral(
+        self: &Arc<Self>,
+        channel: &str,
+        data: Arc<RawValue>,
+        info: Option<ClientInfo>,
+    ) -> Result<StreamPosition, ClientError> {
+        self.channel_options(channel)?;
+        let (epoch, start) = {
+            let mut shard = self.channels.lock(channel);
+            match shard.get_mut(channel) {
+                Some(ch) if !ch.subscribers.is_empty() => {
+                    let publication = Publication {
+                        offset: 0,
+                        data,
+                        info,
+                        time: now_ms(),
+                    };
+                    let push = Push::Publication {
+                        channel,
+                        epoch: &ch.epoch,
+                        publication: &publication,
+                        ephemeral: true,
+                    };
+                    let message = PreparedMessage::text(&push.to_json());
+                    (ch.epoch.to_string(), ch.announce(message))
+                }
+                Some(ch) => (ch.epoch.to_string(), false),
+                None => (String::new(), false),
+            }
+        };
+        if start {
+            self.start_deliverer(channel);
+        }
+        Ok(StreamPosition { offset: 0, epoch })
     }
 
     /// Waits for a publication's store write, then releases it (and whatever committed

@@ -249,6 +249,26 @@ impl Hub {
         entry.connections.len()
     }
 
+    /// Whether the user has a connected connection.
+    pub(crate) fn is_online(&self, user: &str) -> bool {
+        self.users
+            .lock(user)
+            .get(user)
+            .is_some_and(|u| !u.connections.is_empty())
+    }
+
+    /// Users with at least one connected connection (anonymous ones not counted).
+    pub(crate) fn users_online(&self) -> usize {
+        let mut n = 0;
+        self.users.each(|map| {
+            n += map
+                .iter()
+                .filter(|(name, u)| !name.is_empty() && !u.connections.is_empty())
+                .count();
+        });
+        n
+    }
+
     /// Forgets users left without connections whose quota refilled.
     pub(super) fn sweep_users(&self) {
         self.users.each(|map| map.retain(|_, user| !user.is_idle()));

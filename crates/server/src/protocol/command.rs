@@ -26,9 +26,14 @@ pub struct Request<'a> {
     token: Option<String>,
     recover: Option<StreamPosition>,
     since: Option<StreamPosition>,
+    before: Option<u64>,
     limit: Option<usize>,
     user: Option<String>,
     mailbox: Option<u64>,
+    #[serde(default)]
+    ephemeral: bool,
+    #[serde(borrow)]
+    method: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// A command with its required fields present.
@@ -57,8 +62,11 @@ pub enum Command<'a> {
         channel: &'a str,
         /// Any JSON value.
         data: &'a RawValue,
+        /// Delivered to the subscribers of the moment only: not stored, no offset.
+        ephemeral: bool,
     },
-    /// Read a channel's history: the latest `limit`, or everything after `since`.
+    /// Read a channel's history: the latest `limit`, everything after `since`, or the
+    /// newest `limit` below the offset `before` (paging backwards).
     History {
         /// Channel name.
         channel: &'a str,
@@ -66,6 +74,15 @@ pub enum Command<'a> {
         limit: Option<usize>,
         /// Return publications after this position.
         since: Option<StreamPosition>,
+        /// Return publications below this offset.
+        before: Option<u64>,
+    },
+    /// Call a method of the server's extensions or of the application's backend.
+    Rpc {
+        /// The method, e.g. `chat.post`; handlers are chosen by its prefix.
+        method: &'a str,
+        /// Any JSON value, handed to the handler as is.
+        data: Option<&'a RawValue>,
     },
     /// Who is subscribed to a channel.
     Presence {
@@ -141,11 +158,24 @@ impl<'a> Request<'a> {
             "publish" => Command::Publish {
                 channel: channel()?,
                 data: data()?,
+                ephemeral: self.ephemeral,
             },
-            "history" => Command::History {
-                channel: channel()?,
-                limit: self.limit,
-                since: self.since.clone(),
+            "history" => {
+                if self.since.is_some() && self.before.is_some() {
+                    return Err(ClientError::bad_request(
+                        "history takes since or before, not both",
+                    ));
+                }
+                Command::History {
+                    channel: channel()?,
+                    limit: self.limit,
+                    since: self.since.clone(),
+                    before: self.before,
+                }
+            }
+            "rpc" => Command::Rpc {
+                method: self.method.as_deref().ok_or_else(|| need("method"))?,
+                data: self.data,
             },
             "presence" => Command::Presence {
                 channel: channel()?,

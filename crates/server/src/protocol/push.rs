@@ -17,6 +17,10 @@ pub enum Push<'a> {
         /// The publication.
         #[serde(flatten)]
         publication: &'a Publication,
+        /// Not stored and without an offset (`"offset": 0`): a client keeps no position
+        /// for it. Absent on the wire when false.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        ephemeral: bool,
     },
     /// A user's first connection subscribed.
     Join {

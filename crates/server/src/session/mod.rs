@@ -27,6 +27,7 @@ use crate::hub::Hub;
 use crate::outbox::{ClientHandle, Disconnect};
 use crate::protocol::{ClientInfo, Command, Push, Request, Sent, reply_err, reply_ok};
 use crate::rate::TokenBucket;
+use crate::rpc::{Caller, Handlers, RpcCall};
 use crate::util::random_id;
 
 /// What a session needs from the server.
@@ -40,6 +41,8 @@ pub(crate) struct Context {
     pub admission: Arc<Admission>,
     /// The configuration in force (the limits, `allow_anonymous`).
     pub config: Arc<Config>,
+    /// The `rpc` command's handlers and proxy.
+    pub rpc: Arc<Handlers>,
 }
 
 /// The connection slot a session holds (see [`crate::admission`]); held for what its
@@ -230,7 +233,11 @@ impl Session {
                 hub.unsubscribe(channel, self.handle.id, &self.info);
                 self.reply(id, &json!({}));
             }
-            Command::Publish { channel, data } => {
+            Command::Publish {
+                channel,
+                data,
+                ephemeral,
+            } => {
                 let opts = self.check_private(channel)?;
                 if !opts.publish {
                     return Err(ClientError::permission_denied(format!(
@@ -238,6 +245,11 @@ impl Session {
                     )));
                 }
                 let data = self.payload(data)?;
+                if ephemeral {
+                    let position = hub.publish_ephemeral(channel, data, Some(self.info.clone()))?;
+                    self.reply(id, &position);
+                    return Ok(None);
+                }
                 // Acknowledged when committed; meanwhile the next commands go on, so a
                 // publisher is not limited to one commit per round trip.
                 let permit = self
@@ -264,10 +276,27 @@ impl Session {
                 channel,
                 limit,
                 since,
+                before,
             } => {
                 self.check_private(channel)?;
-                let history = hub.history(channel, limit, since.as_ref()).await?;
+                let history = hub.history(channel, limit, since.as_ref(), before).await?;
                 self.reply(id, &history);
+            }
+            Command::Rpc { method, data } => {
+                let identity = self.identity.as_ref();
+                let call = RpcCall {
+                    method: method.to_owned(),
+                    data: data.map(|d| d.to_owned()),
+                    caller: Caller {
+                        user: self.info.user.clone(),
+                        client: self.info.client.clone(),
+                        info: self.info.info.clone(),
+                        roles: identity.map(|i| i.roles.clone()).unwrap_or_default(),
+                    },
+                };
+                let rpc = self.ctx.rpc.clone();
+                let result = rpc.call(call, self.ctx.config.rpc.timeout).await?;
+                self.reply(id, &result);
             }
             Command::Presence { channel } => {
                 if !self.subscriptions.contains(channel) {

@@ -37,6 +37,7 @@ fn context(tweak: impl FnOnce(&mut Config)) -> Arc<Context> {
         verifier: Verifier::new(&config.auth, SECRET).unwrap(),
         admission: Admission::new(&config.limits, metrics),
         config,
+        rpc: Default::default(),
     })
 }
 
@@ -46,6 +47,7 @@ fn token(user: &str, channels: &[&str]) -> String {
         exp: now_secs() + 3600,
         info: None,
         channels: channels.iter().map(|c| c.to_string()).collect(),
+        roles: Vec::new(),
     };
     mint(SECRET, &claims).unwrap()
 }

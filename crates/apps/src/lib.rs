@@ -1,0 +1,382 @@
+//! Switchboard's built-in apps: accounts and sign-in, the home page and chat, built on the
+//! hub's public extension points only (rpc handlers, server-side publish and send, routes)
+//! — what a user's own backend could use too.
+//!
+//! [`configure`] adds the apps' namespaces to a configuration; [`mount`] opens their store
+//! (`apps.db` in the data directory) and adds their routes and rpc handlers to a
+//! [`Server`]. `docs/apps.md` describes what they do for the people who use them.
+//!
+//! # Layout
+//! Modules depend on the ones listed before them, never on one after:
+//! - [`error`], [`options`] (the `[apps]` settings and limits), [`rules`] (names,
+//!   passwords, rooms, texts), `limit` (rate limits by key), [`metrics`];
+//! - [`password`]: Argon2id hashes;
+//! - [`store`]: the [`Store`](store::Store) trait and its SQLite implementation;
+//! - [`assets`]: the embedded files of `web/`, one table;
+//! - `http`: what the endpoints share (JSON errors, safe body reading, the cookie);
+//! - `auth`: `/auth/*` (sign-in, sign-up, guests, sign-out, the token endpoint);
+//! - `pages`: the pages and files, with ETags and the security headers;
+//! - `chat`: the `chat.` rpc methods;
+//! - [`admin`]: what the CLI does to accounts and invites.
+
+pub mod admin;
+pub mod assets;
+mod auth;
+mod chat;
+pub mod error;
+mod http;
+mod limit;
+pub mod metrics;
+pub mod options;
+mod pages;
+pub mod password;
+pub mod rules;
+pub mod store;
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use serde_json::json;
+use switchboard_server::config::{Namespace, NamespaceOptions, TokenAlgorithm};
+use switchboard_server::{Config, Node, PublishOptions, Server};
+use tokio::sync::Semaphore;
+use tower_http::compression::CompressionLayer;
+
+pub use error::{Error, Result};
+pub use metrics::AppsMetrics;
+pub use options::{AppsLimits, AppsOptions, Signup};
+
+use limit::{Interval, Limiter};
+use store::{Room, Store, StoreError};
+
+/// Adds the apps' namespaces to `config` when it lacks them: `room` (chat rooms, channel
+/// `room:NAME`: 1000 messages kept 30 days, presence, join/leave, and no publishing by
+/// clients: messages go through the `chat.post` rpc, which checks them) and `apps` (the
+/// home page's live figures on `apps:stats`, room-list changes on `apps:rooms`).
+///
+/// The apps keep to namespaces of their own, so the server's `chat:` (where clients
+/// publish, as docs/protocol.md shows) stays what it is. A `room` or `apps` namespace the
+/// operator configured is theirs and stays as written.
+pub fn configure(config: &mut Config) {
+    let room = NamespaceOptions {
+        history_size: 1000,
+        history_ttl: Duration::from_secs(30 * 86_400),
+        presence: true,
+        join_leave: true,
+        publish: false,
+        private: false,
+    };
+    let apps = NamespaceOptions {
+        // The newest figures for whoever opens the home page.
+        history_size: 10,
+        history_ttl: Duration::from_secs(86_400),
+        presence: true,
+        join_leave: false,
+        publish: false,
+        private: false,
+    };
+    for (name, options) in [(ROOM_NAMESPACE, room), ("apps", apps)] {
+        if !config.namespaces.iter().any(|ns| ns.name == name) {
+            config.namespaces.push(Namespace {
+                name: name.into(),
+                options,
+            });
+        }
+    }
+}
+
+/// The namespace of chat rooms: room `lobby` is channel `room:lobby`.
+pub const ROOM_NAMESPACE: &str = "room";
+
+/// The mounted apps: what the binary reports at start-up, and the metrics.
+#[derive(Debug, Clone)]
+pub struct Apps {
+    shared: Arc<Shared>,
+}
+
+impl Apps {
+    /// The one-time code that creates the first administrator, when this start made one
+    /// (invite-only sign-up and no account yet). The link is
+    /// `http://HOST/signin?invite=CODE`.
+    pub fn first_admin_invite(&self) -> Option<&str> {
+        self.shared.first_invite.as_deref()
+    }
+
+    /// Whether anyone may create an account (`signup` open, or `auto` on a loopback
+    /// address).
+    pub fn signup_open(&self) -> bool {
+        self.shared.signup_open
+    }
+
+    /// Whether only the application's backend mints tokens (the sign-in endpoints are
+    /// off).
+    pub fn external_tokens(&self) -> bool {
+        self.shared.external
+    }
+
+    /// The apps' counters.
+    pub fn metrics(&self) -> &AppsMetrics {
+        &self.shared.metrics
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+}
+
+/// The path of an invite's link on this server.
+pub fn invite_path(code: &str) -> String {
+    format!("/signin?invite={code}")
+}
+
+/// What every endpoint and rpc method shares.
+pub(crate) struct Shared {
+    node: Node,
+    store: Arc<dyn Store>,
+    options: AppsOptions,
+    /// `options.signup` resolved against the listen address.
+    signup_open: bool,
+    /// Tokens come from the application's backend only.
+    external: bool,
+    limits: Limits,
+    metrics: AppsMetrics,
+    /// Password hashes running at once.
+    hashing: Semaphore,
+    /// Room names, so a post checks its room without the database. The store stays the
+    /// truth (one node writes it; a scale-out store would need its own notice of new
+    /// rooms).
+    rooms: Mutex<HashSet<String>>,
+    pages: pages::Pages,
+    first_invite: Option<String>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("signup_open", &self.signup_open)
+            .field("external", &self.external)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The rate limits.
+#[derive(Debug)]
+struct Limits {
+    signin_ip: Limiter<IpAddr>,
+    signin_account: Limiter<String>,
+    signup_ip: Limiter<IpAddr>,
+    guest_ip: Limiter<IpAddr>,
+    token_ip: Limiter<IpAddr>,
+    posts: Limiter<String>,
+    typing: Interval<String>,
+}
+
+impl Limits {
+    fn new(l: &AppsLimits) -> Limits {
+        const MINUTE: Duration = Duration::from_secs(60);
+        const HOUR: Duration = Duration::from_secs(3600);
+        let keys = l.max_tracked;
+        Limits {
+            signin_ip: Limiter::per(l.signin_per_ip_per_minute, MINUTE, keys),
+            signin_account: Limiter::per(l.signin_failures_per_account_per_hour, HOUR, keys),
+            signup_ip: Limiter::per(l.signups_per_ip_per_hour, HOUR, keys),
+            guest_ip: Limiter::per(l.guests_per_ip_per_hour, HOUR, keys),
+            token_ip: Limiter::per(l.tokens_per_ip_per_minute, MINUTE, keys),
+            posts: Limiter::per_second(l.posts_per_second, l.post_burst, keys),
+            typing: Interval::new(l.typing_interval, keys),
+        }
+    }
+
+    fn sweep(&self) {
+        self.signin_ip.sweep();
+        self.signin_account.sweep();
+        self.signup_ip.sweep();
+        self.guest_ip.sweep();
+        self.token_ip.sweep();
+        self.posts.sweep();
+        self.typing.sweep();
+    }
+}
+
+impl Shared {
+    /// Runs `work` on the store, on a blocking thread.
+    async fn db<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || work(store.as_ref()))
+            .await
+            .map_err(|e| StoreError::Backend(format!("the store's thread failed: {e}")))?
+    }
+
+    fn room_exists(&self, room: &str) -> bool {
+        self.rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(room)
+    }
+
+    fn add_room(&self, room: &str) {
+        self.rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(room.to_owned());
+    }
+
+    fn room_count(&self) -> usize {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Publishes a room-list change on `apps:rooms` (best effort: the list is also
+    /// `chat.rooms`).
+    async fn announce_rooms(&self, value: serde_json::Value) {
+        self.publish_best_effort("apps:rooms", &value).await;
+    }
+
+    async fn publish_best_effort(&self, channel: &str, value: &serde_json::Value) {
+        let Ok(data) = serde_json::value::to_raw_value(value) else {
+            return;
+        };
+        if let Err(err) = self
+            .node
+            .publish(channel, data, PublishOptions::default())
+            .await
+        {
+            tracing::debug!(channel, cause = %err, "apps: a notice was not published");
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Opens the apps' store in the server's data directory and mounts them on `server`.
+/// Call it within a Tokio runtime (a task keeps the figures and sweeps expired sessions).
+pub fn mount(server: &mut Server, options: AppsOptions) -> Result<Apps> {
+    let store = store::sqlite::SqliteStore::open_in(&server.node().config().data_dir)?;
+    mount_with_store(server, options, Arc::new(store))
+}
+
+/// [`mount`] with a store the caller opened.
+pub fn mount_with_store(
+    server: &mut Server,
+    options: AppsOptions,
+    store: Arc<dyn Store>,
+) -> Result<Apps> {
+    options.validate().map_err(Error::Invalid)?;
+    let node = server.node();
+    let config = node.config();
+    let external =
+        options.external_tokens_only || config.auth.token_algorithm != TokenAlgorithm::HS256;
+    let signup_open = match options.signup {
+        Signup::Open => true,
+        Signup::Invite => false,
+        Signup::Auto => config.listen.ip().is_loopback(),
+    };
+    let now = now_ms();
+    match store.create_room(
+        &Room {
+            name: chat::LOBBY.into(),
+            topic: String::new(),
+            creator: String::new(),
+        },
+        usize::MAX,
+        usize::MAX,
+        now,
+    ) {
+        Ok(()) | Err(StoreError::RoomTaken) => {}
+        Err(err) => return Err(err.into()),
+    }
+    let rooms = store.rooms()?.into_iter().map(|r| r.name).collect();
+    let first_invite = if !signup_open && !external && store.account_count()? == 0 {
+        Some(admin::create_invite_at(
+            store.as_ref(),
+            true,
+            true,
+            options.limits.invite_ttl,
+            now,
+        )?)
+    } else {
+        None
+    };
+    let shared = Arc::new(Shared {
+        limits: Limits::new(&options.limits),
+        hashing: Semaphore::new(options.limits.hash_concurrency),
+        pages: pages::Pages::new(options.assets),
+        rooms: Mutex::new(rooms),
+        metrics: AppsMetrics::default(),
+        node,
+        store,
+        options,
+        signup_open,
+        external,
+        first_invite,
+    });
+    if shared.options.enabled {
+        server.routes(routes(shared.clone()));
+        server.rpc("chat.", Arc::new(chat::Chat(shared.clone())));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(upkeep(Arc::downgrade(&shared)));
+        }
+    }
+    Ok(Apps { shared })
+}
+
+fn routes(shared: Arc<Shared>) -> Router {
+    let pages = Router::new()
+        .route("/", get(pages::home))
+        .route("/signin", get(pages::signin))
+        .route("/chat", get(pages::chat))
+        .route("/apps/{*path}", get(pages::file))
+        .layer(CompressionLayer::new());
+    let auth = Router::new()
+        .route("/auth/me", get(auth::me))
+        .route("/auth/signin", post(auth::signin))
+        .route("/auth/signup", post(auth::signup))
+        .route("/auth/guest", post(auth::guest))
+        .route("/auth/signout", post(auth::signout))
+        .route("/auth/token", post(auth::token));
+    pages.merge(auth).with_state(shared)
+}
+
+/// How often the home page's figures are looked at (and published when they changed).
+const STATS_EVERY: Duration = Duration::from_secs(2);
+/// How often expired sessions, invites and rate-limit buckets are dropped.
+const SWEEP_EVERY: u32 = 30;
+
+/// The apps' background work: the live figures on `apps:stats`, and the sweeps. Ends
+/// when the server that holds the apps is gone.
+async fn upkeep(shared: Weak<Shared>) {
+    let mut tick = tokio::time::interval(STATS_EVERY);
+    let mut last = None;
+    let mut ticks = 0u32;
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let figures = (shared.node.users_online(), shared.room_count());
+        if last != Some(figures) {
+            last = Some(figures);
+            let value = json!({"type": "stats", "users_online": figures.0, "rooms": figures.1});
+            shared.publish_best_effort("apps:stats", &value).await;
+        }
+        ticks = ticks.wrapping_add(1);
+        if ticks % SWEEP_EVERY == 0 {
+            shared.limits.sweep();
+            if let Err(err) = shared.db(|s| s.sweep(now_ms())).await {
+                tracing::warn!(cause = %err, "apps: sweeping expired sessions failed");
+            }
+        }
+    }
+}

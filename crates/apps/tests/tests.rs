@@ -1,0 +1,15 @@
+//! Integration tests of the apps over real sockets on 127.0.0.1: a real server
+//! (`Server::new` + `switchboard_apps::mount` + `run`) with a temporary data directory,
+//! driven by `switchboard-client` (HTTP and WebSocket), one test binary (STYLE.md §3.12).
+//!
+//! - `accounts`: sign-up, sign-in, sessions, the token endpoint, guests, invites, admins
+//!   made by the CLI's functions, rate limits, hostile requests, external tokens.
+//! - `chat`: the `chat.` rpc methods end to end over WebSockets: posts, typing, rooms,
+//!   read positions, direct messages to online and offline users.
+//! - `pages`: the pages and files: types, CSP and the other headers, ETag and 304, gzip.
+//! - `util`: the server, HTTP helpers, signed-in users with a WebSocket.
+
+mod accounts;
+mod chat;
+mod pages;
+mod util;
