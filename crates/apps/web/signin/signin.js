@@ -39,6 +39,8 @@ function explain(err) {
     invalid_invite: 'signin.err.invalid_invite',
     invite_invalid: 'signin.err.invalid_invite',
     network: 'signin.err.network',
+    busy: 'signin.err.busy',
+    cross_origin: 'signin.err.cross_origin',
   };
   if (known[err.code]) return showError(known[err.code]);
   showError('signin.err.other', { message: err.message || String(err) });
