@@ -6,6 +6,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { pathToFileURL } from 'node:url';
 import { getEventListeners } from 'node:events';
 import WebSocket, { WebSocketServer } from 'ws';
@@ -515,19 +516,19 @@ describe('recovery that cannot succeed', () => {
 
   test('more missed than history keeps: onRecoveryFailed, then live publications continue', async () => {
     const sb = client(server, { token: server.token('gone') });
-    const rec = record(sb, 'chat:busy'); // chat: keeps 100
+    const rec = record(sb, 'short:busy'); // short: keeps 100
     sb.connect();
     await until(() => rec.sub.state === 'subscribed');
-    await publishRange(server, 'chat:busy', 1, 3);
+    await publishRange(server, 'short:busy', 1, 3);
     await until(() => rec.got.length === 3);
     await server.api('disconnect', { user: 'gone' });
     await until(() => sb.readyState === CLOSED);
-    await publishRange(server, 'chat:busy', 4, 153);
+    await publishRange(server, 'short:busy', 4, 153);
     sb.connect();
     await until(() => rec.failed.length === 1, 5000, 'onRecoveryFailed');
-    assert.deepEqual(rec.failed[0], { channel: 'chat:busy', epoch: rec.pubs[0].epoch, offset: 153 });
+    assert.deepEqual(rec.failed[0], { channel: 'short:busy', epoch: rec.pubs[0].epoch, offset: 153 });
     assert.deepEqual(rec.got, [1, 2, 3], 'nothing of the incomplete recovery is delivered');
-    await publishRange(server, 'chat:busy', 154, 155);
+    await publishRange(server, 'short:busy', 154, 155);
     await until(() => rec.got.length === 5);
     assert.deepEqual(rec.got, [1, 2, 3, 154, 155]);
   });
@@ -1303,5 +1304,167 @@ describe('HTTP sessions', () => {
     assert.deepEqual(rec.got, range(1, 100));
     assert.equal(cuts, 3);
     assert.deepEqual(disconnects, [], 'the session survived: no reconnect was needed');
+  });
+});
+
+describe('rpc, history before and ephemeral publications (issue 12)', () => {
+  // A small backend behind `[rpc] proxy_url`, as a user's Flask or Django app would be: it
+  // answers `echo` with what it was sent (and who sent it) and refuses `refuse`.
+  let backend;
+  const calls = [];
+  let server;
+  before(async () => {
+    backend = createServer((req, res) => {
+      let body = '';
+      req.on('data', (d) => (body += d));
+      req.on('end', () => {
+        const call = JSON.parse(body);
+        calls.push(call);
+        res.setHeader('Content-Type', 'application/json');
+        if (call.method === 'refuse') res.end(JSON.stringify({ error: { message: 'not today' } }));
+        else res.end(JSON.stringify({ result: { method: call.method, data: call.data ?? null, user: call.user } }));
+      });
+    });
+    await new Promise((ok) => backend.listen(0, '127.0.0.1', ok));
+    server = await startServer({ rpc: { proxy_url: `http://127.0.0.1:${backend.address().port}/rpc` } });
+  });
+  after(async () => {
+    await server.dispose();
+    backend.close();
+  });
+
+  for (const transport of TRANSPORTS) {
+    test(`rpc over ${transport}: the backend's result, its refusal as 119 with its words`, async () => {
+      const sb = client(server, { transports: [transport], token: server.token('rita', { info: { name: 'Rita' } }) });
+      sb.connect();
+      const result = await sb.rpc('echo', { n: 1, text: 'hi' });
+      assert.deepEqual(result, { method: 'echo', data: { n: 1, text: 'hi' }, user: 'rita' });
+      const call = calls.at(-1);
+      assert.equal(call.user, 'rita');
+      assert.deepEqual(call.info, { name: 'Rita' });
+      assert.equal(call.client, sb.client);
+      const err = await sb.rpc('refuse', {}).then(
+        () => null,
+        (e) => e,
+      );
+      assert.ok(err instanceof SwitchboardError, `a SwitchboardError: ${err}`);
+      assert.equal(err.code, 119);
+      assert.match(err.message, /not today/);
+      assert.equal(sb.readyState, OPEN, 'the connection stays');
+      await sb.close();
+    });
+  }
+
+  test('rpc made while offline waits in the queue and goes once connected', async () => {
+    const sb = client(server, { token: server.token('queued') });
+    const pending = sb.rpc('echo', { n: 2 });
+    assert.ok(sb.bufferedAmount > 0);
+    sb.connect();
+    assert.deepEqual((await pending).data, { n: 2 });
+    await sb.close();
+  });
+
+  test('a method nobody answers is 104 (no proxy configured)', async () => {
+    const own = await startServer();
+    try {
+      const sb = client(own, { token: own.token('lost') });
+      sb.connect();
+      const err = await sb.rpc('nobody.home', {}).then(
+        () => null,
+        (e) => e,
+      );
+      assert.equal(err?.code, 104, `error 104: ${err}`);
+      await sb.close();
+    } finally {
+      await own.dispose();
+    }
+  });
+
+  test('history before: pages backwards to the first publication, each page oldest first', async () => {
+    const channel = 'test:before';
+    await publishRange(server, channel, 1, 120);
+    const sb = client(server);
+    sb.connect();
+    const latest = await sb.history(channel, { limit: 50 });
+    assert.deepEqual(
+      latest.publications.map((p) => p.data.n),
+      range(71, 120),
+    );
+    const pages = [latest.publications];
+    for (;;) {
+      const first = pages[0][0].offset;
+      const page = await sb.history(channel, { before: first, limit: 50 });
+      assert.ok(page.publications.every((p) => p.offset < first), 'all below the offset');
+      if (page.publications.length === 0) break;
+      pages.unshift(page.publications);
+    }
+    assert.deepEqual(
+      pages.map((p) => p.length),
+      [20, 50, 50],
+    );
+    assert.deepEqual(
+      pages.flat().map((p) => p.data.n),
+      range(1, 120),
+    );
+    await sb.close();
+  });
+
+  test('ephemeral: delivered with ephemeral: true and offset 0, not in history, the position untouched', async () => {
+    const channel = 'test:ephemeral';
+    const pub = client(server, { token: server.token('typist', { info: { name: 'T' } }) });
+    // The reconnect after the cut waits 990 ms, so the test can publish while it is away.
+    const sb = client(server, { token: server.token('reader'), minReconnectDelay: 1000, random: () => 0.99 });
+    const seen = [];
+    const sub = sb.subscribe(channel, { onPublication: (p) => seen.push(p) });
+    sb.connect();
+    pub.connect();
+    await until(() => sub.state === 'subscribed');
+    await pub.publish(channel, { n: 1 });
+    const eph = await pub.publish(channel, { typing: true }, { ephemeral: true });
+    assert.equal(eph.offset, 0, 'no offset for an ephemeral publication');
+    await pub.publish(channel, { n: 2 });
+    await until(() => seen.filter((p) => !p.ephemeral).length === 2, 5000, 'the two stored publications');
+    await fence(sb);
+    assert.deepEqual(
+      seen.map((p) => (p.ephemeral ? 'typing' : p.data.n)),
+      [1, 'typing', 2],
+    );
+    const typing = seen[1];
+    assert.equal(typing.ephemeral, true);
+    assert.equal(typing.offset, 0);
+    assert.equal(typing.info?.user, 'typist');
+    assert.equal(sub.offset, seen[2].offset, 'the position is that of the last stored one');
+    const hist = await sb.history(channel, {});
+    assert.deepEqual(
+      hist.publications.map((p) => p.data.n),
+      [1, 2],
+      'not in history',
+    );
+
+    // Cut the reader; while it is away: stored, ephemeral, stored. Recovery brings the
+    // stored ones, each once, and nothing of the ephemeral one.
+    const away = once(sb, 'disconnected');
+    const reconnected = once(sb, 'connected');
+    await server.api('disconnect', { user: 'reader', reconnect: true });
+    await away;
+    await pub.publish(channel, { n: 3 });
+    await pub.publish(channel, { typing: true }, { ephemeral: true });
+    await pub.publish(channel, { n: 4 });
+    assert.notEqual(sb.readyState, OPEN, 'still away while those were published');
+    await reconnected;
+    await until(() => seen.filter((p) => !p.ephemeral).length === 4, 5000, 'the two recovered');
+    // Live again: an ephemeral one between two stored ones.
+    await until(() => sub.state === 'subscribed');
+    await pub.publish(channel, { typing: true }, { ephemeral: true });
+    await pub.publish(channel, { n: 5 });
+    await until(() => seen.filter((p) => !p.ephemeral).length === 5, 5000, 'the fifth');
+    await fence(sb);
+    assert.deepEqual(
+      seen.filter((p) => !p.ephemeral).map((p) => p.data.n),
+      [1, 2, 3, 4, 5],
+      'each stored publication once, in order',
+    );
+    assert.equal(seen.filter((p) => p.ephemeral).length, 2, 'the live ephemeral ones only');
+    await Promise.all([sb.close(), pub.close()]);
   });
 });

@@ -50,6 +50,8 @@ export async function until(cond, ms = 10000, what = 'condition') {
 
 /**
  * The namespaces of the tests: `test:` keeps a long history so recovery always works;
+ * `short:` keeps 100, so a test can miss more than recovery can bring back (`chat:` did,
+ * until the built-in apps came to own the `chat` namespace);
  * `team:` is private (a channel needs its name in the token's `channels`).
  */
 const NAMESPACES = `
@@ -57,6 +59,14 @@ const NAMESPACES = `
 name = "test"
 history_size = 5000
 history_ttl = "1h"
+presence = true
+join_leave = true
+publish = true
+
+[[namespaces]]
+name = "short"
+history_size = 100
+history_ttl = "24h"
 presence = true
 join_leave = true
 publish = true
@@ -88,9 +98,11 @@ const b64url = (buf) => Buffer.from(buf).toString('base64url');
 
 /**
  * A running server. `transports` switches endpoints off (e.g. `{websocket: false}`);
- * `limits` and `storage` add settings to `[limits]` and `[storage]`; `allowedOrigins` is
- * `allowed_origins`.
- * @param {{transports?: Record<string, boolean>, limits?: Record<string, string | number>, storage?: Record<string, string | number>, port?: number, dataDir?: string, store?: string, allowedOrigins?: string[]}} [opts]
+ * `limits`, `storage`, `rpc` and `apps` add settings to `[limits]`, `[storage]`, `[rpc]`
+ * and `[apps]`; `allowedOrigins` is `allowed_origins`. `namespaces: false` leaves out the
+ * test namespaces above except `test:` (the built-in apps then add their own `chat` and
+ * `apps` namespaces, as on a real server).
+ * @param {{transports?: Record<string, boolean>, limits?: Record<string, string | number>, storage?: Record<string, string | number>, rpc?: Record<string, string | number>, apps?: Record<string, string | number | boolean>, namespaces?: boolean, port?: number, dataDir?: string, store?: string, allowedOrigins?: string[]}} [opts]
  */
 export async function startServer(opts = {}) {
   const server = new TestServer(opts);
@@ -118,7 +130,7 @@ export class TestServer {
     let toml = `allow_anonymous = true\nstore = "${this.opts.store || 'sqlite'}"\n`;
     if (this.opts.allowedOrigins) toml += `allowed_origins = ${JSON.stringify(this.opts.allowedOrigins)}\n`;
     toml += `\n[auth]\napi_key = "${this.apiKey}"\ntoken_secret = "${this.secret}"\n`;
-    for (const section of ['limits', 'storage']) {
+    for (const section of ['limits', 'storage', 'rpc', 'apps']) {
       if (!this.opts[section]) continue;
       toml += `\n[${section}]\n`;
       for (const [k, v] of Object.entries(this.opts[section])) toml += `${k} = ${JSON.stringify(v)}\n`;
@@ -127,7 +139,7 @@ export class TestServer {
       toml += '\n[transports]\n';
       for (const [k, v] of Object.entries(this.opts.transports)) toml += `${k} = ${v}\n`;
     }
-    toml += NAMESPACES;
+    toml += this.opts.namespaces === false ? NAMESPACES.slice(0, NAMESPACES.indexOf('[[namespaces]]\nname = "chat"')) : NAMESPACES;
     const path = join(this.dataDir, 'test.toml');
     writeFileSync(path, toml);
     return path;

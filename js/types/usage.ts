@@ -67,6 +67,20 @@ export async function page(show: (line: string) => void): Promise<void> {
   show(h.publications.map((p) => p.data.text).join());
   const who = await lobby.presence();
   for (const [user, entry] of Object.entries(who.presence)) show(`${user}: ${entry.connections}`);
+  const older = await sb.history<Chat>('chat:lobby', { before: pos.offset, limit: 50 });
+  show(`${older.publications.length} older`);
+  await lobby.publish({ text: 'typing' }, { ephemeral: true });
+  const rooms = await sb.rpc<{ rooms: { name: string }[] }>('chat.rooms', {});
+  show(rooms.rooms.map((r) => r.name).join());
+  try {
+    await sb.rpc('chat.create', { name: 'Not Valid' });
+  } catch (err) {
+    if (err instanceof SwitchboardError && err.code === 119) show(`refused: ${err.message}`);
+  }
+  const typing = sb.subscribe<Chat>('chat:typing', {
+    onPublication: (p) => show(p.ephemeral ? 'someone is typing' : p.data.text),
+  });
+  await typing.unsubscribe();
   const sent = await sb.send('bob', { text: 'psst' });
   show(`${sent.mailbox} ${sent.status}`);
   await sb.ping();

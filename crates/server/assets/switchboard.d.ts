@@ -14,7 +14,7 @@ export type TransportName = 'websocket' | 'sse' | 'longpoll' | 'poll';
 export const TRANSPORTS: readonly TransportName[];
 
 /**
- * Client-side error codes; protocol errors have numeric codes (100-118). 'origin' is the
+ * Client-side error codes; protocol errors have numeric codes (100-119). 'origin' is the
  * `error` event of a page whose origin the server refuses (the client then stops).
  */
 export type ClientErrorCode = 'closed' | 'disconnected' | 'queue_full' | 'timeout' | 'token' | 'unsubscribed' | 'origin';
@@ -48,6 +48,11 @@ export interface Publication<T = unknown> {
   info?: ClientInfo;
   /** When the server accepted it, in Unix milliseconds. */
   time?: number;
+  /**
+   * An ephemeral publication (published with `ephemeral: true`): not stored, `offset` is 0,
+   * and it does not move the subscription's position. Delivered live or never.
+   */
+  ephemeral?: true;
 }
 
 export interface PrivateMessage<T = unknown> {
@@ -151,6 +156,20 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
+export interface PublishOptions extends CallOptions {
+  /** Not stored in history and given no offset (typing indicators); the reply's offset is 0. */
+  ephemeral?: boolean;
+}
+
+export interface HistoryOptions extends CallOptions {
+  /** At most this many publications (with `before`: the newest ones below it). */
+  limit?: number;
+  /** Publications after this position. */
+  since?: Position;
+  /** Publications below this offset, to page backwards; still listed oldest first. */
+  before?: number;
+}
+
 export interface ConnectingEvent {
   transport: TransportName;
   /** Failed rounds since the last connection (the backoff exponent). */
@@ -226,8 +245,8 @@ export class Subscription<T = unknown> {
   recoverable: boolean | null;
   unsubscribe(): Promise<void>;
   presence(opts?: CallOptions): Promise<PresenceResult>;
-  history(opts?: { limit?: number; since?: Position } & CallOptions): Promise<HistoryResult<T>>;
-  publish(data: T, opts?: CallOptions): Promise<Position>;
+  history(opts?: HistoryOptions): Promise<HistoryResult<T>>;
+  publish(data: T, opts?: PublishOptions): Promise<Position>;
 }
 
 export class Switchboard {
@@ -264,8 +283,14 @@ export class Switchboard {
   subscribe<T = unknown>(channel: string, handlers?: SubscribeHandlers<T>): Subscription<T>;
   getSubscription(channel: string): Subscription | null;
 
-  publish(channel: string, data: unknown, opts?: CallOptions): Promise<Position>;
-  history<T = unknown>(channel: string, opts?: { limit?: number; since?: Position } & CallOptions): Promise<HistoryResult<T>>;
+  publish(channel: string, data: unknown, opts?: PublishOptions): Promise<Position>;
+  history<T = unknown>(channel: string, opts?: HistoryOptions): Promise<HistoryResult<T>>;
+  /**
+   * Calls `method` on the server's application (a built-in handler, or the backend behind
+   * `[rpc] proxy_url`). Resolves to its result; rejects with a SwitchboardError: 119 when
+   * the handler refused (its message), 104 for a method nobody answers.
+   */
+  rpc<R = any>(method: string, data?: unknown, opts?: CallOptions): Promise<R>;
   presence(channel: string, opts?: CallOptions): Promise<PresenceResult>;
   send(user: string, data: unknown, opts?: CallOptions): Promise<{ mailbox: number; status: 'delivered' | 'stored' }>;
   ping(opts?: CallOptions): Promise<Record<string, never>>;

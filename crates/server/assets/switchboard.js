@@ -20,7 +20,9 @@
  * - ends a subscription the server ended (an `unsubscribe` push) and tells the app;
  * - resubscribes every channel with `recover` = the last epoch and offset it delivered, and
  *   drops any publication at or below that offset, so the application sees each
- *   publication once and in order, or is told by `onRecoveryFailed` to reload;
+ *   publication once and in order, or is told by `onRecoveryFailed` to reload; ephemeral
+ *   publications (no offset) are handed over as they come and leave that position alone;
+ * - calls the server's application with `rpc` (one request, one result);
  * - acknowledges private messages and drops redeliveries by mailbox id (ids start over
  *   when the user or the connect reply's `mailbox_epoch` changes);
  * - tells a server that refuses the page's origin apart from one that is down, which look
@@ -86,7 +88,7 @@ const CLOSE_WAIT = 2000;
  */
 
 /**
- * Error of a command (`code` is the protocol's error code, 100-118, see docs/protocol.md)
+ * Error of a command (`code` is the protocol's error code, 100-119, see docs/protocol.md)
  * or of the client itself (`code` is a ClientErrorCode string).
  */
 export class SwitchboardError extends Error {
@@ -119,6 +121,8 @@ export class SwitchboardError extends Error {
  * @property {any} data
  * @property {ClientInfo} [info]
  * @property {number} [time]
+ * @property {true} [ephemeral]  an ephemeral publication (not stored, no offset: `offset`
+ *   is 0 and the subscription's position is left as it was)
  *
  * @typedef {object} PrivateMessage
  * @property {number} mailbox
@@ -138,6 +142,18 @@ export class SwitchboardError extends Error {
  * @typedef {object} CallOptions
  * @property {AbortSignal} [signal]  cancels the command: it rejects at once with the
  *   signal's reason (a queued command is then never sent)
+ *
+ * @typedef {object} PublishOptions
+ * @property {AbortSignal} [signal]
+ * @property {boolean} [ephemeral]  not stored in history and given no offset (typing
+ *   indicators): subscribers get it live or never; the reply's offset is 0
+ *
+ * @typedef {object} HistoryOptions
+ * @property {AbortSignal} [signal]
+ * @property {number} [limit]     at most this many publications (the newest ones with `before`)
+ * @property {Position} [since]   publications after this position
+ * @property {number} [before]    publications below this offset (paging backwards); the
+ *   reply still lists them oldest first
  *
  * @typedef {object} SwitchboardOptions
  * @property {string} [token]
@@ -520,25 +536,52 @@ export class Switchboard {
   }
 
   /**
-   * Publishes `data` to `channel`; resolves to `{offset, epoch}`.
+   * Publishes `data` to `channel`; resolves to `{offset, epoch}`. With `ephemeral: true`
+   * the publication is not stored and gets no offset (the reply's offset is 0).
    * @param {string} channel
    * @param {any} data
-   * @param {CallOptions} [opts]
+   * @param {PublishOptions} [opts]
    */
-  publish(channel, data, opts) {
-    return this._call({ cmd: 'publish', channel, data }, opts);
+  publish(channel, data, opts = {}) {
+    /** @type {Record<string, any>} */
+    const cmd = { cmd: 'publish', channel, data };
+    if (opts.ephemeral) cmd.ephemeral = true;
+    return this._call(cmd, opts);
   }
 
   /**
-   * Reads a channel's history; resolves to `{epoch, offset, publications, complete?}`.
+   * Reads a channel's history; resolves to `{epoch, offset, publications, complete?}`,
+   * publications oldest first. `before` pages backwards: the newest `limit` publications
+   * below that offset.
    * @param {string} channel
-   * @param {{limit?: number, since?: Position} & CallOptions} [opts]
+   * @param {HistoryOptions} [opts]
    */
   history(channel, opts = {}) {
     /** @type {Record<string, any>} */
     const cmd = { cmd: 'history', channel };
     if (opts.limit !== undefined) cmd.limit = opts.limit;
     if (opts.since !== undefined) cmd.since = { offset: opts.since.offset, epoch: opts.since.epoch };
+    if (opts.before !== undefined) cmd.before = opts.before;
+    return this._call(cmd, opts);
+  }
+
+  /**
+   * Calls `method` on the server (a handler registered by the server's application, or the
+   * backend behind `[rpc] proxy_url`); resolves to its result, or rejects with a
+   * SwitchboardError (119 when the handler refused, with its message; 104 for a method no
+   * one answers).
+   * @param {string} method
+   * @param {any} [data]
+   * @param {CallOptions} [opts]
+   * @returns {Promise<any>}
+   */
+  rpc(method, data, opts) {
+    if (typeof method !== 'string' || method === '') {
+      return Promise.reject(new TypeError('Switchboard: rpc needs a method name'));
+    }
+    /** @type {Record<string, any>} */
+    const cmd = { cmd: 'rpc', method };
+    if (data !== undefined) cmd.data = data;
     return this._call(cmd, opts);
   }
 
@@ -1334,7 +1377,7 @@ export class Subscription {
 
   /**
    * The channel's history.
-   * @param {{limit?: number, since?: Position} & CallOptions} [opts]
+   * @param {HistoryOptions} [opts]
    */
   history(opts) {
     return this._client.history(this.channel, opts);
@@ -1343,7 +1386,7 @@ export class Subscription {
   /**
    * Publishes to the channel.
    * @param {any} data
-   * @param {CallOptions} [opts]
+   * @param {PublishOptions} [opts]
    */
   publish(data, opts) {
     return this._client.publish(this.channel, data, opts);
@@ -1390,6 +1433,17 @@ export class Subscription {
    * @param {any} push
    */
   _onPublication(push) {
+    if (push.ephemeral === true) {
+      // Not in the stream: no offset to order or deduplicate by, nothing to recover. It is
+      // handed over as it comes and leaves the position alone.
+      if (this.state === 'unsubscribed') return;
+      /** @type {Publication} */
+      const pub = { channel: this.channel, epoch: push.epoch ?? this.epoch ?? '', offset: 0, data: push.data, ephemeral: true };
+      if (push.info !== undefined) pub.info = push.info;
+      if (push.time !== undefined) pub.time = push.time;
+      this._call('onPublication', pub);
+      return;
+    }
     if (this.state === 'subscribing') this._buffer.push(push);
     else if (this.state === 'subscribed') this._deliver(push);
   }
