@@ -10,7 +10,30 @@ pub type Asset = (&'static str, &'static [u8]);
 
 /// Every file of `web/`. Keep it in the order of the paths.
 pub const FILES: &[Asset] = &[
-    // ("home/index.html", include_bytes!("../web/home/index.html")),
+    ("chat/chat.js", include_bytes!("../web/chat/chat.js")),
+    ("chat/index.html", include_bytes!("../web/chat/index.html")),
+    (
+        "chat/timeline.js",
+        include_bytes!("../web/chat/timeline.js"),
+    ),
+    ("home/home.js", include_bytes!("../web/home/home.js")),
+    ("home/index.html", include_bytes!("../web/home/index.html")),
+    ("icon.svg", include_bytes!("../web/icon.svg")),
+    ("lib/chart.js", include_bytes!("../web/lib/chart.js")),
+    ("lib/dom.js", include_bytes!("../web/lib/dom.js")),
+    ("lib/format.js", include_bytes!("../web/lib/format.js")),
+    ("lib/i18n.js", include_bytes!("../web/lib/i18n.js")),
+    ("lib/session.js", include_bytes!("../web/lib/session.js")),
+    ("lib/strings.js", include_bytes!("../web/lib/strings.js")),
+    (
+        "signin/index.html",
+        include_bytes!("../web/signin/index.html"),
+    ),
+    (
+        "signin/signin.js",
+        include_bytes!("../web/signin/signin.js"),
+    ),
+    ("style.css", include_bytes!("../web/style.css")),
 ];
 
 /// The `Content-Type` of a path, by its extension; `None` for an extension the apps do
