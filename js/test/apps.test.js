@@ -402,6 +402,28 @@ describe('chat in the browser', () => {
     await p.context.close();
   });
 
+  test('the home page\'s curl snippet, run as shown, posts into the lobby the chat shows', async () => {
+    const p = await person();
+    await signUp(p, server.url, 'dana');
+    await p.page.goto(`${server.url}/`);
+    const snippet = await p.page.locator('#snippet').textContent();
+    await p.page.goto(`${server.url}/chat`);
+    await online(p.page);
+    // The publish command as the page shows it: its path and its body.
+    const publish = snippet.match(/curl -s -X POST \$SB(\/api\/publish)[^\n]*\n\s*-d '([^']*)'/);
+    assert.ok(publish, `a publish command in the snippet: ${snippet}`);
+    const body = JSON.parse(publish[2]);
+    const res = await fetch(`${server.url}${publish[1]}`, {
+      method: 'POST',
+      headers: { 'X-API-Key': server.apiKey, 'Content-Type': 'application/json' },
+      body: publish[2],
+    });
+    assert.equal(res.status, 200, await res.text());
+    await waitFor('the backend\'s message in the lobby', async () => (await bodies(p.page)).includes(body.data.text));
+    assert.deepEqual(p.problems, []);
+    await p.context.close();
+  });
+
   test('no page broke its CSP or threw', async () => {
     assert.deepEqual(alice.problems, []);
   });

@@ -95,7 +95,7 @@ function snippet(kind) {
       '',
       `# ${t('home.dev.py.publish')}`,
       'requests.post(f"{SB}/api/publish", headers={"X-API-Key": KEY},',
-      '              json={"channel": "chat:lobby",',
+      '              json={"channel": "room:lobby",',
       '                    "data": {"type": "message", "text": "Deploy finished"}})',
       '',
       `# ${t('home.dev.py.send')}`,
@@ -104,7 +104,7 @@ function snippet(kind) {
       '',
       `# ${t('home.dev.py.presence')}`,
       'r = requests.post(f"{SB}/api/presence", headers={"X-API-Key": KEY},',
-      '                  json={"channel": "chat:lobby"})',
+      '                  json={"channel": "room:lobby"})',
       'print(sorted(r.json()["presence"]))',
     ].join('\n');
   }
@@ -114,11 +114,11 @@ function snippet(kind) {
     '',
     `# ${t('home.dev.curl.publish')}`,
     'curl -s -X POST $SB/api/publish -H "X-API-Key: $KEY" \\',
-    `     -d '{"channel":"chat:lobby","data":{"type":"message","text":"Deploy finished"}}'`,
+    `     -d '{"channel":"room:lobby","data":{"type":"message","text":"Deploy finished"}}'`,
     '',
     `# ${t('home.dev.curl.presence')}`,
     'curl -s -X POST $SB/api/presence -H "X-API-Key: $KEY" \\',
-    `     -d '{"channel":"chat:lobby"}'`,
+    `     -d '{"channel":"room:lobby"}'`,
   ].join('\n');
 }
 
