@@ -424,6 +424,33 @@ describe('chat in the browser', () => {
     await p.context.close();
   });
 
+  test('leaving a room leaves it on every device of the user', async () => {
+    const here = await person();
+    await signUp(here, server.url, 'frank');
+    await here.page.getByRole('button', { name: 'Create a room' }).click();
+    await here.page.getByLabel('Room name').fill('garden');
+    await here.page.getByRole('button', { name: 'Create room' }).click();
+    await waitFor('frank in #garden', async () => (await here.page.locator('#conversation-title').textContent()) === 'garden');
+    const there = await person();
+    await signIn(there, server.url, 'frank');
+    await waitFor('#garden among frank\'s rooms on the other device', async () => (await there.page.locator('#room-list .nav-item', { hasText: 'garden' }).count()) === 1);
+
+    await here.page.getByRole('button', { name: 'Leave', exact: true }).click();
+    await waitFor('frank back in the lobby', async () => (await here.page.locator('#conversation-title').textContent()) === 'lobby');
+    await waitFor('the server to forget the room for frank', async () => {
+      const r = await here.page.evaluate(() => window.switchboard.rpc('chat.rooms', {}));
+      return r.rooms.find((x) => x.name === 'garden')?.read === null;
+    });
+    await there.page.reload();
+    await online(there.page);
+    await waitFor('#garden offered to join on the other device', async () => (await there.page.locator('#other-rooms .nav-item', { hasText: 'garden' }).count()) === 1);
+    assert.equal(await there.page.locator('#room-list .nav-item', { hasText: 'garden' }).count(), 0, 'not among frank\'s rooms');
+    assert.deepEqual(here.problems, []);
+    assert.deepEqual(there.problems, []);
+    await here.context.close();
+    await there.context.close();
+  });
+
   test('no page broke its CSP or threw', async () => {
     assert.deepEqual(alice.problems, []);
   });

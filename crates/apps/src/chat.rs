@@ -137,6 +137,7 @@ async fn dispatch(shared: &Arc<Shared>, call: RpcCall) -> Result<Value, ClientEr
         "chat.post" => post(shared, &who, args(data)?).await,
         "chat.typing" => typing(shared, &who, args(data)?).await,
         "chat.read" => read(shared, &who, args(data)?).await,
+        "chat.leave" => leave(shared, &who, args(data)?).await,
         "chat.dm.send" => dm_send(shared, &who, args(data)?).await,
         "chat.dm.history" => dm_history(shared, &who, args(data)?).await,
         "chat.dm.delivered" => dm_delivered(shared, &who, args(data)?).await,
@@ -351,6 +352,21 @@ async fn post(shared: &Arc<Shared>, who: &Who, args: Post) -> Result<Value, Clie
 #[serde(deny_unknown_fields)]
 struct Typing {
     room: String,
+}
+
+/// `chat.leave {room}`: the room leaves the caller's list on every device (its read
+/// position goes; reading or posting there joins it again). The lobby cannot be left.
+async fn leave(shared: &Arc<Shared>, who: &Who, args: Typing) -> Result<Value, ClientError> {
+    known_room(shared, &args.room)?;
+    if args.room == LOBBY {
+        return Err(ClientError::rpc_failed("everyone stays in the lobby"));
+    }
+    let user = who.id.clone();
+    shared
+        .db(move |s| s.forget_read(&user, &args.room))
+        .await
+        .map_err(store_error)?;
+    Ok(json!({}))
 }
 
 /// `chat.typing {room}`: at most one per user per `typing_interval`; the ones in between

@@ -176,6 +176,15 @@ async fn rooms_topics_and_unread_counts() {
     assert_eq!(rooms["rooms"][1]["unread"], 0);
     let (code, _) = max.rpc_err("chat.read", json!({"room": "rust"})).await;
     assert_eq!(code, 107);
+    // Leaving forgets the position, on every device: the room is no longer one of max's.
+    max.rpc("chat.leave", json!({"room": "rust"})).await;
+    let rooms = max.rpc("chat.rooms", json!({})).await;
+    assert_eq!(rooms["rooms"][1]["read"], Value::Null, "{rooms}");
+    let (code, message) = max.rpc_err("chat.leave", json!({"room": "lobby"})).await;
+    assert_eq!(
+        (code, message.as_str()),
+        (119, "everyone stays in the lobby")
+    );
 }
 
 #[tokio::test]

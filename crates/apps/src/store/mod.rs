@@ -251,6 +251,9 @@ pub trait Store: Send + Sync + 'static {
     fn set_read(&self, user: &str, room: &str, offset: u64) -> StoreResult<()>;
     /// A user's read positions, by room.
     fn reads(&self, user: &str) -> StoreResult<Vec<(String, u64)>>;
+    /// Forgets a user's read position in a room: the user left it (a room the user has a
+    /// position in is one they joined, on every device).
+    fn forget_read(&self, user: &str, room: &str) -> StoreResult<()>;
 
     // Direct messages.
     /// Stores a message (state `stored`), and trims its conversation to `keep`.

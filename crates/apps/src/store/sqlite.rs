@@ -479,6 +479,14 @@ impl Store for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    fn forget_read(&self, user: &str, room: &str) -> StoreResult<()> {
+        self.conn().execute(
+            "DELETE FROM reads WHERE user = ?1 AND room = ?2",
+            params![user, room],
+        )?;
+        Ok(())
+    }
+
     fn add_dm(&self, dm: &NewDm<'_>, now: i64) -> StoreResult<DmMessage> {
         let (lo, hi) = pair(dm.from, dm.to);
         let mut conn = self.conn();

@@ -21,8 +21,6 @@ const PAGE = 50;
 const TYPING_EVERY = 2500;
 const TYPING_SHOWN = 5000;
 const ROOM_RE = /^[a-z0-9-]{1,32}$/;
-const JOINED_KEY = 'switchboard.chat.joined';
-const LEFT_KEY = 'switchboard.chat.left';
 const NOTIFY_KEY = 'switchboard.chat.notify';
 
 const info = await me();
@@ -73,8 +71,9 @@ const store = {
     }
   },
 };
-const joinedNames = new Set(store.get(JOINED_KEY, ['lobby']));
-const leftNames = new Set(store.get(LEFT_KEY, []));
+// The rooms this page joined. Which rooms are the user's is kept on the server (a read
+// position in the room), so a join or a leave follows the user to every device.
+const joinedNames = new Set(['lobby']);
 let notify = store.get(NOTIFY_KEY, false) && typeof Notification !== 'undefined' && Notification.permission === 'granted';
 
 // ---- the library -------------------------------------------------------------------
@@ -232,6 +231,8 @@ function ensureRoom(r) {
       // The server's read position: null until the user first opened the room (the
       // server counts nothing unread before, and it makes the room the user's).
       serverRead: typeof r.read === 'number' ? r.read : null,
+      // Whether the last room list from the server had a read position here.
+      seenOnServer: false,
       unread: r.unread || 0,
       joined: false,
       sub: null,
@@ -254,16 +255,9 @@ function ensureRoom(r) {
   return room;
 }
 
-function saveJoined() {
-  store.set(JOINED_KEY, [...joinedNames]);
-  store.set(LEFT_KEY, [...leftNames]);
-}
-
 /** Subscribes to the room: its messages, presence and typing from now on. */
 function joinRoom(room) {
   joinedNames.add(room.name);
-  leftNames.delete(room.name);
-  saveJoined();
   if (room.joined) return;
   room.joined = true;
   room.sub = sb.subscribe(channelOf(room.name), {
@@ -296,11 +290,19 @@ function claim(room) {
   });
 }
 
+/** Leaves the room: on the server (every device), then here. */
 async function leaveRoom(room) {
   if (room.name === 'lobby' || !room.sub) return;
+  await sb.rpc('chat.leave', { room: room.name }).catch(() => {});
+  await dropRoom(room);
+}
+
+/** Stops following the room on this page (left here or on another device). */
+async function dropRoom(room) {
+  if (room.name === 'lobby' || !room.sub) return;
   joinedNames.delete(room.name);
-  leftNames.add(room.name);
-  saveJoined();
+  room.serverRead = null;
+  room.seenOnServer = false;
   const sub = room.sub;
   room.sub = null;
   room.joined = false;
@@ -718,7 +720,10 @@ function visible() {
 let readTimer = null;
 function maybeMarkRead() {
   clearTimeout(readTimer);
-  readTimer = setTimeout(markRead, 300);
+  readTimer = setTimeout(() => {
+    readTimer = null;
+    markRead();
+  }, 300);
 }
 
 function markRead() {
@@ -1006,6 +1011,13 @@ function renderBanner() {
 
 /** Shows a conversation. */
 function open(target) {
+  // A read position still waiting for its timer belongs to the conversation being left:
+  // say it now, or switching within the delay would lose it.
+  if (readTimer !== null) {
+    clearTimeout(readTimer);
+    readTimer = null;
+    markRead();
+  }
   const before = conversation(current);
   if (before) before.timeline.hide();
   current = { ...target };
@@ -1204,10 +1216,18 @@ async function refreshRooms() {
       room.serverRead = Math.max(room.serverRead ?? 0, x.read);
     }
     if (typeof x.unread === 'number') room.unread = isCurrent('room', room.name) && visible() && room.timeline.atBottom() && room.loaded ? 0 : x.unread;
-    // A room read on another device counts as joined, unless left here.
-    const wanted = joinedNames.has(room.name) || room.name === 'lobby' || (typeof x.read === 'number' && !leftNames.has(room.name));
+    // The user's rooms are those with a read position on the server (joined here or on
+    // another device); one that had a position and lost it was left on another device.
+    const hasRead = typeof x.read === 'number';
+    const wanted = joinedNames.has(room.name) || room.name === 'lobby' || hasRead;
     if (wanted && !room.joined) joinRoom(room);
-    if (room.joined && (x.read === null || x.read === undefined)) claim(room);
+    if (room.joined && !hasRead) {
+      // Only a position the server itself reported counts as lost: a claim still on its
+      // way is not a leave.
+      if (room.seenOnServer && room.name !== 'lobby') dropRoom(room);
+      else claim(room);
+    }
+    room.seenOnServer = hasRead;
   }
   for (const x of r.dms || []) {
     const dm = ensureDm(x.user, x.name);
