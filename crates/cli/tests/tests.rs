@@ -1,6 +1,8 @@
 //! Integration tests of the `switchboard` binary: the real executable as a child process,
 //! over real sockets on 127.0.0.1, one test binary (STYLE.md §3.12).
 //!
+//! - `apps`: the built-in apps from the binary: the first admin's one-time link, and
+//!   `switchboard user` accounts signing in over HTTP.
 //! - `bench`: `bench fanout` and `bench idle` over WebSocket, SSE and long polling;
 //!   `bench flood`; `bench chat` against the built-in chat.
 //! - `cli`: `echo`, `bench echo`, `sub`, `pub`, `token`, `config init`, and what `serve`
@@ -13,6 +15,7 @@
 //! - `util`: child processes, temporary data directories, a WebSocket client and an HTTP
 //!   client of the server API.
 
+mod apps;
 mod bench;
 mod cli;
 mod durability;
