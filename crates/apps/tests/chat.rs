@@ -329,3 +329,33 @@ async fn direct_messages_wait_for_offline_users_and_report_delivery() {
         "the second found Cara online"
     );
 }
+
+/// The apps' `chat.*` handlers and the user's own backend behind `rpc.proxy_url` answer
+/// side by side on one connection: the apps claim their prefix, the rest is proxied with
+/// the caller's identity (the display name and roles the apps' token carries).
+#[tokio::test]
+async fn the_apps_methods_and_a_proxied_backend_answer_side_by_side() {
+    use axum::Json;
+    async fn backend(Json(call): Json<Value>) -> Json<Value> {
+        Json(
+            json!({"result": {"method": call["method"], "user": call["user"], "info": call["info"]}}),
+        )
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/rpc", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let app = axum::Router::new().route("/rpc", axum::routing::post(backend));
+        axum::serve(listener, app).await.ok();
+    });
+    let server = crate::util::start_with(|c| c.rpc.proxy_url = Some(url), |_| {}).await;
+    let (_, mut ana) = server.user("Ana").await;
+    let rooms = ana.rpc("chat.rooms", json!({})).await;
+    assert_eq!(rooms["rooms"][0]["name"], "lobby");
+    let answer = ana.rpc("orders.status", json!({"order": 7})).await;
+    assert_eq!(
+        answer,
+        json!({"method": "orders.status", "user": "ana", "info": {"name": "Ana", "guest": false}})
+    );
+}
