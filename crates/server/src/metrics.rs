@@ -335,6 +335,7 @@ mod tests {
             ("limits", format!("{:#?}", config.limits)),
             ("mailbox", format!("{:#?}", config.mailbox)),
             ("storage", format!("{:#?}", config.storage)),
+            ("rpc", format!("{:#?}", config.rpc)),
         ];
         for (section, debug) in sections {
             for field in debug
