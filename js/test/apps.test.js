@@ -451,6 +451,30 @@ describe('chat in the browser', () => {
     await there.context.close();
   });
 
+  test('history: the last 50 on entry, then "Load older messages" back to the start', async () => {
+    const p = await person();
+    await signUp(p, server.url, 'gail');
+    await p.page.evaluate(() => window.switchboard.rpc('chat.create', { name: 'archive' }));
+    const all = Array.from({ length: 60 }, (_, i) => `old ${i + 1}`);
+    for (const text of all) {
+      const res = await fetch(`${server.url}/api/publish`, {
+        method: 'POST',
+        headers: { 'X-API-Key': server.apiKey, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ channel: 'room:archive', data: { type: 'message', text } }),
+      });
+      assert.equal(res.status, 200);
+    }
+    await p.page.goto(`${server.url}/chat#archive`);
+    await online(p.page);
+    await waitFor('the newest 50', async () => (await bodies(p.page)).join('|') === all.slice(10).join('|'));
+    await p.page.getByRole('button', { name: 'Load older messages' }).click();
+    await waitFor('all 60, oldest first', async () => (await bodies(p.page)).join('|') === all.join('|'));
+    await p.page.getByText('This is the start of #archive.').waitFor();
+    assert.equal(await p.page.getByRole('button', { name: 'Load older messages' }).count(), 0);
+    assert.deepEqual(p.problems, []);
+    await p.context.close();
+  });
+
   test('no page broke its CSP or threw', async () => {
     assert.deepEqual(alice.problems, []);
   });
