@@ -24,6 +24,9 @@ impl RpcHandler for Echo {
             if call.method == "echo.refuse" {
                 return Err(ClientError::rpc_failed("no, thank you"));
             }
+            if call.method == "echo.slow" {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
             let data: Value = rpc::data(&call)?;
             rpc::result(&json!({
                 "method": call.method,
@@ -71,6 +74,16 @@ async fn rpc_calls_reach_the_handler_of_their_prefix_on_every_transport() {
     assert_eq!(deep, "deep");
     let refused = ws.cmd(json!({"cmd": "rpc", "method": "echo.refuse"})).await;
     assert_eq!(error_of(&refused), Some((119, "no, thank you".to_owned())));
+    // A connection's calls are answered in the order they were made, a slow one first.
+    let slow = ws
+        .send_cmd(json!({"cmd": "rpc", "method": "echo.slow"}))
+        .await;
+    let fast = ws
+        .send_cmd(json!({"cmd": "rpc", "method": "echo.fast"}))
+        .await;
+    let first = ws.next_reply().await;
+    assert_eq!(first["id"], slow, "{first}");
+    assert_eq!(ws.next_reply().await["id"], fast);
     let unknown = ws.cmd(json!({"cmd": "rpc", "method": "vote.cast"})).await;
     let (code, message) = error_of(&unknown).expect("an error");
     assert_eq!(code, 104);
@@ -137,7 +150,7 @@ async fn rpc_methods_no_handler_claims_go_to_the_backend() {
     let server = start_extended(
         |c| {
             c.rpc.proxy_url = Some(url);
-            c.rpc.timeout = Duration::from_millis(500);
+            c.rpc.timeout = Duration::from_millis(200);
         },
         |s| s.rpc("echo.", Arc::new(Echo)),
     )
@@ -171,7 +184,39 @@ async fn rpc_methods_no_handler_claims_go_to_the_backend() {
             "{method}: {failed}"
         );
     }
-    // The connection is still fine after a timed-out call.
+    // Calls waiting for a slow backend hold up neither pushes nor other commands, and a
+    // connection has at most 16 of them waiting.
+    alice
+        .ok(json!({"cmd": "subscribe", "channel": "chat:lobby"}))
+        .await;
+    let mut waiting = Vec::new();
+    for _ in 0..16 {
+        waiting.push(
+            alice
+                .send_cmd(json!({"cmd": "rpc", "method": "orders.slow"}))
+                .await,
+        );
+    }
+    let seventeenth = alice
+        .cmd(json!({"cmd": "rpc", "method": "orders.slow"}))
+        .await;
+    assert_eq!(
+        error_of(&seventeenth).map(|e| e.0),
+        Some(111),
+        "{seventeenth}"
+    );
+    assert_eq!(
+        server.publish("chat:lobby", json!("while waiting")).await,
+        1
+    );
+    let publication = alice.next_publication().await;
+    assert_eq!(publication["data"], "while waiting");
+    assert_eq!(alice.ok(json!({"cmd": "ping"})).await, json!({}));
+    for id in waiting {
+        let reply = alice.reply(id).await;
+        assert_eq!(error_of(&reply).map(|e| e.0), Some(100), "{reply}");
+    }
+    // The connection is still fine after timed-out calls.
     assert_eq!(
         alice
             .ok(json!({"cmd": "rpc", "method": "orders.status", "data": {"order": 7}}))

@@ -79,10 +79,47 @@ pub(crate) struct Session {
     strikes: u32,
     /// Publications started and not yet acknowledged, at most [`PUBLISHING`].
     publishing: Arc<Semaphore>,
+    /// The calls waiting for the connection's rpc task (started by the first call), at
+    /// most [`RPC_IN_FLIGHT`]; the task ends when this is dropped.
+    rpc_queue: Option<tokio::sync::mpsc::Sender<QueuedCall>>,
+    /// A permit per call queued or being answered.
+    rpc_waiting: Arc<Semaphore>,
 }
+
+/// An rpc call waiting for the connection's rpc task: its id, the call, and the permit it
+/// holds until answered.
+type QueuedCall = (Option<u64>, RpcCall, tokio::sync::OwnedSemaphorePermit);
 
 /// Publications of one connection in flight at once; the next waits for a commit.
 const PUBLISHING: usize = 256;
+/// `rpc` calls of one connection waiting for their answers; one more is refused with
+/// error 111.
+const RPC_IN_FLIGHT: usize = 16;
+
+/// Starts a connection's rpc task: it answers the calls queued to it one at a time, in
+/// order, each reply pushed to the connection when it is ready.
+fn rpc_worker(
+    rpc: Arc<Handlers>,
+    handle: ClientHandle,
+    timeout: std::time::Duration,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> tokio::sync::mpsc::Sender<QueuedCall> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<QueuedCall>(RPC_IN_FLIGHT);
+    tokio::spawn(async move {
+        while let Some((id, call, permit)) = rx.recv().await {
+            let reply = match rpc.call(call, timeout).await {
+                Ok(result) => reply_ok(id, &result),
+                Err(err) => {
+                    metrics.client_errors.inc();
+                    reply_err(id, &err)
+                }
+            };
+            handle.push(PreparedMessage::text(&reply));
+            drop(permit);
+        }
+    });
+    tx
+}
 
 impl Session {
     /// A new, unauthenticated session of a client at `peer`, holding `slot` and pushing
@@ -120,6 +157,8 @@ impl Session {
             anonymous_quota,
             strikes: 0,
             publishing: Arc::new(Semaphore::new(PUBLISHING)),
+            rpc_queue: None,
+            rpc_waiting: Arc::new(Semaphore::new(RPC_IN_FLIGHT)),
         }
     }
 
@@ -294,9 +333,26 @@ impl Session {
                         roles: identity.map(|i| i.roles.clone()).unwrap_or_default(),
                     },
                 };
-                let rpc = self.ctx.rpc.clone();
-                let result = rpc.call(call, self.ctx.config.rpc.timeout).await?;
-                self.reply(id, &result);
+                // Answered by the connection's rpc task, one call at a time in the order
+                // they came (two posts keep their order), while this connection goes on:
+                // a slow handler or backend holds up neither its pushes nor its commands.
+                let queue = self.rpc_queue.get_or_insert_with(|| {
+                    rpc_worker(
+                        self.ctx.rpc.clone(),
+                        self.handle.clone(),
+                        self.ctx.config.rpc.timeout,
+                        hub.metrics().clone(),
+                    )
+                });
+                let waiting = self.rpc_waiting.clone().try_acquire_owned().map_err(|_| {
+                    ClientError::too_many_requests(format!(
+                        "{RPC_IN_FLIGHT} rpc calls are already waiting for their answers"
+                    ))
+                })?;
+                // Never full: it holds at most as many calls as there are permits.
+                queue
+                    .try_send((id, call, waiting))
+                    .map_err(|_| ClientError::internal("the rpc queue is gone"))?;
             }
             Command::Presence { channel } => {
                 if !self.subscriptions.contains(channel) {
