@@ -7,11 +7,11 @@
 //! Flask or Django backend answers client calls without hosting WebSockets; otherwise it
 //! is error 104.
 //!
-//! A connection's calls are answered by a task of its own, one at a time in the order they
-//! came (two posts keep their order), each reply pushed when it is ready: a slow handler or
-//! backend holds up neither the connection's pushes nor its other commands. A connection
-//! has at most 16 calls waiting (one more is error 111), and every call is bounded by
-//! `rpc.timeout`.
+//! A connection's calls are answered one at a time in the order they came (two posts keep
+//! their order), each by a task that waits for the one before and pushes its reply when it
+//! is ready: a slow handler or backend holds up neither the connection's pushes nor its
+//! other commands. A connection has at most 16 calls waiting (one more is error 111), and
+//! every call is bounded by `rpc.timeout`.
 
 mod proxy;
 

@@ -79,47 +79,27 @@ pub(crate) struct Session {
     strikes: u32,
     /// Publications started and not yet acknowledged, at most [`PUBLISHING`].
     publishing: Arc<Semaphore>,
-    /// The calls waiting for the connection's rpc task (started by the first call), at
-    /// most [`RPC_IN_FLIGHT`]; the task ends when this is dropped.
-    rpc_queue: Option<tokio::sync::mpsc::Sender<QueuedCall>>,
-    /// A permit per call queued or being answered.
-    rpc_waiting: Arc<Semaphore>,
+    /// The connection's rpc calls in flight (made by its first call).
+    rpc: Option<RpcChain>,
 }
 
-/// An rpc call waiting for the connection's rpc task: its id, the call, and the permit it
-/// holds until answered.
-type QueuedCall = (Option<u64>, RpcCall, tokio::sync::OwnedSemaphorePermit);
+/// A connection's rpc calls in flight, answered one at a time in order: each call's task
+/// waits for the one before it to be answered. Nothing of it runs, and little of it stays,
+/// while the connection makes no call (a task or a queue per connection would cost every
+/// idle connection kilobytes).
+#[derive(Debug)]
+struct RpcChain {
+    /// A permit per call not yet answered, at most [`RPC_IN_FLIGHT`].
+    waiting: Arc<Semaphore>,
+    /// Resolves when the last call made has been answered.
+    last: Option<tokio::sync::oneshot::Receiver<()>>,
+}
 
 /// Publications of one connection in flight at once; the next waits for a commit.
 const PUBLISHING: usize = 256;
 /// `rpc` calls of one connection waiting for their answers; one more is refused with
 /// error 111.
 const RPC_IN_FLIGHT: usize = 16;
-
-/// Starts a connection's rpc task: it answers the calls queued to it one at a time, in
-/// order, each reply pushed to the connection when it is ready.
-fn rpc_worker(
-    rpc: Arc<Handlers>,
-    handle: ClientHandle,
-    timeout: std::time::Duration,
-    metrics: Arc<crate::metrics::Metrics>,
-) -> tokio::sync::mpsc::Sender<QueuedCall> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<QueuedCall>(RPC_IN_FLIGHT);
-    tokio::spawn(async move {
-        while let Some((id, call, permit)) = rx.recv().await {
-            let reply = match rpc.call(call, timeout).await {
-                Ok(result) => reply_ok(id, &result),
-                Err(err) => {
-                    metrics.client_errors.inc();
-                    reply_err(id, &err)
-                }
-            };
-            handle.push(PreparedMessage::text(&reply));
-            drop(permit);
-        }
-    });
-    tx
-}
 
 impl Session {
     /// A new, unauthenticated session of a client at `peer`, holding `slot` and pushing
@@ -157,8 +137,7 @@ impl Session {
             anonymous_quota,
             strikes: 0,
             publishing: Arc::new(Semaphore::new(PUBLISHING)),
-            rpc_queue: None,
-            rpc_waiting: Arc::new(Semaphore::new(RPC_IN_FLIGHT)),
+            rpc: None,
         }
     }
 
@@ -333,26 +312,38 @@ impl Session {
                         roles: identity.map(|i| i.roles.clone()).unwrap_or_default(),
                     },
                 };
-                // Answered by the connection's rpc task, one call at a time in the order
-                // they came (two posts keep their order), while this connection goes on:
+                // Answered one call at a time in the order they came (two posts keep
+                // their order), each in a task of its own, while this connection goes on:
                 // a slow handler or backend holds up neither its pushes nor its commands.
-                let queue = self.rpc_queue.get_or_insert_with(|| {
-                    rpc_worker(
-                        self.ctx.rpc.clone(),
-                        self.handle.clone(),
-                        self.ctx.config.rpc.timeout,
-                        hub.metrics().clone(),
-                    )
+                let chain = self.rpc.get_or_insert_with(|| RpcChain {
+                    waiting: Arc::new(Semaphore::new(RPC_IN_FLIGHT)),
+                    last: None,
                 });
-                let waiting = self.rpc_waiting.clone().try_acquire_owned().map_err(|_| {
+                let permit = chain.waiting.clone().try_acquire_owned().map_err(|_| {
                     ClientError::too_many_requests(format!(
                         "{RPC_IN_FLIGHT} rpc calls are already waiting for their answers"
                     ))
                 })?;
-                // Never full: it holds at most as many calls as there are permits.
-                queue
-                    .try_send((id, call, waiting))
-                    .map_err(|_| ClientError::internal("the rpc queue is gone"))?;
+                let (done, answered) = tokio::sync::oneshot::channel();
+                let before = chain.last.replace(answered);
+                let (rpc, handle) = (self.ctx.rpc.clone(), self.handle.clone());
+                let (timeout, metrics) = (self.ctx.config.rpc.timeout, hub.metrics().clone());
+                tokio::spawn(async move {
+                    if let Some(before) = before {
+                        // Answered, or its task is gone: either way, this one's turn.
+                        let _ = before.await;
+                    }
+                    let reply = match rpc.call(call, timeout).await {
+                        Ok(result) => reply_ok(id, &result),
+                        Err(err) => {
+                            metrics.client_errors.inc();
+                            reply_err(id, &err)
+                        }
+                    };
+                    handle.push(PreparedMessage::text(&reply));
+                    drop(permit);
+                    let _ = done.send(());
+                });
             }
             Command::Presence { channel } => {
                 if !self.subscriptions.contains(channel) {
