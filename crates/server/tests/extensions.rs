@@ -428,3 +428,44 @@ async fn the_node_handle_publishes_sends_and_mints_tokens() {
     assert_eq!(node.disconnect("dora", true), 1);
     assert_eq!(dora.expect_close().await.0, 4008);
 }
+
+/// Counts the calls it starts; each takes 200 ms.
+struct Counting(Arc<std::sync::atomic::AtomicUsize>);
+
+impl RpcHandler for Counting {
+    fn call(&self, _call: RpcCall) -> BoxFuture<'static, Result<Box<RawValue>, ClientError>> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            rpc::result(&"done")
+        })
+    }
+}
+
+/// A client that leaves with calls waiting leaves no work behind: the calls not yet
+/// started never start.
+#[tokio::test]
+async fn calls_waiting_when_the_connection_ends_are_dropped() {
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = started.clone();
+    let server = start_extended(
+        |_| {},
+        move |s| s.rpc("count.", Arc::new(Counting(counter))),
+    )
+    .await;
+    let mut client = server.client("alice").await;
+    for _ in 0..5 {
+        client
+            .send_cmd(json!({"cmd": "rpc", "method": "count.x"}))
+            .await;
+    }
+    crate::util::eventually("the first call to start", || {
+        let started = started.clone();
+        async move { started.load(std::sync::atomic::Ordering::SeqCst) == 1 }
+    })
+    .await;
+    client.close().await;
+    // Had they been kept, the other four would start within 5 × 200 ms.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -93,6 +93,15 @@ struct RpcChain {
     waiting: Arc<Semaphore>,
     /// Resolves when the last call made has been answered.
     last: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Cancelled when the connection ends: its calls are dropped, waiting or not, so a
+    /// client that leaves with calls queued leaves no work behind.
+    ended: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for RpcChain {
+    fn drop(&mut self) {
+        self.ended.cancel();
+    }
 }
 
 /// Publications of one connection in flight at once; the next waits for a commit.
@@ -318,6 +327,7 @@ impl Session {
                 let chain = self.rpc.get_or_insert_with(|| RpcChain {
                     waiting: Arc::new(Semaphore::new(RPC_IN_FLIGHT)),
                     last: None,
+                    ended: tokio_util::sync::CancellationToken::new(),
                 });
                 let permit = chain.waiting.clone().try_acquire_owned().map_err(|_| {
                     ClientError::too_many_requests(format!(
@@ -328,19 +338,30 @@ impl Session {
                 let before = chain.last.replace(answered);
                 let (rpc, handle) = (self.ctx.rpc.clone(), self.handle.clone());
                 let (timeout, metrics) = (self.ctx.config.rpc.timeout, hub.metrics().clone());
+                let ended = chain.ended.clone();
                 tokio::spawn(async move {
-                    if let Some(before) = before {
-                        // Answered, or its task is gone: either way, this one's turn.
-                        let _ = before.await;
-                    }
-                    let reply = match rpc.call(call, timeout).await {
-                        Ok(result) => reply_ok(id, &result),
-                        Err(err) => {
-                            metrics.client_errors.inc();
-                            reply_err(id, &err)
+                    let answer = async {
+                        if let Some(before) = before {
+                            // Answered, or its task is gone: either way, this one's turn.
+                            let _ = before.await;
+                        }
+                        match rpc.call(call, timeout).await {
+                            Ok(result) => reply_ok(id, &result),
+                            Err(err) => {
+                                metrics.client_errors.inc();
+                                reply_err(id, &err)
+                            }
                         }
                     };
-                    handle.push(PreparedMessage::text(&reply));
+                    tokio::select! {
+                        // First: the one before ends when cancelled too, and this call
+                        // must not start then.
+                        biased;
+                        () = ended.cancelled() => return,
+                        reply = answer => {
+                            handle.push(PreparedMessage::text(&reply));
+                        }
+                    }
                     drop(permit);
                     let _ = done.send(());
                 });
