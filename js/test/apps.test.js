@@ -475,6 +475,27 @@ describe('chat in the browser', () => {
     await p.context.close();
   });
 
+  test('a revisit is one round trip: the page is revalidated, its files come from the cache', async () => {
+    const p = await person();
+    await signUp(p, server.url, 'hana');
+    await p.page.goto(`${server.url}/`);
+    await p.page.goto(`${server.url}/chat`);
+    await online(p.page);
+    // What this visit fetched over the network (transferSize 0: from the cache, unasked),
+    // besides the data it asks for (fetch: /auth/me, /auth/token).
+    const fetched = await p.page.evaluate(() =>
+      performance
+        .getEntriesByType('resource')
+        .filter((e) => e.initiatorType !== 'fetch' && e.initiatorType !== 'xmlhttprequest' && e.transferSize > 0)
+        .map((e) => `${e.initiatorType} ${new URL(e.name).pathname}`),
+    );
+    assert.deepEqual(fetched, [], 'every file from the cache');
+    const files = await p.page.evaluate(() => performance.getEntriesByType('resource').map((e) => new URL(e.name).pathname));
+    assert.ok(files.some((f) => /^\/apps\/v\/[0-9a-f]{16}\/switchboard\.js$/.test(f)), `the library beside the files: ${files}`);
+    assert.deepEqual(p.problems, []);
+    await p.context.close();
+  });
+
   test('no page broke its CSP or threw', async () => {
     assert.deepEqual(alice.problems, []);
   });

@@ -1,11 +1,19 @@
 //! The pages and their files, from the embedded table ([`crate::assets`]): each with its
-//! type, an ETag computed once (so a revisit is one 304), the security headers, and
-//! compression by tower-http's layer (in [`crate::mount`]).
+//! type, an ETag computed once, the security headers, and compression by tower-http's
+//! layer (in [`crate::mount`]).
+//!
+//! A revisit costs one round trip: the page itself is revalidated (`no-cache`, a 304),
+//! and everything it loads comes from the browser's cache without asking. The pages name
+//! their files under `/apps/v/VERSION/…`, VERSION being a hash of every file served
+//! (computed once, at start), and those URLs are `immutable`: a new binary with other
+//! files has another VERSION, so a page never mixes old and new files. The modules import
+//! each other, and the browser library (served here too, as `/apps/v/VERSION/switchboard.js`,
+//! the same bytes as `/switchboard.js`), by relative paths, which stay under the version.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -22,41 +30,84 @@ pub(crate) const CSP: &str = "default-src 'self'; script-src 'self'; style-src '
 /// One file, ready to serve.
 #[derive(Debug)]
 struct Page {
-    bytes: &'static [u8],
+    bytes: Bytes,
     content_type: HeaderValue,
     /// Weak: the same ETag names the gzip and the identity forms of the file.
     etag: HeaderValue,
 }
 
-/// The files by path under `web/`.
+/// The files by path under `web/`, and the version naming them all.
 #[derive(Debug, Default)]
-pub(crate) struct Pages(HashMap<&'static str, Page>);
+pub(crate) struct Pages {
+    files: HashMap<&'static str, Page>,
+    /// A hash of every file: the `VERSION` of `/apps/v/VERSION/…`.
+    version: String,
+}
+
+/// Where the browser library is served beside the pages' files.
+const LIBRARY: &str = "switchboard.js";
+
+/// Cached for good, never asked again: the URL names the version.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// Asked again on every load (a 304 when unchanged).
+const REVALIDATE: &str = "no-cache";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 impl Pages {
     pub(crate) fn new(files: &'static [Asset]) -> Pages {
-        Pages(
-            files
-                .iter()
-                .filter_map(|&(path, bytes)| {
-                    let content_type = HeaderValue::from_static(content_type(path)?);
-                    let digest = Sha256::digest(bytes);
-                    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-                    let etag = HeaderValue::from_str(&format!("W/\"{hex}\"")).ok()?;
-                    Some((
-                        path,
-                        Page {
-                            bytes,
-                            content_type,
-                            etag,
-                        },
-                    ))
-                })
-                .collect(),
-        )
+        let library: Asset = (LIBRARY, switchboard_server::BROWSER_LIBRARY.as_bytes());
+        let all: Vec<Asset> = files
+            .iter()
+            .copied()
+            .chain(std::iter::once(library))
+            .filter(|(path, _)| content_type(path).is_some())
+            .collect();
+        let mut hash = Sha256::new();
+        for (path, bytes) in &all {
+            hash.update((path.len() as u64).to_le_bytes());
+            hash.update(path.as_bytes());
+            hash.update((bytes.len() as u64).to_le_bytes());
+            hash.update(bytes);
+        }
+        let version = hex(&hash.finalize()[..8]);
+        let files = all
+            .into_iter()
+            .filter_map(|(path, bytes)| {
+                let content_type = HeaderValue::from_static(content_type(path)?);
+                let bytes = if path.ends_with(".html") {
+                    Bytes::from(versioned(bytes, &version))
+                } else {
+                    Bytes::from_static(bytes)
+                };
+                let etag = format!("W/\"{}\"", hex(&Sha256::digest(&bytes)[..12]));
+                let etag = HeaderValue::from_str(&etag).ok()?;
+                Some((
+                    path,
+                    Page {
+                        bytes,
+                        content_type,
+                        etag,
+                    },
+                ))
+            })
+            .collect();
+        Pages { files, version }
+    }
+
+    /// The version in the pages' file URLs.
+    pub(crate) fn version(&self) -> &str {
+        &self.version
     }
 
     fn serve(&self, path: &str, request: &HeaderMap) -> Response {
-        let Some(page) = self.0.get(path) else {
+        self.serve_with(path, request, REVALIDATE)
+    }
+
+    fn serve_with(&self, path: &str, request: &HeaderMap, cache: &'static str) -> Response {
+        let Some(page) = self.files.get(path) else {
             let mut response = (StatusCode::NOT_FOUND, "not found\n").into_response();
             secure(response.headers_mut());
             return response;
@@ -64,7 +115,7 @@ impl Pages {
         let mut response = if not_modified(request, &page.etag) {
             StatusCode::NOT_MODIFIED.into_response()
         } else {
-            let mut response = Response::new(Body::from(page.bytes));
+            let mut response = Response::new(Body::from(page.bytes.clone()));
             response
                 .headers_mut()
                 .insert(header::CONTENT_TYPE, page.content_type.clone());
@@ -72,8 +123,7 @@ impl Pages {
         };
         let headers = response.headers_mut();
         headers.insert(header::ETAG, page.etag.clone());
-        // Always revalidate: a changed binary shows at once, an unchanged one costs a 304.
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
         secure(headers);
         response
     }
@@ -126,13 +176,36 @@ pub(crate) async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap) 
     shared.pages.serve("chat/index.html", &headers)
 }
 
-/// `GET /apps/{*path}`.
+/// `GET /apps/{*path}`: a file, revalidated on every load; under `v/VERSION/`, the same
+/// file cached for good when VERSION is the one in force (an older page asking for its own
+/// version gets today's file, revalidated).
 pub(crate) async fn file(
     State(shared): State<Arc<Shared>>,
     Path(path): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    shared.pages.serve(&path, &headers)
+    let pages = &shared.pages;
+    if let Some((version, rest)) = path.strip_prefix("v/").and_then(|p| p.split_once('/')) {
+        let cache = if version == pages.version() {
+            IMMUTABLE
+        } else {
+            REVALIDATE
+        };
+        return pages.serve_with(rest, &headers, cache);
+    }
+    pages.serve(&path, &headers)
+}
+
+/// A page with its file URLs under the version: `"/apps/…"` becomes `"/apps/v/VERSION/…"`
+/// and `"/switchboard.js"` the library served beside them.
+fn versioned(html: &[u8], version: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(html);
+    text.replace("\"/apps/", &format!("\"/apps/v/{version}/"))
+        .replace(
+            &format!("\"/{LIBRARY}\""),
+            &format!("\"/apps/v/{version}/{LIBRARY}\""),
+        )
+        .into_bytes()
 }
 
 #[cfg(test)]
@@ -143,9 +216,13 @@ mod tests {
     fn etags_and_conditional_requests() {
         static FILES: &[Asset] = &[("a.html", b"<p>a</p>"), ("b.exe", b"MZ")];
         let pages = Pages::new(FILES);
-        assert!(pages.0.contains_key("a.html"));
+        assert!(pages.files.contains_key("a.html"));
         assert!(
-            !pages.0.contains_key("b.exe"),
+            pages.files.contains_key(LIBRARY),
+            "the library is served too"
+        );
+        assert!(
+            !pages.files.contains_key("b.exe"),
             "unknown types are not served"
         );
         let page = pages.serve("a.html", &HeaderMap::new());
@@ -171,6 +248,7 @@ mod tests {
         );
         conditional.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"x\""));
         assert_eq!(pages.serve("a.html", &conditional).status(), StatusCode::OK);
+        assert_eq!(page.headers()[header::CACHE_CONTROL], REVALIDATE);
         let missing = pages.serve("../secret", &HeaderMap::new());
         assert_eq!(missing.status(), StatusCode::NOT_FOUND);
         assert!(
@@ -178,5 +256,29 @@ mod tests {
                 .headers()
                 .contains_key(header::CONTENT_SECURITY_POLICY)
         );
+    }
+
+    #[test]
+    fn pages_name_their_files_under_the_version() {
+        static FILES: &[Asset] = &[
+            (
+                "p/index.html",
+                br#"<link rel="stylesheet" href="/apps/style.css"><link rel="modulepreload" href="/switchboard.js"><script type="module" src="/apps/p/p.js"></script>"#,
+            ),
+            ("style.css", b"p{}"),
+        ];
+        let pages = Pages::new(FILES);
+        let v = pages.version().to_owned();
+        assert_eq!(v.len(), 16);
+        let html = String::from_utf8_lossy(&pages.files["p/index.html"].bytes).into_owned();
+        assert_eq!(
+            html,
+            format!(
+                r#"<link rel="stylesheet" href="/apps/v/{v}/style.css"><link rel="modulepreload" href="/apps/v/{v}/switchboard.js"><script type="module" src="/apps/v/{v}/p/p.js"></script>"#
+            )
+        );
+        // Another file, another version.
+        static OTHER: &[Asset] = &[("style.css", b"p{color:red}")];
+        assert_ne!(Pages::new(OTHER).version(), v);
     }
 }

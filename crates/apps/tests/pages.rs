@@ -51,3 +51,44 @@ async fn pages_have_csp_etags_and_compression() {
     let escape = server.get("/apps/../Cargo.toml", &[]).await;
     assert_ne!(escape.status, 200);
 }
+
+/// A page names its files under `/apps/v/VERSION/`, served `immutable` (a revisit asks
+/// only for the page), the browser library among them with the bytes of `/switchboard.js`;
+/// another version's URL is answered, but revalidated.
+#[tokio::test]
+async fn a_page_names_its_files_under_a_version_cached_for_good() {
+    // The real pages of web/, as the binary serves them.
+    let server = start(|o| o.assets = switchboard_apps::assets::FILES).await;
+    let page = server.get("/chat", &[]).await;
+    let html = String::from_utf8_lossy(&page.body).into_owned();
+    let at = html.find("/apps/v/").expect("a versioned URL");
+    let version: String = html[at + "/apps/v/".len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit())
+        .collect();
+    assert_eq!(version.len(), 16, "{html}");
+    assert!(
+        !html.contains("\"/apps/style"),
+        "every file URL is versioned: {html}"
+    );
+    assert!(!html.contains("\"/switchboard.js\""), "{html}");
+    for file in ["style.css", "switchboard.js"] {
+        let path = format!("/apps/v/{version}/{file}");
+        assert!(html.contains(&format!("\"{path}\"")), "{path} in {html}");
+        let got = server.get(&path, &[]).await;
+        assert_eq!(got.status, 200, "{path}");
+        assert_eq!(
+            got.header("cache-control"),
+            Some("public, max-age=31536000, immutable"),
+            "{path}"
+        );
+    }
+    let library = server
+        .get(&format!("/apps/v/{version}/switchboard.js"), &[])
+        .await;
+    let served = server.get("/switchboard.js", &[]).await;
+    assert_eq!(library.body, served.body, "the same library");
+    let old = server.get("/apps/v/0123456789abcdef/style.css", &[]).await;
+    assert_eq!(old.status, 200);
+    assert_eq!(old.header("cache-control"), Some("no-cache"));
+}

@@ -66,6 +66,11 @@ pub use config::Config;
 pub use error::{Error, Result};
 pub use node::{HistoryRequest, Node, PublishOptions};
 
+/// The browser library (`GET /switchboard.js`), for an extension that serves it under a
+/// URL of its own (the built-in apps serve it beside their pages, under a versioned path
+/// a browser may cache for good).
+pub const BROWSER_LIBRARY: &str = http::SWITCHBOARD_JS;
+
 /// Name of the SQLite database in the data directory.
 pub const DATABASE_FILE: &str = "switchboard.db";
 

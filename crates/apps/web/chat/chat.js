@@ -1,5 +1,7 @@
 // /chat: rooms, direct messages, presence, typing, unread counts kept on the server, all
-// through /switchboard.js as a user's page would use it. The server side is the apps
+// through the browser library as a user's page would use it (the server's /switchboard.js,
+// imported from beside this file so that it shares the files' cache version; see
+// crates/apps/src/pages.rs). The server side is the apps
 // crate's `chat.*` rpc methods (docs in crates/apps): messages go through `chat.post`
 // and come back as publications on `room:ROOM` (the apps' namespace); direct messages through `chat.dm.send`
 // and come as private messages (the mailbox keeps them for a user who is offline).
@@ -8,7 +10,7 @@
 // member list of a room is its presence (a user with several tabs is one member). The
 // library recovers what a dropped connection missed, so after "reconnecting…" nothing is
 // missing and nothing is doubled; the page only deduplicates its own pending sends.
-import { Switchboard } from '/switchboard.js';
+import { Switchboard } from '../switchboard.js';
 import { h, icon, ICONS, avatar, replace } from '../lib/dom.js';
 import { t, tx, languageSwitch, onLangChange } from '../lib/i18n.js';
 import { me, getToken, signOut, AuthError } from '../lib/session.js';

@@ -1,7 +1,8 @@
 // The home page: the apps as tiles with live figures (from the `apps:stats` channel,
-// through /switchboard.js as any page would), the sign-in state, the language switch, the
+// through the browser library as any page would, imported from beside this file: see
+// crates/apps/src/pages.rs), the sign-in state, the language switch, the
 // docs, and the first look for a developer: curl and Python for this very server.
-import { Switchboard } from '/switchboard.js';
+import { Switchboard } from '../switchboard.js';
 import { h, icon, ICONS, avatar, replace } from '../lib/dom.js';
 import { t, tx, languageSwitch, onLangChange, apply } from '../lib/i18n.js';
 import { number } from '../lib/format.js';

@@ -5,6 +5,8 @@
 
 pub(crate) mod api;
 mod assets;
+
+pub(crate) use assets::SWITCHBOARD_JS;
 mod host;
 
 use std::sync::Arc;
