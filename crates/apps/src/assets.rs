@@ -23,6 +23,7 @@ pub const FILES: &[Asset] = &[
     ("lib/dom.js", include_bytes!("../web/lib/dom.js")),
     ("lib/format.js", include_bytes!("../web/lib/format.js")),
     ("lib/i18n.js", include_bytes!("../web/lib/i18n.js")),
+    ("lib/qr.js", include_bytes!("../web/lib/qr.js")),
     ("lib/session.js", include_bytes!("../web/lib/session.js")),
     ("lib/strings.js", include_bytes!("../web/lib/strings.js")),
     (
