@@ -6,13 +6,17 @@
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
-
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import jsQR from 'jsqr';
-import { startServer, until } from './server.js';
+import { startServer, until, REPO } from './server.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
+const SHOTS = join(REPO, 'docs', 'screenshots');
+const PASSWORD = 'correct horse battery';
 
 /** The server of the apps: the apps' own namespaces (chat, apps, poll), open sign-up, guests. */
 const APPS = { namespaces: false, apps: { guests: true } };
@@ -119,5 +123,251 @@ describe('lib/qr.js', () => {
     assert.equal(tooLong, 'RangeError');
     assert.deepEqual(p.problems, []);
     await p.context.close();
+  });
+});
+
+// ---- the vote page ---------------------------------------------------------------------
+
+/** Waits until the page's client is connected. */
+const online = (page) => page.waitForFunction(() => window.switchboard && window.switchboard.readyState === 1, null, { timeout: 20000 });
+
+async function signUp(p, url, name) {
+  const { page } = p;
+  await page.goto(`${url}/signin`);
+  await page.getByRole('button', { name: 'Create an account' }).click();
+  await page.getByLabel('Name', { exact: true }).fill(name);
+  await page.getByLabel('Password').fill(PASSWORD);
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await page.waitForURL(/\/chat/);
+}
+
+/**
+ * Creates a poll through the page's form; resolves to its id (the page goes to it).
+ * @param {import('playwright-core').Page} page
+ */
+async function createPoll(page, url, { question, options, results = 'Always, live', changeable = true, closes = null }) {
+  await page.goto(`${url}/vote`);
+  await online(page);
+  await page.getByLabel('Question').fill(question);
+  for (let i = 0; i < options.length; i++) {
+    if (i >= 2) await page.getByRole('button', { name: 'Add an option' }).click();
+    await page.getByLabel(`Option ${i + 1}`, { exact: true }).fill(options[i]);
+  }
+  await page.getByLabel('Show the results').selectOption({ label: results });
+  if (closes) await page.getByLabel('Closes').selectOption({ label: closes });
+  const box = page.getByLabel('Voters may change their vote');
+  if ((await box.isChecked()) !== changeable) await box.click();
+  await page.getByRole('button', { name: 'Create poll' }).click();
+  await page.waitForURL(/\/vote\?p=/);
+  await online(page);
+  await page.locator('#poll-title').filter({ hasText: question }).waitFor();
+  return new URL(page.url()).searchParams.get('p');
+}
+
+/** The counts the page's chart shows, in option order (null while hidden). */
+async function shown(page) {
+  return page.evaluate(() => {
+    const chart = document.querySelector('#results .chart');
+    if (!chart || chart.hasAttribute('hidden')) return null;
+    return [...chart.querySelectorAll('.chart-row')]
+      .sort((a, b) => Number(/translate\(0 (\d+)/.exec(a.getAttribute('transform'))[1]) - Number(/translate\(0 (\d+)/.exec(b.getAttribute('transform'))[1]))
+      .map((r) => Number(r.querySelector('.chart-value').textContent.replace(/\D/g, '')));
+  });
+}
+
+const choose = (page, text) => page.locator('#ballot .choice', { hasText: text }).click();
+
+async function openPoll(p, url, id) {
+  await p.page.goto(`${url}/vote?p=${id}`);
+  await online(p.page);
+  await p.page.locator('#ballot .choice').first().waitFor();
+}
+
+async function axe(page) {
+  await page.addScriptTag({ content: AXE });
+  const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
+  return result.violations
+    .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+    .map((v) => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+}
+
+describe('the vote page', () => {
+  let server;
+  const people = {};
+  before(async () => {
+    server = await startServer(APPS);
+    for (const name of ['owner', 'ann', 'ben', 'cai']) {
+      people[name] = await person();
+      await signUp(people[name], server.url, name);
+    }
+  });
+  after(async () => {
+    for (const p of Object.values(people)) await p.context.close();
+    await server.dispose();
+  });
+
+  test('three voters in three browsers see the same counts within 1 s; a vote changes; a restart keeps the counts', async () => {
+    const { owner, ann, ben, cai } = people;
+    const id = await createPoll(owner.page, server.url, { question: 'Lunch?', options: ['Noodles', 'Rice', 'Salad'] });
+    assert.match(id, /^[A-Za-z0-9]{10}$/);
+    const voters = [ann, ben, cai];
+    for (const p of voters) await openPoll(p, server.url, id);
+    await choose(ann.page, 'Noodles');
+    await choose(ben.page, 'Noodles');
+    await choose(cai.page, 'Rice');
+    const voted = Date.now();
+    const want = [2, 1, 0];
+    await Promise.all([owner, ...voters].map((p) => waitFor('the three votes everywhere', async () => JSON.stringify(await shown(p.page)) === JSON.stringify(want), 1000)));
+    assert.ok(Date.now() - voted <= 1000, `${Date.now() - voted} ms`);
+    // The chosen option is highlighted (pressed) on the voter's page.
+    assert.equal(await cai.page.locator('#ballot .choice.chosen').textContent(), 'Riceyour vote');
+    assert.equal(await cai.page.locator('#ballot .choice', { hasText: 'Rice' }).getAttribute('aria-pressed'), 'true');
+
+    // Cai changes to Salad: everyone sees it.
+    await choose(cai.page, 'Salad');
+    await Promise.all([owner, ...voters].map((p) => waitFor('the changed vote', async () => JSON.stringify(await shown(p.page)) === '[2,0,1]', 2000)));
+    assert.equal(await cai.page.locator('#totals').textContent(), '3 votes');
+
+    // Watchers: the owner and the three voters have the poll open.
+    await waitFor('four watching', async () => /4 watching/.test(await owner.page.locator('#watchers').textContent()), 8000);
+
+    // A restart: the pages reconnect and the counts are the same, before and after a reload.
+    await server.restart();
+    await online(ann.page);
+    await ann.page.reload();
+    await online(ann.page);
+    await waitFor('the counts after the restart', async () => JSON.stringify(await shown(ann.page)) === '[2,0,1]');
+    await choose(ben.page, 'Rice');
+    await waitFor('a vote after the restart', async () => JSON.stringify(await shown(ann.page)) === '[1,1,1]', 5000);
+    for (const p of [owner, ...voters]) assert.deepEqual(p.problems, []);
+  });
+
+  test('results hidden until the poll closes, then shown to everyone; a closed poll takes no vote', async () => {
+    const { owner, ann, ben } = people;
+    const id = await createPoll(owner.page, server.url, { question: 'Secret ballot?', options: ['Yes', 'No'], results: 'When the poll closes' });
+    for (const p of [ann, ben]) await openPoll(p, server.url, id);
+    await choose(ann.page, 'Yes');
+    await choose(ben.page, 'No');
+    await waitFor('two votes counted', async () => (await owner.page.locator('#totals').textContent()) === '2 votes');
+    for (const p of [owner, ann, ben]) {
+      assert.equal(await shown(p.page), null, 'no counts before the close');
+      assert.equal(await p.page.locator('#results-hidden').textContent(), 'The results show when the poll closes.');
+    }
+    await owner.page.getByRole('button', { name: 'Close poll' }).click();
+    await Promise.all([owner, ann, ben].map((p) => waitFor('the results after the close', async () => JSON.stringify(await shown(p.page)) === '[1,1]', 5000)));
+    assert.equal(await ann.page.locator('#poll-state').textContent(), 'Closed');
+    assert.equal(await ann.page.locator('#ballot .choice').first().isDisabled(), true);
+    for (const p of [owner, ann, ben]) assert.deepEqual(p.problems, []);
+  });
+
+  test('the QR code decodes to the poll\'s link; presenter mode shows chart, QR code and total; axe finds nothing serious', async () => {
+    const { owner, ann } = people;
+    const id = await createPoll(owner.page, server.url, { question: 'Ship it?', options: ['Yes', 'Not yet'] });
+    const link = `${server.url}/vote?p=${id}`;
+    assert.equal(await owner.page.locator('#share-link').inputValue(), link);
+    assert.equal((await decodeQr(owner.page, { selector: '#qr svg' })).text, link);
+
+    await openPoll(ann, server.url, id);
+    await choose(ann.page, 'Yes');
+    await owner.page.getByRole('link', { name: 'Present' }).click();
+    await owner.page.locator('#present').waitFor();
+    await waitFor('the presenter total', async () => (await owner.page.locator('#present-total').textContent()) === '1 vote');
+    assert.equal(await owner.page.locator('#present-title').textContent(), 'Ship it?');
+    assert.equal(await owner.page.locator('.topbar').isVisible(), false);
+    assert.equal((await decodeQr(owner.page, { selector: '#present .qr' })).text, link);
+    await openPoll(people.ben, server.url, id);
+    await choose(people.ben.page, 'Not yet');
+    await waitFor('a vote live in presenter mode', async () => (await owner.page.locator('#present-total').textContent()) === '2 votes', 5000);
+    await owner.page.keyboard.press('Escape');
+    await owner.page.locator('#poll-title').waitFor();
+
+    const a = await person({ bypassCSP: true });
+    await a.context.addCookies(await owner.context.cookies());
+    await a.page.goto(`${server.url}/vote`);
+    await online(a.page);
+    await a.page.locator('#my-polls a').first().waitFor();
+    const found = { list: await axe(a.page) };
+    await a.page.goto(`${server.url}/vote?p=${id}`);
+    await online(a.page);
+    await waitFor('the chart', async () => (await shown(a.page)) !== null);
+    found.poll = await axe(a.page);
+    await a.page.goto(`${server.url}/vote?p=${id}#present`);
+    await online(a.page);
+    await a.page.locator('#present-total').filter({ hasText: 'vote' }).waitFor();
+    found.present = await axe(a.page);
+    assert.deepEqual(found, { list: [], poll: [], present: [] });
+    await a.context.close();
+    assert.deepEqual(owner.problems, []);
+  });
+});
+
+describe('vote screenshots', () => {
+  let server;
+  before(async () => {
+    server = await startServer(APPS);
+    mkdirSync(SHOTS, { recursive: true });
+  });
+  after(() => server.dispose());
+
+  test('create, vote and present, English and Chinese, desktop and phone', { timeout: 180000 }, async () => {
+    const people = {};
+    for (const name of ['Maya', 'Chen', 'Tom', 'Ana']) {
+      people[name] = await person();
+      await signUp(people[name], server.url, name);
+    }
+    const { Maya } = people;
+    const id = await createPoll(Maya.page, server.url, {
+      question: 'Where should the team offsite be?',
+      options: ['Lisbon', 'Kyoto', 'Mexico City', 'Reykjavík'],
+      closes: 'In 1 day',
+    });
+    await createPoll(Maya.page, server.url, { question: 'Friday demo: which feature first?', options: ['Vote app', 'Console'] });
+    const votes = [
+      ['Chen', 'Kyoto'],
+      ['Tom', 'Lisbon'],
+      ['Ana', 'Kyoto'],
+    ];
+    for (const [name, option] of votes) {
+      await openPoll(people[name], server.url, id);
+      await choose(people[name].page, option);
+    }
+    const cookies = await Maya.context.cookies();
+    const tomCookies = await people.Tom.context.cookies();
+    for (const [lang, locale] of [
+      ['en', 'en-US'],
+      ['zh', 'zh-CN'],
+    ]) {
+      for (const [width, height] of [
+        [1280, 800],
+        [390, 844],
+      ]) {
+        const shot = (page) => join(SHOTS, `vote-${page}-${lang}-${width}.png`);
+        const out = await person({ locale, viewport: { width, height } });
+        await out.context.addCookies(cookies);
+        await out.page.goto(`${server.url}/vote`);
+        await online(out.page);
+        await out.page.locator('#my-polls a').first().waitFor();
+        await out.page.locator('#poll-question').fill(lang === 'en' ? 'Which day works for the retro?' : '复盘会哪天开比较好？');
+        await out.page.locator('#option-1').fill(lang === 'en' ? 'Tuesday' : '周二');
+        await out.page.locator('#option-2').fill(lang === 'en' ? 'Thursday' : '周四');
+        await out.page.screenshot({ path: shot('create'), fullPage: width < 800 });
+        await out.context.close();
+
+        const voter = await person({ locale, viewport: { width, height } });
+        await voter.context.addCookies(tomCookies);
+        await openPoll(voter, server.url, id);
+        await waitFor('the chart', async () => (await shown(voter.page)) !== null);
+        await voter.page.waitForTimeout(600); // the bars' transition
+        await voter.page.screenshot({ path: shot('vote'), fullPage: width < 800 });
+        await voter.page.goto(`${server.url}/vote?p=${id}#present`);
+        await online(voter.page);
+        await voter.page.locator('#present-total').filter({ hasText: /3/ }).waitFor();
+        await voter.page.waitForTimeout(600);
+        await voter.page.screenshot({ path: shot('present') });
+        assert.deepEqual(voter.problems, []);
+        await voter.context.close();
+      }
+    }
+    for (const p of Object.values(people)) await p.context.close();
   });
 });

@@ -3,7 +3,7 @@
 //! when a file of `web/` is missing from the table.
 //!
 //! `/` serves `home/index.html`, `/signin` `signin/index.html`, `/chat`
-//! `chat/index.html`; every file is also at `/apps/PATH`.
+//! `chat/index.html`, `/vote` `vote/index.html`; every file is also at `/apps/PATH`.
 
 /// An embedded file: its path under `web/` and its bytes.
 pub type Asset = (&'static str, &'static [u8]);
@@ -35,6 +35,8 @@ pub const FILES: &[Asset] = &[
         include_bytes!("../web/signin/signin.js"),
     ),
     ("style.css", include_bytes!("../web/style.css")),
+    ("vote/index.html", include_bytes!("../web/vote/index.html")),
+    ("vote/vote.js", include_bytes!("../web/vote/vote.js")),
 ];
 
 /// The `Content-Type` of a path, by its extension; `None` for an extension the apps do
