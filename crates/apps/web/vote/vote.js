@@ -80,7 +80,7 @@ document.body.append(
   h(
     'header',
     { class: 'topbar' },
-    h('a', { class: 'brand', href: '/' }, h('span', { class: 'brand-mark' }, icon(ICONS.vote)), 'Switchboard'),
+    h('a', { class: 'brand', href: '/' }, h('span', { class: 'brand-mark' }, icon(ICONS.vote)), h('span', { class: 'hide-narrow' }, 'Switchboard')),
     h('a', { class: 'btn small ghost', href: '/vote', id: 'nav-polls' }, h('span', tx('vote.nav.polls'))),
     h('span', { class: 'spacer' }),
     languageSwitch(),
@@ -174,7 +174,12 @@ function createForm() {
 
   const multi = h('input', { type: 'checkbox', id: 'poll-multi', name: 'multi' });
   const max = h('input', { class: 'input narrow', type: 'number', id: 'poll-max', name: 'max', min: 2, max: 2, value: 2, disabled: true, inputmode: 'numeric' });
-  multi.addEventListener('change', () => (max.disabled = !multi.checked));
+  const maxField = field('poll-max', 'vote.create.max', max);
+  maxField.hidden = true;
+  multi.addEventListener('change', () => {
+    max.disabled = !multi.checked;
+    maxField.hidden = !multi.checked;
+  });
   const results = h(
     'select',
     { class: 'input', id: 'poll-results', name: 'results' },
@@ -198,7 +203,7 @@ function createForm() {
     h('fieldset', { class: 'options' }, h('legend', tx('vote.create.options')), list, addBtn),
     h('fieldset', { class: 'settings' }, h('legend', tx('vote.create.settings')),
       check(multi, 'vote.create.multi'),
-      field('poll-max', 'vote.create.max', max),
+      maxField,
       field('poll-results', 'vote.create.results', results),
       field('poll-closes', 'vote.create.closes', closes),
       check(changeable, 'vote.create.changeable'),
@@ -451,7 +456,7 @@ function pollView(id) {
       const names = labels();
       chart.update(names.map((label, i) => ({ label, value: counts[i] || 0 })));
     }
-    chart.el.hidden = !counts;
+    chart.el.toggleAttribute('hidden', !counts);
     hiddenNote.hidden = !!counts;
     hiddenNote.textContent = poll.results === 'closed' ? t('vote.hidden.closed') : t('vote.hidden.voted');
     const total = tally ? tally.total || 0 : 0;
@@ -623,7 +628,7 @@ function pollView(id) {
     const counts = visible && tally && Array.isArray(tally.counts) ? tally.counts : null;
     presentChart.el.querySelector('title').textContent = poll.question;
     if (counts) presentChart.update(labels().map((label, i) => ({ label, value: counts[i] || 0 })));
-    presentChart.el.hidden = !counts;
+    presentChart.el.toggleAttribute('hidden', !counts);
     presentHidden.hidden = !!counts;
     presentHidden.textContent = poll.results === 'closed' ? t('vote.hidden.closed') : t('vote.hidden.voted');
     const total = tally ? tally.total || 0 : 0;
