@@ -257,6 +257,11 @@ describe('the vote page', () => {
     await Promise.all([owner, ann, ben].map((p) => waitFor('the results after the close', async () => JSON.stringify(await shown(p.page)) === '[1,1]', 5000)));
     assert.equal(await ann.page.locator('#poll-state').textContent(), 'Closed');
     assert.equal(await ann.page.locator('#ballot .choice').first().isDisabled(), true);
+    // The owner downloads the results.
+    const [download] = await Promise.all([owner.page.waitForEvent('download'), owner.page.getByRole('button', { name: 'Export CSV' }).click()]);
+    assert.match(download.suggestedFilename(), /\.csv$/);
+    const csv = readFileSync(await download.path(), 'utf8');
+    assert.ok(csv.length > 0, 'the CSV has content');
     for (const p of [owner, ann, ben]) assert.deepEqual(p.problems, []);
   });
 

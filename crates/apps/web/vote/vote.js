@@ -80,7 +80,7 @@ document.body.append(
   h(
     'header',
     { class: 'topbar' },
-    h('a', { class: 'brand', href: '/' }, h('span', { class: 'brand-mark' }, icon(ICONS.vote)), h('span', { class: 'hide-narrow' }, 'Switchboard')),
+    h('a', { class: 'brand', href: '/', 'aria-label': 'Switchboard' }, h('span', { class: 'brand-mark' }, icon(ICONS.vote)), h('span', { class: 'hide-narrow' }, 'Switchboard')),
     h('a', { class: 'btn small ghost', href: '/vote', id: 'nav-polls' }, h('span', tx('vote.nav.polls'))),
     h('span', { class: 'spacer' }),
     languageSwitch(),
@@ -336,7 +336,7 @@ function pollView(id) {
 
   const title = h('h1', { id: 'poll-title', class: 'poll-title' });
   const meta = h('p', { class: 'poll-meta', id: 'poll-meta' });
-  const status = h('p', { class: 'poll-status', id: 'poll-status', 'aria-live': 'polite' });
+  const status = h('p', { class: 'poll-status', id: 'poll-status' });
   const countdown = h('span', { class: 'countdown', id: 'countdown', role: 'timer' });
   const watching = h('span', { class: 'watchers', id: 'watchers' });
   const ballot = h('div', { class: 'ballot', id: 'ballot', role: 'group', 'aria-labelledby': 'poll-title' });
@@ -346,7 +346,7 @@ function pollView(id) {
   const chart = barChart({ title: '', describe: (items, total) => describe(items, total) });
   const chartBox = h('div', { class: 'chart-box', id: 'results' });
   const hiddenNote = h('p', { class: 'note results-hidden', id: 'results-hidden', hidden: true });
-  const totals = h('p', { class: 'totals', id: 'totals', 'aria-live': 'polite' });
+  const totals = h('p', { class: 'totals', id: 'totals' });
   const owner = h('div', { class: 'owner-controls', id: 'owner-controls', hidden: true });
   const ownerError = h('div', { class: 'error', role: 'alert' });
   const link = h('input', { class: 'input', id: 'share-link', value: pollUrl(id) });
@@ -576,9 +576,13 @@ function pollView(id) {
     if (!d || typeof d !== 'object') return;
     if (d.type === 'tally') {
       if (d.hidden || !Array.isArray(d.counts)) {
-        // Hidden from this user: the totals only.
+        // The counts are hidden from those who may not see them ("after voting": the push
+        // is the same for every watcher). A user who may see them asks for them.
+        if (visible) {
+          refreshSoon();
+          return;
+        }
         tally = { total: d.total || 0, voters: d.voters || 0 };
-        visible = false;
       } else {
         tally = { counts: d.counts, total: d.total || 0, voters: d.voters || 0 };
         visible = true;
@@ -588,6 +592,16 @@ function pollView(id) {
       if (poll) poll.closed = !!d.closed;
       load();
     }
+  }
+
+  let refreshTimer = 0;
+  /** `vote.get` once within the next 250 ms, however many pushes ask for it. */
+  function refreshSoon() {
+    if (refreshTimer) return;
+    refreshTimer = setTimeout(() => {
+      refreshTimer = 0;
+      load();
+    }, 250);
   }
 
   async function countWatchers() {
