@@ -171,7 +171,7 @@ async function shown(page) {
     if (!chart || chart.hasAttribute('hidden')) return null;
     return [...chart.querySelectorAll('.chart-row')]
       .sort((a, b) => Number(/translate\(0 (\d+)/.exec(a.getAttribute('transform'))[1]) - Number(/translate\(0 (\d+)/.exec(b.getAttribute('transform'))[1]))
-      .map((r) => Number(r.querySelector('.chart-value').textContent.replace(/\D/g, '')));
+      .map((r) => Number(r.querySelector('.chart-value').textContent.split('·')[0].replace(/\D/g, '')));
   });
 }
 
@@ -327,6 +327,7 @@ describe('vote screenshots', () => {
       closes: 'In 1 day',
     });
     await createPoll(Maya.page, server.url, { question: 'Friday demo: which feature first?', options: ['Vote app', 'Console'] });
+    await createPoll(people.Chen.page, server.url, { question: 'Team lunch on Friday?', options: ['Dumplings', 'Pizza', 'Tacos'] });
     const votes = [
       ['Chen', 'Kyoto'],
       ['Tom', 'Lisbon'],

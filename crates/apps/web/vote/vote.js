@@ -343,7 +343,7 @@ function pollView(id) {
   const ballotNote = h('p', { class: 'note', id: 'ballot-note' });
   const voteError = h('div', { class: 'error', role: 'alert', id: 'vote-error' });
   const submitChoices = h('button', { class: 'btn primary', type: 'button', id: 'submit-choices', hidden: true, on: { click: () => cast([...picked]) } });
-  const chart = barChart({ title: '', describe: (items, total) => describe(items, total) });
+  const chart = barChart({ title: '', percent: true, describe: (items, total) => describe(items, total) });
   const chartBox = h('div', { class: 'chart-box', id: 'results' });
   const hiddenNote = h('p', { class: 'note results-hidden', id: 'results-hidden', hidden: true });
   const totals = h('p', { class: 'totals', id: 'totals' });
@@ -620,7 +620,7 @@ function pollView(id) {
 
   const presentTitle = h('h1', { id: 'present-title', class: 'present-title' });
   const presentTotal = h('p', { class: 'present-total', id: 'present-total' });
-  const presentChart = barChart({ title: '', describe: (items, total) => describe(items, total) });
+  const presentChart = barChart({ title: '', percent: true, describe: (items, total) => describe(items, total) });
   const presentHidden = h('p', { class: 'present-hidden', hidden: true });
   const presentQr = h('div', { class: 'present-qr' });
   const presentLink = h('p', { class: 'present-link' }, pollUrl(id).replace(/^https?:\/\//, ''));
