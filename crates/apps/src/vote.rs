@@ -367,7 +367,7 @@ struct CastArgs {
 async fn cast(shared: &Arc<Shared>, who: &Who, args: CastArgs) -> Result<Value, ClientError> {
     check_id(&args.poll)?;
     if args.choices.len() > OPTIONS.1 {
-        return Err(ClientError::bad_request("bad choices: too many"));
+        return Err(ClientError::rpc_failed("bad choices: too many"));
     }
     if !shared.limits.votes.take(&who.id) {
         return Err(ClientError::too_many_requests(
