@@ -222,6 +222,7 @@ fn tally_push(view: &PollView) -> Value {
             "counts": view.tally.counts,
             "total": view.tally.total,
             "voters": view.tally.voters,
+            "seq": view.seq,
         })
     } else {
         json!({
@@ -229,6 +230,7 @@ fn tally_push(view: &PollView) -> Value {
             "total": view.tally.total,
             "voters": view.tally.voters,
             "hidden": true,
+            "seq": view.seq,
         })
     }
 }
@@ -339,7 +341,7 @@ async fn view(shared: &Arc<Shared>, who: &Who, poll: &str) -> Result<PollView, C
         .ok_or_else(|| ClientError::rpc_failed(format!("there is no poll {poll:?}")))
 }
 
-/// `vote.get {poll}` → `{poll, mine, tally, visible, watchers}`.
+/// `vote.get {poll}` → `{poll, mine, tally, visible, watchers, seq}`.
 async fn get(shared: &Arc<Shared>, who: &Who, args: PollArg) -> Result<Value, ClientError> {
     let view = view(shared, who, &args.poll).await?;
     let visible = visible(&view, who);
@@ -353,6 +355,7 @@ async fn get(shared: &Arc<Shared>, who: &Who, args: PollArg) -> Result<Value, Cl
         "tally": visible.then(|| tally_json(&view.tally)),
         "visible": visible,
         "watchers": watchers,
+        "seq": view.seq,
     }))
 }
 
@@ -363,7 +366,8 @@ struct CastArgs {
     choices: Vec<u32>,
 }
 
-/// `vote.cast {poll, choices}` → `{tally}` (null while hidden from the caller).
+/// `vote.cast {poll, choices}` → `{tally, seq}` (`tally` null while hidden from the
+/// caller).
 async fn cast(shared: &Arc<Shared>, who: &Who, args: CastArgs) -> Result<Value, ClientError> {
     check_id(&args.poll)?;
     if args.choices.len() > OPTIONS.1 {
@@ -397,7 +401,10 @@ async fn cast(shared: &Arc<Shared>, who: &Who, args: CastArgs) -> Result<Value, 
     shared.metrics.votes.inc();
     shared.pushes.tally(shared, &cast.view);
     let visible = visible(&cast.view, who);
-    Ok(json!({"tally": visible.then(|| tally_json(&cast.view.tally))}))
+    Ok(json!({
+        "tally": visible.then(|| tally_json(&cast.view.tally)),
+        "seq": cast.view.seq,
+    }))
 }
 
 /// `vote.list {}` → `{mine, open}`.

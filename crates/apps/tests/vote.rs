@@ -23,6 +23,15 @@ fn is_poll_push(push: &Value) -> bool {
     push["push"] == "publication"
 }
 
+/// A push's data without its `seq` (which only has to rise).
+fn data(push: &Value) -> Value {
+    let mut data = push["data"].clone();
+    if let Some(map) = data.as_object_mut() {
+        map.remove("seq");
+    }
+    data
+}
+
 async fn create(ws: &mut Ws, poll: Value) -> String {
     ws.rpc("vote.create", poll).await["poll"]
         .as_str()
@@ -104,7 +113,7 @@ async fn a_poll_from_creation_to_export() {
     assert_eq!(push["channel"], format!("poll:{id}"));
     assert_eq!(
         push["data"],
-        json!({"type": "tally", "counts": [1, 0, 1], "total": 2, "voters": 1})
+        json!({"type": "tally", "counts": [1, 0, 1], "total": 2, "voters": 1, "seq": cast["seq"]})
     );
     assert_eq!(
         gus.rpc("vote.get", json!({"poll": id})).await["mine"],
@@ -232,7 +241,7 @@ async fn hidden_results_anonymous_polls_and_closing_times() {
     assert_eq!(cast["tally"]["counts"], json!([0, 1]));
     let push = watcher.push_where("a hidden tally", is_poll_push).await;
     assert_eq!(
-        push["data"],
+        data(&push),
         json!({"type": "tally", "total": 1, "voters": 1, "hidden": true})
     );
     // Anonymous: the export has counts, no voters.
@@ -272,7 +281,7 @@ async fn hidden_results_anonymous_polls_and_closing_times() {
         })
         .await;
     assert_eq!(
-        revealed["data"],
+        data(&revealed),
         json!({"type": "tally", "counts": [1, 0], "total": 1, "voters": 1})
     );
     let got = watcher.rpc("vote.get", json!({"poll": timed})).await;
@@ -370,10 +379,14 @@ async fn a_thousand_concurrent_voters_end_with_a_recount_that_survives_a_restart
     let expected = json!({"type": "tally", "counts": recount.counts, "total": recount.total,
                           "voters": recount.voters});
     let mut pushes = 0u32;
+    let mut seq = 0;
     loop {
         let push = watcher.push_where("tally pushes", is_poll_push).await;
         pushes += 1;
-        if push["data"] == expected {
+        let next = push["data"]["seq"].as_u64().expect("a seq");
+        assert!(next > seq, "pushes in order: {next} after {seq}");
+        seq = next;
+        if data(&push) == expected {
             break;
         }
     }
