@@ -17,6 +17,7 @@
 //! - `auth`: `/auth/*` (sign-in, sign-up, guests, sign-out, the token endpoint);
 //! - `pages`: the pages and files, with ETags and the security headers;
 //! - `chat`: the `chat.` rpc methods;
+//! - [`vote`]: the `vote.` rpc methods, the live tally on `poll:ID` and its coalescing;
 //! - [`admin`]: what the CLI does to accounts and invites.
 
 pub mod admin;
@@ -32,6 +33,7 @@ mod pages;
 pub mod password;
 pub mod rules;
 pub mod store;
+pub mod vote;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -49,6 +51,7 @@ use tower_http::compression::CompressionLayer;
 pub use error::{Error, Result};
 pub use metrics::AppsMetrics;
 pub use options::{AppsLimits, AppsOptions, Signup};
+pub use vote::POLL_NAMESPACE;
 
 use limit::{Interval, Limiter};
 use store::{Room, Store, StoreError};
@@ -56,7 +59,10 @@ use store::{Room, Store, StoreError};
 /// Adds the apps' namespaces to `config` when it lacks them: `room` (chat rooms, channel
 /// `room:NAME`: 1000 messages kept 30 days, presence, join/leave, and no publishing by
 /// clients: messages go through the `chat.post` rpc, which checks them) and `apps` (the
-/// home page's live figures on `apps:stats`, room-list changes on `apps:rooms`).
+/// home page's live figures on `apps:stats`, room-list changes on `apps:rooms`) and
+/// `poll` (a poll's live tally and state on `poll:ID`: the newest push kept a day,
+/// presence for the count of watchers without join/leave notices, and no publishing by
+/// clients: votes go through the `vote.cast` rpc).
 ///
 /// The apps keep to namespaces of their own, so the server's `chat:` (where clients
 /// publish, as docs/protocol.md shows) stays what it is. A `room` or `apps` namespace the
@@ -79,7 +85,19 @@ pub fn configure(config: &mut Config) {
         publish: false,
         private: false,
     };
-    for (name, options) in [(ROOM_NAMESPACE, room), ("apps", apps)] {
+    let poll = NamespaceOptions {
+        history_size: 1,
+        history_ttl: Duration::from_secs(86_400),
+        presence: true,
+        join_leave: false,
+        publish: false,
+        private: false,
+    };
+    for (name, options) in [
+        (ROOM_NAMESPACE, room),
+        ("apps", apps),
+        (POLL_NAMESPACE, poll),
+    ] {
         if !config.namespaces.iter().any(|ns| ns.name == name) {
             config.namespaces.push(Namespace {
                 name: name.into(),
@@ -151,6 +169,8 @@ pub(crate) struct Shared {
     /// truth (one node writes it; a scale-out store would need its own notice of new
     /// rooms).
     rooms: Mutex<HashSet<String>>,
+    /// The polls' coalesced tally pushes.
+    pushes: vote::Pushes,
     pages: pages::Pages,
     first_invite: Option<String>,
 }
@@ -173,6 +193,7 @@ struct Limits {
     guest_ip: Limiter<IpAddr>,
     token_ip: Limiter<IpAddr>,
     posts: Limiter<String>,
+    votes: Limiter<String>,
     typing: Interval<String>,
 }
 
@@ -188,6 +209,7 @@ impl Limits {
             guest_ip: Limiter::per(l.guests_per_ip_per_hour, HOUR, keys),
             token_ip: Limiter::per(l.tokens_per_ip_per_minute, MINUTE, keys),
             posts: Limiter::per_second(l.posts_per_second, l.post_burst, keys),
+            votes: Limiter::per_second(vote::VOTES_PER_SECOND, vote::VOTE_BURST, keys),
             typing: Interval::new(l.typing_interval, keys),
         }
     }
@@ -199,6 +221,7 @@ impl Limits {
         self.guest_ip.sweep();
         self.token_ip.sweep();
         self.posts.sweep();
+        self.votes.sweep();
         self.typing.sweep();
     }
 }
@@ -314,6 +337,7 @@ pub fn mount_with_store(
         hashing: Semaphore::new(options.limits.hash_concurrency),
         pages: pages::Pages::new(options.assets),
         rooms: Mutex::new(rooms),
+        pushes: vote::Pushes::default(),
         metrics: AppsMetrics::default(),
         node,
         store,
@@ -325,6 +349,7 @@ pub fn mount_with_store(
     if shared.options.enabled {
         server.routes(routes(shared.clone()));
         server.rpc("chat.", Arc::new(chat::Chat(shared.clone())));
+        server.rpc("vote.", Arc::new(vote::Vote(shared.clone())));
         let weak = Arc::downgrade(&shared);
         server.metrics(move || {
             weak.upgrade()
@@ -333,6 +358,7 @@ pub fn mount_with_store(
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(upkeep(Arc::downgrade(&shared)));
+            runtime.spawn(vote::closer(Arc::downgrade(&shared)));
         }
     }
     Ok(Apps { shared })

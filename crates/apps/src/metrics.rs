@@ -60,6 +60,10 @@ counters! {
     dms;
     /// Direct messages that waited for an offline recipient.
     dms_stored;
+    /// Votes cast or changed.
+    votes;
+    /// Tally pushes sent to polls' watchers (coalesced: at most 4 per second per poll).
+    tally_pushes;
 }
 
 #[cfg(test)]

@@ -7,9 +7,12 @@
 //! - `chat`: the `chat.` rpc methods end to end over WebSockets: posts, typing, rooms,
 //!   read positions, direct messages to online and offline users.
 //! - `pages`: the pages and files: types, CSP and the other headers, ETag and 304, gzip.
+//! - `vote`: the `vote.` rpc methods: a poll's life, hidden results, closing times,
+//!   coalesced tally pushes, 1,000 concurrent voters against a recount, a restart.
 //! - `util`: the server, HTTP helpers, signed-in users with a WebSocket.
 
 mod accounts;
 mod chat;
 mod pages;
 mod util;
+mod vote;

@@ -48,6 +48,10 @@ pub(crate) struct Server {
     pub(crate) apps: Apps,
     pub(crate) data_dir: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
+    /// The server's task, to wait for its end on a restart.
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// Whether dropping it removes the data directory (not when it restarts).
+    remove_data: bool,
 }
 
 impl Drop for Server {
@@ -55,7 +59,9 @@ impl Drop for Server {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if self.remove_data {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 }
 
@@ -72,6 +78,15 @@ pub(crate) async fn start_with(
     let data_dir =
         std::env::temp_dir().join(format!("sb-apps-test-{:016x}", rand::random::<u64>()));
     std::fs::create_dir_all(&data_dir).expect("create the data dir");
+    start_in(data_dir, config_tweak, tweak).await
+}
+
+/// [`start_with`] on an existing data directory.
+async fn start_in(
+    data_dir: PathBuf,
+    config_tweak: impl FnOnce(&mut Config),
+    tweak: impl FnOnce(&mut AppsOptions),
+) -> Server {
     let mut config = Config {
         data_dir: data_dir.clone(),
         ..Config::default()
@@ -96,18 +111,41 @@ pub(crate) async fn start_with(
         switchboard_server::Server::new(config, secrets, store).expect("build the server");
     let apps = switchboard_apps::mount(&mut server, options).expect("mount the apps");
     let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(server.run(listener, async {
-        let _ = rx.await;
-    }));
+    let task = tokio::spawn(async move {
+        let _ = server
+            .run(listener, async {
+                let _ = rx.await;
+            })
+            .await;
+    });
     Server {
         addr,
         apps,
         data_dir,
         shutdown: Some(tx),
+        task: Some(task),
+        remove_data: true,
     }
 }
 
 impl Server {
+    /// Stops this server (waiting for its end) and starts a new one on the same data
+    /// directory, with the default test options: a restart.
+    pub(crate) async fn restart(mut self) -> Server {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            bounded("the server's end", task)
+                .await
+                .expect("the server's task");
+        }
+        self.remove_data = false;
+        let data_dir = self.data_dir.clone();
+        drop(self);
+        start_in(data_dir, |_| {}, |_| {}).await
+    }
+
     /// A request with the headers a same-origin page's `fetch` sends (JSON, its Origin).
     pub(crate) async fn post(&self, path: &str, body: Value, cookie: Option<&str>) -> Response {
         let origin = format!("http://{}", self.addr);

@@ -268,6 +268,10 @@ pub(crate) enum BenchCommand {
     /// The built-in chat: U users in R rooms, each typing and posting a message every
     /// interval; reports deliveries per second, latency and the server's CPU.
     Chat(BenchChatArgs),
+    /// The built-in voting app: W watchers of one poll, V voters casting and changing
+    /// votes through `rpc` at R votes/s; reports votes per second, the delay from a vote
+    /// to the watchers' tally that includes it, and the server's CPU.
+    Vote(BenchVoteArgs),
 }
 
 /// What `bench flood` attacks with.
@@ -473,6 +477,39 @@ pub(crate) struct BenchChatArgs {
     /// Post without the `chat.typing` call before each message.
     #[arg(long)]
     pub(crate) no_typing: bool,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 128)]
+    pub(crate) connect_concurrency: usize,
+    /// PID of the server, for its CPU time and RSS.
+    #[arg(long)]
+    pub(crate) server_pid: Option<u32>,
+    /// Worker threads of the load client (0: one per core).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) threads: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchVoteArgs {
+    #[command(flatten)]
+    pub(crate) source: ConfigSource,
+    /// The server's WebSocket URL (its token secret mints the users' tokens).
+    #[arg(long, default_value = "ws://127.0.0.1:8000/ws")]
+    pub(crate) url: String,
+    /// Watchers: connections subscribed to the poll's channel.
+    #[arg(long, default_value_t = 5000)]
+    pub(crate) watchers: usize,
+    /// Voters, each a user on one connection, changing their vote on each turn.
+    #[arg(long, default_value_t = 200)]
+    pub(crate) voters: usize,
+    /// Votes per second, all voters together (at most 5 per voter: the app's limit).
+    #[arg(long, default_value_t = 200.0)]
+    pub(crate) rate: f64,
+    /// Seconds of the measured window.
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) duration: f64,
+    /// Options of the poll (2-20).
+    #[arg(long, default_value_t = 4)]
+    pub(crate) options: usize,
     /// Connections being opened at once.
     #[arg(long, default_value_t = 128)]
     pub(crate) connect_concurrency: usize,

@@ -85,6 +85,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
             BenchCommand::Flood(opts) => runtime(opts.threads)?.block_on(bench::flood::flood(opts)),
             BenchCommand::Chat(opts) => runtime(opts.threads)?.block_on(bench::chat::chat(opts)),
+            BenchCommand::Vote(opts) => runtime(opts.threads)?.block_on(bench::vote::vote(opts)),
         },
         Command::User(user) => accounts::user(user.command),
         Command::Invite(invite) => match invite.command {

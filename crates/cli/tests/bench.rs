@@ -194,3 +194,47 @@ fn bench_chat_delivers_every_message_to_its_room() {
         "{report}"
     );
 }
+
+/// `bench vote` against the built-in voting app: every vote is acknowledged and reaches
+/// every watcher in a coalesced tally push.
+#[test]
+fn bench_vote_sees_every_vote_reach_every_watcher() {
+    let tmp = TempDir::new("bench-vote");
+    let server = Server::serve(&tmp.0);
+    let (status, stdout, stderr) = run(&[
+        "bench",
+        "vote",
+        "--url",
+        &server.ws_url(),
+        "--data-dir",
+        tmp.path(),
+        "--watchers",
+        "20",
+        "--voters",
+        "5",
+        "--rate",
+        "10",
+        "--duration",
+        "2",
+        "--server-pid",
+        &server.proc.child.id().to_string(),
+    ]);
+    assert!(status.success(), "{status}\n{stderr}");
+    let report = json(stdout.lines().last().unwrap_or_default());
+    // 5 voters, one vote each per 0.5 s for 2 s; each vote seen by the 20 watchers.
+    assert_eq!(report["votes"], 20, "{report}");
+    assert_eq!(report["vote_errors"], 0, "{report}");
+    assert_eq!(report["samples"], 400, "{report}");
+    assert_eq!(report["missed"], 0, "{report}");
+    assert_eq!(report["connections_ended"], 0, "{report}");
+    // Coalesced: at most 4 pushes a second (over the window and its grace).
+    assert!(
+        report["pushes_per_s_per_watcher"].as_f64() <= Some(4.0),
+        "{report}"
+    );
+    assert!(report["p99_ms"].as_f64() > Some(0.0), "{report}");
+    assert!(
+        report["server_cpu_us_per_vote"].as_f64() > Some(0.0),
+        "{report}"
+    );
+}

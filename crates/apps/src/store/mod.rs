@@ -1,5 +1,5 @@
-//! What the apps keep: accounts, sessions, invites, rooms, read positions and direct
-//! message conversations, behind one trait so another engine (the scale-out one) can
+//! What the apps keep: accounts, sessions, invites, rooms, read positions, direct
+//! message conversations and polls with their votes, behind one trait so another engine (the scale-out one) can
 //! hold them later. [`sqlite::SqliteStore`] is the implementation, in its own file
 //! (`apps.db`) beside the hub's database.
 //!
@@ -33,6 +33,13 @@ pub enum StoreError {
     /// The room limit (total or per user) is reached.
     #[error("{0}")]
     RoomLimit(String),
+    /// There is no such poll.
+    #[error("there is no such poll")]
+    NoPoll,
+    /// A vote refused (closed, already cast and not changeable, bad choices), or a poll
+    /// limit reached; the words say which, for a person.
+    #[error("{0}")]
+    Refused(String),
     /// The engine failed.
     #[error("the apps store failed: {0}")]
     Backend(String),
@@ -279,6 +286,204 @@ pub trait Store: Send + Sync + 'static {
     /// Moves a user's read position in a conversation forward.
     fn set_dm_read(&self, user: &str, peer: &str, id: i64) -> StoreResult<()>;
 
+    // Polls.
+    /// Creates a poll unless its owner already has `max_per_owner`.
+    fn create_poll(&self, poll: &NewPoll<'_>, max_per_owner: usize, now: i64) -> StoreResult<()>;
+    /// A poll, with `voter`'s choices (`None` when they have not voted) and the tally.
+    /// A poll whose closing time has passed reads as closed.
+    fn poll(&self, id: &str, voter: &str, now: i64) -> StoreResult<Option<PollView>>;
+    /// Casts or changes `voter`'s vote and returns the tally that includes it, computed
+    /// in the same transaction (the one place counts change). Refused
+    /// ([`StoreError::Refused`]) when the poll is closed, when the voter has voted and the
+    /// poll is not changeable, or when the choices are not 1 to `max_choices` distinct
+    /// option indexes.
+    fn cast(&self, vote: &Vote<'_>, now: i64) -> StoreResult<Cast>;
+    /// Closes (`true`) or reopens a poll; reopening clears a closing time. Returns the
+    /// poll as it is now and its tally.
+    fn set_closed(&self, id: &str, closed: bool, now: i64) -> StoreResult<PollView>;
+    /// Deletes a poll and its votes; `false` when there was none.
+    fn delete_poll(&self, id: &str) -> StoreResult<bool>;
+    /// Closes the open polls whose closing time has come; returns them.
+    fn close_due(&self, now: i64) -> StoreResult<Vec<PollView>>;
+    /// Polls owned by `owner` (newest first, at most `limit`); `voted` is the owner's.
+    fn polls_of(&self, owner: &str, limit: usize, now: i64) -> StoreResult<Vec<PollSummary>>;
+    /// Open polls of everyone (newest first, at most `limit`); `voted` is `voter`'s.
+    fn open_polls(&self, voter: &str, limit: usize, now: i64) -> StoreResult<Vec<PollSummary>>;
+    /// Every vote of a poll, oldest first (for the export).
+    fn votes(&self, id: &str) -> StoreResult<Vec<StoredVote>>;
+    /// Counts the stored votes again from scratch (what the tally must equal).
+    fn recount(&self, id: &str) -> StoreResult<Tally>;
+
     /// Deletes expired sessions and invites.
     fn sweep(&self, now: i64) -> StoreResult<()>;
+}
+
+/// Who may see a poll's counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResultsShown {
+    /// Everyone, at any time.
+    Always,
+    /// Those who voted (and the owner), and everyone once the poll is closed.
+    Voted,
+    /// The owner until the poll is closed, then everyone.
+    Closed,
+}
+
+impl ResultsShown {
+    /// Its name in the store and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResultsShown::Always => "always",
+            ResultsShown::Voted => "voted",
+            ResultsShown::Closed => "closed",
+        }
+    }
+
+    /// The value named `s`.
+    pub fn parse(s: &str) -> Option<ResultsShown> {
+        match s {
+            "always" => Some(ResultsShown::Always),
+            "voted" => Some(ResultsShown::Voted),
+            "closed" => Some(ResultsShown::Closed),
+            _ => None,
+        }
+    }
+}
+
+/// A new poll (its texts already checked).
+#[derive(Debug, Clone)]
+pub struct NewPoll<'a> {
+    /// 10 random base62 characters.
+    pub id: &'a str,
+    /// The owner's user id.
+    pub owner: &'a str,
+    /// The owner's display name.
+    pub owner_name: &'a str,
+    /// The question.
+    pub question: &'a str,
+    /// 2 to 20 option texts.
+    pub options: &'a [String],
+    /// Most options one voter may choose (1: single choice).
+    pub max_choices: u32,
+    /// Who sees the counts.
+    pub results: ResultsShown,
+    /// Whether a voter may change their vote.
+    pub changeable: bool,
+    /// When it closes by itself.
+    pub closes_at: Option<i64>,
+    /// Whether the owner cannot see who chose what.
+    pub anonymous: bool,
+}
+
+/// A poll.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Poll {
+    /// Its id (channel `poll:ID`).
+    pub id: String,
+    /// The question.
+    pub question: String,
+    /// The option texts, in order.
+    pub options: Vec<String>,
+    /// Most options one voter may choose.
+    pub max_choices: u32,
+    /// Who sees the counts.
+    pub results: ResultsShown,
+    /// Whether a vote may be changed.
+    pub changeable: bool,
+    /// When it closes by itself.
+    pub closes_at: Option<i64>,
+    /// Whether votes are anonymous.
+    pub anonymous: bool,
+    /// The owner's user id.
+    pub owner: String,
+    /// The owner's display name.
+    pub owner_name: String,
+    /// Whether it is closed (by its owner, or its closing time passed).
+    pub closed: bool,
+    /// When it was created.
+    pub created: i64,
+}
+
+/// A poll's counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    /// Voters who chose each option, by index.
+    pub counts: Vec<u64>,
+    /// Choices made (the sum of `counts`; more than `voters` in multiple choice).
+    pub total: u64,
+    /// People who voted.
+    pub voters: u64,
+}
+
+/// A poll as one reader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollView {
+    /// The poll.
+    pub poll: Poll,
+    /// The reader's choices, when they voted.
+    pub mine: Option<Vec<u32>>,
+    /// The counts.
+    pub tally: Tally,
+    /// Rises with every change of the counts or of the state: of two tallies the newer
+    /// is the one with the larger `seq`.
+    pub seq: u64,
+}
+
+/// A vote.
+#[derive(Debug, Clone)]
+pub struct Vote<'a> {
+    /// The poll's id.
+    pub poll: &'a str,
+    /// The voter's user id (an account or a guest).
+    pub voter: &'a str,
+    /// Their display name (kept for named polls' exports).
+    pub voter_name: &'a str,
+    /// Option indexes.
+    pub choices: &'a [u32],
+}
+
+/// What a vote did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cast {
+    /// The poll, its tally with this vote, and the vote.
+    pub view: PollView,
+    /// Whether the vote replaced an earlier one of the same voter.
+    pub changed: bool,
+}
+
+/// One line of a list of polls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PollSummary {
+    /// Its id.
+    pub id: String,
+    /// The question.
+    pub question: String,
+    /// The owner's display name.
+    pub owner_name: String,
+    /// Closed or open.
+    pub closed: bool,
+    /// When it closes by itself.
+    pub closes_at: Option<i64>,
+    /// When it was created.
+    pub created: i64,
+    /// People who voted.
+    pub voters: u64,
+    /// Choices made.
+    pub total: u64,
+    /// Whether the reader has voted.
+    pub voted: bool,
+}
+
+/// A stored vote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredVote {
+    /// The voter's user id.
+    pub voter: String,
+    /// Their display name when they voted.
+    pub name: String,
+    /// Option indexes, rising.
+    pub choices: Vec<u32>,
+    /// When they last voted.
+    pub time: i64,
 }

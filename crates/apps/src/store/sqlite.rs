@@ -14,8 +14,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Account, Conversation, DmMessage, DmState, NewAccount, NewDm, NewSession, Room, SecretHash,
-    SessionOwner, SessionUser, Store, StoreError, StoreResult,
+    Account, Cast, Conversation, DmMessage, DmState, NewAccount, NewDm, NewPoll, NewSession, Poll,
+    PollSummary, PollView, ResultsShown, Room, SecretHash, SessionOwner, SessionUser, Store,
+    StoreError, StoreResult, StoredVote, Tally, Vote,
 };
 use crate::error::{Error, Result};
 
@@ -84,6 +85,39 @@ CREATE TABLE IF NOT EXISTS dm_reads (
     peer TEXT NOT NULL,
     id   INTEGER NOT NULL,
     PRIMARY KEY (user, peer)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS polls (
+    id          TEXT PRIMARY KEY,      -- 10 base62 characters
+    owner       TEXT NOT NULL,
+    owner_name  TEXT NOT NULL,
+    question    TEXT NOT NULL,
+    max_choices INTEGER NOT NULL,
+    results     TEXT NOT NULL,         -- always, voted, closed
+    changeable  INTEGER NOT NULL,
+    closes_at   INTEGER,
+    anonymous   INTEGER NOT NULL,
+    closed      INTEGER NOT NULL,
+    created     INTEGER NOT NULL,
+    voters      INTEGER NOT NULL,      -- the tally's, kept with every vote
+    total       INTEGER NOT NULL,
+    seq         INTEGER NOT NULL       -- rises with every change of counts or state
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS polls_owner ON polls(owner, created);
+CREATE INDEX IF NOT EXISTS polls_open ON polls(closed, created);
+CREATE TABLE IF NOT EXISTS poll_options (
+    poll  TEXT NOT NULL REFERENCES polls(id) ON DELETE CASCADE,
+    idx   INTEGER NOT NULL,
+    text  TEXT NOT NULL,
+    count INTEGER NOT NULL,            -- voters who chose it, kept with every vote
+    PRIMARY KEY (poll, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS votes (
+    poll    TEXT NOT NULL REFERENCES polls(id) ON DELETE CASCADE,
+    voter   TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    choices TEXT NOT NULL,             -- option indexes, rising, comma-separated
+    time    INTEGER NOT NULL,
+    PRIMARY KEY (poll, voter)
 ) WITHOUT ROWID;
 ";
 
@@ -190,6 +224,140 @@ fn clamp(n: usize) -> i64 {
 fn pair<'a>(a: &'a str, b: &'a str) -> (&'a str, &'a str) {
     if a <= b { (a, b) } else { (b, a) }
 }
+
+/// Option indexes as stored: rising, comma-separated.
+fn encode_choices(choices: &[u32]) -> String {
+    let mut out = String::new();
+    for (i, c) in choices.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&c.to_string());
+    }
+    out
+}
+
+fn decode_choices(text: &str) -> Vec<u32> {
+    text.split(',').filter_map(|c| c.parse().ok()).collect()
+}
+
+/// The SQL condition "this poll (row alias `p`) is closed at `?now`".
+const CLOSED_AT: &str = "(p.closed = 1 OR (p.closes_at IS NOT NULL AND p.closes_at <= ?1))";
+
+/// A poll, `voter`'s choices and the tally, read within one connection (and so within
+/// the caller's transaction, when it has one).
+fn poll_view(
+    conn: &Connection,
+    id: &str,
+    voter: &str,
+    now: i64,
+) -> rusqlite::Result<Option<PollView>> {
+    let row = conn
+        .query_row(
+            &format!(
+                "SELECT p.id, p.question, p.max_choices, p.results, p.changeable, p.closes_at,
+                        p.anonymous, p.owner, p.owner_name, {CLOSED_AT}, p.created, p.voters,
+                        p.total, p.seq
+                 FROM polls p WHERE p.id = ?2"
+            ),
+            params![now, id],
+            |r| {
+                let results: String = r.get(3)?;
+                Ok((
+                    Poll {
+                        id: r.get(0)?,
+                        question: r.get(1)?,
+                        options: Vec::new(),
+                        max_choices: r.get(2)?,
+                        results: ResultsShown::parse(&results).unwrap_or(ResultsShown::Closed),
+                        changeable: r.get(4)?,
+                        closes_at: r.get(5)?,
+                        anonymous: r.get(6)?,
+                        owner: r.get(7)?,
+                        owner_name: r.get(8)?,
+                        closed: r.get(9)?,
+                        created: r.get(10)?,
+                    },
+                    r.get::<_, i64>(11)?,
+                    r.get::<_, i64>(12)?,
+                    r.get::<_, i64>(13)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((mut poll, voters, total, seq)) = row else {
+        return Ok(None);
+    };
+    let mut counts = Vec::new();
+    let mut statement =
+        conn.prepare_cached("SELECT text, count FROM poll_options WHERE poll = ?1 ORDER BY idx")?;
+    let rows = statement.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    for row in rows {
+        let (text, count) = row?;
+        poll.options.push(text);
+        counts.push(count.max(0) as u64);
+    }
+    let mine = conn
+        .query_row(
+            "SELECT choices FROM votes WHERE poll = ?1 AND voter = ?2",
+            params![id, voter],
+            |r| r.get::<_, String>(0),
+        )
+        .optional()?
+        .map(|c| decode_choices(&c));
+    Ok(Some(PollView {
+        poll,
+        mine,
+        tally: Tally {
+            counts,
+            total: total.max(0) as u64,
+            voters: voters.max(0) as u64,
+        },
+        seq: seq.max(0) as u64,
+    }))
+}
+
+/// Checks a vote's choices against its poll; the words are for the voter.
+fn check_choices(choices: &[u32], options: usize, max_choices: u32) -> Result<Vec<u32>, String> {
+    if choices.is_empty() {
+        return Err("bad choices: choose at least one option".into());
+    }
+    let mut sorted = choices.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != choices.len() {
+        return Err("bad choices: an option is chosen twice".into());
+    }
+    if sorted.len() > max_choices as usize {
+        return Err(if max_choices == 1 {
+            "bad choices: this poll takes one choice".into()
+        } else {
+            format!("bad choices: this poll takes at most {max_choices} choices")
+        });
+    }
+    if let Some(bad) = sorted.iter().find(|&&c| c as usize >= options) {
+        return Err(format!(
+            "bad choices: there is no option {bad} (the poll has {options})"
+        ));
+    }
+    Ok(sorted)
+}
+
+fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PollSummary> {
+    Ok(PollSummary {
+        id: r.get(0)?,
+        question: r.get(1)?,
+        owner_name: r.get(2)?,
+        closed: r.get(3)?,
+        closes_at: r.get(4)?,
+        created: r.get(5)?,
+        voters: r.get::<_, i64>(6)?.max(0) as u64,
+        total: r.get::<_, i64>(7)?.max(0) as u64,
+        voted: r.get(8)?,
+    })
+}
+
+const SUMMARY_COLUMNS: &str = "p.id, p.question, p.owner_name, (p.closed = 1 OR (p.closes_at IS NOT NULL AND p.closes_at <= ?1)), p.closes_at, p.created, p.voters, p.total, EXISTS (SELECT 1 FROM votes v WHERE v.poll = p.id AND v.voter = ?2)";
 
 impl Store for SqliteStore {
     fn create_account(&self, account: &NewAccount<'_>, now: i64) -> StoreResult<Account> {
@@ -633,6 +801,233 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn create_poll(&self, poll: &NewPoll<'_>, max_per_owner: usize, now: i64) -> StoreResult<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mine: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM polls WHERE owner = ?1",
+            [poll.owner],
+            |r| r.get(0),
+        )?;
+        if mine >= clamp(max_per_owner) {
+            return Err(StoreError::Refused(format!(
+                "you have {mine} polls, the limit per user: delete one first"
+            )));
+        }
+        tx.execute(
+            "INSERT INTO polls (id, owner, owner_name, question, max_choices, results, changeable,
+                                closes_at, anonymous, closed, created, voters, total, seq)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, 0, 0, 0)",
+            params![
+                poll.id,
+                poll.owner,
+                poll.owner_name,
+                poll.question,
+                poll.max_choices,
+                poll.results.as_str(),
+                poll.changeable,
+                poll.closes_at,
+                poll.anonymous,
+                now
+            ],
+        )?;
+        for (idx, text) in poll.options.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO poll_options (poll, idx, text, count) VALUES (?1, ?2, ?3, 0)",
+                params![poll.id, idx as i64, text],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn poll(&self, id: &str, voter: &str, now: i64) -> StoreResult<Option<PollView>> {
+        Ok(poll_view(&self.conn(), id, voter, now)?)
+    }
+
+    fn cast(&self, vote: &Vote<'_>, now: i64) -> StoreResult<Cast> {
+        let mut conn = self.conn();
+        // IMMEDIATE: the write lock from the start, so the counts read are the ones
+        // written over (the CLI may hold the file too).
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let Some(before) = poll_view(&tx, vote.poll, vote.voter, now)? else {
+            return Err(StoreError::NoPoll);
+        };
+        if before.poll.closed {
+            return Err(StoreError::Refused("the poll is closed".into()));
+        }
+        let choices = check_choices(
+            vote.choices,
+            before.poll.options.len(),
+            before.poll.max_choices,
+        )
+        .map_err(StoreError::Refused)?;
+        let changed = before.mine.is_some();
+        if let Some(old) = &before.mine {
+            if !before.poll.changeable {
+                return Err(StoreError::Refused(
+                    "you have already voted, and votes in this poll cannot be changed".into(),
+                ));
+            }
+            for c in old {
+                tx.execute(
+                    "UPDATE poll_options SET count = count - 1 WHERE poll = ?1 AND idx = ?2",
+                    params![vote.poll, c],
+                )?;
+            }
+        }
+        for c in &choices {
+            tx.execute(
+                "UPDATE poll_options SET count = count + 1 WHERE poll = ?1 AND idx = ?2",
+                params![vote.poll, c],
+            )?;
+        }
+        let old_len = before.mine.as_ref().map_or(0, Vec::len) as i64;
+        tx.execute(
+            "UPDATE polls SET voters = voters + ?2, total = total + ?3, seq = seq + 1
+             WHERE id = ?1",
+            params![
+                vote.poll,
+                i64::from(!changed),
+                choices.len() as i64 - old_len
+            ],
+        )?;
+        tx.execute(
+            "INSERT INTO votes (poll, voter, name, choices, time) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (poll, voter) DO UPDATE SET name = ?3, choices = ?4, time = ?5",
+            params![
+                vote.poll,
+                vote.voter,
+                vote.voter_name,
+                encode_choices(&choices),
+                now
+            ],
+        )?;
+        let view = poll_view(&tx, vote.poll, vote.voter, now)?.ok_or(StoreError::NoPoll)?;
+        tx.commit()?;
+        Ok(Cast { view, changed })
+    }
+
+    fn set_closed(&self, id: &str, closed: bool, now: i64) -> StoreResult<PollView> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = if closed {
+            tx.execute(
+                "UPDATE polls SET closed = 1, seq = seq + 1 WHERE id = ?1",
+                [id],
+            )?
+        } else {
+            tx.execute(
+                "UPDATE polls SET closed = 0, closes_at = NULL, seq = seq + 1 WHERE id = ?1",
+                [id],
+            )?
+        };
+        if n == 0 {
+            return Err(StoreError::NoPoll);
+        }
+        let view = poll_view(&tx, id, "", now)?.ok_or(StoreError::NoPoll)?;
+        tx.commit()?;
+        Ok(view)
+    }
+
+    fn delete_poll(&self, id: &str) -> StoreResult<bool> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM polls WHERE id = ?1", [id])?
+            > 0)
+    }
+
+    fn close_due(&self, now: i64) -> StoreResult<Vec<PollView>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let ids: Vec<String> = {
+            let mut statement = tx.prepare(
+                "SELECT id FROM polls WHERE closed = 0 AND closes_at IS NOT NULL
+                 AND closes_at <= ?1",
+            )?;
+            let rows = statement.query_map([now], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        let mut views = Vec::with_capacity(ids.len());
+        for id in ids {
+            tx.execute(
+                "UPDATE polls SET closed = 1, seq = seq + 1 WHERE id = ?1",
+                [&id],
+            )?;
+            if let Some(view) = poll_view(&tx, &id, "", now)? {
+                views.push(view);
+            }
+        }
+        tx.commit()?;
+        Ok(views)
+    }
+
+    fn polls_of(&self, owner: &str, limit: usize, now: i64) -> StoreResult<Vec<PollSummary>> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(&format!(
+            "SELECT {SUMMARY_COLUMNS} FROM polls p WHERE p.owner = ?2
+             ORDER BY p.created DESC, p.id LIMIT ?3"
+        ))?;
+        let rows = statement.query_map(params![now, owner, clamp(limit)], summary_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn open_polls(&self, voter: &str, limit: usize, now: i64) -> StoreResult<Vec<PollSummary>> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(&format!(
+            "SELECT {SUMMARY_COLUMNS} FROM polls p
+             WHERE p.closed = 0 AND (p.closes_at IS NULL OR p.closes_at > ?1)
+             ORDER BY p.created DESC, p.id LIMIT ?3"
+        ))?;
+        let rows = statement.query_map(params![now, voter, clamp(limit)], summary_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn votes(&self, id: &str) -> StoreResult<Vec<StoredVote>> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(
+            "SELECT voter, name, choices, time FROM votes WHERE poll = ?1 ORDER BY time, voter",
+        )?;
+        let rows = statement.query_map([id], |r| {
+            Ok(StoredVote {
+                voter: r.get(0)?,
+                name: r.get(1)?,
+                choices: decode_choices(&r.get::<_, String>(2)?),
+                time: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn recount(&self, id: &str) -> StoreResult<Tally> {
+        let conn = self.conn();
+        let options: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM poll_options WHERE poll = ?1",
+            [id],
+            |r| r.get(0),
+        )?;
+        if options == 0 {
+            return Err(StoreError::NoPoll);
+        }
+        let mut tally = Tally {
+            counts: vec![0; options as usize],
+            total: 0,
+            voters: 0,
+        };
+        let mut statement = conn.prepare("SELECT choices FROM votes WHERE poll = ?1")?;
+        let rows = statement.query_map([id], |r| r.get::<_, String>(0))?;
+        for choices in rows {
+            tally.voters += 1;
+            for c in decode_choices(&choices?) {
+                if let Some(n) = tally.counts.get_mut(c as usize) {
+                    *n += 1;
+                    tally.total += 1;
+                }
+            }
+        }
+        Ok(tally)
+    }
+
     fn sweep(&self, now: i64) -> StoreResult<()> {
         let conn = self.conn();
         conn.execute("DELETE FROM sessions WHERE expires <= ?1", [now])?;
@@ -676,6 +1071,187 @@ mod tests {
             admin: false,
             invite,
         }
+    }
+
+    fn new_poll<'a>(id: &'a str, options: &'a [String]) -> NewPoll<'a> {
+        NewPoll {
+            id,
+            owner: "olga",
+            owner_name: "Olga",
+            question: "Lunch?",
+            options,
+            max_choices: 1,
+            results: ResultsShown::Always,
+            changeable: true,
+            closes_at: None,
+            anonymous: false,
+        }
+    }
+
+    fn vote<'a>(poll: &'a str, voter: &'a str, choices: &'a [u32]) -> Vote<'a> {
+        Vote {
+            poll,
+            voter,
+            voter_name: voter,
+            choices,
+        }
+    }
+
+    fn refused(result: StoreResult<Cast>) -> String {
+        match result {
+            Err(StoreError::Refused(words)) => words,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn votes_change_the_tally_in_their_transaction() {
+        let t = Temp::new("votes");
+        let s = &t.1;
+        let options: Vec<String> = ["rice", "soup", "salad"].map(String::from).into();
+        s.create_poll(&new_poll("p1", &options), 10, 1).unwrap();
+        let cast = s.cast(&vote("p1", "ann", &[0]), 2).unwrap();
+        assert!(!cast.changed);
+        assert_eq!(cast.view.tally.counts, [1, 0, 0]);
+        assert_eq!(cast.view.mine, Some(vec![0]));
+        s.cast(&vote("p1", "bob", &[0]), 3).unwrap();
+        let cast = s.cast(&vote("p1", "ann", &[2]), 4).unwrap();
+        assert!(cast.changed);
+        assert_eq!(
+            cast.view.tally,
+            Tally {
+                counts: vec![1, 0, 1],
+                total: 2,
+                voters: 2
+            }
+        );
+        assert!(cast.view.seq > 2, "every vote moves seq");
+        assert_eq!(s.recount("p1").unwrap(), cast.view.tally);
+        let view = s.poll("p1", "bob", 5).unwrap().unwrap();
+        assert_eq!(view.mine, Some(vec![0]));
+        assert_eq!(view.poll.options, options);
+        assert_eq!(s.poll("p1", "carl", 5).unwrap().unwrap().mine, None);
+        assert_eq!(s.poll("nope", "carl", 5).unwrap(), None);
+        assert_eq!(
+            s.cast(&vote("nope", "ann", &[0]), 6),
+            Err(StoreError::NoPoll)
+        );
+        let votes = s.votes("p1").unwrap();
+        assert_eq!(votes.len(), 2);
+        assert_eq!(
+            (votes[1].voter.as_str(), votes[1].choices.as_slice()),
+            ("ann", &[2][..])
+        );
+    }
+
+    #[test]
+    fn refusals_leave_the_tally_alone() {
+        let t = Temp::new("refusals");
+        let s = &t.1;
+        let options: Vec<String> = ["a", "b", "c", "d"].map(String::from).into();
+        let mut multi = new_poll("m", &options);
+        multi.max_choices = 2;
+        multi.changeable = false;
+        s.create_poll(&multi, 10, 1).unwrap();
+        assert!(refused(s.cast(&vote("m", "ann", &[]), 2)).contains("at least one"));
+        assert!(refused(s.cast(&vote("m", "ann", &[1, 1]), 2)).contains("twice"));
+        assert!(refused(s.cast(&vote("m", "ann", &[0, 1, 2]), 2)).contains("at most 2"));
+        assert!(refused(s.cast(&vote("m", "ann", &[4]), 2)).contains("no option 4"));
+        let cast = s.cast(&vote("m", "ann", &[3, 1]), 2).unwrap();
+        assert_eq!(cast.view.mine, Some(vec![1, 3]), "kept rising");
+        assert_eq!(cast.view.tally.total, 2);
+        assert!(refused(s.cast(&vote("m", "ann", &[0]), 3)).contains("already voted"));
+        s.set_closed("m", true, 4).unwrap();
+        assert_eq!(
+            refused(s.cast(&vote("m", "bob", &[0]), 5)),
+            "the poll is closed"
+        );
+        let tally = s.poll("m", "", 6).unwrap().unwrap().tally;
+        assert_eq!(
+            tally,
+            Tally {
+                counts: vec![0, 1, 0, 1],
+                total: 2,
+                voters: 1
+            }
+        );
+        assert_eq!(s.recount("m").unwrap(), tally);
+    }
+
+    #[test]
+    fn closing_times_reopening_lists_limits_and_deletion() {
+        let t = Temp::new("polls");
+        let s = &t.1;
+        let options: Vec<String> = ["yes", "no"].map(String::from).into();
+        let mut timed = new_poll("t", &options);
+        timed.closes_at = Some(100);
+        s.create_poll(&timed, 2, 1).unwrap();
+        s.create_poll(&new_poll("u", &options), 2, 2).unwrap();
+        match s.create_poll(&new_poll("v", &options), 2, 3) {
+            Err(StoreError::Refused(words)) => assert!(words.contains("limit"), "{words}"),
+            other => panic!("{other:?}"),
+        }
+        s.cast(&vote("t", "ann", &[0]), 99).unwrap();
+        let open: Vec<_> = s.open_polls("ann", 10, 50).unwrap();
+        assert_eq!(
+            open.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+            ["u", "t"]
+        );
+        assert!(open[1].voted && !open[0].voted);
+        assert_eq!((open[1].voters, open[1].total), (1, 1));
+        // Past its closing time a poll reads closed before the sweep closes it.
+        assert!(s.poll("t", "", 100).unwrap().unwrap().poll.closed);
+        assert_eq!(
+            refused(s.cast(&vote("t", "bob", &[1]), 100)),
+            "the poll is closed"
+        );
+        assert_eq!(s.open_polls("ann", 10, 100).unwrap().len(), 1);
+        let due = s.close_due(100).unwrap();
+        assert_eq!(due.len(), 1);
+        assert!(due[0].poll.closed);
+        assert!(s.close_due(101).unwrap().is_empty(), "once");
+        let reopened = s.set_closed("t", false, 200).unwrap();
+        assert!(!reopened.poll.closed);
+        assert_eq!(
+            reopened.poll.closes_at, None,
+            "reopening clears the closing time"
+        );
+        s.cast(&vote("t", "bob", &[1]), 201).unwrap();
+        let mine = s.polls_of("olga", 10, 202).unwrap();
+        assert_eq!(mine.len(), 2);
+        assert!(s.delete_poll("t").unwrap());
+        assert!(!s.delete_poll("t").unwrap());
+        assert!(s.votes("t").unwrap().is_empty(), "votes go with their poll");
+        assert_eq!(s.recount("t"), Err(StoreError::NoPoll));
+        assert_eq!(s.set_closed("t", true, 203), Err(StoreError::NoPoll));
+    }
+
+    #[test]
+    fn concurrent_voters_end_with_a_recount() {
+        let t = Temp::new("concurrent");
+        let s = &t.1;
+        let options: Vec<String> = ["a", "b", "c"].map(String::from).into();
+        let mut poll = new_poll("c", &options);
+        poll.max_choices = 2;
+        s.create_poll(&poll, 10, 1).unwrap();
+        std::thread::scope(|scope| {
+            for n in 0..8u32 {
+                scope.spawn(move || {
+                    for i in 0..50u32 {
+                        let voter = format!("v{n}-{}", i % 10);
+                        let choices: &[u32] = match (i + n) % 3 {
+                            0 => &[0],
+                            1 => &[1, 2],
+                            _ => &[2],
+                        };
+                        s.cast(&vote("c", &voter, choices), i64::from(i)).unwrap();
+                    }
+                });
+            }
+        });
+        let tally = s.poll("c", "", 100).unwrap().unwrap().tally;
+        assert_eq!(tally.voters, 80);
+        assert_eq!(s.recount("c").unwrap(), tally);
     }
 
     #[test]

@@ -26,6 +26,8 @@
 //! - `flood`: `bench flood`, hostile load beside a legitimate client.
 //! - `chat`: `bench chat`, the built-in chat app under a chat's load (rooms, typing,
 //!   messages through `rpc`).
+//! - `vote`: `bench vote`, the built-in voting app: watchers of one poll, voters through
+//!   `rpc`, the delay from a vote to the watchers' tally that includes it.
 
 pub(crate) mod chat;
 pub(crate) mod connect;
@@ -39,3 +41,4 @@ pub(crate) mod publishers;
 pub(crate) mod report;
 pub(crate) mod sink;
 pub(crate) mod stats;
+pub(crate) mod vote;

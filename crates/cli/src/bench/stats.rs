@@ -94,6 +94,11 @@ impl Histogram {
         (((1 << Self::SUB_BITS) + sub) << shift) + (1 << shift) / 2
     }
 
+    /// Values recorded.
+    pub(crate) fn count(&self) -> u64 {
+        self.total
+    }
+
     pub(crate) fn record(&mut self, v: u64) {
         self.counts[Self::bucket(v)] += 1;
         self.total += 1;
