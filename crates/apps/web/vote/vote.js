@@ -19,7 +19,7 @@ import { qrSvg } from '../lib/qr.js';
 const MIN_OPTIONS = 2;
 const MAX_OPTIONS = 20;
 const MAX_QUESTION = 300;
-const MAX_OPTION = 100;
+const MAX_OPTION = 200;
 const PRESENCE_EVERY = 3000;
 const POLL_RE = /^[A-Za-z0-9]{1,32}$/;
 /** Durations offered for "closes in", in minutes (0: stays open until closed by hand). */
@@ -328,6 +328,8 @@ function pollView(id) {
   let mine = null;
   /** @type {{counts?: number[], total: number, voters: number} | null} */
   let tally = null;
+  /** The `seq` of the tally shown. */
+  let seq = -1;
   let visible = false;
   let watchers = null;
   /** The choices ticked and not yet sent (several-choice polls). */
@@ -539,7 +541,7 @@ function pollView(id) {
       const r = await sb.rpc('vote.cast', { poll: id, choices });
       mine = choices;
       picked = new Set(choices);
-      if (r && r.tally) {
+      if (r && r.tally && fresh(r.seq)) {
         tally = r.tally;
         visible = true;
       }
@@ -561,20 +563,43 @@ function pollView(id) {
       poll = r.poll;
       mine = Array.isArray(r.mine) ? r.mine : null;
       if (mine && picked.size === 0) picked = new Set(mine);
-      tally = r.tally || (tally ? { total: tally.total, voters: tally.voters } : null);
       visible = !!r.visible && !!r.tally;
+      // A push newer than this answer may have come meanwhile: keep the newer tally.
+      if (fresh(r.seq)) tally = r.tally || (r.tally === null && tally ? { total: tally.total, voters: tally.voters } : null);
+      else if (!visible && tally) tally = { total: tally.total, voters: tally.voters };
       renderHead();
       renderBallot();
       renderResults();
       renderOwner();
     } catch (err) {
-      replace(main, h('div', { class: 'panel' }, h('h1', tx('vote.missing.title')), h('p', null, rpcWords(err)), h('a', { class: 'btn', href: '/vote', ...tx('vote.nav.polls') })));
+      gone(rpcWords(err));
     }
+  }
+
+  /** The poll is not there (any more): say so, with the way back to the list. */
+  function gone(words) {
+    replace(main, h('div', { class: 'panel', id: 'poll-gone' }, h('h1', tx('vote.missing.title')), h('p', null, words), h('a', { class: 'btn', href: '/vote', ...tx('vote.nav.polls') })));
+  }
+
+  /**
+   * Whether a tally numbered `s` is not older than the one shown (a tally's `seq` rises
+   * with every vote, close and reopen; pushes and answers may arrive in any order).
+   */
+  function fresh(s) {
+    if (typeof s !== 'number') return true;
+    if (s < seq) return false;
+    seq = s;
+    return true;
   }
 
   function onData(d) {
     if (!d || typeof d !== 'object') return;
     if (d.type === 'tally') {
+      if (d.hidden && visible) {
+        refreshSoon();
+        return;
+      }
+      if (!fresh(d.seq)) return;
       if (d.hidden || !Array.isArray(d.counts)) {
         // The counts are hidden from those who may not see them ("after voting": the push
         // is the same for every watcher). A user who may see them asks for them.
@@ -591,6 +616,9 @@ function pollView(id) {
     } else if (d.type === 'state') {
       if (poll) poll.closed = !!d.closed;
       load();
+    } else if (d.type === 'deleted') {
+      sub.unsubscribe().catch(() => {});
+      gone(t('vote.deleted'));
     }
   }
 
