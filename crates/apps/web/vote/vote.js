@@ -258,7 +258,7 @@ function createForm() {
 
 // ---- the lists -----------------------------------------------------------------------
 
-function pollLink(s) {
+function pollLink(s, showOwner) {
   const total = typeof s.total === 'number' ? s.total : typeof s.voters === 'number' ? s.voters : 0;
   return h(
     'li',
@@ -272,7 +272,7 @@ function pollLink(s) {
         { class: 'sub' },
         t('vote.votes', { count: total, n: number(total) }),
         s.closed ? ` · ${t('vote.closed')}` : '',
-        s.owner_name && s.owner !== ME.id ? ` · ${t('vote.by', { name: s.owner_name })}` : '',
+        showOwner && s.owner_name ? ` · ${t('vote.by', { name: s.owner_name })}` : '',
       ),
     ),
   );
@@ -281,9 +281,11 @@ function pollLink(s) {
 async function renderLists(mine, open) {
   try {
     const r = await sb.rpc('vote.list', {});
-    const fill = (ul, items, emptyKey) => replace(ul, items && items.length ? items.map(pollLink) : h('li', { class: 'empty', ...tx(emptyKey) }));
-    fill(mine, r.mine, 'vote.list.mineEmpty');
-    fill(open, (r.open || []).filter((s) => s.owner !== ME.id), 'vote.list.openEmpty');
+    const fill = (ul, items, emptyKey, showOwner) => replace(ul, items && items.length ? items.map((s) => pollLink(s, showOwner)) : h('li', { class: 'empty', ...tx(emptyKey) }));
+    const own = new Set((r.mine || []).map((s) => s.id));
+    fill(mine, r.mine, 'vote.list.mineEmpty', false);
+    // Everyone's open polls but the user's own (listed above).
+    fill(open, (r.open || []).filter((s) => !own.has(s.id)), 'vote.list.openEmpty', true);
   } catch (err) {
     replace(mine, h('li', { class: 'error' }, rpcWords(err)));
   }
