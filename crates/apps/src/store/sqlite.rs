@@ -253,37 +253,34 @@ fn poll_view(
     now: i64,
 ) -> rusqlite::Result<Option<PollView>> {
     let row = conn
-        .query_row(
-            &format!(
-                "SELECT p.id, p.question, p.max_choices, p.results, p.changeable, p.closes_at,
+        .prepare_cached(&format!(
+            "SELECT p.id, p.question, p.max_choices, p.results, p.changeable, p.closes_at,
                         p.anonymous, p.owner, p.owner_name, {CLOSED_AT}, p.created, p.voters,
                         p.total, p.seq
                  FROM polls p WHERE p.id = ?2"
-            ),
-            params![now, id],
-            |r| {
-                let results: String = r.get(3)?;
-                Ok((
-                    Poll {
-                        id: r.get(0)?,
-                        question: r.get(1)?,
-                        options: Vec::new(),
-                        max_choices: r.get(2)?,
-                        results: ResultsShown::parse(&results).unwrap_or(ResultsShown::Closed),
-                        changeable: r.get(4)?,
-                        closes_at: r.get(5)?,
-                        anonymous: r.get(6)?,
-                        owner: r.get(7)?,
-                        owner_name: r.get(8)?,
-                        closed: r.get(9)?,
-                        created: r.get(10)?,
-                    },
-                    r.get::<_, i64>(11)?,
-                    r.get::<_, i64>(12)?,
-                    r.get::<_, i64>(13)?,
-                ))
-            },
-        )
+        ))?
+        .query_row(params![now, id], |r| {
+            let results: String = r.get(3)?;
+            Ok((
+                Poll {
+                    id: r.get(0)?,
+                    question: r.get(1)?,
+                    options: Vec::new(),
+                    max_choices: r.get(2)?,
+                    results: ResultsShown::parse(&results).unwrap_or(ResultsShown::Closed),
+                    changeable: r.get(4)?,
+                    closes_at: r.get(5)?,
+                    anonymous: r.get(6)?,
+                    owner: r.get(7)?,
+                    owner_name: r.get(8)?,
+                    closed: r.get(9)?,
+                    created: r.get(10)?,
+                },
+                r.get::<_, i64>(11)?,
+                r.get::<_, i64>(12)?,
+                r.get::<_, i64>(13)?,
+            ))
+        })
         .optional()?;
     let Some((mut poll, voters, total, seq)) = row else {
         return Ok(None);
@@ -298,11 +295,8 @@ fn poll_view(
         counts.push(count.max(0) as u64);
     }
     let mine = conn
-        .query_row(
-            "SELECT choices FROM votes WHERE poll = ?1 AND voter = ?2",
-            params![id, voter],
-            |r| r.get::<_, String>(0),
-        )
+        .prepare_cached("SELECT choices FROM votes WHERE poll = ?1 AND voter = ?2")?
+        .query_row(params![id, voter], |r| r.get::<_, String>(0))
         .optional()?
         .map(|c| decode_choices(&c));
     Ok(Some(PollView {
@@ -870,10 +864,10 @@ impl Store for SqliteStore {
                 ));
             }
             for c in old {
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE poll_options SET count = count - 1 WHERE poll = ?1 AND idx = ?2",
-                    params![vote.poll, c],
-                )?;
+                )?
+                .execute(params![vote.poll, c])?;
             }
         }
         for c in &choices {
@@ -883,26 +877,26 @@ impl Store for SqliteStore {
             )?;
         }
         let old_len = before.mine.as_ref().map_or(0, Vec::len) as i64;
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE polls SET voters = voters + ?2, total = total + ?3, seq = seq + 1
              WHERE id = ?1",
-            params![
-                vote.poll,
-                i64::from(!changed),
-                choices.len() as i64 - old_len
-            ],
-        )?;
-        tx.execute(
+        )?
+        .execute(params![
+            vote.poll,
+            i64::from(!changed),
+            choices.len() as i64 - old_len
+        ])?;
+        tx.prepare_cached(
             "INSERT INTO votes (poll, voter, name, choices, time) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (poll, voter) DO UPDATE SET name = ?3, choices = ?4, time = ?5",
-            params![
-                vote.poll,
-                vote.voter,
-                vote.voter_name,
-                encode_choices(&choices),
-                now
-            ],
-        )?;
+        )?
+        .execute(params![
+            vote.poll,
+            vote.voter,
+            vote.voter_name,
+            encode_choices(&choices),
+            now
+        ])?;
         let view = poll_view(&tx, vote.poll, vote.voter, now)?.ok_or(StoreError::NoPoll)?;
         tx.commit()?;
         Ok(Cast { view, changed })

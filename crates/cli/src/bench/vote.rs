@@ -40,10 +40,11 @@ const GRACE: Duration = Duration::from_secs(3);
 const PER_VOTER_MAX: f64 = switchboard_apps::vote::VOTES_PER_SECOND as f64;
 
 /// Counters shared by the voters.
-#[derive(Default)]
 struct Counts {
     votes: AtomicU64,
     errors: AtomicU64,
+    /// From sending a vote to its answer.
+    answers: std::sync::Mutex<Histogram>,
     /// The first error reply, for the report.
     first_error: std::sync::Mutex<Option<String>>,
 }
@@ -115,7 +116,12 @@ pub(crate) async fn vote(args: BenchVoteArgs) -> anyhow::Result<()> {
     let window = Duration::try_from_secs_f64(args.duration).context("invalid --duration")?;
     let interval =
         Duration::try_from_secs_f64(args.voters as f64 / args.rate).context("invalid --rate")?;
-    let counts = Arc::new(Counts::default());
+    let counts = Arc::new(Counts {
+        votes: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        answers: std::sync::Mutex::new(Histogram::new()),
+        first_error: std::sync::Mutex::new(None),
+    });
     let window_start = Instant::now();
     let ends = window_start + window;
     let drain_until = ends + GRACE;
@@ -272,6 +278,7 @@ impl Voter {
         let mut next = self.first;
         let mut sent: HashMap<u64, u64> = HashMap::new();
         let mut votes = Vec::new();
+        let mut answers = Histogram::new();
         let deadline = tokio::time::Instant::from_std(self.drain_until);
         loop {
             let voting = next < self.ends;
@@ -281,7 +288,9 @@ impl Voter {
             let wake = if voting { next } else { self.drain_until };
             tokio::select! {
                 incoming = self.client.next_message() => match incoming? {
-                    Incoming::Json(message) => self.read(&message, &mut sent, &mut votes),
+                    Incoming::Json(message) => {
+                        self.read(&message, &mut sent, &mut votes, &mut answers);
+                    }
                     Incoming::Close(code, reason) => bail!("closed {code} {reason}"),
                 },
                 () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
@@ -298,13 +307,23 @@ impl Voter {
                 }
             }
         }
+        if let Ok(mut all) = self.counts.answers.lock() {
+            all.merge(&answers);
+        }
         Ok(votes)
     }
 
-    fn read(&self, message: &Value, sent: &mut HashMap<u64, u64>, votes: &mut Vec<(u64, u64)>) {
+    fn read(
+        &self,
+        message: &Value,
+        sent: &mut HashMap<u64, u64>,
+        votes: &mut Vec<(u64, u64)>,
+        answers: &mut Histogram,
+    ) {
         let Some(at) = message["id"].as_u64().and_then(|id| sent.remove(&id)) else {
             return;
         };
+        answers.record(micros(self.start.elapsed()).saturating_sub(at));
         let counts = &self.counts;
         match (message.get("error"), message["result"]["seq"].as_u64()) {
             (None, Some(seq)) => {
@@ -346,6 +365,12 @@ fn report(
         .zip(f.cpu.1)
         .map(|(b, a)| (a - b) as f64 * SECS_PER_TICK);
     let ms = |q: f64| latency.quantile(q) as f64 / 1000.0;
+    let answers = counts
+        .answers
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|_| Histogram::new());
+    let answer_ms = |q: f64| answers.quantile(q) as f64 / 1000.0;
     let per_watcher =
         f.pushes as f64 / args.watchers.max(1) as f64 / (window + GRACE.as_secs_f64());
     let json = json!({
@@ -357,6 +382,7 @@ fn report(
         "pushes": f.pushes, "pushes_per_s_per_watcher": per_watcher,
         "samples": latency.count(), "missed": f.missed,
         "p50_ms": ms(0.5), "p99_ms": ms(0.99), "max_ms": latency.max as f64 / 1000.0,
+        "answer_p50_ms": answer_ms(0.5), "answer_p99_ms": answer_ms(0.99),
         "server_cpu_s": cpu_s,
         "server_cpu_us_per_vote": cpu_s.map(|s| s * 1e6 / votes.max(1) as f64),
         "server_rss_kib": f.rss,
@@ -367,7 +393,7 @@ fn report(
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "vote: {} watchers, {} voters, {:.0} votes/s ({} votes, {} refused), {:.1} pushes/s per watcher, vote to watchers p50 {:.1} ms, p99 {:.1} ms ({} missed){}",
+        "vote: {} watchers, {} voters, {:.0} votes/s ({} votes, {} refused), {:.1} pushes/s per watcher, vote to watchers p50 {:.1} ms, p99 {:.1} ms ({} missed), vote answered p99 {:.1} ms{}",
         args.watchers,
         args.voters,
         votes as f64 / window,
@@ -377,6 +403,7 @@ fn report(
         ms(0.5),
         ms(0.99),
         f.missed,
+        answer_ms(0.99),
         cpu_s.map_or(String::new(), |s| format!(
             ", server CPU {:.2} s ({:.0} µs per vote)",
             s,
