@@ -3,7 +3,7 @@
 //! when a file of `web/` is missing from the table.
 //!
 //! `/` serves `home/index.html`, `/signin` `signin/index.html`, `/chat`
-//! `chat/index.html`; every file is also at `/apps/PATH`.
+//! `chat/index.html`, `/vote` `vote/index.html`; every file is also at `/apps/PATH`.
 
 /// An embedded file: its path under `web/` and its bytes.
 pub type Asset = (&'static str, &'static [u8]);
@@ -23,6 +23,7 @@ pub const FILES: &[Asset] = &[
     ("lib/dom.js", include_bytes!("../web/lib/dom.js")),
     ("lib/format.js", include_bytes!("../web/lib/format.js")),
     ("lib/i18n.js", include_bytes!("../web/lib/i18n.js")),
+    ("lib/qr.js", include_bytes!("../web/lib/qr.js")),
     ("lib/session.js", include_bytes!("../web/lib/session.js")),
     ("lib/strings.js", include_bytes!("../web/lib/strings.js")),
     (
@@ -34,6 +35,8 @@ pub const FILES: &[Asset] = &[
         include_bytes!("../web/signin/signin.js"),
     ),
     ("style.css", include_bytes!("../web/style.css")),
+    ("vote/index.html", include_bytes!("../web/vote/index.html")),
+    ("vote/vote.js", include_bytes!("../web/vote/vote.js")),
 ];
 
 /// The `Content-Type` of a path, by its extension; `None` for an extension the apps do

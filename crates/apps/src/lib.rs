@@ -380,6 +380,7 @@ fn routes(shared: Arc<Shared>) -> Router {
         .route("/", get(pages::home))
         .route("/signin", get(pages::signin))
         .route("/chat", get(pages::chat))
+        .route("/vote", get(pages::vote))
         .route("/apps/{*path}", get(pages::file))
         .layer(CompressionLayer::new());
     let auth = Router::new()

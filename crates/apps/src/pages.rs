@@ -176,6 +176,11 @@ pub(crate) async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap) 
     shared.pages.serve("chat/index.html", &headers)
 }
 
+/// `GET /vote`: the polls, a poll (`?p=ID`) and its presenter mode (`#present`).
+pub(crate) async fn vote(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    shared.pages.serve("vote/index.html", &headers)
+}
+
 /// `GET /apps/{*path}`: a file, revalidated on every load; under `v/VERSION/`, the same
 /// file cached for good when VERSION is the one in force (an older page asking for its own
 /// version gets today's file, revalidated).

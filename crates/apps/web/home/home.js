@@ -202,7 +202,7 @@ function page() {
         'ul',
         { class: 'tiles' },
         tile({ key: 'chat', href: '/chat', iconPath: ICONS.chat, foot: chatFoot }),
-        tile({ key: 'vote', iconPath: ICONS.vote, coming: true }),
+        tile({ key: 'vote', href: '/vote', iconPath: ICONS.vote }),
         tile({ key: 'console', iconPath: ICONS.console, coming: true }),
         tile({ key: 'logs', iconPath: ICONS.logs, coming: true }),
         tile({ key: 'monitor', iconPath: ICONS.monitor, coming: true }),

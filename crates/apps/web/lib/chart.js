@@ -17,10 +17,12 @@ const VALUE = 64;
 let counter = 0;
 
 /**
- * @param {{title: string, describe?: (items: {label: string, value: number}[], total: number) => string}} opts
+ * @param {{title: string, percent?: boolean, describe?: (items: {label: string, value: number}[], total: number) => string}} opts
+ *   `percent`: each value also as its share of the total ("12 · 60%").
  */
 export function barChart(opts) {
   const id = `chart-${++counter}`;
+  const valueWidth = opts.percent ? VALUE + 56 : VALUE;
   const title = svg('title', { id: `${id}-title` }, opts.title);
   const desc = svg('desc', { id: `${id}-desc` });
   const rows = svg('g', { class: 'chart-rows' });
@@ -37,8 +39,8 @@ export function barChart(opts) {
   function row(label) {
     const g = svg('g', { class: 'chart-row' });
     const text = svg('text', { class: 'chart-label', x: 0, y: ROW / 2, 'dominant-baseline': 'middle' }, label);
-    const track = svg('rect', { class: 'chart-track', x: LABEL, y: 8, width: WIDTH - LABEL - VALUE, height: ROW - 16, rx: 4 });
-    const bar = svg('rect', { class: 'chart-bar', x: LABEL, y: 8, width: WIDTH - LABEL - VALUE, height: ROW - 16, rx: 4, vars: { fill: 0 } });
+    const track = svg('rect', { class: 'chart-track', x: LABEL, y: 8, width: WIDTH - LABEL - valueWidth, height: ROW - 16, rx: 4 });
+    const bar = svg('rect', { class: 'chart-bar', x: LABEL, y: 8, width: WIDTH - LABEL - valueWidth, height: ROW - 16, rx: 4, vars: { fill: 0 } });
     const value = svg('text', { class: 'chart-value', x: WIDTH, y: ROW / 2, 'text-anchor': 'end', 'dominant-baseline': 'middle' }, '0');
     g.append(text, track, bar, value);
     return { g, bar, value, label: text };
@@ -61,7 +63,7 @@ export function barChart(opts) {
       seen.add(item.label);
       b.g.setAttribute('transform', `translate(0 ${i * ROW})`);
       b.bar.style.setProperty('--fill', String(Math.max(0, item.value) / max));
-      b.value.textContent = number(item.value);
+      b.value.textContent = opts.percent ? `${number(item.value)} · ${total ? Math.round((Math.max(0, item.value) / total) * 100) : 0}%` : number(item.value);
     });
     for (const [label, b] of bars) {
       if (!seen.has(label)) {
