@@ -17,6 +17,7 @@
 //! - `auth`: `/auth/*` (sign-in, sign-up, guests, sign-out, the token endpoint);
 //! - `pages`: the pages and files, with ETags and the security headers;
 //! - `chat`: the `chat.` rpc methods;
+//! - `ops`: the `admin.` rpc methods (the console's API tab, `/admin`);
 //! - [`admin`]: what the CLI does to accounts and invites.
 
 pub mod admin;
@@ -27,6 +28,7 @@ pub mod error;
 mod http;
 mod limit;
 pub mod metrics;
+mod ops;
 pub mod options;
 mod pages;
 pub mod password;
@@ -325,6 +327,7 @@ pub fn mount_with_store(
     if shared.options.enabled {
         server.routes(routes(shared.clone()));
         server.rpc("chat.", Arc::new(chat::Chat(shared.clone())));
+        server.rpc("admin.", Arc::new(ops::Ops(shared.clone())));
         let weak = Arc::downgrade(&shared);
         server.metrics(move || {
             weak.upgrade()

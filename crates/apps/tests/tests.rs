@@ -6,10 +6,12 @@
 //!   made by the CLI's functions, rate limits, hostile requests, external tokens.
 //! - `chat`: the `chat.` rpc methods end to end over WebSockets: posts, typing, rooms,
 //!   read positions, direct messages to online and offline users.
+//! - `ops`: the `admin.` rpc methods and their refusals.
 //! - `pages`: the pages and files: types, CSP and the other headers, ETag and 304, gzip.
 //! - `util`: the server, HTTP helpers, signed-in users with a WebSocket.
 
 mod accounts;
 mod chat;
+mod ops;
 mod pages;
 mod util;
