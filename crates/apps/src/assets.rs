@@ -3,13 +3,20 @@
 //! when a file of `web/` is missing from the table.
 //!
 //! `/` serves `home/index.html`, `/signin` `signin/index.html`, `/chat`
-//! `chat/index.html`; every file is also at `/apps/PATH`.
+//! `chat/index.html`, `/console` `console/index.html` (with its own CSP), `/admin`
+//! `admin/index.html`; every file is also at `/apps/PATH`.
 
 /// An embedded file: its path under `web/` and its bytes.
 pub type Asset = (&'static str, &'static [u8]);
 
 /// Every file of `web/`. Keep it in the order of the paths.
 pub const FILES: &[Asset] = &[
+    ("admin/admin.css", include_bytes!("../web/admin/admin.css")),
+    ("admin/admin.js", include_bytes!("../web/admin/admin.js")),
+    (
+        "admin/index.html",
+        include_bytes!("../web/admin/index.html"),
+    ),
     ("chat/chat.js", include_bytes!("../web/chat/chat.js")),
     ("chat/index.html", include_bytes!("../web/chat/index.html")),
     (

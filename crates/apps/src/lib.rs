@@ -347,6 +347,8 @@ fn routes(shared: Arc<Shared>) -> Router {
         .route("/signin", get(pages::signin))
         .route("/chat", get(pages::chat))
         .route("/apps/{*path}", get(pages::file))
+        .route("/console", get(pages::console))
+        .route("/admin", get(pages::admin))
         .layer(CompressionLayer::new());
     let auth = Router::new()
         .route("/auth/me", get(auth::me))
