@@ -23,6 +23,22 @@ pub const FILES: &[Asset] = &[
         "chat/timeline.js",
         include_bytes!("../web/chat/timeline.js"),
     ),
+    (
+        "console/console.css",
+        include_bytes!("../web/console/console.css"),
+    ),
+    (
+        "console/console.js",
+        include_bytes!("../web/console/console.js"),
+    ),
+    (
+        "console/frames.js",
+        include_bytes!("../web/console/frames.js"),
+    ),
+    (
+        "console/index.html",
+        include_bytes!("../web/console/index.html"),
+    ),
     ("home/home.js", include_bytes!("../web/home/home.js")),
     ("home/index.html", include_bytes!("../web/home/index.html")),
     ("icon.svg", include_bytes!("../web/icon.svg")),
