@@ -17,6 +17,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
+import { connect } from 'node:net';
 import { chromium } from 'playwright-core';
 import { startServer, until, freePort, BIN, REPO } from './server.js';
 
@@ -109,29 +110,24 @@ async function compose(page, text, format) {
   await page.getByRole('button', { name: 'Send', exact: true }).click();
 }
 
-/** `switchboard echo` on a free port. */
-async function startEcho() {
+/** `switchboard echo` on a free port (stopped by `stop`, even when it never listened). */
+async function startEcho(keep) {
   const port = await freePort();
   const proc = spawn(BIN, ['echo', '--listen', `127.0.0.1:${port}`, '--threads', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  keep({ port, stop: () => proc.kill('SIGTERM') });
   await until(
-    async () => {
-      try {
-        const ws = new WebSocket(`ws://127.0.0.1:${port}`);
-        return await new Promise((r) => {
-          ws.onopen = () => {
-            ws.close();
-            r(true);
-          };
-          ws.onerror = () => r(false);
+    () =>
+      new Promise((resolve) => {
+        const socket = connect(port, '127.0.0.1');
+        socket.once('connect', () => {
+          socket.destroy();
+          resolve(true);
         });
-      } catch {
-        return false;
-      }
-    },
+        socket.once('error', () => resolve(false));
+      }),
     10000,
     'switchboard echo to listen',
   );
-  return { port, stop: () => proc.kill('SIGTERM') };
 }
 
 describe('console and admin', () => {
@@ -142,7 +138,7 @@ describe('console and admin', () => {
   before(async () => {
     server = await startServer(APPS);
     await addAdmin(server, 'root');
-    echo = await startEcho();
+    await startEcho((e) => (echo = e));
   });
   after(async () => {
     for (const p of [bob, root]) if (p) await p.context.close();
@@ -211,7 +207,7 @@ describe('console and admin', () => {
     await page.getByLabel('Close reason').fill('bye');
     await page.getByRole('button', { name: 'Close', exact: true }).click();
     await waitFor('closed', async () => /Raw: closed/.test(await state(page)));
-    assert.ok((await frames(page)).some(([d, op, text]) => d === 'in' && op === 'close' && /4000 bye/.test(text)), JSON.stringify(await frames(page)));
+    assert.ok((await frames(page)).some(([d, op, text]) => d === 'in' && op === 'close' && /close 4000/.test(text)), JSON.stringify(await frames(page)));
     assert.deepEqual(bob.problems, []);
   });
 

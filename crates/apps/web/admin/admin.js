@@ -25,7 +25,7 @@ const isAdmin = Array.isArray(ME.roles) && ME.roles.includes('admin');
 /** The figures shown, by key: [label key, element]. */
 const FIGURES = ['connections', 'users', 'channels', 'subscriptions', 'publications', 'deliveries', 'store', 'memory', 'uptime'];
 const figureEls = Object.fromEntries(FIGURES.map((k) => [k, h('dd', { id: `figure-${k}` }, '—')]));
-const figureSubs = Object.fromEntries(FIGURES.map((k) => [k, h('span', { class: 'ops-sub' })]));
+const figureSubs = Object.fromEntries(FIGURES.map((k) => [k, h('dd', { class: 'ops-sub' })]));
 const status = h('p', { class: 'note', id: 'admin-status', role: 'status' });
 const usersBody = h('tbody');
 const usersCount = h('span', { class: 'badge' });
@@ -179,7 +179,7 @@ document.body.append(h('a', { class: 'skip-link', href: '#main', ...tx('common.s
 /** @type {Switchboard | null} */
 let sb = null;
 if (isAdmin) {
-  sb = new Switchboard('/ws', { getToken });
+  sb = new Switchboard(location.origin, { getToken });
   window.switchboard = sb;
   sb.on('connected', () => {
     live = true;

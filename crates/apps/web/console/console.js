@@ -708,8 +708,12 @@ const main = h(
 document.body.append(h('a', { class: 'skip-link', href: '#main', ...tx('common.skip') }), header(), main);
 fillSelectLabels();
 renderSaved();
-const start = location.hash.slice(1);
-selectTab(start === 'raw' || start === 'api' ? start : 'sb');
+const fromHash = () => {
+  const want = location.hash.slice(1);
+  selectTab(want === 'raw' || want === 'api' ? want : 'sb');
+};
+fromHash();
+window.addEventListener('hashchange', fromHash);
 onLangChange(() => {
   fillSelectLabels();
   fillComposerLabels();
