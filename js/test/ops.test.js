@@ -309,6 +309,7 @@ describe('console and admin', () => {
         await out.page.locator('.composer-panel button[type="submit"]').click();
         await waitFor('the publication', async () => (await frames(out.page)).some(([d, , text]) => d === 'in' && /publication/.test(text)));
         await out.page.locator('#frames .frame.in details').last().evaluate((d) => (d.open = true));
+        await out.page.evaluate(() => window.scrollTo(0, 0));
         await out.page.screenshot({ path: join(SHOTS, `console-${lang}-${width}.png`), fullPage: width < 600 });
         await out.page.goto(`${server.url}/admin`);
         await waitFor('the rates', async () => /\d/.test(await out.page.locator('#figure-publications').textContent()));

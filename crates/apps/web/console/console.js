@@ -677,7 +677,7 @@ const composer = h(
   h('details', { class: 'saved' }, h('summary', tx('console.saved')), h('div', { class: 'field-row save-row' }, field('console.saved.name', saveName), h('div', { class: 'buttons' }, button('console.saved.save', () => save(), 'btn ghost'))), savedList),
 );
 
-const workspace = h('div', { class: 'console-work' }, h('div', { class: 'console-side' }, composer), log.el);
+const workspace = h('div', { class: 'console-work' }, h('div', { class: 'console-side' }, sbPanel, rawPanel, status, composer), log.el);
 
 function header() {
   return h(
@@ -700,8 +700,7 @@ const main = h(
   { id: 'main', class: 'ops-main console-main' },
   h('div', { class: 'ops-title' }, h('h1', tx('console.heading')), h('div', { class: 'conn-bar' }, stateBadge, rttEl)),
   h('div', { class: 'tabs console-tabs', role: 'tablist', ...tx(null, { 'aria-label': 'console.tabs' }) }, tabButton('sb'), tabButton('raw'), isAdmin ? tabButton('api') : null),
-  Object.values(panels),
-  status,
+  panels.api || panels.refused,
   workspace,
 );
 
