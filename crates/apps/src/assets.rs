@@ -3,18 +3,41 @@
 //! when a file of `web/` is missing from the table.
 //!
 //! `/` serves `home/index.html`, `/signin` `signin/index.html`, `/chat`
-//! `chat/index.html`, `/vote` `vote/index.html`; every file is also at `/apps/PATH`.
+//! `chat/index.html`, `/vote` `vote/index.html`, `/console` `console/index.html` (with its
+//! own CSP), `/admin` `admin/index.html`; every file is also at `/apps/PATH`.
 
 /// An embedded file: its path under `web/` and its bytes.
 pub type Asset = (&'static str, &'static [u8]);
 
 /// Every file of `web/`. Keep it in the order of the paths.
 pub const FILES: &[Asset] = &[
+    ("admin/admin.css", include_bytes!("../web/admin/admin.css")),
+    ("admin/admin.js", include_bytes!("../web/admin/admin.js")),
+    (
+        "admin/index.html",
+        include_bytes!("../web/admin/index.html"),
+    ),
     ("chat/chat.js", include_bytes!("../web/chat/chat.js")),
     ("chat/index.html", include_bytes!("../web/chat/index.html")),
     (
         "chat/timeline.js",
         include_bytes!("../web/chat/timeline.js"),
+    ),
+    (
+        "console/console.css",
+        include_bytes!("../web/console/console.css"),
+    ),
+    (
+        "console/console.js",
+        include_bytes!("../web/console/console.js"),
+    ),
+    (
+        "console/frames.js",
+        include_bytes!("../web/console/frames.js"),
+    ),
+    (
+        "console/index.html",
+        include_bytes!("../web/console/index.html"),
     ),
     ("home/home.js", include_bytes!("../web/home/home.js")),
     ("home/index.html", include_bytes!("../web/home/index.html")),

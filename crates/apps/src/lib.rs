@@ -18,6 +18,7 @@
 //! - `pages`: the pages and files, with ETags and the security headers;
 //! - `chat`: the `chat.` rpc methods;
 //! - [`vote`]: the `vote.` rpc methods, the live tally on `poll:ID` and its coalescing;
+//! - `ops`: the `admin.` rpc methods (the console's API tab, `/admin`);
 //! - [`admin`]: what the CLI does to accounts and invites.
 
 pub mod admin;
@@ -28,6 +29,7 @@ pub mod error;
 mod http;
 mod limit;
 pub mod metrics;
+mod ops;
 pub mod options;
 mod pages;
 pub mod password;
@@ -361,6 +363,7 @@ pub fn mount_with_store(
         server.routes(routes(shared.clone()));
         server.rpc("chat.", Arc::new(chat::Chat(shared.clone())));
         server.rpc("vote.", Arc::new(vote::Vote(shared.clone())));
+        server.rpc("admin.", Arc::new(ops::Ops(shared.clone())));
         let weak = Arc::downgrade(&shared);
         server.metrics(move || {
             weak.upgrade()
@@ -382,6 +385,8 @@ fn routes(shared: Arc<Shared>) -> Router {
         .route("/chat", get(pages::chat))
         .route("/vote", get(pages::vote))
         .route("/apps/{*path}", get(pages::file))
+        .route("/console", get(pages::console))
+        .route("/admin", get(pages::admin))
         .layer(CompressionLayer::new());
     let auth = Router::new()
         .route("/auth/me", get(auth::me))

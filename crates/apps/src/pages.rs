@@ -27,6 +27,14 @@ pub(crate) const CSP: &str = "default-src 'self'; script-src 'self'; style-src '
     img-src 'self' data:; connect-src 'self'; base-uri 'none'; frame-ancestors 'none'; \
     form-action 'self'";
 
+/// The console's (`/console`) Content-Security-Policy: [`CSP`] with `ws:` and `wss:` in
+/// `connect-src`, so its raw and Switchboard modes may open a WebSocket to any URL the
+/// person types (SSE and polling still reach this origin only). Only the console's page
+/// gets it; its scripts are the same `'self'` files as everywhere.
+pub(crate) const CONSOLE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+    img-src 'self' data:; connect-src 'self' ws: wss:; base-uri 'none'; \
+    frame-ancestors 'none'; form-action 'self'";
+
 /// One file, ready to serve.
 #[derive(Debug)]
 struct Page {
@@ -103,13 +111,19 @@ impl Pages {
     }
 
     fn serve(&self, path: &str, request: &HeaderMap) -> Response {
-        self.serve_with(path, request, REVALIDATE)
+        self.serve_with(path, request, REVALIDATE, CSP)
     }
 
-    fn serve_with(&self, path: &str, request: &HeaderMap, cache: &'static str) -> Response {
+    fn serve_with(
+        &self,
+        path: &str,
+        request: &HeaderMap,
+        cache: &'static str,
+        csp: &'static str,
+    ) -> Response {
         let Some(page) = self.files.get(path) else {
             let mut response = (StatusCode::NOT_FOUND, "not found\n").into_response();
-            secure(response.headers_mut());
+            secure(response.headers_mut(), CSP);
             return response;
         };
         let mut response = if not_modified(request, &page.etag) {
@@ -124,16 +138,16 @@ impl Pages {
         let headers = response.headers_mut();
         headers.insert(header::ETAG, page.etag.clone());
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-        secure(headers);
+        secure(headers, csp);
         response
     }
 }
 
-/// The headers every page and file gets.
-fn secure(headers: &mut HeaderMap) {
+/// The headers every page and file gets (`csp`: [`CSP`], or the console's).
+fn secure(headers: &mut HeaderMap, csp: &'static str) {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
+        HeaderValue::from_static(csp),
     );
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -196,9 +210,22 @@ pub(crate) async fn file(
         } else {
             REVALIDATE
         };
-        return pages.serve_with(rest, &headers, cache);
+        return pages.serve_with(rest, &headers, cache, CSP);
     }
     pages.serve(&path, &headers)
+}
+
+/// `GET /console`: with [`CONSOLE_CSP`].
+pub(crate) async fn console(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    shared
+        .pages
+        .serve_with("console/index.html", &headers, REVALIDATE, CONSOLE_CSP)
+}
+
+/// `GET /admin` (the page itself asks `/auth/me` and shows a refusal to non-admins; the
+/// figures come from the `admin.` rpc methods, which check the role).
+pub(crate) async fn admin(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    shared.pages.serve("admin/index.html", &headers)
 }
 
 /// A page with its file URLs under the version: `"/apps/…"` becomes `"/apps/v/VERSION/…"`
@@ -254,6 +281,12 @@ mod tests {
         conditional.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"x\""));
         assert_eq!(pages.serve("a.html", &conditional).status(), StatusCode::OK);
         assert_eq!(page.headers()[header::CACHE_CONTROL], REVALIDATE);
+        let console = pages.serve_with("a.html", &HeaderMap::new(), REVALIDATE, CONSOLE_CSP);
+        assert_eq!(
+            console.headers()[header::CONTENT_SECURITY_POLICY],
+            CONSOLE_CSP
+        );
+        assert!(CONSOLE_CSP.contains("connect-src 'self' ws: wss:;"));
         let missing = pages.serve("../secret", &HeaderMap::new());
         assert_eq!(missing.status(), StatusCode::NOT_FOUND);
         assert!(

@@ -6,6 +6,7 @@
 //!   made by the CLI's functions, rate limits, hostile requests, external tokens.
 //! - `chat`: the `chat.` rpc methods end to end over WebSockets: posts, typing, rooms,
 //!   read positions, direct messages to online and offline users.
+//! - `ops`: the `admin.` rpc methods and their refusals.
 //! - `pages`: the pages and files: types, CSP and the other headers, ETag and 304, gzip.
 //! - `vote`: the `vote.` rpc methods: a poll's life, hidden results, closing times,
 //!   coalesced tally pushes, 1,000 concurrent voters against a recount, a restart.
@@ -13,6 +14,7 @@
 
 mod accounts;
 mod chat;
+mod ops;
 mod pages;
 mod util;
 mod vote;

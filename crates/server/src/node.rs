@@ -128,6 +128,24 @@ impl Node {
         self.hub.disconnect(user, code, reason)
     }
 
+    /// Runs a server API command in process: what `POST /api/{command}` with `body`
+    /// answers (JSON text), without the key (the caller checked who asks). Errors as the
+    /// API's: 104 for an unknown command, 107 for a body it cannot take.
+    pub async fn api(&self, command: &str, body: &[u8]) -> Result<String, ClientError> {
+        crate::http::api::dispatch(&self.hub, &self.config, command, body).await
+    }
+
+    /// The users with a connected connection and how many each has, sorted by id
+    /// (anonymous connections not counted).
+    pub fn users_connections(&self) -> Vec<(String, usize)> {
+        self.hub.users_connections()
+    }
+
+    /// How long the node has been running.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.hub.uptime()
+    }
+
     /// Mints a connection token this server accepts: HS256 with its token secret. A
     /// server configured for RS256 or ES256 holds only the public key: an error then.
     pub fn mint_token(&self, claims: &Claims) -> Result<String> {

@@ -203,7 +203,7 @@ function page() {
         { class: 'tiles' },
         tile({ key: 'chat', href: '/chat', iconPath: ICONS.chat, foot: chatFoot }),
         tile({ key: 'vote', href: '/vote', iconPath: ICONS.vote }),
-        tile({ key: 'console', iconPath: ICONS.console, coming: true }),
+        tile({ key: 'console', href: '/console', iconPath: ICONS.console }),
         tile({ key: 'logs', iconPath: ICONS.logs, coming: true }),
         tile({ key: 'monitor', iconPath: ICONS.monitor, coming: true }),
       ),

@@ -12,7 +12,9 @@ use serde_json::value::RawValue;
 
 use super::ApiState;
 use crate::auth::api_key_matches;
+use crate::config::Config;
 use crate::error::{ClientError, close};
+use crate::hub::Hub;
 use crate::protocol::{Sent, StreamPosition};
 
 /// An API failure: an HTTP status and a [`ClientError`] body.
@@ -215,7 +217,9 @@ pub(crate) async fn handle(
     }
     let answer = async {
         let body = read_body(&state, &parts.headers, body).await?;
-        dispatch(&state, &command, &body).await
+        dispatch(&state.hub, &state.config, &command, &body)
+            .await
+            .map_err(ApiError::from)
     };
     match answer.await {
         Ok(json) => {
@@ -267,9 +271,9 @@ async fn read_body(state: &ApiState, headers: &HeaderMap, body: Body) -> Result<
 /// A result as JSON text, written straight from the types: published data stays raw
 /// JSON, passed through as it was accepted (never rebuilt as a `serde_json::Value`,
 /// which cannot hold every valid JSON number or string).
-fn to_json<T: Serialize>(value: &T) -> Result<String, ApiError> {
+fn to_json<T: Serialize>(value: &T) -> Result<String, ClientError> {
     serde_json::to_string(value)
-        .map_err(|e| ClientError::internal(format!("cannot encode the answer: {e}")).into())
+        .map_err(|e| ClientError::internal(format!("cannot encode the answer: {e}")))
 }
 
 fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ClientError> {
@@ -282,16 +286,21 @@ fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ClientError> {
         .map_err(|e| ClientError::bad_request(format!("invalid request body: {e}")))
 }
 
-async fn dispatch(state: &ApiState, command: &str, body: &[u8]) -> Result<String, ApiError> {
-    let hub = &state.hub;
-    let limit = state.config.limits.max_payload_size;
-    let payload = |data: Box<RawValue>| -> Result<Arc<RawValue>, ApiError> {
+/// Runs one command (its body read): what `POST /api/{command}` answers, as JSON text.
+/// [`crate::Node::api`] runs it in process.
+pub(crate) async fn dispatch(
+    hub: &Arc<Hub>,
+    config: &Config,
+    command: &str,
+    body: &[u8],
+) -> Result<String, ClientError> {
+    let limit = config.limits.max_payload_size;
+    let payload = |data: Box<RawValue>| -> Result<Arc<RawValue>, ClientError> {
         if data.get().len() > limit {
             return Err(ClientError::payload_too_large(format!(
                 "data is {} bytes; the limit is {limit}",
                 data.get().len()
-            ))
-            .into());
+            )));
         }
         Ok(Arc::from(data))
     };
@@ -331,9 +340,9 @@ async fn dispatch(state: &ApiState, command: &str, body: &[u8]) -> Result<String
             before,
         }) => {
             if since.is_some() && before.is_some() {
-                return Err(
-                    ClientError::bad_request("history takes since or before, not both").into(),
-                );
+                return Err(ClientError::bad_request(
+                    "history takes since or before, not both",
+                ));
             }
             to_json(&hub.history(&channel, limit, since.as_ref(), before).await?)
         }

@@ -269,6 +269,21 @@ impl Hub {
         n
     }
 
+    /// Users with connected connections and how many each has, sorted by id (anonymous
+    /// ones not counted).
+    pub(crate) fn users_connections(&self) -> Vec<(String, usize)> {
+        let mut list = Vec::new();
+        self.users.each(|map| {
+            list.extend(
+                map.iter()
+                    .filter(|(name, u)| !name.is_empty() && !u.connections.is_empty())
+                    .map(|(name, u)| (name.clone(), u.connections.len())),
+            );
+        });
+        list.sort();
+        list
+    }
+
     /// Forgets users left without connections whose quota refilled.
     pub(super) fn sweep_users(&self) {
         self.users.each(|map| map.retain(|_, user| !user.is_idle()));
