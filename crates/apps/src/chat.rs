@@ -13,14 +13,14 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use switchboard_server::error::ClientError;
-use switchboard_server::protocol::{ClientInfo, SendStatus};
-use switchboard_server::rpc::{Caller, RpcCall, RpcHandler};
+use switchboard_server::protocol::SendStatus;
+use switchboard_server::rpc::{RpcCall, RpcHandler};
 use switchboard_server::{HistoryRequest, PublishOptions};
 
+use crate::calls::{Who, args, raw, store_error};
 use crate::store::{DmState, NewDm, Room, StoreError};
 use crate::{Shared, now_ms, rules};
 
@@ -51,84 +51,12 @@ impl RpcHandler for Chat {
     }
 }
 
-/// Who calls, as the methods need it.
-struct Who {
-    id: String,
-    name: String,
-    guest: bool,
-    caller: Caller,
-}
-
-impl Who {
-    fn new(caller: Caller) -> Result<Who, ClientError> {
-        if caller.is_anonymous() {
-            return Err(ClientError::permission_denied(
-                "chat needs a signed-in user: connect with a token",
-            ));
-        }
-        #[derive(Deserialize, Default)]
-        struct Info {
-            #[serde(default)]
-            name: Option<String>,
-            #[serde(default)]
-            guest: bool,
-        }
-        let info: Info = caller
-            .info
-            .as_ref()
-            .and_then(|raw| serde_json::from_str(raw.get()).ok())
-            .unwrap_or_default();
-        Ok(Who {
-            id: caller.user.clone(),
-            name: info.name.unwrap_or_else(|| caller.user.clone()),
-            guest: info.guest || rules::is_guest(&caller.user),
-            caller,
-        })
-    }
-
-    fn client_info(&self) -> ClientInfo {
-        ClientInfo {
-            user: self.caller.user.clone(),
-            client: self.caller.client.clone(),
-            info: self.caller.info.clone(),
-        }
-    }
-
-    fn no_guests(&self, what: &str) -> Result<(), ClientError> {
-        if self.guest {
-            return Err(ClientError::permission_denied(format!(
-                "{what} needs an account; guests cannot"
-            )));
-        }
-        Ok(())
-    }
-}
-
-fn args<T: DeserializeOwned>(data: Option<Box<RawValue>>) -> Result<T, ClientError> {
-    let text = data.as_ref().map_or("{}", |d| d.get());
-    serde_json::from_str(text).map_err(|e| ClientError::bad_request(format!("data: {e}")))
-}
-
-fn store_error(err: StoreError) -> ClientError {
-    match err {
-        StoreError::Backend(_) => {
-            tracing::error!(cause = %err, "apps store failed");
-            ClientError::internal("the server failed; try again")
-        }
-        other => ClientError::rpc_failed(other.to_string()),
-    }
-}
-
 fn channel(room: &str) -> String {
     format!("{}:{room}", crate::ROOM_NAMESPACE)
 }
 
-fn raw(value: &Value) -> Result<Box<RawValue>, ClientError> {
-    serde_json::value::to_raw_value(value).map_err(|e| ClientError::internal(e.to_string()))
-}
-
 async fn dispatch(shared: &Arc<Shared>, call: RpcCall) -> Result<Value, ClientError> {
-    let who = Who::new(call.caller)?;
+    let who = Who::new(call.caller, "chat")?;
     let data = call.data;
     match call.method.as_str() {
         "chat.rooms" => rooms(shared, &who).await,

@@ -16,6 +16,7 @@
 //! - `http`: what the endpoints share (JSON errors, safe body reading, the cookie);
 //! - `auth`: `/auth/*` (sign-in, sign-up, guests, sign-out, the token endpoint);
 //! - `pages`: the pages and files, with ETags and the security headers;
+//! - `calls`: what the rpc handlers share (who calls, `data`, results, store errors);
 //! - `chat`: the `chat.` rpc methods;
 //! - [`vote`]: the `vote.` rpc methods, the live tally on `poll:ID` and its coalescing;
 //! - `ops`: the `admin.` rpc methods (the console's API tab, `/admin`);
@@ -24,6 +25,7 @@
 pub mod admin;
 pub mod assets;
 mod auth;
+mod calls;
 mod chat;
 pub mod error;
 mod http;

@@ -15,13 +15,13 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use switchboard_server::error::ClientError;
 use switchboard_server::rpc::{RpcCall, RpcHandler};
 
 use crate::Shared;
+use crate::calls::{args, raw};
 
 /// Most users `admin.overview` lists (the busiest first when there are more).
 const USERS_LISTED: usize = 500;
@@ -54,15 +54,6 @@ impl RpcHandler for Ops {
             }
         })
     }
-}
-
-fn args<T: DeserializeOwned>(data: Option<Box<RawValue>>) -> Result<T, ClientError> {
-    let text = data.as_ref().map_or("{}", |d| d.get());
-    serde_json::from_str(text).map_err(|e| ClientError::bad_request(format!("data: {e}")))
-}
-
-fn raw(value: &Value) -> Result<Box<RawValue>, ClientError> {
-    serde_json::value::to_raw_value(value).map_err(|e| ClientError::internal(e.to_string()))
 }
 
 #[derive(Deserialize)]

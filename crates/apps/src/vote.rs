@@ -21,12 +21,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use switchboard_server::error::ClientError;
-use switchboard_server::rpc::{Caller, RpcCall, RpcHandler};
+use switchboard_server::rpc::{RpcCall, RpcHandler};
 
+use crate::calls::{Who, args, store_error};
 use crate::store::{NewPoll, Poll, PollView, ResultsShown, StoreError, Tally, Vote as NewVote};
 use crate::{Shared, now_ms};
 
@@ -71,55 +71,10 @@ impl RpcHandler for Vote {
     }
 }
 
-/// Who calls.
-struct Who {
-    id: String,
-    name: String,
-    admin: bool,
-}
-
 impl Who {
-    fn new(caller: Caller) -> Result<Who, ClientError> {
-        if caller.is_anonymous() {
-            return Err(ClientError::permission_denied(
-                "voting needs a signed-in user or a guest: connect with a token",
-            ));
-        }
-        #[derive(Deserialize, Default)]
-        struct Info {
-            #[serde(default)]
-            name: Option<String>,
-        }
-        let info: Info = caller
-            .info
-            .as_ref()
-            .and_then(|raw| serde_json::from_str(raw.get()).ok())
-            .unwrap_or_default();
-        Ok(Who {
-            name: info.name.unwrap_or_else(|| caller.user.clone()),
-            admin: caller.has_role("admin"),
-            id: caller.user,
-        })
-    }
-
     /// Whether the caller may manage `poll` (its owner, or an administrator).
     fn manages(&self, poll: &Poll) -> bool {
         self.admin || poll.owner == self.id
-    }
-}
-
-fn args<T: DeserializeOwned>(data: Option<Box<RawValue>>) -> Result<T, ClientError> {
-    let text = data.as_ref().map_or("{}", |d| d.get());
-    serde_json::from_str(text).map_err(|e| ClientError::bad_request(format!("data: {e}")))
-}
-
-fn store_error(err: StoreError) -> ClientError {
-    match err {
-        StoreError::Backend(_) => {
-            tracing::error!(cause = %err, "apps store failed");
-            ClientError::internal("the server failed; try again")
-        }
-        other => ClientError::rpc_failed(other.to_string()),
     }
 }
 
@@ -129,7 +84,7 @@ pub fn channel(id: &str) -> String {
 }
 
 async fn dispatch(shared: &Arc<Shared>, call: RpcCall) -> Result<Value, ClientError> {
-    let who = Who::new(call.caller)?;
+    let who = Who::new(call.caller, "voting")?;
     let data = call.data;
     match call.method.as_str() {
         "vote.create" => create(shared, &who, args(data)?).await,
