@@ -16,83 +16,12 @@
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-import { startServer, until, REPO } from './server.js';
+import { startServer } from './server.js';
+import { APPS, SHOTS, useChromium, person, watch, online, waitFor, signUp, signIn, axe } from './pages.js';
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-const SHOTS = join(REPO, 'docs', 'screenshots');
-const PASSWORD = 'correct horse battery';
-
-/** The server of the apps: the apps' own namespaces (chat, apps), open sign-up (loopback), guests. */
-const APPS = { namespaces: false, apps: { guests: true } };
-
-let browser;
-before(async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium`);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-});
-after(async () => {
-  if (browser) await browser.close();
-});
-
-/**
- * A browser context (a person's browser: its own cookies and storage) with one page that
- * records page errors, console errors (CSP violations among them) and dialogs.
- */
-async function person(opts = {}) {
-  const context = await browser.newContext({ locale: 'en-US', viewport: { width: 1280, height: 800 }, ...opts });
-  const page = await context.newPage();
-  const p = { context, page, problems: [], dialogs: [] };
-  watch(p, page);
-  return p;
-}
-
-function watch(p, page) {
-  page.on('pageerror', (err) => p.problems.push(`page error: ${err.message}`));
-  page.on('console', (msg) => {
-    const text = msg.text();
-    // Chromium logs failed requests: refused connections while the server restarts, 401
-    // from /auth/token after sign-out. Those are the tests' doing; anything else is not.
-    const network = /^Failed to load resource|^WebSocket connection to .* failed/.test(text);
-    if ((msg.type() === 'error' && !network) || /Content Security Policy/i.test(text)) p.problems.push(`console: ${text}`);
-  });
-  page.on('dialog', (d) => {
-    p.dialogs.push(d.message());
-    d.dismiss().catch(() => {});
-  });
-}
-
-/** Waits until the page's client is connected. */
-const online = (page) => page.waitForFunction(() => window.switchboard && window.switchboard.readyState === 1, null, { timeout: 20000 });
-
-async function signUp(p, url, name) {
-  const { page } = p;
-  await page.goto(`${url}/signin`);
-  await page.getByRole('button', { name: 'Create an account' }).click();
-  await page.getByLabel('Name', { exact: true }).fill(name);
-  await page.getByLabel('Password').fill(PASSWORD);
-  await page.getByRole('button', { name: 'Create account' }).click();
-  await page.waitForURL(/\/chat/);
-  await online(page);
-}
-
-async function signIn(p, url, name) {
-  const { page } = p;
-  await page.goto(`${url}/signin`);
-  await page.getByLabel('Name', { exact: true }).fill(name);
-  await page.getByLabel('Password').fill(PASSWORD);
-  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
-  await page.waitForURL(/\/chat/);
-  await online(page);
-}
+useChromium();
 
 /** Types a message into the open conversation and presses Enter. */
 async function say(page, text, where = 'Message #lobby') {
@@ -105,8 +34,6 @@ const texts = (page, selector) => page.$$eval(selector, (els) => els.map((e) => 
 const bodies = (page) => texts(page, '#messages .msg:not(.pending) .msg-body');
 const members = (page) => texts(page, '#member-list .member .name');
 
-/** Waits until `fn()` (async) returns something truthy; says what it waited for. */
-const waitFor = (what, fn, ms = 10000) => until(fn, ms, what);
 
 /** The unread badge of a room or conversation in the sidebar ('' when none). */
 async function badge(page, label) {
@@ -116,14 +43,6 @@ async function badge(page, label) {
     }
     return null;
   }, label);
-}
-
-async function axe(page) {
-  await page.addScriptTag({ content: AXE });
-  const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
-  return result.violations
-    .filter((v) => v.impact === 'serious' || v.impact === 'critical')
-    .map((v) => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
 }
 
 describe('chat in the browser', () => {

@@ -14,47 +14,13 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'node:net';
-import { chromium } from 'playwright-core';
-import { startServer, until, freePort, BIN, REPO } from './server.js';
+import { startServer, until, freePort, BIN } from './server.js';
+import { APPS, SHOTS, PASSWORD, useChromium, person, online, waitFor, signUp, signIn, axe } from './pages.js';
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-const SHOTS = join(REPO, 'docs', 'screenshots');
-const PASSWORD = 'correct horse battery';
-const APPS = { namespaces: false, apps: { guests: true } };
-
-let browser;
-before(async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium`);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-});
-after(async () => {
-  if (browser) await browser.close();
-});
-
-async function person(opts = {}) {
-  const context = await browser.newContext({ locale: 'en-US', viewport: { width: 1280, height: 800 }, ...opts });
-  const page = await context.newPage();
-  const p = { context, page, problems: [] };
-  page.on('pageerror', (err) => p.problems.push(`page error: ${err.message}`));
-  page.on('console', (msg) => {
-    const text = msg.text();
-    const network = /^Failed to load resource|^WebSocket connection to .* failed/.test(text);
-    if ((msg.type() === 'error' && !network) || /Content Security Policy/i.test(text)) p.problems.push(`console: ${text}`);
-  });
-  page.on('dialog', (d) => d.dismiss().catch(() => {}));
-  return p;
-}
-
-const waitFor = (what, fn, ms = 10000) => until(fn, ms, what);
+useChromium();
 
 /** Runs the CLI; resolves to its output, rejects on a failure. */
 function cli(args, input = '') {
@@ -71,31 +37,6 @@ function cli(args, input = '') {
 /** Creates an administrator in the running server's store, as an operator does. */
 async function addAdmin(server, name) {
   await cli(['user', 'add', '--config', join(server.dataDir, 'test.toml'), '--data-dir', server.dataDir, name, '--admin'], `${PASSWORD}\n`);
-}
-
-async function signUp(p, url, name) {
-  await p.page.goto(`${url}/signin`);
-  await p.page.getByRole('button', { name: 'Create an account' }).click();
-  await p.page.getByLabel('Name', { exact: true }).fill(name);
-  await p.page.getByLabel('Password').fill(PASSWORD);
-  await p.page.getByRole('button', { name: 'Create account' }).click();
-  await p.page.waitForURL(/\/chat/);
-}
-
-async function signIn(p, url, name) {
-  await p.page.goto(`${url}/signin`);
-  await p.page.getByLabel('Name', { exact: true }).fill(name);
-  await p.page.getByLabel('Password').fill(PASSWORD);
-  await p.page.getByRole('button', { name: 'Sign in', exact: true }).click();
-  await p.page.waitForURL(/\/chat/);
-}
-
-async function axe(page) {
-  await page.addScriptTag({ content: AXE });
-  const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
-  return result.violations
-    .filter((v) => v.impact === 'serious' || v.impact === 'critical')
-    .map((v) => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
 }
 
 /** The frames of the log: [direction, opcode, text]. */

@@ -13,49 +13,13 @@
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
 import jsQR from 'jsqr';
-import { startServer, until, REPO } from './server.js';
+import { startServer } from './server.js';
+import { APPS, SHOTS, useChromium, person, online, waitFor, signUp, axe } from './pages.js';
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-const AXE = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
-const SHOTS = join(REPO, 'docs', 'screenshots');
-const PASSWORD = 'correct horse battery';
-
-/** The server of the apps: the apps' own namespaces (chat, apps, poll), open sign-up, guests. */
-const APPS = { namespaces: false, apps: { guests: true } };
-
-let browser;
-before(async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium`);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-});
-after(async () => {
-  if (browser) await browser.close();
-});
-
-/** A browser context with one page recording page errors, console errors (CSP among them). */
-async function person(opts = {}) {
-  const context = await browser.newContext({ locale: 'en-US', viewport: { width: 1280, height: 800 }, ...opts });
-  const page = await context.newPage();
-  const p = { context, page, problems: [] };
-  page.on('pageerror', (err) => p.problems.push(`page error: ${err.message}`));
-  page.on('console', (msg) => {
-    const text = msg.text();
-    const network = /^Failed to load resource|^WebSocket connection to .* failed/.test(text);
-    if ((msg.type() === 'error' && !network) || /Content Security Policy/i.test(text)) p.problems.push(`console: ${text}`);
-  });
-  return p;
-}
-
-const waitFor = (what, fn, ms = 10000) => until(fn, ms, what);
+useChromium();
 
 /**
  * Draws an SVG element (serialized, as a data: image, which the CSP allows) onto a canvas
@@ -135,18 +99,6 @@ describe('lib/qr.js', () => {
 
 // ---- the vote page ---------------------------------------------------------------------
 
-/** Waits until the page's client is connected. */
-const online = (page) => page.waitForFunction(() => window.switchboard && window.switchboard.readyState === 1, null, { timeout: 20000 });
-
-async function signUp(p, url, name) {
-  const { page } = p;
-  await page.goto(`${url}/signin`);
-  await page.getByRole('button', { name: 'Create an account' }).click();
-  await page.getByLabel('Name', { exact: true }).fill(name);
-  await page.getByLabel('Password').fill(PASSWORD);
-  await page.getByRole('button', { name: 'Create account' }).click();
-  await page.waitForURL(/\/chat/);
-}
 
 /**
  * Creates a poll through the page's form; resolves to its id (the page goes to it).
@@ -192,14 +144,6 @@ async function openPoll(p, url, id) {
   await p.page.goto(`${url}/vote?p=${id}`);
   await online(p.page);
   await p.page.locator('#ballot .choice').first().waitFor();
-}
-
-async function axe(page) {
-  await page.addScriptTag({ content: AXE });
-  const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
-  return result.violations
-    .filter((v) => v.impact === 'serious' || v.impact === 'critical')
-    .map((v) => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
 }
 
 describe('the vote page', () => {
