@@ -54,7 +54,7 @@ async function compose(page, text, format) {
 /** `switchboard echo` on a free port (stopped by `stop`, even when it never listened). */
 async function startEcho(keep) {
   const port = await freePort();
-  const proc = spawn(BIN, ['echo', '--listen', `127.0.0.1:${port}`, '--threads', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn(BIN, ['echo', '--listen', `127.0.0.1:${port}`, '--threads', '1', '--protocol', 'chat.v2'], { stdio: ['ignore', 'ignore', 'pipe'] });
   keep({ port, stop: () => proc.kill('SIGTERM') });
   await until(
     () =>
@@ -134,8 +134,13 @@ describe('console and admin', () => {
     const { page } = bob;
     await page.goto(`${server.url}/console#raw`);
     await page.getByLabel('WebSocket URL').fill(`ws://127.0.0.1:${echo.port}`);
+    await page.getByLabel('Subprotocols').fill('superchat, chat.v2');
     await page.getByRole('button', { name: 'Connect', exact: true }).click();
     await waitFor('the raw connection', async () => /Raw: open/.test(await state(page)));
+    // The subprotocol echo chose and the extensions it agreed to (none: it offers no
+    // permessage-deflate yet), in the state and in the log.
+    assert.match(await state(page), /Raw: open · chat\.v2$/);
+    assert.ok((await frames(page)).some(([d, op, text]) => d === 'event' && /subprotocol chat\.v2 · extensions —/.test(text)), JSON.stringify(await frames(page)));
     await compose(page, 'hello echo', 'text');
     await waitFor('the echo', async () => (await frames(page)).some(([d, op, text]) => d === 'in' && op === 'text' && text === 'hello echo'));
     await compose(page, 'de ad be ef 41', 'binary');
@@ -189,12 +194,16 @@ describe('console and admin', () => {
     await page.getByRole('button', { name: 'Run', exact: true }).click();
     await waitFor('the API answer', async () => /"channels"/.test(await page.locator('#api-result').textContent()));
 
-    // bob connects in his console; root sees him on /admin and disconnects him.
+    // bob connects in his console over SSE; root sees him on /admin, his stream among
+    // the connections by transport, and disconnects him.
     await bob.page.goto(`${server.url}/console`);
+    await bob.page.getByLabel('Transport').selectOption('sse');
     await bob.page.getByRole('button', { name: 'Connect', exact: true }).click();
     await waitFor('bob connected', async () => /open/.test(await state(bob.page)));
     await page.goto(`${server.url}/admin`);
     await waitFor('the figures', async () => /\d/.test(await page.locator('#figure-connections').textContent()));
+    const transports = page.locator('#figure-connections + .ops-sub');
+    await waitFor('bob\'s SSE stream among the transports', async () => /WebSocket [1-9]\d* · SSE 1 · polling \d+/.test(await transports.textContent()));
     await waitFor('a rate', async () => /\d/.test(await page.locator('#figure-publications').textContent()));
     await waitFor('the memory', async () => /MiB/.test(await page.locator('#figure-memory').textContent()));
     await page.locator('#users tr[data-user="bob"]').waitFor();

@@ -92,8 +92,13 @@ fn overview(shared: &Shared) -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime": node.uptime().as_secs(),
         "connections": m.connections.get(),
-        // The metrics count connections, not their transports; long polls waiting for
-        // something to deliver are the one transport figure they keep.
+        // An HTTP session without an open stream is polling, or an SSE client between
+        // two streams: the hub cannot tell them apart until the next request.
+        "transports": {
+            "websocket": m.websocket_connections.get(),
+            "sse": m.sse_streams.get(),
+            "polling": (m.http_sessions.get() - m.sse_streams.get()).max(0),
+        },
         "polls_waiting": m.polls_waiting.get(),
         "pending": m.pending.get(),
         "subscriptions": m.subscriptions.get(),

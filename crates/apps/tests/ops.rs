@@ -130,6 +130,10 @@ async fn overview_and_disconnect() {
 
     let o = root.rpc("admin.overview", json!({})).await;
     assert_eq!(o["connections"], 3, "{o}");
+    assert_eq!(
+        o["transports"],
+        json!({"websocket": 3, "sse": 0, "polling": 0})
+    );
     assert_eq!(o["users_online"], 2, "{o}");
     assert_eq!(
         o["users"],

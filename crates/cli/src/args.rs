@@ -245,6 +245,10 @@ pub(crate) struct EchoArgs {
     /// Largest message accepted, in bytes (larger ones close with 1009).
     #[arg(long, default_value_t = 64 << 20)]
     pub(crate) max_message_size: usize,
+    /// A subprotocol to accept (repeatable); of those a client offers, its first
+    /// preference among these is chosen. None by default.
+    #[arg(long = "protocol", value_name = "NAME")]
+    pub(crate) protocols: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]

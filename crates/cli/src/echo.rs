@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use switchboard_ws::tokio::{WebSocket, accept};
+use switchboard_ws::tokio::{WebSocket, accept_with};
 use switchboard_ws::{CloseCode, Config};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -35,7 +35,7 @@ pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     tokio::select! {
-        result = serve(listener, config, args.max_connections, &shutdown, &tracker) => result?,
+        result = serve(listener, config, args.max_connections, Arc::new(args.protocols), &shutdown, &tracker) => result?,
         _ = signal => info!("shutting down"),
     }
     shutdown.cancel();
@@ -48,6 +48,7 @@ async fn serve(
     listener: TcpListener,
     config: Config,
     max_connections: usize,
+    protocols: Arc<Vec<String>>,
     shutdown: &CancellationToken,
     tracker: &TaskTracker,
 ) -> anyhow::Result<()> {
@@ -69,9 +70,10 @@ async fn serve(
             }
         };
         let config = config.clone();
+        let protocols = protocols.clone();
         let shutdown = shutdown.child_token();
         tracker.spawn(async move {
-            if let Err(err) = echo(stream, config, shutdown).await {
+            if let Err(err) = echo(stream, config, &protocols, shutdown).await {
                 debug!(%peer, cause = %err, "connection ended");
             }
             drop(permit);
@@ -82,11 +84,16 @@ async fn serve(
 async fn echo(
     stream: TcpStream,
     config: Config,
+    protocols: &[String],
     shutdown: CancellationToken,
 ) -> switchboard_ws::Result<()> {
     stream.set_nodelay(true)?;
+    let supported: Vec<&str> = protocols.iter().map(String::as_str).collect();
+    let handshake = accept_with(stream, config, |_, upgrade| {
+        Ok(upgrade.choose_protocol(&supported).map(str::to_owned))
+    });
     let mut ws: WebSocket<TcpStream> = tokio::select! {
-        ws = accept(stream, config) => ws?,
+        ws = handshake => ws?,
         _ = shutdown.cancelled() => return Ok(()),
     };
     // Created once: a fresh `cancelled()` per message would register with (and leave) the

@@ -70,6 +70,12 @@ pub struct Metrics {
     pub subscriptions: Gauge,
     /// Long polls held by the server, waiting for something to deliver.
     pub polls_waiting: Gauge,
+    /// Open WebSocket connections (a part of `connections`).
+    pub websocket_connections: Gauge,
+    /// Open HTTP sessions, SSE and polling (the rest of `connections`).
+    pub http_sessions: Gauge,
+    /// HTTP sessions with an SSE stream open now.
+    pub sse_streams: Gauge,
     /// Connections accepted since start.
     pub connections_total: Counter,
     /// Commands received from clients.
@@ -160,6 +166,21 @@ impl Metrics {
             "polls_waiting",
             "Long polls held, waiting for something to deliver.",
             self.polls_waiting.get(),
+        );
+        gauge(
+            "websocket_connections",
+            "Open WebSocket connections.",
+            self.websocket_connections.get(),
+        );
+        gauge(
+            "http_sessions",
+            "Open HTTP sessions (SSE and polling).",
+            self.http_sessions.get(),
+        );
+        gauge(
+            "sse_streams",
+            "HTTP sessions with an SSE stream open.",
+            self.sse_streams.get(),
         );
         gauge(
             "history_cache_bytes",

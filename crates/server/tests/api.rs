@@ -353,3 +353,43 @@ async fn metrics_return_to_zero_when_clients_leave() {
         json!([])
     );
 }
+
+#[tokio::test]
+async fn metrics_count_connections_by_transport() {
+    let server = start(|_| {}).await;
+    let mut ws = server.client("alice").await;
+    let sse = SseClient::connect(server.addr, "bob").await;
+    let _poller = Poller::connect(server.addr, "carol").await;
+    let figures = || async {
+        [
+            "switchboard_connections",
+            "switchboard_websocket_connections",
+            "switchboard_http_sessions",
+            "switchboard_sse_streams",
+        ]
+        .map(|name| server.metric(name))
+    };
+    let read = || async {
+        let mut out = Vec::new();
+        for f in figures().await {
+            out.push(f.await);
+        }
+        out
+    };
+    assert_eq!(read().await, [3.0, 1.0, 2.0, 1.0]);
+    // The stream goes; its session stays until `session_idle`, as a polling one does.
+    drop(sse);
+    crate::util::eventually("the SSE stream to be gone", || async {
+        read().await == [3.0, 1.0, 2.0, 0.0]
+    })
+    .await;
+    for user in ["alice", "bob", "carol"] {
+        server.api_ok("disconnect", json!({"user": user})).await;
+    }
+    assert_eq!(ws.expect_close().await.0, 4003);
+    drop(ws);
+    crate::util::eventually("every connection to be gone", || async {
+        read().await == [0.0, 0.0, 0.0, 0.0]
+    })
+    .await;
+}

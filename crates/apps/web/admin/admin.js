@@ -58,7 +58,8 @@ function render() {
     figureEls[k].textContent = v;
     figureSubs[k].textContent = sub;
   };
-  set('connections', number(o.connections), o.polls_waiting ? t('admin.sub.polls', { count: o.polls_waiting }) : t('admin.sub.pending', { count: o.pending }));
+  const by = o.transports;
+  set('connections', number(o.connections), t('admin.sub.transports', { ws: number(by.websocket), sse: number(by.sse), poll: number(by.polling) }));
   set('users', number(o.users_online));
   set('channels', number(o.channels));
   set('subscriptions', number(o.subscriptions));
@@ -125,13 +126,17 @@ function header() {
   return h(
     'header',
     { class: 'topbar' },
-    h('a', { class: 'brand', href: '/' }, h('span', { class: 'brand-mark' }, icon(ICONS.monitor)), 'Switchboard'),
+    h('a', { class: 'brand', href: '/' }, h('span', { class: 'brand-mark' }, icon(ICONS.monitor)), h('span', { class: 'brand-name' }, 'Switchboard')),
     h('span', { class: 'ops-crumb', ...tx('admin.heading') }),
     h('span', { class: 'spacer' }),
     h('a', { class: 'ops-nav', href: '/console', ...tx('admin.toConsole') }),
     languageSwitch(),
-    h('span', { class: 'who' }, ME.name),
-    h('button', { class: 'btn small ghost', type: 'button', on: { click: () => signOut('/') }, ...tx('common.signOut') }),
+    h(
+      'span',
+      { class: 'who' },
+      h('span', { class: 'hide-narrow' }, ME.name),
+      h('button', { class: 'btn small ghost', type: 'button', on: { click: () => signOut('/') } }, icon(ICONS.out), h('span', { class: 'label', ...tx('common.signOut') })),
+    ),
   );
 }
 

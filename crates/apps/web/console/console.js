@@ -96,7 +96,9 @@ function renderState() {
   stateBadge.className = `conn-state ${s}`;
   let text = `${t(raw ? 'console.mode.raw' : 'console.mode.sb')}: ${t(`console.state.${s}`)}`;
   if (!raw && s === 'open' && state.sbTransport) text += ` · ${state.sbTransport}`;
-  if (raw && s === 'open' && state.raw && state.raw.protocol) text += ` · ${state.raw.protocol}`;
+  if (raw && s === 'open' && state.raw) {
+    for (const negotiated of [state.raw.protocol, state.raw.extensions]) if (negotiated) text += ` · ${negotiated}`;
+  }
   stateBadge.textContent = text;
   rttEl.textContent = state.rtt === null ? '' : t('console.rtt', { ms: state.rtt });
   sbConnect.disabled = state.sbState !== 'closed';
@@ -280,8 +282,9 @@ function connectRaw() {
   log.add('event', 'open', t('console.ev.opening', { url: rawUrl.value.trim() }));
   ws.onopen = () => {
     state.rawState = 'open';
-    log.add('event', 'open', t('console.ev.open'));
-    status.textContent = t('console.raw.opened', { protocol: ws.protocol || '—' });
+    const negotiated = { protocol: ws.protocol || '—', extensions: ws.extensions || '—' };
+    log.add('event', 'open', t('console.ev.rawOpen', negotiated));
+    status.textContent = t('console.raw.opened', negotiated);
     renderState();
   };
   ws.onmessage = (ev) => {
@@ -683,14 +686,18 @@ function header() {
   return h(
     'header',
     { class: 'topbar' },
-    h('a', { class: 'brand', href: '/' }, h('span', { class: 'brand-mark' }, icon(ICONS.console)), 'Switchboard'),
+    h('a', { class: 'brand', href: '/' }, h('span', { class: 'brand-mark' }, icon(ICONS.console)), h('span', { class: 'brand-name' }, 'Switchboard')),
     h('span', { class: 'ops-crumb', ...tx('console.heading') }),
     h('span', { class: 'spacer' }),
     isAdmin ? h('a', { class: 'ops-nav', href: '/admin', ...tx('console.toAdmin') }) : null,
     languageSwitch(),
-    ME ? h('span', { class: 'who' }, ME.name) : null,
     ME
-      ? h('button', { class: 'btn small ghost', type: 'button', on: { click: () => signOut('/') }, ...tx('common.signOut') })
+      ? h(
+          'span',
+          { class: 'who' },
+          h('span', { class: 'hide-narrow' }, ME.name),
+          h('button', { class: 'btn small ghost', type: 'button', on: { click: () => signOut('/') } }, icon(ICONS.out), h('span', { class: 'label', ...tx('common.signOut') })),
+        )
       : h('a', { class: 'btn small', href: `/signin?next=${encodeURIComponent('/console')}`, ...tx('common.signIn') }),
   );
 }

@@ -175,9 +175,13 @@ export class FrameLog {
         h('time', { class: 'frame-time' }, clock(frame.time)),
         h('span', { class: 'frame-op' }, frame.opcode),
         h('span', { class: 'frame-size' }, t('console.frame.size', { n: frame.size })),
-        h('span', { class: 'spacer' }),
-        h('button', { class: 'linkish', type: 'button', on: { click: () => this.copy(frame) }, 'aria-label': t('console.frame.copyN', { n: frame.n }) }, t('console.frame.copy')),
-        canResend ? h('button', { class: 'linkish', type: 'button', on: { click: () => this.opts.onResend(frame) }, 'aria-label': t('console.frame.resendN', { n: frame.n }) }, t('console.frame.resend')) : null,
+        // One group, so that on a narrow screen the two wrap together, to the right.
+        h(
+          'span',
+          { class: 'frame-actions' },
+          h('button', { class: 'linkish', type: 'button', on: { click: () => this.copy(frame) }, 'aria-label': t('console.frame.copyN', { n: frame.n }) }, t('console.frame.copy')),
+          canResend ? h('button', { class: 'linkish', type: 'button', on: { click: () => this.opts.onResend(frame) }, 'aria-label': t('console.frame.resendN', { n: frame.n }) }, t('console.frame.resend')) : null,
+        ),
       ),
       body,
     );

@@ -174,6 +174,7 @@ async fn run_with<S: AsyncRead + AsyncWrite + Unpin>(
     let mut session = Session::new(ctx.clone(), handle.clone(), client.slot, client.peer);
     let metrics = ctx.hub.metrics().clone();
     metrics.connections.add(1);
+    metrics.websocket_connections.add(1);
     metrics.connections_total.inc();
     ctx.hub.register(&handle);
     if shared.shutdown.is_cancelled() {
@@ -191,6 +192,7 @@ async fn run_with<S: AsyncRead + AsyncWrite + Unpin>(
     }
     ctx.hub.unregister(id);
     metrics.connections.add(-1);
+    metrics.websocket_connections.add(-1);
 }
 
 /// When the session's token expires (or is checked again, far in the future).

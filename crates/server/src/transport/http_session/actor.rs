@@ -47,6 +47,7 @@ pub(crate) fn open(
     let hub = &shared.session.hub;
     let metrics = hub.metrics().clone();
     metrics.connections.add(1);
+    metrics.http_sessions.add(1);
     metrics.connections_total.inc();
     let limits = &shared.session.config.limits;
     let (handle, outbox) = outbox(
@@ -63,10 +64,7 @@ pub(crate) fn open(
     let stream = stream.map(|tx| {
         // A fresh channel has room: the opening event goes first.
         let _ = tx.try_send(sse::opening(&sid));
-        Stream {
-            tx,
-            next_ping: now + limits.ping_interval,
-        }
+        Stream::new(tx, now + limits.ping_interval, shared)
     });
     // Never the session id: it is a bearer credential.
     debug!(
@@ -94,6 +92,30 @@ struct Stream {
     tx: StreamTx,
     /// When to send a keep-alive comment if nothing was written meanwhile.
     next_ping: Instant,
+    /// Counts it in `switchboard_sse_streams` while it exists.
+    _open: OpenStream,
+}
+
+impl Stream {
+    fn new(tx: StreamTx, next_ping: Instant, shared: &Shared) -> Self {
+        let metrics = shared.session.hub.metrics().clone();
+        metrics.sse_streams.add(1);
+        Stream {
+            tx,
+            next_ping,
+            _open: OpenStream(metrics),
+        }
+    }
+}
+
+/// One open stream in `switchboard_sse_streams`, for as long as it lives.
+#[derive(Debug)]
+struct OpenStream(Arc<crate::metrics::Metrics>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.sse_streams.add(-1);
+    }
 }
 
 /// A long poll waiting for something to deliver.
@@ -167,7 +189,9 @@ impl Actor {
         // WebSocket does; telling the client may take a while.
         drop(session);
         self.shared.session.hub.unregister(self.handle.id);
-        self.shared.session.hub.metrics().connections.add(-1);
+        let metrics = self.shared.session.hub.metrics();
+        metrics.connections.add(-1);
+        metrics.http_sessions.add(-1);
         match end {
             End::Idle => debug!(client = self.handle.id, "HTTP session idle: ended"),
             End::Closed(reason) => {
@@ -422,10 +446,8 @@ impl Actor {
                     );
                     let _ = older.tx.try_send(chunk.freeze());
                 }
-                self.stream = Some(Stream {
-                    tx,
-                    next_ping: Instant::now() + self.shared.session.config.limits.ping_interval,
-                });
+                let next_ping = Instant::now() + self.shared.session.config.limits.ping_interval;
+                self.stream = Some(Stream::new(tx, next_ping, &self.shared));
                 self.idle_since = None;
                 // What follows `resume` is written again, to the new stream.
                 if !self.replay.resume(resume) {
