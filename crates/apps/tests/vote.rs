@@ -43,7 +43,7 @@ async fn create(ws: &mut Ws, poll: Value) -> String {
 async fn a_poll_from_creation_to_export() {
     let server = start(|_| {}).await;
     let (_, mut alice) = server.user("Alice").await;
-    let (_, mut bob) = server.user("bob").await;
+    let (bob_cookie, mut bob) = server.user("bob").await;
     let mut gus = guest(&server, "gus000000000").await;
 
     // What a poll may be.
@@ -88,6 +88,11 @@ async fn a_poll_from_creation_to_export() {
     assert!(id.bytes().all(|b| b.is_ascii_alphanumeric()));
     bob.ok(json!({"cmd": "subscribe", "channel": format!("poll:{id}")}))
         .await;
+    // A second page of bob's: still one person watching.
+    let mut bob_again = server.connect(&bob_cookie).await;
+    bob_again
+        .ok(json!({"cmd": "subscribe", "channel": format!("poll:{id}")}))
+        .await;
 
     let got = gus.rpc("vote.get", json!({"poll": id})).await;
     assert_eq!(got["poll"]["question"], "Lunch?");
@@ -100,7 +105,7 @@ async fn a_poll_from_creation_to_export() {
         got["tally"],
         json!({"counts": [0, 0, 0], "total": 0, "voters": 0})
     );
-    assert_eq!(got["watchers"], 1, "bob watches");
+    assert_eq!(got["watchers"], 1, "bob watches, in two pages");
 
     let cast = gus
         .rpc("vote.cast", json!({"poll": id, "choices": [2, 0]}))
