@@ -420,6 +420,7 @@ async fn token_inner(shared: Arc<Shared>, request: Request) -> Result<Response, 
         info: Some(info),
         channels: Vec::new(),
         roles,
+        publish: Vec::new(),
     };
     let token = shared
         .node

@@ -79,6 +79,7 @@ pub fn configure(config: &mut Config) {
         join_leave: true,
         publish: false,
         private: false,
+        roles: Vec::new(),
     };
     let apps = NamespaceOptions {
         // The newest figures for whoever opens the home page.
@@ -88,6 +89,7 @@ pub fn configure(config: &mut Config) {
         join_leave: false,
         publish: false,
         private: false,
+        roles: Vec::new(),
     };
     let poll = NamespaceOptions {
         history_size: 1,
@@ -96,6 +98,7 @@ pub fn configure(config: &mut Config) {
         join_leave: false,
         publish: false,
         private: false,
+        roles: Vec::new(),
     };
     for (name, options) in [
         (ROOM_NAMESPACE, room),

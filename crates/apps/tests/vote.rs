@@ -432,6 +432,7 @@ async fn guest_at(addr: std::net::SocketAddr, id: &str) -> Ws {
         ),
         channels: vec![],
         roles: vec![],
+        publish: Vec::new(),
     };
     let token = mint(SECRET, &claims).expect("mint");
     let url = format!("ws://{addr}/ws");

@@ -166,14 +166,18 @@ pub(crate) struct TokenArgs {
     #[command(flatten)]
     pub(crate) source: ConfigSource,
     /// The user id (the token's `sub`).
-    #[arg(long)]
-    pub(crate) user: String,
+    #[arg(long, required_unless_present = "agent", conflicts_with = "agent")]
+    pub(crate) user: Option<String>,
+    /// A token for `switchboard agent` on HOST instead: user `agent:HOST`, allowed to
+    /// publish to metrics:HOST and logs:HOST:* and to watch metrics:HOST, nothing else.
+    #[arg(long, value_name = "HOST", conflicts_with_all = ["info", "channels"])]
+    pub(crate) agent: Option<String>,
     /// Public user info as JSON, e.g. '{"name":"Alice"}'.
     #[arg(long)]
     pub(crate) info: Option<String>,
-    /// Lifetime: 30s, 10m, 1h, 7d…
-    #[arg(long, default_value = "1h")]
-    pub(crate) ttl: String,
+    /// Lifetime: 30s, 10m, 1h, 7d… Default 1h, 365d for --agent.
+    #[arg(long)]
+    pub(crate) ttl: Option<String>,
     /// Private channels the user may subscribe to.
     #[arg(long, value_delimiter = ',')]
     pub(crate) channels: Vec<String>,

@@ -97,25 +97,63 @@ pub(crate) fn config_init(path: &Path, force: bool) -> anyhow::Result<()> {
 }
 
 pub(crate) fn token(args: TokenArgs) -> anyhow::Result<()> {
-    check_user(&args.user)?;
     let config = crate::serve::load_config(&args.source)?;
     let minter = Minter::new(&config, args.private_key.as_deref(), None)?;
-    let ttl = switchboard_server::config::duration::parse(&args.ttl)
-        .with_context(|| format!("invalid --ttl {:?}: use 30s, 10m, 1h, 7d…", args.ttl))?;
-    let info = args
-        .info
-        .map(|text| RawValue::from_string(text).context("--info must be JSON"))
-        .transpose()?;
-    let claims = Claims {
-        sub: args.user,
-        exp: auth::now_secs() + ttl.as_secs(),
-        info,
-        channels: args.channels,
-        roles: Vec::new(),
+    let ttl_text = args.ttl.as_deref().unwrap_or(match args.agent {
+        Some(_) => "365d",
+        None => "1h",
+    });
+    let ttl = switchboard_server::config::duration::parse(ttl_text)
+        .with_context(|| format!("invalid --ttl {ttl_text:?}: use 30s, 10m, 1h, 7d…"))?;
+    let exp = auth::now_secs() + ttl.as_secs();
+    let claims = match (args.agent, args.user) {
+        (Some(host), _) => agent_claims(&host, exp)?,
+        (None, Some(user)) => {
+            check_user(&user)?;
+            let info = args
+                .info
+                .map(|text| RawValue::from_string(text).context("--info must be JSON"))
+                .transpose()?;
+            Claims {
+                sub: user,
+                exp,
+                info,
+                channels: args.channels,
+                roles: Vec::new(),
+                publish: Vec::new(),
+            }
+        }
+        (None, None) => bail!("name the token's user with --user, or an agent's host with --agent"),
     };
     let token = minter.mint(&claims)?;
     writeln!(std::io::stdout(), "{token}")?;
     Ok(())
+}
+
+/// The claims of an agent's token: it publishes its host's samples and logs and watches
+/// the host's metrics channel (to know whether anyone is looking), and reads nothing else.
+pub(crate) fn agent_claims(host: &str, exp: u64) -> anyhow::Result<Claims> {
+    if host.is_empty()
+        || host.len() > 64
+        || !host
+            .chars()
+            .all(|c| switchboard_server::config::channel_char(c) && c != ':')
+    {
+        bail!(
+            "invalid host {host:?}: up to 64 ASCII letters, digits and _-.@/= (no ':'), as it \
+             becomes part of channel names"
+        );
+    }
+    Ok(Claims {
+        sub: format!("agent:{host}"),
+        exp,
+        info: Some(RawValue::from_string(
+            serde_json::json!({ "agent": host }).to_string(),
+        )?),
+        channels: vec![format!("metrics:{host}")],
+        roles: vec!["agent".into()],
+        publish: vec![format!("metrics:{host}"), format!("logs:{host}:*")],
+    })
 }
 
 /// Refuses an empty user id (`--user ''`): the server refuses a token without one.
@@ -379,6 +417,7 @@ impl Auth {
                 // private channels too.
                 channels: vec![channel.to_owned()],
                 roles: Vec::new(),
+                publish: Vec::new(),
             })?),
             Auth::Anonymous => None,
         })

@@ -224,7 +224,7 @@ fn refusals_go_to_stderr_with_their_code_and_exit_status_1() {
         "{stderr}"
     );
     // Clients may not publish to logs:, but the server API may.
-    assert_eq!(publish(&server, data, "logs:web-1", "line")["offset"], 1);
+    assert_eq!(publish(&server, data, "logs:web-1:x", "line")["offset"], 1);
 
     // Local errors: status 2, and no secret is generated where the server has none.
     let elsewhere = format!("{data}/elsewhere");
@@ -910,4 +910,34 @@ fn scripts_test_says_where_autobahn_comes_from_and_secrets_are_ignored() {
     for entry in ["/switchboard-data/", "/switchboard.toml"] {
         assert!(ignored.lines().any(|l| l == entry), "{entry}:\n{ignored}");
     }
+}
+
+#[test]
+fn an_agent_token_reaches_its_host_channels_only() {
+    let tmp = TempDir::new("agent-token");
+    let data = tmp.path();
+    let server = Server::serve(tmp.0.as_path());
+    let url = server.ws_url();
+    let (status, token, stderr) = run(&["token", "--agent", "web1", "--data-dir", data]);
+    assert!(status.success(), "{stderr}");
+    let token = token.trim();
+    // It may watch its metrics channel (to know whether anyone looks)…
+    let sub = Proc::start(&["sub", "metrics:web1", "--token", token, "--url", &url]);
+    sub.stderr.until("switchboard: subscribed to metrics:web1");
+    sub.signal("INT");
+    let (status, _, stderr) = sub.finish();
+    assert!(status.success(), "{status}: {stderr}");
+    // …and read nothing else.
+    for channel in ["logs:web1:syslog", "metrics:web2"] {
+        let (status, _, stderr) = run(&["sub", channel, "--token", token, "--url", &url]);
+        assert_eq!(status.code(), Some(1), "{channel}: {stderr}");
+        assert!(stderr.contains("error 103"), "{channel}: {stderr}");
+    }
+    // A host that cannot be part of a channel name is refused before any token exists.
+    let (status, stdout, stderr) = run(&["token", "--agent", "a:b", "--data-dir", data]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stdout.is_empty() && stderr.contains("invalid host"),
+        "{stderr}"
+    );
 }

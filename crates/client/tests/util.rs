@@ -71,6 +71,7 @@ pub(crate) fn token(user: &str, ttl: i64) -> String {
         info: None,
         channels: vec![],
         roles: Vec::new(),
+        publish: Vec::new(),
     };
     mint(TOKEN_SECRET, &claims).expect("mint")
 }

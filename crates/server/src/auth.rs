@@ -32,6 +32,11 @@ pub struct Claims {
     /// hub itself grants nothing by them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    /// Channels the token may publish to whatever the namespace allows clients, and
+    /// whether or not it may subscribe there: exact names, or a prefix ending in `*`
+    /// (`logs:web1:*`). How an agent gets its host's channels and nothing more.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<String>,
 }
 
 /// A verified token.
@@ -45,6 +50,8 @@ pub struct Identity {
     pub channels: Vec<String>,
     /// Roles, as the token's `roles` claim lists them.
     pub roles: Vec<String>,
+    /// Publish scopes, as the token's `publish` claim lists them.
+    pub publish: Vec<String>,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
 }
@@ -156,8 +163,21 @@ impl Verifier {
             info: claims.info.map(Arc::from),
             channels: claims.channels,
             roles: claims.roles,
+            publish: claims.publish,
             exp: claims.exp,
         })
+    }
+}
+
+impl Identity {
+    /// Whether the token's `publish` claim covers `channel`.
+    pub fn may_publish(&self, channel: &str) -> bool {
+        self.publish
+            .iter()
+            .any(|scope| match scope.strip_suffix('*') {
+                Some(prefix) => channel.starts_with(prefix),
+                None => scope == channel,
+            })
     }
 }
 
@@ -256,6 +276,7 @@ mod tests {
             info: Some(RawValue::from_string(r#"{"name":"Alice"}"#.into()).unwrap()),
             channels: vec!["chat:secret".into()],
             roles: Vec::new(),
+            publish: Vec::new(),
         }
     }
 

@@ -94,6 +94,7 @@ fn default_namespaces() -> Vec<Namespace> {
         join_leave: true,
         publish: true,
         private: false,
+        roles: Vec::new(),
     };
     vec![
         Namespace {
@@ -108,26 +109,31 @@ fn default_namespaces() -> Vec<Namespace> {
                 ..chat.clone()
             },
         },
+        // Hosts' logs and vital signs, from `switchboard agent`: readable by
+        // administrators only, published only by tokens scoped to the host.
         Namespace {
             name: "logs".into(),
             options: NamespaceOptions {
                 history_size: 1000,
-                history_ttl: Duration::from_secs(3600),
+                history_ttl: Duration::from_secs(24 * 3600),
                 presence: false,
                 join_leave: false,
                 publish: false,
-                private: false,
+                private: true,
+                roles: vec!["admin".into()],
             },
         },
+        // Presence and join/leave tell an agent when someone watches its host.
         Namespace {
             name: "metrics".into(),
             options: NamespaceOptions {
-                history_size: 300,
-                history_ttl: Duration::from_secs(600),
-                presence: false,
-                join_leave: false,
+                history_size: 1000,
+                history_ttl: Duration::from_secs(3600),
+                presence: true,
+                join_leave: true,
                 publish: false,
-                private: false,
+                private: true,
+                roles: vec!["admin".into()],
             },
         },
     ]
@@ -443,6 +449,9 @@ pub struct NamespaceOptions {
     /// Whether subscribing needs the channel in the token's `channels` claim.
     /// Default false.
     pub private: bool,
+    /// Roles that open every channel of a private namespace (subscribe, history,
+    /// presence) without listing them in `channels`, e.g. `["admin"]`. Default none.
+    pub roles: Vec<String>,
 }
 
 impl Default for NamespaceOptions {
@@ -454,6 +463,7 @@ impl Default for NamespaceOptions {
             join_leave: false,
             publish: false,
             private: false,
+            roles: Vec::new(),
         }
     }
 }

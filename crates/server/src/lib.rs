@@ -38,6 +38,7 @@ mod doc_examples;
 pub mod engine;
 pub mod error;
 pub mod metrics;
+pub mod observe;
 pub mod protocol;
 pub mod rpc;
 pub mod secrets;
@@ -155,6 +156,7 @@ pub struct Server {
     rpc: rpc::Handlers,
     routes: axum::Router,
     metrics: Vec<metrics::Source>,
+    observers: observe::Observers,
 }
 
 impl Server {
@@ -175,6 +177,7 @@ impl Server {
             hub,
             routes: axum::Router::new(),
             metrics: Vec::new(),
+            observers: observe::Observers::default(),
         })
     }
 
@@ -207,6 +210,12 @@ impl Server {
         self.metrics.push(metrics::Source(Arc::new(render)));
     }
 
+    /// Tells `observer` of every publication committed in `namespace` (a name without
+    /// `:` is in the namespace `""`). See [`observe::Observer`] for what it may do there.
+    pub fn observe(&mut self, namespace: &str, observer: Arc<dyn observe::Observer>) {
+        self.observers.add(namespace, observer);
+    }
+
     /// Serves until `shutdown` resolves, then closes every connection with 1001 and waits
     /// (bounded) for them to finish.
     pub async fn run(
@@ -221,7 +230,9 @@ impl Server {
             rpc,
             routes,
             metrics,
+            observers,
         } = self;
+        hub.set_observers(observers);
         let session = Arc::new(session::Context {
             verifier: auth::Verifier::new(&config.auth, &secrets.token_secret)?,
             admission: admission::Admission::new(&config.limits, hub.metrics().clone()),

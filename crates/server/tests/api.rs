@@ -22,7 +22,7 @@ async fn publish_reaches_subscribers_without_publisher_info() {
     assert!(push.get("info").is_none(), "{push}");
     // The API may publish where clients may not.
     server
-        .api_ok("publish", json!({"channel": "logs:web-1", "data": "line"}))
+        .api_ok("publish", json!({"channel": "feed:web-1", "data": "line"}))
         .await;
 }
 

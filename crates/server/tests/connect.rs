@@ -75,6 +75,7 @@ async fn bad_token_is_refused_with_101_and_4001() {
                 info: None,
                 channels: vec![],
                 roles: Vec::new(),
+                publish: Vec::new(),
             },
         )
         .unwrap(),

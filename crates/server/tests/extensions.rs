@@ -369,9 +369,9 @@ async fn ephemeral_publications_reach_subscribers_and_are_not_stored() {
             "recover": {"offset": 0, "epoch": epoch}}))
         .await;
     assert_eq!(offsets(&recovered), vec![1]);
-    // The namespace's rules hold: clients may not publish to logs:, ephemeral or not.
+    // The namespace's rules hold: clients may not publish to feed:, ephemeral or not.
     let refused = bob
-        .cmd(json!({"cmd": "publish", "channel": "logs:web", "data": 1, "ephemeral": true}))
+        .cmd(json!({"cmd": "publish", "channel": "feed:web", "data": 1, "ephemeral": true}))
         .await;
     assert_eq!(error_of(&refused).map(|e| e.0), Some(103));
 }
@@ -390,6 +390,7 @@ async fn the_node_handle_publishes_sends_and_mints_tokens() {
             info: None,
             channels: vec![],
             roles: vec!["admin".into()],
+            publish: Vec::new(),
         })
         .expect("mint");
     let mut dora = crate::util::Client::connect(server.addr, Some(&token)).await;
@@ -468,4 +469,42 @@ async fn calls_waiting_when_the_connection_ends_are_dropped() {
     // Had they been kept, the other four would start within 5 × 200 ms.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(started.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// Keeps what it is told.
+#[derive(Debug, Default)]
+struct Seen(std::sync::Mutex<Vec<(String, u64, String)>>);
+
+impl switchboard_server::observe::Observer for Seen {
+    fn publication(&self, channel: &str, offset: u64, time: u64, data: &Arc<RawValue>) {
+        assert!(time > 0);
+        let mut seen = self.0.lock().expect("lock");
+        seen.push((channel.to_owned(), offset, data.get().to_owned()));
+    }
+}
+
+#[tokio::test]
+async fn an_observer_sees_its_namespace_committed_in_order() {
+    let seen = Arc::new(Seen::default());
+    let observer = seen.clone();
+    let server = start_extended(|_| {}, move |s| s.observe("feed", observer)).await;
+    let mut alice = server.client("alice").await;
+    server.publish("feed:a", json!(1)).await;
+    server.publish("chat:b", json!("not observed")).await;
+    alice
+        .ok(json!({"cmd": "publish", "channel": "chat:c", "data": "nor this"}))
+        .await;
+    alice
+        .cmd(json!({"cmd": "publish", "channel": "chat:c", "data": 2, "ephemeral": true}))
+        .await;
+    server.publish("feed:a", json!({"n": 2})).await;
+    server.publish("feed:other", json!(3)).await;
+    assert_eq!(
+        *seen.0.lock().expect("lock"),
+        [
+            ("feed:a".to_owned(), 1, "1".to_owned()),
+            ("feed:a".to_owned(), 2, r#"{"n":2}"#.to_owned()),
+            ("feed:other".to_owned(), 1, "3".to_owned()),
+        ]
+    );
 }

@@ -567,6 +567,7 @@ async fn data_json_values_cannot_hold_passes_through_untouched() {
         info: Some(serde_json::value::RawValue::from_string(info.into()).expect("raw")),
         channels: vec![],
         roles: Vec::new(),
+        publish: Vec::new(),
     };
     let token = mint(TOKEN_SECRET, &claims).expect("mint");
     // A raw peer: these frames are not for serde_json::Value on this side either.
@@ -700,6 +701,7 @@ async fn an_exp_that_overflows_in_milliseconds_stays_connected() {
         info: None,
         channels: vec![],
         roles: Vec::new(),
+        publish: Vec::new(),
     };
     let mut client = Client::connect(
         server.addr,

@@ -33,7 +33,7 @@ async fn subscribed(server: &Server, user: &str, channel: &str) -> Poller {
 #[tokio::test]
 async fn a_long_poll_is_held_until_a_publication_arrives() {
     let server = start(|c| c.limits.poll_timeout = Duration::from_secs(3)).await;
-    let poller = subscribed(&server, "alice", "logs:lp").await;
+    let poller = subscribed(&server, "alice", "feed:lp").await;
     let ack = poller.ack;
     let held = {
         let poller_path = poller.path(ack, true);
@@ -45,7 +45,7 @@ async fn a_long_poll_is_held_until_a_publication_arrives() {
     })
     .await;
     assert!(!held.is_finished(), "answered with nothing to deliver");
-    server.publish("logs:lp", json!("news")).await;
+    server.publish("feed:lp", json!("news")).await;
     let response = bounded("the held poll", held).await.expect("poll task");
     assert_eq!(response.status, 200);
     let answer: Value = serde_json::from_str(&response.body).expect("JSON");
@@ -59,7 +59,7 @@ async fn a_long_poll_is_held_until_a_publication_arrives() {
 #[tokio::test]
 async fn a_long_poll_with_nothing_to_deliver_ends_at_poll_timeout() {
     let server = server(|_| {}).await;
-    let mut poller = subscribed(&server, "alice", "logs:t").await;
+    let mut poller = subscribed(&server, "alice", "feed:t").await;
     let started = Instant::now();
     let answer = poller.poll(&[], true).await;
     let waited = started.elapsed();
@@ -73,7 +73,7 @@ async fn a_long_poll_with_nothing_to_deliver_ends_at_poll_timeout() {
 #[tokio::test]
 async fn a_short_poll_answers_at_once() {
     let server = start(|c| c.limits.poll_timeout = Duration::from_secs(20)).await;
-    let mut poller = subscribed(&server, "alice", "logs:s").await;
+    let mut poller = subscribed(&server, "alice", "feed:s").await;
     let seq = poller.ack;
     let started = Instant::now();
     let answer = poller.poll(&[], false).await;
@@ -83,7 +83,7 @@ async fn a_short_poll_answers_at_once() {
         json!({"session": poller.session, "seq": seq, "messages": []})
     );
     // With something queued, it is in the answer.
-    server.publish("logs:s", json!(1)).await;
+    server.publish("feed:s", json!(1)).await;
     let answer = poller.poll(&[], false).await;
     assert_eq!(answer["messages"][0]["data"], 1);
 }
@@ -131,10 +131,10 @@ async fn the_first_poll_opens_a_session_and_runs_its_commands_in_order() {
 #[tokio::test]
 async fn a_lost_answer_is_sent_again_until_acknowledged() {
     let server = server(|_| {}).await;
-    let poller = subscribed(&server, "alice", "logs:lost").await;
+    let poller = subscribed(&server, "alice", "feed:lost").await;
     let acked = poller.ack;
-    server.publish("logs:lost", json!("a")).await;
-    server.publish("logs:lost", json!("b")).await;
+    server.publish("feed:lost", json!("a")).await;
+    server.publish("feed:lost", json!("b")).await;
     let (status, first) = poller.raw(acked, false, "").await;
     assert_eq!(status, 200);
     assert_eq!(first["seq"], acked + 2, "{first}");
@@ -147,10 +147,10 @@ async fn a_lost_answer_is_sent_again_until_acknowledged() {
     assert_eq!(after["messages"], json!([]));
     assert_eq!(after["seq"], acked + 2);
     // An ack past the newest message acknowledges what exists, no more.
-    server.publish("logs:lost", json!("c")).await;
+    server.publish("feed:lost", json!("c")).await;
     let (_, beyond) = poller.raw(acked + 100, false, "").await;
     assert_eq!(beyond["messages"], json!([]));
-    server.publish("logs:lost", json!("d")).await;
+    server.publish("feed:lost", json!("d")).await;
     let (_, next) = poller.raw(acked + 3, false, "").await;
     assert_eq!(next["messages"][0]["data"], "d");
     assert_eq!(next["seq"], acked + 4);
@@ -159,7 +159,7 @@ async fn a_lost_answer_is_sent_again_until_acknowledged() {
 #[tokio::test]
 async fn a_newer_poll_answers_the_older_one() {
     let server = start(|c| c.limits.poll_timeout = Duration::from_secs(4)).await;
-    let poller = subscribed(&server, "alice", "logs:two").await;
+    let poller = subscribed(&server, "alice", "feed:two").await;
     let path = poller.path(poller.ack, true);
     let addr = server.addr;
     let older = tokio::spawn(async move { http_response(addr, "GET", &path, &[], b"").await });
@@ -257,9 +257,9 @@ async fn an_idle_session_ends_and_its_leave_is_announced() {
 #[tokio::test]
 async fn a_session_that_is_not_polled_is_a_slow_consumer() {
     let server = server(|c| c.limits.outbox_messages = 8).await;
-    let mut alice = subscribed(&server, "alice", "logs:slow").await;
+    let mut alice = subscribed(&server, "alice", "feed:slow").await;
     for i in 1..=20 {
-        server.publish("logs:slow", json!(i)).await;
+        server.publish("feed:slow", json!(i)).await;
     }
     eventually("the session to end as a slow consumer", || async {
         server.metric("switchboard_slow_consumers_total").await > 0.0
@@ -280,7 +280,7 @@ async fn a_session_that_is_not_polled_is_a_slow_consumer() {
 #[tokio::test]
 async fn a_server_api_disconnect_ends_a_waiting_poll_with_4003() {
     let server = server(|c| c.limits.poll_timeout = Duration::from_secs(4)).await;
-    let alice = subscribed(&server, "alice", "logs:dc").await;
+    let alice = subscribed(&server, "alice", "feed:dc").await;
     let path = alice.path(alice.ack, true);
     let addr = server.addr;
     let held = tokio::spawn(async move { http_response(addr, "GET", &path, &[], b"").await });
@@ -508,7 +508,7 @@ async fn a_new_session_recovers_what_the_lost_one_missed() {
 #[tokio::test]
 async fn shutdown_answers_waiting_polls_with_1001() {
     let mut server = start(|c| c.limits.poll_timeout = Duration::from_secs(4)).await;
-    let alice = subscribed(&server, "alice", "logs:bye").await;
+    let alice = subscribed(&server, "alice", "feed:bye").await;
     let path = alice.path(alice.ack, true);
     let addr = server.addr;
     let held = tokio::spawn(async move { http_response(addr, "GET", &path, &[], b"").await });

@@ -66,7 +66,7 @@ async fn every_subscriber_gets_each_publication_with_increasing_offsets() {
 async fn publish_where_the_namespace_forbids_is_103() {
     let server = start(|_| {}).await;
     let mut client = server.client("alice").await;
-    for channel in ["logs:web-1", "metrics:host", "plain"] {
+    for channel in ["feed:web-1", "metrics:host", "plain"] {
         let (code, message) = client
             .err(json!({"cmd": "publish", "channel": channel, "data": 1}))
             .await;
@@ -74,9 +74,9 @@ async fn publish_where_the_namespace_forbids_is_103() {
     }
     // Subscribing there is fine, and the server API may publish.
     client
-        .ok(json!({"cmd": "subscribe", "channel": "logs:web-1"}))
+        .ok(json!({"cmd": "subscribe", "channel": "feed:web-1"}))
         .await;
-    server.publish("logs:web-1", json!("line")).await;
+    server.publish("feed:web-1", json!("line")).await;
     assert_eq!(client.next_push().await["data"], "line");
 }
 
@@ -142,6 +142,7 @@ async fn private_channels_need_the_token_claim() {
             name: "secret".into(),
             options: NamespaceOptions {
                 private: true,
+                roles: Vec::new(),
                 publish: true,
                 ..NamespaceOptions::default()
             },
@@ -168,6 +169,7 @@ async fn private_channels_need_the_token_claim() {
             name: "secret".into(),
             options: NamespaceOptions {
                 private: true,
+                roles: Vec::new(),
                 ..NamespaceOptions::default()
             },
         })
@@ -383,4 +385,84 @@ async fn a_subscriber_joining_mid_stream_gets_exactly_what_follows_its_offset() 
             assert_eq!(c.next_publication().await["offset"], json!(offset));
         }
     }
+}
+
+/// A token with `roles` and `publish` scopes.
+fn scoped(user: &str, roles: &[&str], channels: &[&str], publish: &[&str]) -> String {
+    let owned = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    switchboard_server::auth::mint(
+        crate::util::TOKEN_SECRET,
+        &switchboard_server::auth::Claims {
+            sub: user.into(),
+            exp: switchboard_server::auth::now_secs() + 600,
+            info: None,
+            channels: owned(channels),
+            roles: owned(roles),
+            publish: owned(publish),
+        },
+    )
+    .expect("mint")
+}
+
+#[tokio::test]
+async fn logs_and_metrics_are_for_admins_and_publish_scopes() {
+    let server = start(|_| {}).await;
+    // An agent's token: its host's channels to publish, its metrics channel to watch.
+    let agent_token = scoped(
+        "agent:web1",
+        &["agent"],
+        &["metrics:web1"],
+        &["metrics:web1", "logs:web1:*"],
+    );
+    let mut agent = Client::connect(server.addr, Some(&agent_token)).await;
+    let mut admin = Client::connect(server.addr, Some(&scoped("root", &["admin"], &[], &[]))).await;
+    let mut alice = server.client("alice").await;
+
+    // Nobody but an administrator (or a token naming the channel) reads them.
+    for channel in ["logs:web1:syslog", "metrics:web1"] {
+        let (code, _) = alice
+            .err(json!({"cmd": "subscribe", "channel": channel}))
+            .await;
+        assert_eq!(code, 103, "{channel}");
+        admin
+            .ok(json!({"cmd": "subscribe", "channel": channel}))
+            .await;
+    }
+    let (code, _) = agent
+        .err(json!({"cmd": "subscribe", "channel": "logs:web1:syslog"}))
+        .await;
+    assert_eq!(code, 103, "an agent writes its logs, it does not read them");
+    agent
+        .ok(json!({"cmd": "subscribe", "channel": "metrics:web1"}))
+        .await;
+
+    // The agent publishes within its scopes only; nobody else may publish there.
+    agent
+        .ok(json!({"cmd": "publish", "channel": "logs:web1:syslog", "data": "a line"}))
+        .await;
+    assert_eq!(admin.next_publication().await["data"], "a line");
+    agent
+        .ok(json!({"cmd": "publish", "channel": "metrics:web1", "data": {"cpu": 1}}))
+        .await;
+    for channel in ["logs:web2:syslog", "metrics:web2", "logs:web10:x", "feed:x"] {
+        let (code, message) = agent
+            .err(json!({"cmd": "publish", "channel": channel, "data": 1}))
+            .await;
+        assert_eq!(code, 103, "{channel}: {message}");
+    }
+    for client in [&mut alice, &mut admin] {
+        let (code, _) = client
+            .err(json!({"cmd": "publish", "channel": "logs:web1:syslog", "data": 1}))
+            .await;
+        assert_eq!(code, 103);
+    }
+    // The agent sees who watches its host: presence on metrics:HOST.
+    let presence = agent
+        .ok(json!({"cmd": "presence", "channel": "metrics:web1"}))
+        .await;
+    let users = presence["presence"].as_object().expect("presence");
+    assert!(
+        users.contains_key("root") && users.contains_key("agent:web1"),
+        "{presence}"
+    );
 }

@@ -82,10 +82,10 @@ async fn a_resumed_stream_replays_exactly_the_missed_messages() {
     let server = start(|_| {}).await;
     let mut alice = SseClient::connect(server.addr, "alice").await;
     alice
-        .ok(json!({"cmd": "subscribe", "channel": "logs:r"}))
+        .ok(json!({"cmd": "subscribe", "channel": "feed:r"}))
         .await;
     for i in 1..=3 {
-        server.publish("logs:r", json!(i)).await;
+        server.publish("feed:r", json!(i)).await;
     }
     assert_eq!(alice.next_publication().await["data"], 1);
     let after_first = alice.last_id.clone();
@@ -95,7 +95,7 @@ async fn a_resumed_stream_replays_exactly_the_missed_messages() {
     // Two more are written to the stream, and lost with it: the client never reads
     // them, and reconnects.
     for i in 4..=5 {
-        server.publish("logs:r", json!(i)).await;
+        server.publish("feed:r", json!(i)).await;
     }
     // It says it saw only the first: everything after it comes again, once, in order
     // (the client checks the seqs), then the live ones.
@@ -103,7 +103,7 @@ async fn a_resumed_stream_replays_exactly_the_missed_messages() {
     for i in 2..=5 {
         assert_eq!(alice.next_publication().await["data"], i);
     }
-    server.publish("logs:r", json!(6)).await;
+    server.publish("feed:r", json!(6)).await;
     assert_eq!(alice.next_publication().await["data"], 6);
     alice.ok(json!({"cmd": "ping"})).await;
 
@@ -123,7 +123,7 @@ async fn a_resumed_stream_replays_exactly_the_missed_messages() {
     assert_eq!(ending[0].json()["code"], 4009);
     assert_eq!(newer.next_block().await.and_then(|b| b.retry), Some(1000));
     alice.stream = newer;
-    server.publish("logs:r", json!(7)).await;
+    server.publish("feed:r", json!(7)).await;
     assert_eq!(alice.next_publication().await["data"], 7);
     assert_eq!(server.metric("switchboard_connections").await, 1.0);
 }
@@ -239,13 +239,13 @@ async fn a_resume_past_the_replay_window_ends_the_session_4004() {
     let server = start(|c| c.limits.outbox_messages = 4).await;
     let mut alice = SseClient::connect(server.addr, "alice").await;
     alice
-        .ok(json!({"cmd": "subscribe", "channel": "logs:w"}))
+        .ok(json!({"cmd": "subscribe", "channel": "feed:w"}))
         .await;
     let early = alice.last_id.clone();
     // Read as they come: written messages past the bound are dropped from the replay
     // buffer, and the session lives on.
     for i in 1..=10 {
-        server.publish("logs:w", json!(i)).await;
+        server.publish("feed:w", json!(i)).await;
         assert_eq!(alice.next_publication().await["data"], i);
     }
     alice.ok(json!({"cmd": "ping"})).await;

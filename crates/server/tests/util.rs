@@ -68,6 +68,7 @@ pub(crate) async fn start_extended(
         data_dir: data_dir.clone(),
         ..Config::default()
     };
+    config.namespaces.push(feed());
     tweak(&mut config);
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -86,6 +87,19 @@ pub(crate) async fn start_extended(
         shutdown: Some(tx),
         task: Some(tokio::spawn(server.run(listener, stop))),
         data_dir,
+    }
+}
+
+/// `feed:`, the tests' channel with history that clients read and may not publish to
+/// (the server's own such namespaces are private).
+fn feed() -> switchboard_server::config::Namespace {
+    switchboard_server::config::Namespace {
+        name: "feed".into(),
+        options: switchboard_server::config::NamespaceOptions {
+            history_size: 1000,
+            history_ttl: std::time::Duration::from_secs(3600),
+            ..Default::default()
+        },
     }
 }
 
@@ -109,6 +123,7 @@ async fn start_inner(
         data_dir: data_dir.clone(),
         ..Config::default()
     };
+    config.namespaces.push(feed());
     tweak(&mut config);
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -204,6 +219,7 @@ pub(crate) fn token(user: &str, info: Option<Value>, channels: &[&str], ttl: i64
         }),
         channels: channels.iter().map(|c| c.to_string()).collect(),
         roles: Vec::new(),
+        publish: Vec::new(),
     };
     mint(TOKEN_SECRET, &claims).expect("mint")
 }

@@ -174,6 +174,7 @@ fn mint(secret: &str, i: usize) -> anyhow::Result<String> {
             info: Some(info),
             channels: Vec::new(),
             roles: Vec::new(),
+            publish: Vec::new(),
         },
     )?)
 }

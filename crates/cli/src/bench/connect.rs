@@ -122,6 +122,7 @@ impl Auth {
                     // So that a private channel works too.
                     channels: vec![channel.to_owned()],
                     roles: Vec::new(),
+                    publish: Vec::new(),
                 },
             )?),
         }

@@ -124,6 +124,7 @@ pub(crate) async fn flood(args: BenchFloodArgs) -> anyhow::Result<()> {
                 info: None,
                 channels: vec![],
                 roles: Vec::new(),
+                publish: Vec::new(),
             },
         )?;
         let (host, path) = (host.clone(), path.clone());

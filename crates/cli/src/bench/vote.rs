@@ -223,6 +223,7 @@ fn mint(secret: &str, user: &str) -> anyhow::Result<String> {
             info: Some(info),
             channels: Vec::new(),
             roles: Vec::new(),
+            publish: Vec::new(),
         },
     )?)
 }

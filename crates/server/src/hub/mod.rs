@@ -130,6 +130,8 @@ pub(crate) struct Hub {
     /// Subscribers a deliverer writes to before it yields ([`deliver::DELIVERY_CHUNK`];
     /// smaller in unit tests, so that a few subscribers reach the paths of thousands).
     delivery_chunk: usize,
+    /// Extensions told of committed publications; set once, when the server starts.
+    observers: std::sync::OnceLock<crate::observe::Observers>,
     /// Rounds that publications joined while under way (unit tests assert the path ran).
     #[cfg(test)]
     rounds_joined: AtomicUsize,
@@ -149,9 +151,15 @@ impl Hub {
             started: Instant::now(),
             cached: Arc::default(),
             delivery_chunk: deliver::DELIVERY_CHUNK,
+            observers: std::sync::OnceLock::new(),
             #[cfg(test)]
             rounds_joined: AtomicUsize::new(0),
         }
+    }
+
+    /// Installs the extensions' observers (the first call wins: the server starts once).
+    pub(crate) fn set_observers(&self, observers: crate::observe::Observers) {
+        let _ = self.observers.set(observers);
     }
 
     /// The metrics.

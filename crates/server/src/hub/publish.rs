@@ -70,10 +70,14 @@ impl Hub {
         let hub = self.clone();
         let name = channel.to_owned();
         tokio::spawn(async move {
+            let (time, data) = (publication.time, publication.data.clone());
             let result = hub.commit(&name, publication, write).await;
             done(match result {
                 Some(Ok(offset)) => {
                     hub.metrics.publications.inc();
+                    if let Some(observers) = hub.observers.get() {
+                        observers.tell(&name, offset, time, &data);
+                    }
                     Ok(StreamPosition {
                         offset,
                         epoch: epoch.to_string(),

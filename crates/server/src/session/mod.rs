@@ -265,12 +265,19 @@ impl Session {
                 data,
                 ephemeral,
             } => {
-                let opts = self.check_private(channel)?;
-                if !opts.publish {
+                // A publish scope in the token stands for both checks: an agent
+                // publishes to its host's channels and may read none of them.
+                let scoped = self
+                    .identity
+                    .as_ref()
+                    .is_some_and(|i| i.may_publish(channel));
+                if !scoped && !self.check_private(channel)?.publish {
                     return Err(ClientError::permission_denied(format!(
                         "clients may not publish to {channel:?}"
                     )));
                 }
+                // Still a channel of a known namespace.
+                hub.channel_options(channel)?;
                 let data = self.payload(data)?;
                 if ephemeral {
                     let position = hub.publish_ephemeral(channel, data, Some(self.info.clone()))?;
@@ -487,8 +494,7 @@ impl Session {
                 self.ctx
                     .hub
                     .channel_options(channel)
-                    .is_ok_and(|opts| opts.private)
-                    && !identity.channels.iter().any(|c| c == *channel)
+                    .is_ok_and(|opts| !may_read(Some(&identity), opts, channel))
             })
             .cloned()
             .collect();
@@ -508,18 +514,14 @@ impl Session {
     }
 
     /// The channel's options, after checking that a private channel is in the token's
-    /// `channels` claim (for subscribe, publish and history alike).
+    /// `channels` claim or that the token has one of the namespace's `roles` (for
+    /// subscribe, publish and history alike).
     fn check_private(
         &self,
         channel: &str,
     ) -> Result<&crate::config::NamespaceOptions, ClientError> {
         let opts = self.ctx.hub.channel_options(channel)?;
-        let allowed = !opts.private
-            || self
-                .identity
-                .as_ref()
-                .is_some_and(|i| i.channels.iter().any(|c| c == channel));
-        if !allowed {
+        if !may_read(self.identity.as_ref(), opts, channel) {
             return Err(ClientError::permission_denied(format!(
                 "{channel:?} is private and not in the token's channels"
             )));
@@ -576,6 +578,21 @@ impl Drop for Session {
                 .disconnect_user(&self.info.user, self.handle.id);
         }
     }
+}
+
+/// Whether a token (`None`: anonymous) may read `channel`: any channel of a public
+/// namespace; a private one when the `channels` claim names it or the token has one of
+/// the namespace's `roles`.
+fn may_read(
+    identity: Option<&crate::auth::Identity>,
+    opts: &crate::config::NamespaceOptions,
+    channel: &str,
+) -> bool {
+    !opts.private
+        || identity.is_some_and(|i| {
+            i.channels.iter().any(|c| c == channel)
+                || i.roles.iter().any(|r| opts.roles.contains(r))
+        })
 }
 
 #[cfg(test)]

@@ -48,6 +48,7 @@ fn token(user: &str, channels: &[&str]) -> String {
         info: None,
         channels: channels.iter().map(|c| c.to_string()).collect(),
         roles: Vec::new(),
+        publish: Vec::new(),
     };
     mint(SECRET, &claims).unwrap()
 }
