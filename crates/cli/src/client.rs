@@ -107,7 +107,7 @@ pub(crate) fn token(args: TokenArgs) -> anyhow::Result<()> {
         .with_context(|| format!("invalid --ttl {ttl_text:?}: use 30s, 10m, 1h, 7d…"))?;
     let exp = auth::now_secs() + ttl.as_secs();
     let claims = match (args.agent, args.user) {
-        (Some(host), _) => agent_claims(&host, exp)?,
+        (Some(host), _) => auth::agent_claims(&host, exp)?,
         (None, Some(user)) => {
             check_user(&user)?;
             let info = args
@@ -128,32 +128,6 @@ pub(crate) fn token(args: TokenArgs) -> anyhow::Result<()> {
     let token = minter.mint(&claims)?;
     writeln!(std::io::stdout(), "{token}")?;
     Ok(())
-}
-
-/// The claims of an agent's token: it publishes its host's samples and logs and watches
-/// the host's metrics channel (to know whether anyone is looking), and reads nothing else.
-pub(crate) fn agent_claims(host: &str, exp: u64) -> anyhow::Result<Claims> {
-    if host.is_empty()
-        || host.len() > 64
-        || !host
-            .chars()
-            .all(|c| switchboard_server::config::channel_char(c) && c != ':')
-    {
-        bail!(
-            "invalid host {host:?}: up to 64 ASCII letters, digits and _-.@/= (no ':'), as it \
-             becomes part of channel names"
-        );
-    }
-    Ok(Claims {
-        sub: format!("agent:{host}"),
-        exp,
-        info: Some(RawValue::from_string(
-            serde_json::json!({ "agent": host }).to_string(),
-        )?),
-        channels: vec![format!("metrics:{host}")],
-        roles: vec!["agent".into()],
-        publish: vec![format!("metrics:{host}"), format!("logs:{host}:*")],
-    })
 }
 
 /// Refuses an empty user id (`--user ''`): the server refuses a token without one.

@@ -181,6 +181,37 @@ impl Identity {
     }
 }
 
+/// Whether `host` may name an agent's host: 1 to 64 ASCII letters, digits, `.`, `_`
+/// and `-`, as it becomes part of channel names (`metrics:HOST`, `logs:HOST:NAME`), and
+/// names starting with `@` stay free for the server's own (`@hub`).
+pub fn valid_host(host: &str) -> bool {
+    (1..=64).contains(&host.len())
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// The claims of an agent's token for `host`, valid until `exp`: user `agent:HOST`, role
+/// `agent`; it publishes its host's samples and logs (`metrics:HOST`, `logs:HOST:*`) and
+/// watches `metrics:HOST` (to know whether anyone is looking), and reads nothing else.
+pub fn agent_claims(host: &str, exp: u64) -> Result<Claims> {
+    if !valid_host(host) {
+        return Err(Error::Host(host.to_owned()));
+    }
+    Ok(Claims {
+        sub: format!("agent:{host}"),
+        exp,
+        info: Some(
+            // A valid host needs no escaping in JSON.
+            RawValue::from_string(format!(r#"{{"agent":"{host}"}}"#))
+                .map_err(|e| Error::Host(format!("{host}: {e}")))?,
+        ),
+        channels: vec![format!("metrics:{host}")],
+        roles: vec!["agent".into()],
+        publish: vec![format!("metrics:{host}"), format!("logs:{host}:*")],
+    })
+}
+
 /// Mints an HS256 token (for `switchboard token`, development and scripts).
 pub fn mint(secret: &str, claims: &Claims) -> Result<String> {
     jsonwebtoken::encode(

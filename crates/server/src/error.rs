@@ -12,6 +12,9 @@ pub enum Error {
     /// The configuration is invalid.
     #[error("configuration: {0}")]
     Config(String),
+    /// A name that cannot be an agent's host (see [`crate::auth::valid_host`]).
+    #[error("invalid host {0:?}: 1 to 64 ASCII letters, digits, '.', '_' and '-'")]
+    Host(String),
     /// The configuration file cannot be read.
     #[error("cannot read configuration file {path}: {cause}")]
     ConfigRead {
