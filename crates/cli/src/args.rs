@@ -40,6 +40,49 @@ pub(crate) enum Command {
     User(UserArgs),
     /// Invites to create an account of the built-in apps.
     Invite(InviteArgs),
+    /// Run the host agent: push this machine's samples, log files and commands' output to
+    /// a server (see docs/agent.md).
+    Agent(AgentArgs),
+}
+
+/// `switchboard agent`.
+#[derive(clap::Args)]
+pub(crate) struct AgentArgs {
+    /// The server: its base URL (http://HOST:PORT) or its WebSocket URL
+    /// (ws://HOST:PORT/ws). TLS is left to a proxy on the same machine.
+    #[arg(long, value_name = "URL")]
+    pub(crate) server: String,
+    /// The agent's token, from `switchboard token --agent HOST` (or the monitor page).
+    /// Better given in the environment, SWITCHBOARD_AGENT_TOKEN, which keeps it out of
+    /// the process list.
+    #[arg(
+        long,
+        env = "SWITCHBOARD_AGENT_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub(crate) token: String,
+    /// The agent's configuration (agent.toml: logs, commands, intervals; see
+    /// docs/agent.md). Without one it sends samples only.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// The host name in its channels (metrics:HOST, logs:HOST:NAME); it must be the one
+    /// the token was minted for. Default: `host` in the configuration, else this
+    /// machine's name.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) host: Option<String>,
+}
+
+// By hand: the token never appears in a debug print.
+impl std::fmt::Debug for AgentArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentArgs")
+            .field("server", &self.server)
+            .field("token", &"<redacted>")
+            .field("config", &self.config)
+            .field("host", &self.host)
+            .finish()
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -140,6 +183,11 @@ pub(crate) struct ServeArgs {
     /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub(crate) threads: usize,
+    /// Also run an agent for this machine inside the server (its samples on
+    /// metrics:HOST; the logs and commands of an `[agent]` table in --config, if any),
+    /// so that one command gives a working dashboard.
+    #[arg(long)]
+    pub(crate) local_agent: bool,
 }
 
 #[derive(Debug, clap::Args)]

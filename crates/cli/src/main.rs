@@ -6,6 +6,8 @@
 //! - `serve`: `switchboard serve` and configuration loading.
 //! - `client`: `switchboard token`, `sub`, `pub` and `config init`.
 //! - `accounts`: `switchboard user` and `invite`, the built-in apps' accounts.
+//! - `agent`: `switchboard agent`, the host agent (crates/agent) on a runtime of one
+//!   thread.
 //! - `echo`: `switchboard echo`, a WebSocket echo server for conformance suites and
 //!   diagnostics.
 //! - `bench/`: `switchboard bench echo`, `fanout`, `idle` and `flood`, load clients that
@@ -14,6 +16,7 @@
 //!   full disk or an unread pipe on stderr never stops or kills the server.
 
 mod accounts;
+mod agent;
 mod args;
 mod bench;
 mod client;
@@ -91,6 +94,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         Command::Invite(invite) => match invite.command {
             InviteCommand::Create { source, admin } => accounts::invite(&source, admin),
         },
+        // One thread: the agent waits on timers and sockets almost all the time, and a
+        // runtime of one thread keeps its memory small (the target is under 10 MB).
+        Command::Agent(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(agent::run(args)),
     }
 }
 

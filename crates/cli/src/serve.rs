@@ -42,11 +42,12 @@ fn env_bool(name: &str) -> anyhow::Result<Option<bool>> {
 /// SWITCHBOARD_LISTEN is applied here, so `sub` and `pub` find the server too.
 pub(crate) fn load_config(source: &ConfigSource) -> anyhow::Result<Config> {
     let mut config = match &source.config {
-        Some(path) => match read_apps_table(path)? {
-            // `[apps]` belongs to the apps, not to the server's configuration, which
-            // refuses keys it does not know: the rest is read without it.
-            Some((_, rest)) => {
-                let rest = toml::to_string(&rest)
+        // `[apps]` and `[agent]` belong to the apps and to `serve --local-agent`, not to
+        // the server's configuration, which refuses keys it does not know: the rest is
+        // read without them.
+        Some(path) => match split_tables(path)? {
+            Some(split) => {
+                let rest = toml::to_string(&split.rest)
                     .with_context(|| format!("{}: cannot read it", path.display()))?;
                 Config::from_toml(&rest).map_err(|e| anyhow!("{}: {e}", path.display()))?
             }
@@ -78,15 +79,34 @@ pub(crate) fn load_config(source: &ConfigSource) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-/// The `[apps]` table of a configuration file, and the rest; `None` when it has none.
-fn read_apps_table(path: &std::path::Path) -> anyhow::Result<Option<(toml::Value, toml::Table)>> {
+/// A configuration file's tables that are not the server's.
+struct Split {
+    /// `[apps]`: the built-in apps' settings.
+    apps: Option<toml::Value>,
+    /// `[agent]`: the agent of `serve --local-agent` (the format of agent.toml).
+    agent: Option<toml::Value>,
+    /// Everything else: the server's configuration.
+    rest: toml::Table,
+}
+
+/// Splits `[apps]` and `[agent]` from a configuration file; `None` when it has neither.
+fn split_tables(path: &std::path::Path) -> anyhow::Result<Option<Split>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the configuration {}", path.display()))?;
     // Not TOML at all: the server's own reading says what is wrong, with the line.
     let Ok(mut table) = text.parse::<toml::Table>() else {
         return Ok(None);
     };
-    Ok(table.remove("apps").map(|apps| (apps, table)))
+    let apps = table.remove("apps");
+    let agent = table.remove("agent");
+    if apps.is_none() && agent.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(Split {
+        apps,
+        agent,
+        rest: table,
+    }))
 }
 
 /// The built-in apps' settings: `[apps]` in the configuration file, else the defaults.
@@ -94,11 +114,30 @@ pub(crate) fn load_apps(source: &ConfigSource) -> anyhow::Result<AppsOptions> {
     let Some(path) = &source.config else {
         return Ok(AppsOptions::default());
     };
-    match read_apps_table(path)? {
-        Some((apps, _)) => {
-            AppsOptions::from_value(apps).map_err(|e| anyhow!("{}: {e}", path.display()))
+    match split_tables(path)? {
+        Some(Split {
+            apps: Some(apps), ..
+        }) => AppsOptions::from_value(apps).map_err(|e| anyhow!("{}: {e}", path.display())),
+        _ => Ok(AppsOptions::default()),
+    }
+}
+
+/// The local agent's configuration: `[agent]` in the configuration file, else the
+/// defaults (samples only).
+fn load_agent(source: &ConfigSource) -> anyhow::Result<switchboard_agent::Config> {
+    let Some(path) = &source.config else {
+        return Ok(switchboard_agent::Config::default());
+    };
+    match split_tables(path)? {
+        Some(Split {
+            agent: Some(agent), ..
+        }) => {
+            let text = toml::to_string(&agent)
+                .with_context(|| format!("{}: cannot read [agent]", path.display()))?;
+            switchboard_agent::Config::from_toml(&text)
+                .map_err(|e| anyhow!("{}: [agent]: {e}", path.display()))
         }
-        None => Ok(AppsOptions::default()),
+        _ => Ok(switchboard_agent::Config::default()),
     }
 }
 
@@ -142,6 +181,11 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.store = store;
     }
     let apps = load_apps(&args.source)?;
+    // Read before anything starts, so a wrong `[agent]` stops the start.
+    let local_agent = match args.local_agent {
+        true => Some(load_agent(&args.source)?),
+        false => None,
+    };
     if apps.enabled {
         switchboard_apps::configure(&mut config);
     }
@@ -169,7 +213,19 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let mounted = switchboard_apps::mount(&mut server, apps)?;
         block.apps(&mounted);
     }
+    // The local agent stops with the server.
+    let stop_agent = tokio_util::sync::CancellationToken::new();
+    if let Some(agent) = local_agent {
+        let host = crate::agent::spawn_local(server.node(), addr, agent, stop_agent.clone())?;
+        block
+            .lines
+            .push(("local agent", format!("host {host} (metrics:{host})")));
+    }
     crate::say!("{block}");
+    let shutdown = async move {
+        shutdown.await;
+        stop_agent.cancel();
+    };
     server.run(listener, shutdown).await?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Integration tests of the `switchboard` binary: the real executable as a child process,
 //! over real sockets on 127.0.0.1, one test binary (STYLE.md §3.12).
 //!
+//! - `agent`: `switchboard agent` against `serve`, and `serve --local-agent`.
 //! - `apps`: the built-in apps from the binary: the first admin's one-time link, and
 //!   `switchboard user` accounts signing in over HTTP.
 //! - `bench`: `bench fanout` and `bench idle` over WebSocket, SSE and long polling;
@@ -15,6 +16,7 @@
 //! - `util`: child processes, temporary data directories, a WebSocket client and an HTTP
 //!   client of the server API.
 
+mod agent;
 mod apps;
 mod bench;
 mod cli;
