@@ -39,6 +39,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if matches!(args.command, Command::Agent(_)) {
+        agent_allocator();
+    }
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(args.log_level.as_str()));
     tracing_subscriber::fmt()
@@ -95,7 +98,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             InviteCommand::Create { source, admin } => accounts::invite(&source, admin),
         },
         // One thread: the agent waits on timers and sockets almost all the time, and a
-        // runtime of one thread keeps its memory small (the target is under 10 MB).
+        // runtime of one thread keeps its memory small (the target is under 10 MB; see
+        // also `agent_allocator`).
         Command::Agent(args) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
@@ -124,6 +128,29 @@ pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send 
             _ = wait(interrupt.take()) => {}
             _ = wait(terminate.take()) => {}
         }
+    }
+}
+
+/// Starts the agent again, once, with mimalloc's arenas committed as they are used rather
+/// than at once (`MIMALLOC_ARENA_EAGER_COMMIT=0`). With the default, the agent's resident
+/// memory was 17 MB, 10.6 MB of it anonymous for about 1.5 MB of data (the committed
+/// arena's pages, some of them huge pages); with it, 8 MB in all, under the 10 MB target.
+/// The server keeps the default, which suits its allocation rate. mimalloc reads the
+/// variable when it starts, before `main`, hence a new image of the process (same pid)
+/// rather than a setting here. Best effort: when it cannot, the agent runs as it is.
+fn agent_allocator() {
+    const VARIABLE: &str = "MIMALLOC_ARENA_EAGER_COMMIT";
+    if std::env::var_os(VARIABLE).is_some() {
+        return;
+    }
+    #[cfg(unix)]
+    if let Ok(exe) = std::env::current_exe() {
+        use std::os::unix::process::CommandExt;
+        // Returns only if it failed.
+        let _ = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env(VARIABLE, "0")
+            .exec();
     }
 }
 
