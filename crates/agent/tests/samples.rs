@@ -102,8 +102,9 @@ async fn samples_arrive_every_interval_and_every_watched_interval_when_watched()
         check_sample(s, cores, started);
     }
     let idle_gaps = gaps(&idle);
+    // Timers run late on a busy machine, never early: bounds are wider above.
     assert!(
-        (250..=450).contains(&median(&idle_gaps)) && idle_gaps[0] >= 200,
+        (250..=600).contains(&median(&idle_gaps)) && idle_gaps[0] >= 200,
         "idle gaps {idle_gaps:?}"
     );
 
@@ -123,7 +124,7 @@ async fn samples_arrive_every_interval_and_every_watched_interval_when_watched()
     }
     let watched_gaps = gaps(watched);
     assert!(
-        (70..=160).contains(&median(&watched_gaps)),
+        (70..=200).contains(&median(&watched_gaps)),
         "watched gaps {watched_gaps:?}"
     );
 

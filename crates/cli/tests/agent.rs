@@ -131,3 +131,88 @@ async fn serve_local_agent_reports_this_machine() {
     assert_eq!(first["host"], host.as_str());
     server.stop();
 }
+
+#[tokio::test]
+async fn serve_local_agent_follows_the_logs_of_its_agent_table() {
+    let data = TempDir::new("agent-local-config");
+    let log = data.join("app.log");
+    std::fs::write(&log, "").unwrap();
+    let config = data.join("switchboard.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\nhost = \"local-1\"\n\n[[agent.logs]]\nname = \"app\"\npath = \"{}\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let server = Server::serve_with(
+        &data.0,
+        &["--store", "memory", "--local-agent", "--config", config],
+    );
+    assert!(
+        server.proc.stderr.seen().contains("host local-1"),
+        "{}",
+        server.proc.stderr.seen()
+    );
+    let viewer = mint(
+        &data,
+        &[
+            "--user",
+            "viewer",
+            "--channels",
+            "logs:local-1:app",
+            "--config",
+            config,
+        ],
+    );
+    let (mut ws, _) = Ws::connect(&server.addr, &viewer).await;
+    ws.ok(json!({"cmd": "subscribe", "channel": "logs:local-1:app"}))
+        .await;
+    // The file is open once its `started` batch is out (maybe before the subscription:
+    // read from history).
+    bounded("the started batch", async {
+        loop {
+            let history = ws
+                .ok(json!({"cmd": "history", "channel": "logs:local-1:app"}))
+                .await;
+            let started = history["publications"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p["data"]["event"] == "started"));
+            if started {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    std::fs::write(&log, "from the local agent\n").unwrap();
+    let batch = publication(&mut ws, "logs:local-1:app", |d| {
+        d["lines"].as_array().is_some_and(|l| !l.is_empty())
+    })
+    .await;
+    assert_eq!(batch["lines"][0]["text"], "from the local agent");
+    server.stop();
+
+    // A wrong `[agent]` stops the start, and says where.
+    std::fs::write(data.join("bad.toml"), "[agent]\nhots = \"x\"\n").unwrap();
+    let bad = data.join("bad.toml");
+    let (status, _, stderr) = run(&[
+        OsStr::new("serve"),
+        OsStr::new("--local-agent"),
+        OsStr::new("--store"),
+        OsStr::new("memory"),
+        OsStr::new("--listen"),
+        OsStr::new("127.0.0.1:0"),
+        OsStr::new("--data-dir"),
+        data.0.as_os_str(),
+        OsStr::new("--config"),
+        bad.as_os_str(),
+    ]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("[agent]") && stderr.contains("hots"),
+        "{stderr}"
+    );
+}
