@@ -12,7 +12,7 @@
 //!
 //! Between sessions it waits 100 ms, doubling to 30 s, each wait drawn between half and
 //! all of that (jitter, so that a hundred agents of a restarted server do not all come
-//! back in the same millisecond). A session that lasted [`STABLE`] starts the count
+//! back in the same millisecond). A session that lasted `STABLE` (30 s) starts the count
 //! again.
 
 use std::collections::{BTreeMap, HashSet};
