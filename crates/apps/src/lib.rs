@@ -20,6 +20,9 @@
 //! - `chat`: the `chat.` rpc methods;
 //! - [`vote`]: the `vote.` rpc methods, the live tally on `poll:ID` and its coalescing;
 //! - `ops`: the `admin.` rpc methods (the console's API tab, `/admin`);
+//! - [`monitor`]: the host registry on the `metrics` namespace (an observer), its events
+//!   and webhook, the hub as host `@hub`, the `monitor.` rpc methods and `POST
+//!   /api/ingest`, for `/monitor` and `/logs`;
 //! - [`admin`]: what the CLI does to accounts and invites.
 
 pub mod admin;
@@ -31,6 +34,7 @@ pub mod error;
 mod http;
 mod limit;
 pub mod metrics;
+pub mod monitor;
 mod ops;
 pub mod options;
 mod pages;
@@ -54,6 +58,7 @@ use tower_http::compression::CompressionLayer;
 
 pub use error::{Error, Result};
 pub use metrics::AppsMetrics;
+pub use monitor::options::MonitorOptions;
 pub use options::{AppsLimits, AppsOptions, Signup};
 pub use vote::POLL_NAMESPACE;
 
@@ -183,6 +188,8 @@ pub(crate) struct Shared {
     rooms: Mutex<HashSet<String>>,
     /// The polls' coalesced tally pushes.
     pushes: vote::Pushes,
+    /// The host registry, its options and queues.
+    monitor: monitor::Monitor,
     pages: pages::Pages,
     first_invite: Option<String>,
 }
@@ -349,7 +356,18 @@ pub fn mount_with_store(
     } else {
         None
     };
+    // The server API's key, for `POST /api/ingest`: the node does not expose it, so it is
+    // read as the binary read it (the configuration, else the data directory's file).
+    let api_key = match switchboard_server::secrets::load(config) {
+        Ok(secrets) => Some(secrets.api_key),
+        Err(err) => {
+            tracing::warn!(cause = %err, "apps: no API key for /api/ingest; it refuses every request");
+            None
+        }
+    };
+    let (monitor, queues) = monitor::Monitor::new(options.monitor.clone(), api_key);
     let shared = Arc::new(Shared {
+        monitor,
         limits: Limits::new(&options.limits),
         hashing: Semaphore::new(options.limits.hash_concurrency),
         store_calls: Semaphore::new(STORE_CALLS),
@@ -369,6 +387,7 @@ pub fn mount_with_store(
         server.rpc("chat.", Arc::new(chat::Chat(shared.clone())));
         server.rpc("vote.", Arc::new(vote::Vote(shared.clone())));
         server.rpc("admin.", Arc::new(ops::Ops(shared.clone())));
+        monitor::start(server, &shared, queues);
         let weak = Arc::downgrade(&shared);
         server.metrics(move || {
             weak.upgrade()
@@ -392,6 +411,8 @@ fn routes(shared: Arc<Shared>) -> Router {
         .route("/apps/{*path}", get(pages::file))
         .route("/console", get(pages::console))
         .route("/admin", get(pages::admin))
+        .route("/logs", get(pages::logs))
+        .route("/monitor", get(pages::monitor))
         .layer(CompressionLayer::new());
     let auth = Router::new()
         .route("/auth/me", get(auth::me))
@@ -399,7 +420,8 @@ fn routes(shared: Arc<Shared>) -> Router {
         .route("/auth/signup", post(auth::signup))
         .route("/auth/guest", post(auth::guest))
         .route("/auth/signout", post(auth::signout))
-        .route("/auth/token", post(auth::token));
+        .route("/auth/token", post(auth::token))
+        .route("/api/ingest", post(monitor::ingest));
     pages.merge(auth).with_state(shared)
 }
 
