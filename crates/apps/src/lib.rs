@@ -71,7 +71,8 @@ use store::{Room, Store, StoreError};
 /// home page's live figures on `apps:stats`, room-list changes on `apps:rooms`) and
 /// `poll` (a poll's live tally and state on `poll:ID`: the newest push kept a day,
 /// presence for the count of watchers without join/leave notices, and no publishing by
-/// clients: votes go through the `vote.cast` rpc).
+/// clients: votes go through the `vote.cast` rpc); and the hosts' `metrics` and `logs`
+/// (see [`monitor`]) as the server's defaults define them.
 ///
 /// The apps keep to namespaces of their own, so the server's `chat:` (where clients
 /// publish, as docs/protocol.md shows) stays what it is. A `room` or `apps` namespace the
@@ -115,6 +116,15 @@ pub fn configure(config: &mut Config) {
                 name: name.into(),
                 options,
             });
+        }
+    }
+    // The hosts' namespaces, as the server's defaults define them (the admins' only,
+    // published by agent tokens): a configuration that lists namespaces of its own
+    // replaces the server's defaults, and `/logs` and `/monitor` need these two.
+    for ns in Config::default().namespaces {
+        let wanted = ns.name == monitor::NAMESPACE || ns.name == monitor::LOGS_NAMESPACE;
+        if wanted && !config.namespaces.iter().any(|have| have.name == ns.name) {
+            config.namespaces.push(ns);
         }
     }
 }

@@ -39,8 +39,10 @@ use registry::{Event, Refused, Registry};
 
 use crate::Shared;
 
-/// The namespace the agents publish in.
+/// The namespace of the hosts' samples and announcements (`metrics:HOST`).
 pub const NAMESPACE: &str = "metrics";
+/// The namespace of the hosts' logs (`logs:HOST:NAME`).
+pub const LOGS_NAMESPACE: &str = "logs";
 /// Where the events go.
 pub const EVENTS_CHANNEL: &str = "metrics:@events";
 /// Publications waiting for the registry's task: 100 hosts at 1 s fill a tenth of it in

@@ -6,7 +6,7 @@
 //   const chart = barChart({ title: 'Lunch?' });
 //   parent.append(chart.el);
 //   chart.update([{ label: 'Noodles', value: 12 }, { label: 'Rice', value: 8 }]);
-import { svg } from './dom.js';
+import { h, svg } from './dom.js';
 import { number } from './format.js';
 
 const ROW = 34;
@@ -83,10 +83,11 @@ export function barChart(opts) {
 const TW = 240;
 
 /**
- * A chart of values over time: one line per series over the last `window` ms, optionally
- * with a filled area under the first and the top value and the window's edges written
- * beside it (`axis`). Points outside the window are not drawn; a gap longer than `gap` ms
- * breaks the line (a host that stopped reporting shows as a gap, not a slope). It reads
+ * A chart of values over time: one line per series over the last `window` ms, with a
+ * filled area under the first; with `axis`, the top value above it and the window's edges
+ * under it (`el` is then a <div> around the drawing). Points outside the window are not
+ * drawn; a gap longer than `gap` ms breaks the line (a host that stopped reporting shows
+ * as a gap, not a slope). It reads
  * to a screen reader as one image: `title`, and a description the caller gives with each
  * update (the current values).
  *
@@ -101,17 +102,19 @@ const TW = 240;
 export function timeChart(opts) {
   const id = `chart-${++counter}`;
   const height = opts.height ?? 40;
-  const pad = opts.axis ? 16 : 2;
+  const pad = opts.axis ? 4 : 2;
   const series = opts.series ?? 1;
   const title = svg('title', { id: `${id}-title` }, opts.title);
   const desc = svg('desc', { id: `${id}-desc` });
   const area = svg('path', { class: 'tc-area', d: '' });
   const lines = Array.from({ length: series }, (_, i) => svg('path', { class: `tc-line tc-line-${i}`, d: '' }));
-  const top = opts.axis ? svg('text', { class: 'tc-axis', x: 2, y: 11 }, '') : null;
-  const left = opts.axis ? svg('text', { class: 'tc-axis', x: 2, y: height - 2 }, opts.labels?.[0] ?? '') : null;
-  const right = opts.axis ? svg('text', { class: 'tc-axis', x: TW - 2, y: height - 2, 'text-anchor': 'end' }, opts.labels?.[1] ?? '') : null;
+  // An axis chart's words are HTML around the drawing: the drawing stretches to its box
+  // (preserveAspectRatio none), which would stretch text drawn in it too.
+  const top = opts.axis ? h('span', { class: 'tc-top', 'aria-hidden': 'true' }) : null;
+  const left = opts.axis ? h('span', null, opts.labels?.[0] ?? '') : null;
+  const right = opts.axis ? h('span', null, opts.labels?.[1] ?? '') : null;
   const grid = opts.axis ? svg('path', { class: 'tc-grid', d: `M0 ${pad}H${TW}M0 ${height - pad}H${TW}` }) : null;
-  const el = svg(
+  const drawing = svg(
     'svg',
     { class: opts.axis ? 'tc tc-large' : 'tc', role: 'img', 'aria-labelledby': `${id}-title ${id}-desc`, viewBox: `0 0 ${TW} ${height}`, preserveAspectRatio: 'none' },
     title,
@@ -119,10 +122,8 @@ export function timeChart(opts) {
     grid,
     area,
     ...lines,
-    top,
-    left,
-    right,
   );
+  const el = opts.axis ? h('div', { class: 'tc-wrap' }, top, drawing, h('div', { class: 'tc-foot', 'aria-hidden': 'true' }, left, right)) : drawing;
 
   /**
    * @param {Array<Array<[number, number]>>} data per series, points [time ms, value], oldest first

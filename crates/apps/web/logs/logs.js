@@ -236,7 +236,9 @@ document.body.append(
   isAdmin ? main() : refusedMain(),
 );
 
-if (!isAdmin) throw new Error('not an administrator');
+// A non-administrator has the refusal; nothing below is for them (and the server would
+// refuse it all anyway).
+if (!isAdmin) await new Promise(() => {});
 
 // ---- the sources ------------------------------------------------------------------
 
@@ -498,7 +500,7 @@ function relayout() {
     const el = h('div', { class: 'log-lines' });
     const empty = h('p', { class: 'ops-empty logs-empty', ...tx(state.chosen.length ? 'logs.waiting' : 'logs.pick') });
     const heading = state.layout === 'split' ? h('h3', { class: 'log-col-title' }, key.replace(':', ' · ')) : null;
-    const scroller = h('div', { class: 'log-scroll', tabindex: '0', 'aria-label': state.layout === 'split' ? key.replace(':', ' · ') : t('logs.lines') }, el);
+    const scroller = h('div', { class: 'log-scroll', role: 'region', tabindex: '0', 'aria-label': state.layout === 'split' ? key.replace(':', ' · ') : t('logs.lines') }, el);
     scroller.addEventListener('scroll', () => onScroll(scroller), { passive: true });
     const list = { el, scroller, empty, entries: [] };
     lists.set(key, list);

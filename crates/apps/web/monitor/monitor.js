@@ -23,8 +23,8 @@ import { parse } from '../lib/ansi.js';
 import { opsHeader, refusedMain } from '../lib/opsbar.js';
 
 /** The sparklines' window, and the points each keeps (1 s samples, with room). */
-const SPARK_WINDOW = 120000;
-const SPARK_POINTS = 150;
+const SPARK_WINDOW = 60000;
+const SPARK_POINTS = 90;
 /** Samples read from history per host when the page opens (for the sparklines). */
 const SPARK_HISTORY = 60;
 /** The host page's window and its points (history keeps 1000 samples of a channel). */
@@ -282,7 +282,9 @@ document.body.append(
   opsHeader({ me: ME, here: '/monitor', crumb: 'monitor.heading', iconPath: ICONS.monitor, admin: isAdmin }),
   !isAdmin ? refusedMain() : only ? hostPage() : overview(),
 );
-if (!isAdmin) throw new Error('not an administrator');
+// A non-administrator has the refusal; nothing below is for them (and the server would
+// refuse it all anyway).
+if (!isAdmin) await new Promise(() => {});
 
 // ---- cards --------------------------------------------------------------------------
 
@@ -377,14 +379,15 @@ function drawHostPage(host) {
   for (const fig of figuresOf(host.name)) {
     const v = host.sample ? fig.read(host.sample) : NaN;
     const l = isStale(host) ? 'stale' : levelOf(fig, v, host);
-    rows.push(h('div', { class: `figure mon-fig lvl-${l}` }, h('dt', tx(`monitor.fig.${fig.key}`)), h('dd', null, fig.fmt(v))));
+    rows.push(h('div', { class: `figure lvl-${l}`, 'data-fig': fig.key }, h('dt', tx(`monitor.fig.${fig.key}`)), h('dd', null, fig.fmt(v))));
     const points = host.series[fig.key].toArray();
     if (points.some((p, i) => i && p[0] < points[i - 1][0])) points.sort((a, b) => a[0] - b[0]);
     const data = fig.lines ? fig.lines.map((_, i) => points.map((p) => [p[0], p[2 + i]])) : [points.map((p) => [p[0], p[1]])];
     bigCharts[fig.key]?.chart.update(data, now, `${t(`monitor.fig.${fig.key}`)}: ${fig.fmt(v)}`);
   }
   const s = host.sample || {};
-  if (Array.isArray(s.disks)) for (const d of s.disks.slice(0, 8)) rows.push(h('div', { class: 'figure' }, h('dt', null, t('monitor.mount', { mount: d.mount })), h('dd', null, pct(d.total > 0 ? (d.used / d.total) * 100 : NaN))));
+  // One mount is the Disk figure already; several are listed each.
+  if (Array.isArray(s.disks) && s.disks.length > 1) for (const d of s.disks.slice(0, 8)) rows.push(h('div', { class: 'figure' }, h('dt', null, t('monitor.mount', { mount: d.mount })), h('dd', null, pct(d.total > 0 ? (d.used / d.total) * 100 : NaN))));
   if (Number.isFinite(s.procs)) rows.push(h('div', { class: 'figure' }, h('dt', tx('monitor.procs')), h('dd', null, number(s.procs))));
   if (Array.isArray(s.temps)) for (const x of s.temps.slice(0, 4)) rows.push(h('div', { class: 'figure' }, h('dt', null, t('monitor.temp', { label: x.label })), h('dd', null, `${fixed(x.celsius, 0)} °C`)));
   for (const [k, v] of Object.entries(host.info.custom || {}).slice(0, 16)) rows.push(h('div', { class: 'figure' }, h('dt', null, k), h('dd', null, Number.isFinite(v) ? number(v) : String(v))));
@@ -454,15 +457,20 @@ function drawFeed() {
   replace(
     feedList,
     events.map((e) => {
-      const metric = e.metric === 'reporting' ? t('monitor.metric.reporting') : e.metric.startsWith('disk:') ? t('monitor.mount', { mount: e.metric.slice(5) }) : t(`monitor.fig.${e.metric}`);
-      const words = e.metric === 'reporting' ? (e.level === 'stale' ? t('monitor.event.stale', { s: fixed(e.value, 0) }) : t('monitor.event.back')) : t('monitor.event.value', { value: fixed(e.value, 1), threshold: fixed(e.threshold, 1) });
+      const metric = e.metric.startsWith('disk:') ? t('monitor.mount', { mount: e.metric.slice(5) }) : t(`monitor.fig.${e.metric}`);
+      const what =
+        e.metric === 'reporting'
+          ? e.level === 'stale'
+            ? t('monitor.event.stale', { s: fixed(e.value, 0) })
+            : t('monitor.event.back')
+          : `${metric} ${t('monitor.event.value', { value: fixed(e.value, 1), threshold: fixed(e.threshold, 1) })}`;
       return h(
         'li',
         { class: `mon-event lvl-${e.level}`, 'data-host': e.host, 'data-level': e.level },
         h('time', { datetime: new Date(e.time).toISOString(), title: dateTime(e.time) }, clockTime(e.time)),
         h('span', { class: 'mon-event-host' }, hostLabel(e.host)),
         h('span', { class: `tag lvl-${e.level}` }, t(`monitor.level.${e.level}`)),
-        h('span', { class: 'mon-event-what' }, `${metric} ${words}`),
+        h('span', { class: 'mon-event-what' }, what),
       );
     }),
   );
