@@ -280,6 +280,10 @@ pub(crate) enum BenchCommand {
     /// votes through `rpc` at R votes/s; reports votes per second, the delay from a vote
     /// to the watchers' tally that includes it, and the server's CPU.
     Vote(BenchVoteArgs),
+    /// Live operations: A simulated agents publishing samples and log lines as
+    /// `switchboard agent` does, V administrators' viewers reading every host; reports the
+    /// delay from a line's write to the viewers and the server's CPU.
+    Agents(BenchAgentsArgs),
 }
 
 /// What `bench flood` attacks with.
@@ -518,6 +522,43 @@ pub(crate) struct BenchVoteArgs {
     /// Options of the poll (2-20).
     #[arg(long, default_value_t = 4)]
     pub(crate) options: usize,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 128)]
+    pub(crate) connect_concurrency: usize,
+    /// PID of the server, for its CPU time and RSS.
+    #[arg(long)]
+    pub(crate) server_pid: Option<u32>,
+    /// Worker threads of the load client (0: one per core).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) threads: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchAgentsArgs {
+    #[command(flatten)]
+    pub(crate) source: ConfigSource,
+    /// The server's WebSocket URL (its token secret mints the agents' and viewers' tokens).
+    #[arg(long, default_value = "ws://127.0.0.1:8000/ws")]
+    pub(crate) url: String,
+    /// Simulated agents, hosts bench-0, bench-1… (at most 128: a viewer subscribes to two
+    /// channels per host).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) agents: usize,
+    /// Log lines per second per agent, batched every 100 ms.
+    #[arg(long, default_value_t = 50.0)]
+    pub(crate) lines: f64,
+    /// Seconds between an agent's samples.
+    #[arg(long, default_value_t = 1.0)]
+    pub(crate) interval: f64,
+    /// Viewers, each subscribed to every host's metrics and log channels.
+    #[arg(long, default_value_t = 20)]
+    pub(crate) viewers: usize,
+    /// Bytes of padding in each log line.
+    #[arg(long, default_value_t = 80)]
+    pub(crate) line_size: usize,
+    /// Seconds of the measured window.
+    #[arg(long, default_value_t = 10.0)]
+    pub(crate) duration: f64,
     /// Connections being opened at once.
     #[arg(long, default_value_t = 128)]
     pub(crate) connect_concurrency: usize,

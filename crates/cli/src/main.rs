@@ -86,6 +86,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             BenchCommand::Flood(opts) => runtime(opts.threads)?.block_on(bench::flood::flood(opts)),
             BenchCommand::Chat(opts) => runtime(opts.threads)?.block_on(bench::chat::chat(opts)),
             BenchCommand::Vote(opts) => runtime(opts.threads)?.block_on(bench::vote::vote(opts)),
+            BenchCommand::Agents(opts) => {
+                runtime(opts.threads)?.block_on(bench::agents::agents(opts))
+            }
         },
         Command::User(user) => accounts::user(user.command),
         Command::Invite(invite) => match invite.command {

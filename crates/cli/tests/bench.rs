@@ -238,3 +238,46 @@ fn bench_vote_sees_every_vote_reach_every_watcher() {
         "{report}"
     );
 }
+
+/// `bench agents`: every line every simulated agent writes reaches every viewer, and the
+/// agents' scoped tokens are accepted where they publish.
+#[test]
+fn bench_agents_delivers_every_line_to_every_viewer() {
+    let tmp = TempDir::new("bench-agents");
+    let server = Server::serve(&tmp.0);
+    let (status, stdout, stderr) = run(&[
+        "bench",
+        "agents",
+        "--url",
+        &server.ws_url(),
+        "--data-dir",
+        tmp.path(),
+        "--agents",
+        "5",
+        "--viewers",
+        "3",
+        "--lines",
+        "20",
+        "--interval",
+        "0.5",
+        "--duration",
+        "2",
+        "--server-pid",
+        &server.proc.child.id().to_string(),
+    ]);
+    assert!(status.success(), "{status}\n{stderr}");
+    let report = json(stdout.lines().last().unwrap_or_default());
+    // 5 agents × 20 lines/s × 2 s, each line read by 3 viewers; 4 samples per agent.
+    assert_eq!(report["lines_written"], 200, "{report}");
+    assert_eq!(report["lines_read"], 600, "{report}");
+    assert_eq!(report["lines_lost"], 0, "{report}");
+    assert_eq!(report["samples_written"], 20, "{report}");
+    assert_eq!(report["samples_read"], 60, "{report}");
+    assert_eq!(report["publish_errors"], 0, "{report}");
+    assert_eq!(report["connections_ended"], 0, "{report}");
+    assert!(report["p99_ms"].as_f64() > Some(0.0), "{report}");
+    assert!(
+        report["server_cpu_us_per_delivery"].as_f64() > Some(0.0),
+        "{report}"
+    );
+}

@@ -28,7 +28,10 @@
 //!   messages through `rpc`).
 //! - `vote`: `bench vote`, the built-in voting app: watchers of one poll, voters through
 //!   `rpc`, the delay from a vote to the watchers' tally that includes it.
+//! - `agents`: `bench agents`, simulated hosts publishing samples and log lines, viewers
+//!   reading them all, the delay from a line's write to a viewer.
 
+pub(crate) mod agents;
 pub(crate) mod chat;
 pub(crate) mod connect;
 pub(crate) mod echo;
