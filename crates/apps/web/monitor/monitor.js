@@ -127,6 +127,8 @@ function newHost(name) {
     series: Object.fromEntries(figures.map((f) => [f.key, new Ring(points)])),
     /** When this page last heard from it (its clock). */
     heard: 0,
+    /** Figures came since the card was last drawn (else only its level and age move). */
+    fresh: true,
     stale: false,
     card: null,
     sub: null,
@@ -168,6 +170,7 @@ function take(host, pub, fromHistory = false) {
   if (!fromHistory) host.heard = Date.now();
   if (d.type === 'hello') {
     host.info = { ...host.info, version: d.version, os: d.os, cores: d.cores, logs: d.logs, interval_ms: d.interval_ms };
+    host.fresh = true;
   } else if (d.type === 'sample') {
     const at = Number.isFinite(d.time) ? d.time : pub.time || Date.now();
     for (const fig of figuresOf(host.name)) {
@@ -177,8 +180,10 @@ function take(host, pub, fromHistory = false) {
       host.series[fig.key].push(point);
     }
     if (!d.late && (!host.sample || at >= (host.sample.time || 0))) host.sample = d;
+    host.fresh = true;
   } else if (d.type === 'custom' && d.metrics && typeof d.metrics === 'object') {
     host.info = { ...host.info, custom: { ...(host.info.custom || {}), ...d.metrics } };
+    host.fresh = true;
   }
   if (!fromHistory) host.stale = false;
   dirty.add(host);
@@ -309,7 +314,7 @@ function makeCard(host) {
     custom,
     foot,
   );
-  host.card = { el, figs, level, meta, foot, custom };
+  host.card = { el, figs, level, meta, foot, custom, stale: null };
   // In name order, the hub first.
   const after = [...cards.children].find((c) => {
     const other = c.getAttribute('data-host');
@@ -339,12 +344,19 @@ function drawCard(host) {
   const c = host.card;
   const now = Date.now();
   const level = hostLevel(host);
+  const stale = level === 'stale';
   c.el.className = `mon-card lvl-${level}`;
   levelTag(c.level, level);
+  c.foot.textContent = host.heard ? t('monitor.seen', { when: relative(host.heard, now) }) : host.info.last_seen ? t('monitor.seen', { when: relative(host.info.last_seen, now) }) : '';
+  // The clock's tick moves only the level and the age; the figures and charts wait for
+  // figures (a hundred cards redrawn each second for nothing cost frames).
+  if (!host.fresh && c.stale === stale) return;
+  host.fresh = false;
+  c.stale = stale;
   c.meta.textContent = metaWords(host);
   for (const f of c.figs) {
     const v = host.sample ? f.fig.read(host.sample) : NaN;
-    const l = isStale(host) ? 'stale' : levelOf(f.fig, v, host);
+    const l = stale ? 'stale' : levelOf(f.fig, v, host);
     f.box.className = `mon-fig lvl-${l}`;
     f.value.textContent = f.fig.fmt(v);
     const points = host.series[f.fig.key].toArray();
@@ -354,7 +366,6 @@ function drawCard(host) {
   }
   const custom = Object.entries(host.info.custom || {}).slice(0, 8);
   replace(c.custom, custom.map(([k, v]) => h('li', null, h('span', { class: 'mon-custom-name' }, k), ' ', h('span', { class: 'mon-custom-value' }, Number.isFinite(v) ? number(v) : String(v)))));
-  c.foot.textContent = host.heard ? t('monitor.seen', { when: relative(host.heard, now) }) : host.info.last_seen ? t('monitor.seen', { when: relative(host.info.last_seen, now) }) : '';
 }
 
 // ---- the host page ------------------------------------------------------------------
@@ -476,13 +487,20 @@ function drawFeed() {
   );
 }
 
+/** Cards drawn in one frame at most: a burst of samples from every host (they all report
+ * on the second) is spread over a few frames instead of blocking one. */
+const CARDS_PER_FRAME = 20;
+
 function draw() {
+  let drawn = 0;
   for (const host of dirty) {
+    if (drawn++ >= CARDS_PER_FRAME) break;
+    dirty.delete(host);
     if (only) {
       if (host.name === only) drawHostPage(host);
     } else drawCard(host);
   }
-  dirty.clear();
+  if (dirty.size) schedule();
   if (feedDirty) {
     feedDirty = false;
     drawFeed();
@@ -574,6 +592,7 @@ onLangChange(() => {
       host.card.el.remove();
       host.card = null;
     }
+    host.fresh = true;
     dirty.add(host);
   }
   for (const { chart } of Object.values(bigCharts)) chart.setLabels(t('monitor.ago15'), t('monitor.nowLabel'));
