@@ -7,7 +7,8 @@
 // show side by side; the filter (substring and regex) hides and highlights; ANSI colours
 // are rendered as classes and markup in a line stays text; levels are coloured; "load
 // older" pages back through history; a link to a line brings it back after a reload; the
-// unread count in the title while the tab is hidden; a non-administrator is refused;
+// unread count in the title while the tab is hidden; following stops when the reader
+// scrolls up and comes back with "Follow new lines"; a non-administrator is refused;
 // axe-core finds no serious or critical violation; no CSP violation; screenshots
 // docs/screenshots/logs-{en,zh}-{1280,390}.png.
 //
@@ -171,6 +172,28 @@ describe('log viewer', () => {
       document.dispatchEvent(new Event('visibilitychange'));
     });
     await waitFor('the count gone', async () => (await page.title()) === 'Logs · Switchboard');
+    assert.deepEqual(root.problems, []);
+  });
+
+  test('following stops when the reader scrolls up, and comes back', async () => {
+    const { page } = root;
+    await page.goto(`${server.url}/logs?s=web1:db`);
+    await online(page);
+    await web1.lines('db', Array.from({ length: 80 }, (_, i) => `row ${i}`));
+    await page.locator('.log-line', { hasText: 'row 79' }).waitFor();
+    const scroller = page.locator('.log-scroll');
+    const atBottom = () => scroller.evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight < 30);
+    await waitFor('following', atBottom);
+    await scroller.evaluate((el) => el.scrollTo(0, 0));
+    await page.getByRole('button', { name: 'Follow new lines' }).waitFor();
+    await web1.lines('db', ['row 80']);
+    await page.locator('.log-line', { hasText: 'row 80' }).waitFor({ state: 'attached' });
+    assert.equal(await scroller.evaluate((el) => el.scrollTop), 0, 'the reader stays where they are');
+    await page.getByRole('button', { name: 'Follow new lines' }).click();
+    await waitFor('following again', atBottom);
+    await web1.lines('db', ['row 81']);
+    await page.locator('.log-line', { hasText: 'row 81' }).waitFor();
+    await waitFor('still at the bottom', atBottom);
     assert.deepEqual(root.problems, []);
   });
 
