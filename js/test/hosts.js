@@ -7,7 +7,9 @@
 // publishes: `hello` and `sample` on metrics:HOST, line batches on logs:HOST:NAME. It
 // stands in for `switchboard agent` until that lands; the pages cannot tell the two apart.
 
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import WebSocket from 'ws';
@@ -120,4 +122,37 @@ export function figures(cpu, n = 0) {
     uptime: 86400 * 3,
     agent: { rss: 7.2e6, cpu: 0.4 },
   };
+}
+
+/** Whether the binary under test has `switchboard agent` (the tests then drive the real one). */
+export const HAS_AGENT = spawnSync(BIN, ['agent', '--help'], { stdio: 'ignore' }).status === 0;
+
+/**
+ * The real `switchboard agent` for `host`, tailing `logs` ({name: path}), with its token
+ * from `switchboard token --agent` in the environment as an operator would run it.
+ * `stop()` ends it (SIGTERM), `kill()` without a goodbye (SIGKILL).
+ * @param {any} server
+ * @param {string} host
+ * @param {Record<string, string>} [logs]
+ */
+export async function realAgent(server, host, logs = {}) {
+  const token = await agentToken(server, host);
+  const dir = mkdtempSync(join(tmpdir(), `sb-agent-${host}-`));
+  let toml = `host = "${host}"\ntail_poll = "50ms"\n\n[interval]\nwatched = "1s"\nidle = "10s"\n`;
+  for (const [name, path] of Object.entries(logs)) toml += `\n[[logs]]\nname = "${name}"\npath = "${path}"\nstart = "last:100"\n`;
+  const config = join(dir, 'agent.toml');
+  writeFileSync(config, toml);
+  const proc = spawn(BIN, ['agent', '--server', server.url, '--config', config, '--log-level', 'warn'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, SWITCHBOARD_AGENT_TOKEN: token },
+  });
+  let log = '';
+  proc.stderr.on('data', (d) => (log += d));
+  const exited = new Promise((resolve) => proc.once('exit', resolve));
+  const end = async (signal) => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+    await exited;
+    rmSync(dir, { recursive: true, force: true });
+  };
+  return { host, log: () => log, stop: () => end('SIGTERM'), kill: () => end('SIGKILL') };
 }

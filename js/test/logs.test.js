@@ -12,17 +12,20 @@
 // axe-core finds no serious or critical violation; no CSP violation; screenshots
 // docs/screenshots/logs-{en,zh}-{1280,390}.png.
 //
-// The hosts are test publishers: WebSocket clients with agent tokens from
+// When the binary has `switchboard agent`, a real agent tails a temporary file and a line
+// appended to it must show within 1 s of the write. The other hosts are test publishers:
+// WebSocket clients with agent tokens from
 // `switchboard token --agent HOST` publishing what the issue 14 contract says an agent
 // publishes (hello on metrics:HOST, line batches on logs:HOST:NAME).
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startServer } from './server.js';
 import { APPS, SHOTS, useChromium, person, online, waitFor, signUp, signIn, axe } from './pages.js';
-import { addAdmin, agent } from './hosts.js';
+import { addAdmin, agent, realAgent, HAS_AGENT } from './hosts.js';
 
 useChromium();
 
@@ -66,6 +69,31 @@ describe('log viewer', () => {
     assert.equal(await line.locator('.log-src').textContent(), 'web1 · app');
     assert.match(await line.locator('.log-time').textContent(), /^\d\d:\d\d:\d\d\.\d\d\d$/);
     assert.deepEqual(root.problems, []);
+  });
+
+  test('the real agent: a line written to a file shows within 1 s', { skip: HAS_AGENT ? false : 'this switchboard has no agent yet' }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sb-logs-'));
+    const file = join(dir, 'app.log');
+    writeFileSync(file, 'before the agent 1\nbefore the agent 2\n');
+    const real = await realAgent(server, 'real1', { app: file });
+    try {
+      const { page } = root;
+      await page.goto(`${server.url}/logs?s=real1:app`);
+      await online(page);
+      await page.locator('.log-line', { hasText: 'before the agent 2' }).waitFor({ timeout: 15000 });
+      for (let i = 0; i < 3; i++) {
+        const text = `written at ${Date.now()} #${i}`;
+        const t0 = Date.now();
+        appendFileSync(file, `${text}\n`);
+        await page.locator('.log-line', { hasText: text }).waitFor({ timeout: 5000 });
+        const elapsed = Date.now() - t0;
+        assert.ok(elapsed < 1000, `line ${i} shown ${elapsed} ms after its write`);
+      }
+      assert.deepEqual(root.problems, []);
+    } finally {
+      await real.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('pause holds new lines; resume shows them in order', async () => {

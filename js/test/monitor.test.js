@@ -11,7 +11,8 @@
 // every frame short and the DOM the same size; screenshots
 // docs/screenshots/monitor-{en,zh}-{1280,390}.png and monitor-host-{en,zh}-{1280,390}.png.
 //
-// The hosts are test publishers (hosts.js) until the agent lands.
+// When the binary has `switchboard agent`, two real agents report and one is killed; the
+// other hosts are test publishers (hosts.js).
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -19,7 +20,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { startServer } from './server.js';
 import { APPS, SHOTS, useChromium, person, online, waitFor, signUp, signIn, axe } from './pages.js';
-import { addAdmin, agent, figures } from './hosts.js';
+import { addAdmin, agent, figures, realAgent, HAS_AGENT } from './hosts.js';
 
 useChromium();
 
@@ -74,6 +75,33 @@ describe('monitoring dashboard', () => {
     await waitFor('web2 back', async () => !/lvl-stale/.test(await card(page, 'web2').getAttribute('class')));
     await page.locator('.mon-event[data-host="web2"][data-level="ok"]').waitFor();
     assert.deepEqual(root.problems, []);
+  });
+
+  test('two real agents: live cards; one killed is marked stale', { skip: HAS_AGENT ? false : 'this switchboard has no agent yet', timeout: 60000 }, async () => {
+    const a = await realAgent(server, 'real-a');
+    const b = await realAgent(server, 'real-b');
+    try {
+      const { page } = root;
+      await page.goto(`${server.url}/monitor`);
+      await online(page);
+      // The registry is read every 5 s: the cards come within that.
+      await card(page, 'real-a').waitFor({ timeout: 15000 });
+      await card(page, 'real-b').waitFor({ timeout: 15000 });
+      // Watched, the agents report every second: the figures move.
+      await waitFor('real-a reporting', async () => /%$/.test(await value(page, 'real-a', 'cpu')), 15000);
+      await waitFor('real-b reporting', async () => /%$/.test(await value(page, 'real-b', 'cpu')), 15000);
+      const spark = card(page, 'real-a').locator('.mon-fig[data-fig="cpu"] .tc-line');
+      const before = await spark.getAttribute('d');
+      await waitFor('real-a\'s sparkline to move', async () => (await spark.getAttribute('d')) !== before, 5000);
+      await b.kill();
+      await waitFor('real-b stale', async () => /lvl-stale/.test(await card(page, 'real-b').getAttribute('class')), 10000);
+      assert.doesNotMatch(await card(page, 'real-a').getAttribute('class'), /lvl-stale/);
+      await page.locator('.mon-event[data-host="real-b"][data-level="stale"]').waitFor();
+      assert.deepEqual(root.problems, []);
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
   });
 
   test('a figure over its threshold turns the card red, with an event; the hub is a host', async () => {
