@@ -98,6 +98,9 @@ describe('log viewer', () => {
 
   test('pause holds new lines; resume shows them in order', async () => {
     const { page } = root;
+    await page.goto(`${server.url}/logs?s=web1:app`);
+    await online(page);
+    await page.locator('.log-line', { hasText: 'fresh line' }).waitFor();
     await page.getByRole('button', { name: 'Pause', exact: true }).click();
     await web1.lines('app', ['held 1', 'held 2']);
     await web1.lines('app', ['held 3']);

@@ -209,7 +209,8 @@ const status = h('p', { class: 'note', id: 'monitor-status' });
 const error = h('p', { class: 'error', role: 'alert' });
 const cards = h('ul', { class: 'mon-cards', id: 'mon-cards' });
 const noHosts = h('p', { class: 'ops-empty', id: 'mon-none', hidden: true, ...tx('monitor.none') });
-const feedList = h('ol', { class: 'mon-feed', id: 'mon-feed' });
+// Focusable: it scrolls, and a keyboard must reach what it holds.
+const feedList = h('ol', { class: 'mon-feed', id: 'mon-feed', tabindex: '0', 'aria-labelledby': 'mon-feed-title' });
 const feedNone = h('p', { class: 'ops-empty', ...tx('monitor.feed.none') });
 
 /** The "add a host" form: a host name in, an agent token and its command out. */
