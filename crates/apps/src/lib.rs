@@ -366,16 +366,7 @@ pub fn mount_with_store(
     } else {
         None
     };
-    // The server API's key, for `POST /api/ingest`: the node does not expose it, so it is
-    // read as the binary read it (the configuration, else the data directory's file).
-    let api_key = match switchboard_server::secrets::load(config) {
-        Ok(secrets) => Some(secrets.api_key),
-        Err(err) => {
-            tracing::warn!(cause = %err, "apps: no API key for /api/ingest; it refuses every request");
-            None
-        }
-    };
-    let (monitor, queues) = monitor::Monitor::new(options.monitor.clone(), api_key);
+    let (monitor, queues) = monitor::Monitor::new(options.monitor.clone());
     let shared = Arc::new(Shared {
         monitor,
         limits: Limits::new(&options.limits),

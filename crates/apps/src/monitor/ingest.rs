@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use switchboard_server::PublishOptions;
-use switchboard_server::auth::{api_key_matches, valid_host};
+use switchboard_server::auth::valid_host;
 use switchboard_server::error::ClientError;
 
 use crate::Shared;
@@ -65,8 +65,7 @@ fn presented(headers: &HeaderMap) -> &str {
 pub(crate) async fn ingest(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let metrics = &shared.metrics;
     let (parts, body) = request.into_parts();
-    let expected = shared.monitor.api_key.as_deref().unwrap_or("");
-    if !api_key_matches(expected, presented(&parts.headers)) {
+    if !shared.node.api_key_matches(presented(&parts.headers)) {
         metrics.monitor_ingest_refused.inc();
         return answer(ClientError::unauthorized("missing or wrong X-API-Key"));
     }

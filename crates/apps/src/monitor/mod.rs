@@ -53,9 +53,6 @@ const QUEUE: usize = 4096;
 #[derive(Debug)]
 pub(crate) struct Monitor {
     pub(crate) options: MonitorOptions,
-    /// The server API's key, for `POST /api/ingest` (`None`: it could not be read, and
-    /// ingest refuses everyone).
-    pub(crate) api_key: Option<String>,
     registry: Mutex<Registry>,
     /// The webhook's queue, when one is set.
     webhook: Option<mpsc::Sender<Event>>,
@@ -69,7 +66,7 @@ pub(crate) struct Queues {
 
 impl Monitor {
     /// The state, and the queues' ends for [`start`].
-    pub(crate) fn new(options: MonitorOptions, api_key: Option<String>) -> (Monitor, Queues) {
+    pub(crate) fn new(options: MonitorOptions) -> (Monitor, Queues) {
         let endpoint = options
             .webhook_url
             .as_deref()
@@ -89,7 +86,6 @@ impl Monitor {
         let monitor = Monitor {
             registry: Mutex::new(Registry::new(&options)),
             options,
-            api_key,
             webhook,
         };
         (monitor, queues)
