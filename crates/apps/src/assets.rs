@@ -4,7 +4,8 @@
 //!
 //! `/` serves `home/index.html`, `/signin` `signin/index.html`, `/chat`
 //! `chat/index.html`, `/vote` `vote/index.html`, `/console` `console/index.html` (with its
-//! own CSP), `/admin` `admin/index.html`; every file is also at `/apps/PATH`.
+//! own CSP), `/admin` `admin/index.html`, `/logs` `logs/index.html`, `/monitor`
+//! `monitor/index.html`; every file is also at `/apps/PATH`.
 
 /// An embedded file: its path under `web/` and its bytes.
 pub type Asset = (&'static str, &'static [u8]);
@@ -42,13 +43,31 @@ pub const FILES: &[Asset] = &[
     ("home/home.js", include_bytes!("../web/home/home.js")),
     ("home/index.html", include_bytes!("../web/home/index.html")),
     ("icon.svg", include_bytes!("../web/icon.svg")),
+    ("lib/ansi.js", include_bytes!("../web/lib/ansi.js")),
     ("lib/chart.js", include_bytes!("../web/lib/chart.js")),
     ("lib/dom.js", include_bytes!("../web/lib/dom.js")),
     ("lib/format.js", include_bytes!("../web/lib/format.js")),
     ("lib/i18n.js", include_bytes!("../web/lib/i18n.js")),
+    ("lib/opsbar.js", include_bytes!("../web/lib/opsbar.js")),
     ("lib/qr.js", include_bytes!("../web/lib/qr.js")),
+    ("lib/ring.js", include_bytes!("../web/lib/ring.js")),
     ("lib/session.js", include_bytes!("../web/lib/session.js")),
     ("lib/strings.js", include_bytes!("../web/lib/strings.js")),
+    ("logs/index.html", include_bytes!("../web/logs/index.html")),
+    ("logs/logs.css", include_bytes!("../web/logs/logs.css")),
+    ("logs/logs.js", include_bytes!("../web/logs/logs.js")),
+    (
+        "monitor/index.html",
+        include_bytes!("../web/monitor/index.html"),
+    ),
+    (
+        "monitor/monitor.css",
+        include_bytes!("../web/monitor/monitor.css"),
+    ),
+    (
+        "monitor/monitor.js",
+        include_bytes!("../web/monitor/monitor.js"),
+    ),
     (
         "signin/index.html",
         include_bytes!("../web/signin/index.html"),

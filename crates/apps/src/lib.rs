@@ -20,6 +20,9 @@
 //! - `chat`: the `chat.` rpc methods;
 //! - [`vote`]: the `vote.` rpc methods, the live tally on `poll:ID` and its coalescing;
 //! - `ops`: the `admin.` rpc methods (the console's API tab, `/admin`);
+//! - [`monitor`]: the host registry on the `metrics` namespace (an observer), its events
+//!   and webhook, the hub as host `@hub`, the `monitor.` rpc methods and `POST
+//!   /api/ingest`, for `/monitor` and `/logs`;
 //! - [`admin`]: what the CLI does to accounts and invites.
 
 pub mod admin;
@@ -31,6 +34,7 @@ pub mod error;
 mod http;
 mod limit;
 pub mod metrics;
+pub mod monitor;
 mod ops;
 pub mod options;
 mod pages;
@@ -54,6 +58,7 @@ use tower_http::compression::CompressionLayer;
 
 pub use error::{Error, Result};
 pub use metrics::AppsMetrics;
+pub use monitor::options::MonitorOptions;
 pub use options::{AppsLimits, AppsOptions, Signup};
 pub use vote::POLL_NAMESPACE;
 
@@ -66,7 +71,8 @@ use store::{Room, Store, StoreError};
 /// home page's live figures on `apps:stats`, room-list changes on `apps:rooms`) and
 /// `poll` (a poll's live tally and state on `poll:ID`: the newest push kept a day,
 /// presence for the count of watchers without join/leave notices, and no publishing by
-/// clients: votes go through the `vote.cast` rpc).
+/// clients: votes go through the `vote.cast` rpc); and the hosts' `metrics` and `logs`
+/// (see [`monitor`]) as the server's defaults define them.
 ///
 /// The apps keep to namespaces of their own, so the server's `chat:` (where clients
 /// publish, as docs/protocol.md shows) stays what it is. A `room` or `apps` namespace the
@@ -110,6 +116,15 @@ pub fn configure(config: &mut Config) {
                 name: name.into(),
                 options,
             });
+        }
+    }
+    // The hosts' namespaces, as the server's defaults define them (the admins' only,
+    // published by agent tokens): a configuration that lists namespaces of its own
+    // replaces the server's defaults, and `/logs` and `/monitor` need these two.
+    for ns in Config::default().namespaces {
+        let wanted = ns.name == monitor::NAMESPACE || ns.name == monitor::LOGS_NAMESPACE;
+        if wanted && !config.namespaces.iter().any(|have| have.name == ns.name) {
+            config.namespaces.push(ns);
         }
     }
 }
@@ -183,6 +198,8 @@ pub(crate) struct Shared {
     rooms: Mutex<HashSet<String>>,
     /// The polls' coalesced tally pushes.
     pushes: vote::Pushes,
+    /// The host registry, its options and queues.
+    monitor: monitor::Monitor,
     pages: pages::Pages,
     first_invite: Option<String>,
 }
@@ -349,7 +366,9 @@ pub fn mount_with_store(
     } else {
         None
     };
+    let (monitor, queues) = monitor::Monitor::new(options.monitor.clone());
     let shared = Arc::new(Shared {
+        monitor,
         limits: Limits::new(&options.limits),
         hashing: Semaphore::new(options.limits.hash_concurrency),
         store_calls: Semaphore::new(STORE_CALLS),
@@ -369,6 +388,7 @@ pub fn mount_with_store(
         server.rpc("chat.", Arc::new(chat::Chat(shared.clone())));
         server.rpc("vote.", Arc::new(vote::Vote(shared.clone())));
         server.rpc("admin.", Arc::new(ops::Ops(shared.clone())));
+        monitor::start(server, &shared, queues);
         let weak = Arc::downgrade(&shared);
         server.metrics(move || {
             weak.upgrade()
@@ -392,6 +412,8 @@ fn routes(shared: Arc<Shared>) -> Router {
         .route("/apps/{*path}", get(pages::file))
         .route("/console", get(pages::console))
         .route("/admin", get(pages::admin))
+        .route("/logs", get(pages::logs))
+        .route("/monitor", get(pages::monitor))
         .layer(CompressionLayer::new());
     let auth = Router::new()
         .route("/auth/me", get(auth::me))
@@ -399,7 +421,8 @@ fn routes(shared: Arc<Shared>) -> Router {
         .route("/auth/signup", post(auth::signup))
         .route("/auth/guest", post(auth::guest))
         .route("/auth/signout", post(auth::signout))
-        .route("/auth/token", post(auth::token));
+        .route("/auth/token", post(auth::token))
+        .route("/api/ingest", post(monitor::ingest));
     pages.merge(auth).with_state(shared)
 }
 

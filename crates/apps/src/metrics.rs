@@ -64,6 +64,22 @@ counters! {
     votes;
     /// Tally pushes sent to polls' watchers (coalesced: at most 4 per second per poll).
     tally_pushes;
+    /// Publications on metrics: the monitor did not track because its queue was full.
+    monitor_dropped;
+    /// Publications of a new host the monitor did not track (past max_hosts).
+    monitor_hosts_refused;
+    /// Monitor events (thresholds crossed, hosts stale or back) published on metrics:@events.
+    monitor_events;
+    /// Webhook calls that succeeded (a 2xx answer).
+    monitor_webhook_calls;
+    /// Webhook calls that failed (no connection, a timeout, an answer other than 2xx).
+    monitor_webhook_failures;
+    /// Events not given to the webhook because its queue was full.
+    monitor_webhook_dropped;
+    /// Samples taken by POST /api/ingest.
+    monitor_ingested;
+    /// Requests to POST /api/ingest refused (a wrong key, a bad body).
+    monitor_ingest_refused;
 }
 
 #[cfg(test)]

@@ -129,7 +129,7 @@ fn overview(shared: &Shared) -> Value {
 }
 
 /// The process's resident set size, from `/proc/self/status` (`None` elsewhere).
-fn rss_bytes() -> Option<u64> {
+pub(crate) fn rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     parse_rss(&status)
 }

@@ -39,6 +39,8 @@ pub struct AppsOptions {
     pub external_tokens_only: bool,
     /// Limits on what clients can make the apps hold or do.
     pub limits: AppsLimits,
+    /// `[apps.monitor]`: the monitoring dashboard's stale timeout, thresholds, webhook.
+    pub monitor: crate::MonitorOptions,
     /// The files served as pages and under `/apps/`. Default: `crates/apps/web/`, as
     /// embedded ([`crate::assets::FILES`]); an embedder or a test may serve others.
     #[serde(skip)]
@@ -53,6 +55,7 @@ impl Default for AppsOptions {
             guests: true,
             external_tokens_only: false,
             limits: AppsLimits::default(),
+            monitor: crate::MonitorOptions::default(),
             assets: crate::assets::FILES,
         }
     }
@@ -143,6 +146,7 @@ impl Default for AppsLimits {
 impl AppsOptions {
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<(), String> {
+        self.monitor.validate()?;
         let l = &self.limits;
         for (name, value) in [
             (

@@ -228,6 +228,17 @@ pub(crate) async fn admin(State(shared): State<Arc<Shared>>, headers: HeaderMap)
     shared.pages.serve("admin/index.html", &headers)
 }
 
+/// `GET /logs`: the log viewer (as `/admin`, the page refuses non-admins itself, and
+/// the `logs` namespace is the admins' only).
+pub(crate) async fn logs(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    shared.pages.serve("logs/index.html", &headers)
+}
+
+/// `GET /monitor`: the monitoring dashboard (admins only, as `/logs`).
+pub(crate) async fn monitor(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    shared.pages.serve("monitor/index.html", &headers)
+}
+
 /// A page with its file URLs under the version: `"/apps/…"` becomes `"/apps/v/VERSION/…"`
 /// and `"/switchboard.js"` the library served beside them.
 fn versioned(html: &[u8], version: &str) -> Vec<u8> {

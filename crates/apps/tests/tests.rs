@@ -6,6 +6,9 @@
 //!   made by the CLI's functions, rate limits, hostile requests, external tokens.
 //! - `chat`: the `chat.` rpc methods end to end over WebSockets: posts, typing, rooms,
 //!   read positions, direct messages to online and offline users.
+//! - `monitor`: the host registry from an agent's publications, thresholds and silence
+//!   as events and webhook calls, the hub as `@hub`, `POST /api/ingest`, the `monitor.`
+//!   methods' refusals, the `/logs` and `/monitor` pages.
 //! - `ops`: the `admin.` rpc methods and their refusals.
 //! - `pages`: the pages and files: types, CSP and the other headers, ETag and 304, gzip.
 //! - `vote`: the `vote.` rpc methods: a poll's life, hidden results, closing times,
@@ -14,6 +17,7 @@
 
 mod accounts;
 mod chat;
+mod monitor;
 mod ops;
 mod pages;
 mod util;

@@ -187,6 +187,7 @@ impl Server {
             hub: self.hub.clone(),
             config: self.config.clone(),
             token_secret: Arc::from(self.secrets.token_secret.as_str()),
+            api_key: Arc::from(self.secrets.api_key.as_str()),
         }
     }
 

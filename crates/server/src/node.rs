@@ -45,6 +45,8 @@ pub struct Node {
     pub(crate) config: Arc<Config>,
     /// The HS256 token secret in force.
     pub(crate) token_secret: Arc<str>,
+    /// The server API's key in force.
+    pub(crate) api_key: Arc<str>,
 }
 
 impl Node {
@@ -156,6 +158,13 @@ impl Node {
             )));
         }
         crate::auth::mint(&self.token_secret, claims)
+    }
+
+    /// Whether `given` is the server API's key (compared in constant time), for an
+    /// extension's own endpoints that the API key opens. The key itself never leaves the
+    /// server.
+    pub fn api_key_matches(&self, given: &str) -> bool {
+        crate::auth::api_key_matches(&self.api_key, given)
     }
 
     /// The configuration in force.

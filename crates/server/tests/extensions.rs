@@ -383,6 +383,9 @@ async fn the_node_handle_publishes_sends_and_mints_tokens() {
     let keep = slot.clone();
     let server = start_extended(|_| {}, move |s| *keep.lock().unwrap() = Some(s.node())).await;
     let node = slot.lock().unwrap().clone().expect("the node");
+    // The key the server runs with; nothing else, not even an empty one.
+    assert!(node.api_key_matches(crate::util::API_KEY));
+    assert!(!node.api_key_matches("wrong") && !node.api_key_matches(""));
     let token = node
         .mint_token(&switchboard_server::auth::Claims {
             sub: "dora".into(),

@@ -11,6 +11,7 @@ import { h, icon, ICONS, replace } from '../lib/dom.js';
 import { t, tx, languageSwitch, onLangChange } from '../lib/i18n.js';
 import { number } from '../lib/format.js';
 import { me, getToken, signOut } from '../lib/session.js';
+import { opsLinks } from '../lib/opsbar.js';
 
 const EVERY = 1000;
 
@@ -129,7 +130,7 @@ function header() {
     h('a', { class: 'brand', href: '/' }, h('span', { class: 'brand-mark' }, icon(ICONS.monitor)), h('span', { class: 'brand-name' }, 'Switchboard')),
     h('span', { class: 'ops-crumb', ...tx('admin.heading') }),
     h('span', { class: 'spacer' }),
-    h('a', { class: 'ops-nav', href: '/console', ...tx('admin.toConsole') }),
+    isAdmin ? opsLinks('/admin') : h('a', { class: 'ops-nav', href: '/console', ...tx('admin.toConsole') }),
     languageSwitch(),
     h(
       'span',

@@ -15,6 +15,7 @@ import { Switchboard, TRANSPORTS } from '../switchboard.js';
 import { h, icon, ICONS, replace } from '../lib/dom.js';
 import { t, tx, languageSwitch, onLangChange } from '../lib/i18n.js';
 import { me, getToken, signOut } from '../lib/session.js';
+import { opsLinks } from '../lib/opsbar.js';
 import { FrameLog, fromHex } from './frames.js';
 
 const SAVED_KEY = 'switchboard.console.saved';
@@ -689,7 +690,7 @@ function header() {
     h('a', { class: 'brand', href: '/' }, h('span', { class: 'brand-mark' }, icon(ICONS.console)), h('span', { class: 'brand-name' }, 'Switchboard')),
     h('span', { class: 'ops-crumb', ...tx('console.heading') }),
     h('span', { class: 'spacer' }),
-    isAdmin ? h('a', { class: 'ops-nav', href: '/admin', ...tx('console.toAdmin') }) : null,
+    isAdmin ? opsLinks('/console') : null,
     languageSwitch(),
     ME
       ? h(

@@ -204,8 +204,8 @@ function page() {
         tile({ key: 'chat', href: '/chat', iconPath: ICONS.chat, foot: chatFoot }),
         tile({ key: 'vote', href: '/vote', iconPath: ICONS.vote }),
         tile({ key: 'console', href: '/console', iconPath: ICONS.console }),
-        tile({ key: 'logs', iconPath: ICONS.logs, coming: true }),
-        tile({ key: 'monitor', iconPath: ICONS.monitor, coming: true }),
+        tile({ key: 'logs', href: '/logs', iconPath: ICONS.logs }),
+        tile({ key: 'monitor', href: '/monitor', iconPath: ICONS.monitor }),
       ),
     ),
     h(

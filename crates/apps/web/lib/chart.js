@@ -1,12 +1,12 @@
-// A small SVG bar chart (horizontal bars: label, bar, value), for the vote app and the
-// monitor. Bars grow with a CSS transition on a custom property set through the CSSOM (the
+// Small SVG charts: a bar chart (horizontal bars: label, bar, value) for the vote app, and
+// a time chart (lines over a time window: the monitor's sparklines and its larger charts). Bars grow with a CSS transition on a custom property set through the CSSOM (the
 // CSP allows that; no style attribute is written), and the chart reads to a screen reader
 // as one image whose title and description list every bar ("Yes: 12 (60%)").
 //
 //   const chart = barChart({ title: 'Lunch?' });
 //   parent.append(chart.el);
 //   chart.update([{ label: 'Noodles', value: 12 }, { label: 'Rice', value: 8 }]);
-import { svg } from './dom.js';
+import { h, svg } from './dom.js';
 import { number } from './format.js';
 
 const ROW = 34;
@@ -78,4 +78,106 @@ export function barChart(opts) {
   }
 
   return { el, update };
+}
+
+const TW = 240;
+
+/**
+ * A chart of values over time: one line per series over the last `window` ms, with a
+ * filled area under the first; with `axis`, the top value above it and the window's edges
+ * under it (`el` is then a <div> around the drawing). Points outside the window are not
+ * drawn; a gap longer than `gap` ms breaks the line (a host that stopped reporting shows
+ * as a gap, not a slope). It reads
+ * to a screen reader as one image: `title`, and a description the caller gives with each
+ * update (the current values).
+ *
+ *   const c = timeChart({ title: 'CPU', window: 60000, max: 100 });
+ *   c.update([[[t0, 12], [t1, 15]]], Date.now(), 'CPU 15%');
+ *
+ * @param {{title: string, window: number, max?: number, height?: number, axis?: boolean,
+ *   gap?: number, series?: number, format?: (v: number) => string, labels?: [string, string]}} opts
+ *   `max`: a fixed top (100 for percentages), else the largest value shown;
+ *   `labels`: the words at the left and right edges under an axis chart.
+ */
+export function timeChart(opts) {
+  const id = `chart-${++counter}`;
+  const height = opts.height ?? 40;
+  const pad = opts.axis ? 4 : 2;
+  const series = opts.series ?? 1;
+  const title = svg('title', { id: `${id}-title` }, opts.title);
+  const desc = svg('desc', { id: `${id}-desc` });
+  const area = svg('path', { class: 'tc-area', d: '' });
+  const lines = Array.from({ length: series }, (_, i) => svg('path', { class: `tc-line tc-line-${i}`, d: '' }));
+  // An axis chart's words are HTML around the drawing: the drawing stretches to its box
+  // (preserveAspectRatio none), which would stretch text drawn in it too.
+  const top = opts.axis ? h('span', { class: 'tc-top', 'aria-hidden': 'true' }) : null;
+  const left = opts.axis ? h('span', null, opts.labels?.[0] ?? '') : null;
+  const right = opts.axis ? h('span', null, opts.labels?.[1] ?? '') : null;
+  const grid = opts.axis ? svg('path', { class: 'tc-grid', d: `M0 ${pad}H${TW}M0 ${height - pad}H${TW}` }) : null;
+  const drawing = svg(
+    'svg',
+    { class: opts.axis ? 'tc tc-large' : 'tc', role: 'img', 'aria-labelledby': `${id}-title ${id}-desc`, viewBox: `0 0 ${TW} ${height}`, preserveAspectRatio: 'none' },
+    title,
+    desc,
+    grid,
+    area,
+    ...lines,
+  );
+  const el = opts.axis ? h('div', { class: 'tc-wrap' }, top, drawing, h('div', { class: 'tc-foot', 'aria-hidden': 'true' }, left, right)) : drawing;
+
+  /**
+   * @param {Array<Array<[number, number]>>} data per series, points [time ms, value], oldest first
+   * @param {number} now the right edge
+   * @param {string} [words] the description (current values)
+   */
+  function update(data, now, words = '') {
+    const from = now - opts.window;
+    let max = opts.max ?? 0;
+    if (opts.max === undefined) {
+      for (const points of data) for (const [t, v] of points) if (t >= from && v > max) max = v;
+      if (max <= 0) max = 1;
+    }
+    const x = (t) => ((t - from) / opts.window) * TW;
+    const y = (v) => height - pad - (Math.min(Math.max(v, 0), max) / max) * (height - 2 * pad);
+    const gap = opts.gap ?? opts.window / 4;
+    data.forEach((points, i) => {
+      if (!lines[i]) return;
+      let d = '';
+      let prev = null;
+      let firstX = null;
+      let lastX = null;
+      let fill = '';
+      for (const [t, v] of points) {
+        if (t < from || !Number.isFinite(v)) continue;
+        const px = x(t).toFixed(1);
+        const py = y(v).toFixed(1);
+        const move = prev === null || t - prev > gap;
+        d += `${move ? 'M' : 'L'}${px} ${py}`;
+        if (i === 0) {
+          if (move) {
+            if (firstX !== null) fill += `L${lastX} ${height - pad}L${firstX} ${height - pad}Z`;
+            fill += `M${px} ${height - pad}L${px} ${py}`;
+            firstX = px;
+          } else fill += `L${px} ${py}`;
+          lastX = px;
+        }
+        prev = t;
+      }
+      if (i === 0) {
+        if (firstX !== null) fill += `L${lastX} ${height - pad}L${firstX} ${height - pad}Z`;
+        area.setAttribute('d', fill);
+      }
+      lines[i].setAttribute('d', d);
+    });
+    if (top) top.textContent = opts.format ? opts.format(max) : number(max);
+    desc.textContent = words;
+  }
+
+  /** Changes the words under an axis chart (on a language switch). */
+  function setLabels(a, b) {
+    if (left) left.textContent = a;
+    if (right) right.textContent = b;
+  }
+
+  return { el, update, setLabels };
 }
