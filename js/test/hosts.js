@@ -1,13 +1,15 @@
 // What the log viewer's and the dashboard's browser tests share (logs.test.js,
 // monitor.test.js): an administrator made as an operator makes one, and hosts.
 //
-// A host here is a test publisher: a WebSocket client of the browser library with an
-// agent token from `switchboard token --agent HOST` (the real CLI, so the token's claims
-// are the ones the agent gets), publishing what the issue 14 contract says an agent
-// publishes: `hello` and `sample` on metrics:HOST, line batches on logs:HOST:NAME. It
-// stands in for `switchboard agent` until that lands; the pages cannot tell the two apart.
+// Two kinds of host. `realAgent` runs `switchboard agent` on a temp log file, as an
+// operator would. `agent` is a test publisher: a WebSocket client of the browser library
+// with an agent token from `switchboard token --agent HOST` (the real CLI, so the token's
+// claims are the agent's), publishing what docs/agent.md says an agent publishes
+// (`hello` and `sample` on metrics:HOST, line batches on logs:HOST:NAME), but with the
+// values, times and failures a test needs to choose (a CPU crossing, a batch out of
+// order, 15 minutes of history); the pages cannot tell the two apart.
 
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -124,8 +126,6 @@ export function figures(cpu, n = 0) {
   };
 }
 
-/** Whether the binary under test has `switchboard agent` (the tests then drive the real one). */
-export const HAS_AGENT = spawnSync(BIN, ['agent', '--help'], { stdio: 'ignore' }).status === 0;
 
 /**
  * The real `switchboard agent` for `host`, tailing `logs` ({name: path}), with its token

@@ -20,7 +20,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { startServer } from './server.js';
 import { APPS, SHOTS, useChromium, person, online, waitFor, signUp, signIn, axe } from './pages.js';
-import { addAdmin, agent, figures, realAgent, HAS_AGENT } from './hosts.js';
+import { addAdmin, agent, figures, realAgent } from './hosts.js';
 
 useChromium();
 
@@ -77,7 +77,7 @@ describe('monitoring dashboard', () => {
     assert.deepEqual(root.problems, []);
   });
 
-  test('two real agents: live cards; one killed is marked stale', { skip: HAS_AGENT ? false : 'this switchboard has no agent yet', timeout: 60000 }, async () => {
+  test('two real agents: live cards; one killed is marked stale', { timeout: 60000 }, async () => {
     const a = await realAgent(server, 'real-a');
     const b = await realAgent(server, 'real-b');
     try {
