@@ -138,7 +138,9 @@ export function figures(cpu, n = 0) {
 export async function realAgent(server, host, logs = {}) {
   const token = await agentToken(server, host);
   const dir = mkdtempSync(join(tmpdir(), `sb-agent-${host}-`));
-  let toml = `host = "${host}"\ntail_poll = "50ms"\n\n[interval]\nwatched = "1s"\nidle = "10s"\n`;
+  // Idle samples come faster than the tests' stale_after (3 s), as the defaults (10 s and
+  // 30 s) are in that order, so a host nobody watches yet is not reported stale.
+  let toml = `host = "${host}"\ntail_poll = "50ms"\n\n[interval]\nwatched = "1s"\nidle = "2s"\n`;
   for (const [name, path] of Object.entries(logs)) toml += `\n[[logs]]\nname = "${name}"\npath = "${path}"\nstart = "last:100"\n`;
   const config = join(dir, 'agent.toml');
   writeFileSync(config, toml);

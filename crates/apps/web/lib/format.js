@@ -51,11 +51,16 @@ export function day(ms, now = Date.now()) {
   return fmt('dt', options).format(new Date(ms));
 }
 
-/** "3 minutes ago", "in 2 hours", "just now"-like ("now") with Intl.RelativeTimeFormat. */
-export function relative(ms, now = Date.now()) {
+/**
+ * "3 minutes ago", "in 2 hours", "just now"-like ("now") with Intl.RelativeTimeFormat.
+ * `seconds`: under a minute, count the seconds ("8 seconds ago") rather than say "now",
+ * for a monitor, where 8 seconds of silence matter.
+ */
+export function relative(ms, now = Date.now(), seconds = false) {
   const s = Math.round((ms - now) / 1000);
   const abs = Math.abs(s);
   const f = fmt('rel', { numeric: 'auto' });
+  if (seconds && abs >= 2 && abs < 60) return f.format(s, 'second');
   if (abs < 45) return f.format(0, 'second');
   if (abs < 45 * 60) return f.format(Math.round(s / 60), 'minute');
   if (abs < 22 * 3600) return f.format(Math.round(s / 3600), 'hour');

@@ -348,7 +348,8 @@ function drawCard(host) {
   const stale = level === 'stale';
   c.el.className = `mon-card lvl-${level}`;
   levelTag(c.level, level);
-  c.foot.textContent = host.heard ? t('monitor.seen', { when: relative(host.heard, now) }) : host.info.last_seen ? t('monitor.seen', { when: relative(host.info.last_seen, now) }) : '';
+  const seen = host.heard || host.info.last_seen;
+  c.foot.textContent = seen ? t('monitor.seen', { when: relative(seen, now, true) }) : '';
   // The clock's tick moves only the level and the age; the figures and charts wait for
   // figures (a hundred cards redrawn each second for nothing cost frames).
   if (!host.fresh && c.stale === stale) return;
