@@ -322,7 +322,7 @@ impl StartUp {
         }
         served.extend(["/api/* (X-API-Key)", "/health", "/metrics"]);
         let pages = if apps {
-            "; the apps at / (home), /signin, /chat"
+            "; the apps at / (home), /signin, /chat, /vote, /console, /admin, /logs, /monitor"
         } else {
             "; nothing at / (apps.enabled = false)"
         };
