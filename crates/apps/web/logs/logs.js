@@ -21,6 +21,9 @@ import { me, getToken } from '../lib/session.js';
 import { parse, styleProps } from '../lib/ansi.js';
 import { opsHeader, refusedMain } from '../lib/opsbar.js';
 
+/** What a log can be, in the agent's `hello` (docs/agent.md). */
+const KINDS = ['file', 'command'];
+
 /** Lines each list keeps while following; paging back may double it, never more. */
 const MAX_LINES = 5000;
 /** Lines held while paused; past it the oldest held are dropped (and counted). */
@@ -283,7 +286,8 @@ function renderSources() {
                   on: { change: (e) => choose(l.src, /** @type {HTMLInputElement} */ (e.target).checked) },
                 }),
                 h('span', null, l.name),
-                l.kind ? h('span', { class: 'tag' }, l.kind) : null,
+                // The kinds the agent announces have words of their own; another is shown as sent.
+                KINDS.includes(l.kind) ? h('span', { class: 'tag', ...tx(`logs.kind.${l.kind}`) }) : l.kind ? h('span', { class: 'tag' }, l.kind) : null,
               ),
             )
           : h('p', { class: 'ops-empty', ...tx('logs.noLogs') }),
