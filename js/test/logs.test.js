@@ -8,7 +8,8 @@
 // are rendered as classes and markup in a line stays text; levels are coloured; "load
 // older" pages back through history; a link to a line brings it back after a reload; the
 // unread count in the title while the tab is hidden; following stops when the reader
-// scrolls up and comes back with "Follow new lines"; a non-administrator is refused;
+// scrolls up and comes back with "Follow new lines"; the scrollback (5,000 lines) and
+// the pause buffer (10,000) are bounded; a non-administrator is refused;
 // axe-core finds no serious or critical violation; no CSP violation; screenshots
 // docs/screenshots/logs-{en,zh}-{1280,390}.png.
 //
@@ -226,6 +227,42 @@ describe('log viewer', () => {
     await page.locator('.log-line', { hasText: 'row 81' }).waitFor();
     await waitFor('still at the bottom', atBottom);
     assert.deepEqual(root.problems, []);
+  });
+
+  test('the scrollback and the pause buffer are bounded', { timeout: 120000 }, async () => {
+    // A host of its own: 6,000 lines while following (the list keeps 5,000), then 10,500
+    // while paused (the buffer holds 10,000 and says how many it dropped).
+    const flood = await agent(server, 'flood', ['big']);
+    const p = await person();
+    try {
+      await signIn(p, server.url, 'root');
+      const { page } = p;
+      await page.goto(`${server.url}/logs?s=flood:big`);
+      await online(page);
+      const batches = async (from, to) => {
+        for (let n = from; n < to; n += 100) {
+          await flood.lines('big', Array.from({ length: 100 }, (_, i) => `line ${n + i}`));
+        }
+      };
+      const count = () => page.locator('.log-line').count();
+      await batches(0, 6000);
+      await page.locator('.log-text', { hasText: /^line 5999$/ }).waitFor({ timeout: 30000 });
+      await waitFor('the oldest lines to leave', async () => (await count()) === 5000);
+      assert.equal((await shown(page))[0], 'line 1000');
+
+      await page.getByRole('button', { name: 'Pause', exact: true }).click();
+      await batches(6000, 16500);
+      await page.getByRole('button', { name: '10,000 new lines (500 dropped)' }).waitFor({ timeout: 30000 });
+      assert.equal(await count(), 5000, 'nothing shown while paused');
+      await page.getByRole('button', { name: '10,000 new lines (500 dropped)' }).click();
+      await page.locator('.log-text', { hasText: /^line 16499$/ }).waitFor();
+      await waitFor('the list back at its bound', async () => (await count()) === 5000);
+      assert.equal((await shown(page))[0], 'line 11500');
+      assert.deepEqual(p.problems, []);
+    } finally {
+      flood.close();
+      await p.context.close();
+    }
   });
 
   test('a non-administrator is refused', async () => {
