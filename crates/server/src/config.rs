@@ -163,7 +163,7 @@ impl std::str::FromStr for StoreKind {
 
 /// Token and API key settings. Secrets never have a built-in default: without them in the
 /// config or environment, the first start generates them into the data directory.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Key for the server API (`X-API-Key`). Default: generated into `DATA_DIR/api-key`.
@@ -177,6 +177,20 @@ pub struct AuthConfig {
     /// The audience tokens must name in their `aud` claim. Default: none, and an `aud`
     /// claim is then ignored.
     pub audience: Option<String>,
+}
+
+// By hand: a configuration printed for debugging must not print the secrets in it.
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |s: &Option<String>| s.as_ref().map(|_| "(set)");
+        f.debug_struct("AuthConfig")
+            .field("api_key", &set(&self.api_key))
+            .field("token_secret", &set(&self.token_secret))
+            .field("token_algorithm", &self.token_algorithm)
+            .field("token_public_key_file", &self.token_public_key_file)
+            .field("audience", &self.audience)
+            .finish()
+    }
 }
 
 /// Algorithms accepted for connection tokens.
@@ -844,5 +858,21 @@ mod tests {
             .to_string();
         assert!(err.contains("session_idle must be longer"), "{err}");
         assert!(Config::from_toml("[transports]\nsse2 = true\n").is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_the_secrets() {
+        let auth = AuthConfig {
+            api_key: Some("key-material-1".into()),
+            token_secret: Some("secret-material-2".into()),
+            ..Default::default()
+        };
+        let config = Config {
+            auth: auth.clone(),
+            ..Default::default()
+        };
+        let printed = format!("{auth:?} {config:?}");
+        assert!(!printed.contains("material"), "{printed}");
+        assert!(printed.contains("(set)"), "{printed}");
     }
 }

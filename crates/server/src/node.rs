@@ -39,7 +39,7 @@ pub struct HistoryRequest {
 }
 
 /// A handle on the running hub, cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Node {
     pub(crate) hub: Arc<Hub>,
     pub(crate) config: Arc<Config>,
@@ -47,6 +47,13 @@ pub struct Node {
     pub(crate) token_secret: Arc<str>,
     /// The server API's key in force.
     pub(crate) api_key: Arc<str>,
+}
+
+// By hand: the derived one would print the token secret, the API key and the whole hub.
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").finish_non_exhaustive()
+    }
 }
 
 impl Node {

@@ -9,9 +9,11 @@ use serde_json::value::RawValue;
 /// Told of every publication committed in the namespaces it was registered for (see
 /// [`crate::Server::observe`]). Ephemeral publications are not observed.
 ///
-/// Called on the publication's commit task, in offset order per channel: it must return
-/// at once (hand the work to a task of its own, through a bounded queue), or it delays
-/// that channel's acknowledgements.
+/// Called on the publication's commit task once the store committed it (commits are
+/// released in offset order, but two publications' tasks may then run side by side: an
+/// observer that needs the order reads `offset`). It must return at once (hand the work
+/// to a task of its own, through a bounded queue), or it delays that publication's
+/// acknowledgement.
 pub trait Observer: Send + Sync + std::fmt::Debug + 'static {
     /// `data` was published to `channel` at `offset`, at `time` (Unix milliseconds).
     fn publication(&self, channel: &str, offset: u64, time: u64, data: &Arc<RawValue>);
