@@ -29,16 +29,25 @@ impl Observers {
         self.0.push((namespace.to_owned(), observer));
     }
 
+    /// Whether anyone observes `channel`'s namespace: asked before a publication's
+    /// commit, so that an unobserved one keeps nothing for [`Observers::tell`].
+    pub(crate) fn watch(&self, channel: &str) -> bool {
+        let namespace = namespace(channel);
+        self.0.iter().any(|(name, _)| name == namespace)
+    }
+
     /// Tells the observers of `channel`'s namespace.
     pub(crate) fn tell(&self, channel: &str, offset: u64, time: u64, data: &Arc<RawValue>) {
-        if self.0.is_empty() {
-            return;
-        }
-        let namespace = channel.split_once(':').map_or("", |(ns, _)| ns);
+        let namespace = namespace(channel);
         for (name, observer) in &self.0 {
             if name == namespace {
                 observer.publication(channel, offset, time, data);
             }
         }
     }
+}
+
+/// The part of a channel's name before its first `:` (`""` without one).
+fn namespace(channel: &str) -> &str {
+    channel.split_once(':').map_or("", |(ns, _)| ns)
 }

@@ -70,13 +70,18 @@ impl Hub {
         let hub = self.clone();
         let name = channel.to_owned();
         tokio::spawn(async move {
-            let (time, data) = (publication.time, publication.data.clone());
+            // Kept only where an extension observes the namespace.
+            let observed = hub
+                .observers
+                .get()
+                .filter(|o| o.watch(&name))
+                .map(|o| (o, publication.time, publication.data.clone()));
             let result = hub.commit(&name, publication, write).await;
             done(match result {
                 Some(Ok(offset)) => {
                     hub.metrics.publications.inc();
-                    if let Some(observers) = hub.observers.get() {
-                        observers.tell(&name, offset, time, &data);
+                    if let Some((observers, time, data)) = &observed {
+                        observers.tell(&name, offset, *time, data);
                     }
                     Ok(StreamPosition {
                         offset,

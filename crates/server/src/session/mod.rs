@@ -271,13 +271,14 @@ impl Session {
                     .identity
                     .as_ref()
                     .is_some_and(|i| i.may_publish(channel));
-                if !scoped && !self.check_private(channel)?.publish {
+                if scoped {
+                    // Still a channel of a known namespace (102 before any quota is spent).
+                    hub.channel_options(channel)?;
+                } else if !self.check_private(channel)?.publish {
                     return Err(ClientError::permission_denied(format!(
                         "clients may not publish to {channel:?}"
                     )));
                 }
-                // Still a channel of a known namespace.
-                hub.channel_options(channel)?;
                 let data = self.payload(data)?;
                 if ephemeral {
                     let position = hub.publish_ephemeral(channel, data, Some(self.info.clone()))?;
