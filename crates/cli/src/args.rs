@@ -515,10 +515,7 @@ pub(crate) struct BenchIdleArgs {
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchChatArgs {
     #[command(flatten)]
-    pub(crate) source: ConfigSource,
-    /// The server's WebSocket URL (its token secret mints the users' tokens).
-    #[arg(long, default_value = "ws://127.0.0.1:8000/ws")]
-    pub(crate) url: String,
+    pub(crate) client: BenchAppClient,
     /// Users, each on one WebSocket connection.
     #[arg(long, default_value_t = 2000)]
     pub(crate) users: usize,
@@ -537,24 +534,12 @@ pub(crate) struct BenchChatArgs {
     /// Post without the `chat.typing` call before each message.
     #[arg(long)]
     pub(crate) no_typing: bool,
-    /// Connections being opened at once.
-    #[arg(long, default_value_t = 128)]
-    pub(crate) connect_concurrency: usize,
-    /// PID of the server, for its CPU time and RSS.
-    #[arg(long)]
-    pub(crate) server_pid: Option<u32>,
-    /// Worker threads of the load client (0: one per core).
-    #[arg(long, default_value_t = 1)]
-    pub(crate) threads: usize,
 }
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchVoteArgs {
     #[command(flatten)]
-    pub(crate) source: ConfigSource,
-    /// The server's WebSocket URL (its token secret mints the users' tokens).
-    #[arg(long, default_value = "ws://127.0.0.1:8000/ws")]
-    pub(crate) url: String,
+    pub(crate) client: BenchAppClient,
     /// Watchers: connections subscribed to the poll's channel.
     #[arg(long, default_value_t = 5000)]
     pub(crate) watchers: usize,
@@ -570,24 +555,12 @@ pub(crate) struct BenchVoteArgs {
     /// Options of the poll (2-20).
     #[arg(long, default_value_t = 4)]
     pub(crate) options: usize,
-    /// Connections being opened at once.
-    #[arg(long, default_value_t = 128)]
-    pub(crate) connect_concurrency: usize,
-    /// PID of the server, for its CPU time and RSS.
-    #[arg(long)]
-    pub(crate) server_pid: Option<u32>,
-    /// Worker threads of the load client (0: one per core).
-    #[arg(long, default_value_t = 1)]
-    pub(crate) threads: usize,
 }
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchAgentsArgs {
     #[command(flatten)]
-    pub(crate) source: ConfigSource,
-    /// The server's WebSocket URL (its token secret mints the agents' and viewers' tokens).
-    #[arg(long, default_value = "ws://127.0.0.1:8000/ws")]
-    pub(crate) url: String,
+    pub(crate) client: BenchAppClient,
     /// Simulated agents, hosts bench-0, bench-1… (at most 128: a viewer subscribes to two
     /// channels per host).
     #[arg(long, default_value_t = 100)]
@@ -607,6 +580,17 @@ pub(crate) struct BenchAgentsArgs {
     /// Seconds of the measured window.
     #[arg(long, default_value_t = 10.0)]
     pub(crate) duration: f64,
+}
+
+/// How the load clients of the apps' benches (`chat`, `vote`, `agents`) reach the server
+/// and measure it.
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchAppClient {
+    #[command(flatten)]
+    pub(crate) source: ConfigSource,
+    /// The server's WebSocket URL (its token secret mints the bench's tokens).
+    #[arg(long, default_value = "ws://127.0.0.1:8000/ws")]
+    pub(crate) url: String,
     /// Connections being opened at once.
     #[arg(long, default_value_t = 128)]
     pub(crate) connect_concurrency: usize,

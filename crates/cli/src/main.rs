@@ -90,10 +90,14 @@ fn run(args: Args) -> anyhow::Result<()> {
                 runtime(opts.conn.threads)?.block_on(bench::idle::idle(opts))
             }
             BenchCommand::Flood(opts) => runtime(opts.threads)?.block_on(bench::flood::flood(opts)),
-            BenchCommand::Chat(opts) => runtime(opts.threads)?.block_on(bench::chat::chat(opts)),
-            BenchCommand::Vote(opts) => runtime(opts.threads)?.block_on(bench::vote::vote(opts)),
+            BenchCommand::Chat(opts) => {
+                runtime(opts.client.threads)?.block_on(bench::chat::chat(opts))
+            }
+            BenchCommand::Vote(opts) => {
+                runtime(opts.client.threads)?.block_on(bench::vote::vote(opts))
+            }
             BenchCommand::Agents(opts) => {
-                runtime(opts.threads)?.block_on(bench::agents::agents(opts))
+                runtime(opts.client.threads)?.block_on(bench::agents::agents(opts))
             }
         },
         Command::User(user) => accounts::user(user.command),

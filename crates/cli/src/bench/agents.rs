@@ -60,11 +60,11 @@ pub(crate) async fn agents(args: BenchAgentsArgs) -> anyhow::Result<()> {
     if !(args.interval > 0.0 && args.duration > 0.0 && args.lines >= 0.0) {
         bail!("--interval and --duration must be above 0, --lines at least 0");
     }
-    let endpoint = Arc::new(Endpoint::parse(&args.url)?);
-    let secret = server_secret(&args.source, Need::TokenSecret, "the token secret")?;
+    let endpoint = Arc::new(Endpoint::parse(&args.client.url)?);
+    let secret = server_secret(&args.client.source, Need::TokenSecret, "the token secret")?;
     let start = Instant::now();
     let exp = auth::now_secs() + 24 * 3600;
-    let opening = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
+    let opening = Arc::new(Semaphore::new(args.client.connect_concurrency.max(1)));
     let open = |token: String| {
         let (endpoint, opening) = (endpoint.clone(), opening.clone());
         tokio::spawn(async move {
@@ -104,7 +104,7 @@ pub(crate) async fn agents(args: BenchAgentsArgs) -> anyhow::Result<()> {
     }
     let ready = start.elapsed();
 
-    let pid = args.server_pid;
+    let pid = args.client.server_pid;
     let cpu_before = pid.map(measure::cpu_ticks).transpose()?;
     let window = Duration::try_from_secs_f64(args.duration).context("invalid --duration")?;
     let interval = Duration::try_from_secs_f64(args.interval).context("invalid --interval")?;
@@ -360,7 +360,7 @@ fn report(
     let deliveries = (samples_read + load(&tally.batches_read)) as f64;
     let ms = |q: f64| latency.quantile(q) as f64 / 1000.0;
     let json = json!({
-        "bench": "agents", "url": args.url, "agents": args.agents, "viewers": args.viewers,
+        "bench": "agents", "url": args.client.url, "agents": args.agents, "viewers": args.viewers,
         "lines_per_s_per_agent": args.lines, "interval_s": args.interval,
         "duration_s": args.duration, "line_size": args.line_size,
         "ready_s": ready.as_secs_f64(),

@@ -68,15 +68,15 @@ pub(crate) async fn chat(args: BenchChatArgs) -> anyhow::Result<()> {
     if !(args.interval > 0.0 && args.duration > 0.0) {
         bail!("--interval and --duration must be above 0");
     }
-    let endpoint = Arc::new(Endpoint::parse(&args.url)?);
-    let secret = server_secret(&args.source, Need::TokenSecret, "the token secret")?;
+    let endpoint = Arc::new(Endpoint::parse(&args.client.url)?);
+    let secret = server_secret(&args.client.source, Need::TokenSecret, "the token secret")?;
     let start = Instant::now();
     let tally = Arc::new(Tally::default());
     let room_of = |i: usize| format!("bench-{}", i % args.rooms);
     let members = |room: usize| (args.users - room).div_ceil(args.rooms) as u64;
 
     // Connect everyone, then create the rooms (user r creates room r), then subscribe.
-    let opening = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
+    let opening = Arc::new(Semaphore::new(args.client.connect_concurrency.max(1)));
     let mut clients = Vec::with_capacity(args.users);
     let mut opened = Vec::with_capacity(args.users);
     for i in 0..args.users {
@@ -113,7 +113,7 @@ pub(crate) async fn chat(args: BenchChatArgs) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ready = start.elapsed();
 
-    let pid = args.server_pid;
+    let pid = args.client.server_pid;
     let cpu_before = pid.map(measure::cpu_ticks).transpose()?;
     let window = Duration::try_from_secs_f64(args.duration).context("invalid --duration")?;
     let interval = Duration::try_from_secs_f64(args.interval).context("invalid --interval")?;
@@ -304,7 +304,7 @@ fn report(
         .map(|(b, a)| (a - b) as f64 * SECS_PER_TICK);
     let ms = |q: f64| latency.quantile(q) as f64 / 1000.0;
     let json = json!({
-        "bench": "chat", "url": args.url, "users": args.users, "rooms": args.rooms,
+        "bench": "chat", "url": args.client.url, "users": args.users, "rooms": args.rooms,
         "interval_s": args.interval, "duration_s": window, "typing": !args.no_typing,
         "ready_s": ready.as_secs_f64(),
         "posted": load(&tally.posted), "post_errors": load(&tally.post_errors),

@@ -64,8 +64,8 @@ pub(crate) async fn vote(args: BenchVoteArgs) -> anyhow::Result<()> {
     if !(2..=20).contains(&args.options) {
         bail!("--options is 2 to 20");
     }
-    let endpoint = Arc::new(Endpoint::parse(&args.url)?);
-    let secret = server_secret(&args.source, Need::TokenSecret, "the token secret")?;
+    let endpoint = Arc::new(Endpoint::parse(&args.client.url)?);
+    let secret = server_secret(&args.client.source, Need::TokenSecret, "the token secret")?;
     let start = Instant::now();
 
     // The poll.
@@ -86,7 +86,7 @@ pub(crate) async fn vote(args: BenchVoteArgs) -> anyhow::Result<()> {
     let channel = format!("{}:{poll}", switchboard_apps::POLL_NAMESPACE);
 
     // Watchers (subscribed) and voters, opened a few at a time.
-    let opening = Arc::new(Semaphore::new(args.connect_concurrency.max(1)));
+    let opening = Arc::new(Semaphore::new(args.client.connect_concurrency.max(1)));
     let mut opened = Vec::with_capacity(args.watchers + args.voters);
     for i in 0..args.watchers + args.voters {
         let (endpoint, opening) = (endpoint.clone(), opening.clone());
@@ -111,7 +111,7 @@ pub(crate) async fn vote(args: BenchVoteArgs) -> anyhow::Result<()> {
     let watchers = clients;
     let ready = start.elapsed();
 
-    let pid = args.server_pid;
+    let pid = args.client.server_pid;
     let cpu_before = pid.map(measure::cpu_ticks).transpose()?;
     let window = Duration::try_from_secs_f64(args.duration).context("invalid --duration")?;
     let interval =
@@ -375,7 +375,7 @@ fn report(
     let per_watcher =
         f.pushes as f64 / args.watchers.max(1) as f64 / (window + GRACE.as_secs_f64());
     let json = json!({
-        "bench": "vote", "url": args.url, "watchers": args.watchers, "voters": args.voters,
+        "bench": "vote", "url": args.client.url, "watchers": args.watchers, "voters": args.voters,
         "rate": args.rate, "duration_s": window, "options": args.options,
         "ready_s": f.ready.as_secs_f64(),
         "votes": votes, "vote_errors": counts.errors.load(Ordering::Relaxed),
