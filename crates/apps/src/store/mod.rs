@@ -10,8 +10,15 @@
 //!
 //! Times are milliseconds since the Unix epoch. Secrets (session ids, invite codes) are
 //! only ever stored as their SHA-256, so a copy of the database lets nobody sign in.
+//!
+//! [`redis::RedisStore`] keeps the same on Redis, for several nodes serving one group:
+//! each rule above is one Lua script there, atomic across the nodes. `suite` (tests)
+//! holds the behaviour tests both engines pass.
 
+pub mod redis;
 pub mod sqlite;
+#[cfg(test)]
+mod suite;
 
 use serde::Serialize;
 
@@ -47,6 +54,12 @@ pub enum StoreError {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(err: rusqlite::Error) -> Self {
+        StoreError::Backend(err.to_string())
+    }
+}
+
+impl From<::redis::RedisError> for StoreError {
+    fn from(err: ::redis::RedisError) -> Self {
         StoreError::Backend(err.to_string())
     }
 }

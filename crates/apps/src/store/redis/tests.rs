@@ -1,0 +1,1 @@
+//! Redis only: what the shared suite (`store::suite`) cannot show.
