@@ -27,12 +27,14 @@
 //!   closed already, by their closing time).
 //! - **Connections.** The trait is synchronous and runs on blocking threads, so this
 //!   uses redis-rs' synchronous connections: a small pool of idle ones, taken by a call
-//!   and given back after it. A connection that failed (I/O, timeout, a replica that
-//!   turned read-only) is dropped and so is the pool, since after a Redis restart every
-//!   idle one is dead; the next call connects again. A read whose pooled connection
-//!   failed is retried once on a fresh one; a write is not (it may have run before the
-//!   reply was lost, and running it twice could refuse what it did: a name taken by its
-//!   own account), so it fails with [`StoreError::Backend`](super::StoreError::Backend) and the person retries.
+//!   and given back after it. One idle for over a second is checked with a PING first,
+//!   so the first write after a Redis restart goes out on a live connection. A connection
+//!   that failed (I/O, timeout, a replica that turned read-only) is dropped and so is the
+//!   pool, since the other idle ones are most likely dead too; the next call connects
+//!   again. A read that failed on a pooled connection is retried once on a fresh one; a
+//!   write is not (it may have run before the reply was lost, and running it twice could
+//!   refuse what it did: a name taken by its own account), so it fails with
+//!   [`StoreError::Backend`](super::StoreError::Backend) and the person retries.
 //! - **Redis Cluster** is not supported: rules span records (an account and its
 //!   invite), so all the apps' keys would have to share one hash tag. The hub's client
 //!   is a plain or Sentinel one.
@@ -45,7 +47,7 @@ mod reply;
 mod tests;
 
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::{Connection, ErrorKind, RedisError, ScriptInvocation, Value};
 
@@ -59,6 +61,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one call may wait for Redis: a stuck server fails the call (and frees its
 /// blocking thread) instead of holding it.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// A pooled connection idle longer than this is checked with a PING before a call: after
+/// a Redis restart (which takes longer) every idle connection is dead, and a write sent on
+/// one fails without knowing whether it ran. Busy connections skip the round trip.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// Idle connections kept. The apps run at most a few store calls at once (a semaphore in
 /// `Shared`), so a few suffice; more are opened when needed and closed after.
 const MAX_IDLE: usize = 8;
@@ -75,8 +81,9 @@ pub struct RedisStore {
     /// `P:app:`, the start of every key (ARGV[1] of every call).
     base: String,
     script: redis::Script,
-    /// `std` Mutex: held only to push or pop a connection, never during a call.
-    idle: Mutex<Vec<Connection>>,
+    /// Idle connections and since when. `std` Mutex: held only to push or pop one, never
+    /// during a call.
+    idle: Mutex<Vec<(Connection, Instant)>>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -126,15 +133,26 @@ impl RedisStore {
         Ok(conn)
     }
 
-    fn idle(&self) -> MutexGuard<'_, Vec<Connection>> {
+    fn idle(&self) -> MutexGuard<'_, Vec<(Connection, Instant)>> {
         // A panic while holding it leaves a valid list of connections.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// An idle connection (`true`) or a new one (`false`).
     fn take(&self) -> StoreResult<(Connection, bool)> {
-        if let Some(conn) = self.idle().pop() {
-            return Ok((conn, true));
+        // Bind first: the guard must be gone before `clear` below locks again.
+        let pooled = self.idle().pop();
+        if let Some((mut conn, since)) = pooled {
+            if since.elapsed() < IDLE_CHECK {
+                return Ok((conn, true));
+            }
+            match redis::cmd("PING").query::<()>(&mut conn) {
+                Ok(()) => return Ok((conn, true)),
+                Err(err) => {
+                    tracing::debug!(cause = %err, "apps store: an idle Redis connection is dead");
+                    self.idle().clear();
+                }
+            }
         }
         Ok((self.connect()?, false))
     }
@@ -142,7 +160,7 @@ impl RedisStore {
     fn give_back(&self, conn: Connection) {
         let mut idle = self.idle();
         if idle.len() < MAX_IDLE {
-            idle.push(conn);
+            idle.push((conn, Instant::now()));
         }
     }
 
