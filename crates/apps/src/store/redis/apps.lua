@@ -3,7 +3,9 @@
 -- ARGV[1] is the key base ("P:app:"), ARGV[2] the operation, ARGV[3..] its arguments.
 -- Each call of a `Store` method is one run of this script, and Redis runs one script at a
 -- time: every rule an operation checks holds for the write it makes, whichever node
--- calls (store/redis/mod.rs says why one script and not one per operation).
+-- calls (store/redis/mod.rs says why one script and not one per operation). The Rust
+-- side puts a shebang line first: reads run a copy flagged `no-writes`, writes one
+-- without, so a full Redis refuses a write before it starts rather than halfway.
 --
 -- Values are strings as Redis keeps them; integers that can pass 2^53 (offsets, times,
 -- ids from callers) are compared as decimal strings (`lt`), never as Lua numbers. String

@@ -5,7 +5,9 @@
 //! # Design
 //! - **One script, one call per method.** Every [`Store`](super::Store) method is one run of
 //!   `apps.lua` (loaded once, then called by its SHA1; redis-rs loads it again after a
-//!   Redis restart), which dispatches on the operation's name. Redis runs one script at a
+//!   Redis restart), which dispatches on the operation's name. Reads run a copy flagged
+//!   `no-writes` (see [`READS`]: they keep working while Redis is full, where writes are
+//!   refused whole), which needs Redis 7. Redis runs one script at a
 //!   time, so each rule the trait makes atomic (unique names case-insensitively, sessions
 //!   per account, rooms in total and per user, messages kept per conversation, one vote
 //!   per voter unless changeable, polls per owner, a poll closed once by `close_due`)
@@ -55,6 +57,13 @@ use super::StoreResult;
 
 /// The script: every key and every operation.
 const SCRIPT: &str = include_str!("apps.lua");
+/// Redis 7 script flags (the shebang line). A script that declares flags is refused
+/// whole when Redis is out of memory, before it runs, unless it declares `no-writes`;
+/// one without them would fail at its first write and leave what it wrote before (Redis
+/// does not roll a script back). So the reads run as a `no-writes` copy of the script
+/// (and keep working while Redis is full), the writes as a flagged one (refused whole).
+const READS: &str = "#!lua flags=no-writes\n";
+const WRITES: &str = "#!lua\n";
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -80,7 +89,10 @@ pub struct RedisStore {
     client: redis::Client,
     /// `P:app:`, the start of every key (ARGV[1] of every call).
     base: String,
-    script: redis::Script,
+    /// The script for reads (`no-writes`).
+    reads: redis::Script,
+    /// The script for writes.
+    writes: redis::Script,
     /// Idle connections and since when. `std` Mutex: held only to push or pop one, never
     /// during a call.
     idle: Mutex<Vec<(Connection, Instant)>>,
@@ -95,13 +107,16 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// Whether a failed call may run again on a fresh connection.
+/// What a call does, which says the script it runs and whether it may run again on a
+/// fresh connection after its connection failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Retry {
-    /// A read, or a write whose second run changes nothing more.
-    Yes,
-    /// A write that must not run twice.
-    No,
+enum Call {
+    /// Reads only: the `no-writes` script; retried.
+    Read,
+    /// Writes, and a second run changes nothing more: retried.
+    Write,
+    /// Writes that must not run twice (a second run could refuse what the first did).
+    WriteOnce,
 }
 
 impl RedisStore {
@@ -112,11 +127,13 @@ impl RedisStore {
         let store = RedisStore {
             client,
             base: format!("{prefix}:app:"),
-            script: redis::Script::new(SCRIPT),
+            reads: redis::Script::new(&format!("{READS}{SCRIPT}")),
+            writes: redis::Script::new(&format!("{WRITES}{SCRIPT}")),
             idle: Mutex::new(Vec::new()),
         };
         let mut conn = store.connect()?;
-        store.script.prepare_invoke().load(&mut conn)?;
+        store.reads.prepare_invoke().load(&mut conn)?;
+        store.writes.prepare_invoke().load(&mut conn)?;
         store.give_back(conn);
         Ok(store)
     }
@@ -168,10 +185,14 @@ impl RedisStore {
     fn call(
         &self,
         op: &'static str,
-        retry: Retry,
+        call: Call,
         args: impl FnOnce(&mut ScriptInvocation<'_>),
     ) -> StoreResult<Value> {
-        let mut invocation = self.script.prepare_invoke();
+        let script = match call {
+            Call::Read => &self.reads,
+            Call::Write | Call::WriteOnce => &self.writes,
+        };
+        let mut invocation = script.prepare_invoke();
         invocation.arg(&self.base).arg(op);
         args(&mut invocation);
         let mut second_try = false;
@@ -191,7 +212,7 @@ impl RedisStore {
                     // Dead connections come in groups (Redis restarted, or failed over):
                     // drop the idle ones too, so the next calls connect afresh.
                     self.idle().clear();
-                    if pooled && retry == Retry::Yes && !second_try {
+                    if pooled && call != Call::WriteOnce && !second_try {
                         tracing::debug!(op, cause = %err, "apps store: retrying on a new connection");
                         second_try = true;
                         continue;

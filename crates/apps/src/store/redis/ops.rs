@@ -7,7 +7,7 @@ use std::cmp::Reverse;
 use std::collections::HashMap;
 
 use super::reply::{Items, int, unexpected};
-use super::{CLOSE_BATCH, RedisStore, Retry, SWEEP_BATCH, VOTES_PAGE};
+use super::{CLOSE_BATCH, Call, RedisStore, SWEEP_BATCH, VOTES_PAGE};
 use crate::store::sqlite::check_choices;
 use crate::store::{
     Account, Cast, Conversation, DmMessage, DmState, NewAccount, NewDm, NewPoll, NewSession, Poll,
@@ -176,7 +176,7 @@ impl Store for RedisStore {
     fn create_account(&self, new: &NewAccount<'_>, now: i64) -> StoreResult<Account> {
         let id = crate::rules::user_id(new.name);
         let invite = new.invite.as_ref().map(hex).unwrap_or_default();
-        let mut r = Items::new(self.call("create_account", Retry::No, |c| {
+        let mut r = Items::new(self.call("create_account", Call::WriteOnce, |c| {
             c.arg(&id)
                 .arg(new.name)
                 .arg(new.hash)
@@ -198,7 +198,7 @@ impl Store for RedisStore {
     }
 
     fn account(&self, id: &str) -> StoreResult<Option<Account>> {
-        let mut r = Items::new(self.call("account", Retry::Yes, |c| {
+        let mut r = Items::new(self.call("account", Call::Read, |c| {
             c.arg(id);
         })?)?;
         if r.is_empty() {
@@ -208,7 +208,7 @@ impl Store for RedisStore {
     }
 
     fn account_with_hash(&self, id: &str) -> StoreResult<Option<(Account, String)>> {
-        let mut r = Items::new(self.call("account_with_hash", Retry::Yes, |c| {
+        let mut r = Items::new(self.call("account_with_hash", Call::Read, |c| {
             c.arg(id);
         })?)?;
         if r.is_empty() {
@@ -219,7 +219,7 @@ impl Store for RedisStore {
     }
 
     fn accounts(&self) -> StoreResult<Vec<Account>> {
-        let mut r = Items::new(self.call("accounts", Retry::Yes, |_| {})?)?;
+        let mut r = Items::new(self.call("accounts", Call::Read, |_| {})?)?;
         let mut out = Vec::with_capacity(r.len() / 4);
         while !r.is_empty() {
             out.push(account(&mut r)?);
@@ -228,19 +228,19 @@ impl Store for RedisStore {
     }
 
     fn account_count(&self) -> StoreResult<u64> {
-        Ok(int(self.call("account_count", Retry::Yes, |_| {})?)?.max(0) as u64)
+        Ok(int(self.call("account_count", Call::Read, |_| {})?)?.max(0) as u64)
     }
 
     fn set_password(&self, id: &str, hash: &str) -> StoreResult<bool> {
         // Running twice sets the same hash and ends no more sessions: a retry is safe.
-        let found = int(self.call("set_password", Retry::Yes, |c| {
+        let found = int(self.call("set_password", Call::Write, |c| {
             c.arg(id).arg(hash);
         })?)?;
         Ok(found != 0)
     }
 
     fn remove_account(&self, id: &str) -> StoreResult<bool> {
-        let found = int(self.call("remove_account", Retry::No, |c| {
+        let found = int(self.call("remove_account", Call::WriteOnce, |c| {
             c.arg(id);
         })?)?;
         Ok(found != 0)
@@ -251,7 +251,7 @@ impl Store for RedisStore {
             SessionOwner::Account(id) => ("a", id, ""),
             SessionOwner::Guest { id, name } => ("g", id, name),
         };
-        let mut r = Items::new(self.call("create_session", Retry::No, |c| {
+        let mut r = Items::new(self.call("create_session", Call::WriteOnce, |c| {
             c.arg(hex(&session.hash))
                 .arg(kind)
                 .arg(id)
@@ -270,7 +270,7 @@ impl Store for RedisStore {
     }
 
     fn session(&self, hash: &SecretHash, now: i64) -> StoreResult<Option<SessionUser>> {
-        let mut r = Items::new(self.call("session", Retry::Yes, |c| {
+        let mut r = Items::new(self.call("session", Call::Read, |c| {
             c.arg(hex(hash)).arg(now);
         })?)?;
         if r.is_empty() {
@@ -287,14 +287,14 @@ impl Store for RedisStore {
     }
 
     fn delete_session(&self, hash: &SecretHash) -> StoreResult<()> {
-        self.call("delete_session", Retry::Yes, |c| {
+        self.call("delete_session", Call::Write, |c| {
             c.arg(hex(hash));
         })?;
         Ok(())
     }
 
     fn session_count(&self, account: &str) -> StoreResult<u64> {
-        Ok(int(self.call("session_count", Retry::Yes, |c| {
+        Ok(int(self.call("session_count", Call::Read, |c| {
             c.arg(account);
         })?)?
         .max(0) as u64)
@@ -308,7 +308,7 @@ impl Store for RedisStore {
         expires: i64,
         now: i64,
     ) -> StoreResult<()> {
-        let mut r = Items::new(self.call("create_invite", Retry::No, |c| {
+        let mut r = Items::new(self.call("create_invite", Call::WriteOnce, |c| {
             c.arg(hex(hash))
                 .arg(admin)
                 .arg(bootstrap)
@@ -326,7 +326,7 @@ impl Store for RedisStore {
     }
 
     fn invite_valid(&self, hash: &SecretHash, now: i64) -> StoreResult<bool> {
-        Ok(int(self.call("invite_valid", Retry::Yes, |c| {
+        Ok(int(self.call("invite_valid", Call::Read, |c| {
             c.arg(hex(hash)).arg(now);
         })?)?
             != 0)
@@ -339,7 +339,7 @@ impl Store for RedisStore {
         max_per_user: usize,
         now: i64,
     ) -> StoreResult<()> {
-        let mut r = Items::new(self.call("create_room", Retry::No, |c| {
+        let mut r = Items::new(self.call("create_room", Call::WriteOnce, |c| {
             c.arg(&room.name)
                 .arg(&room.topic)
                 .arg(&room.creator)
@@ -363,7 +363,7 @@ impl Store for RedisStore {
     }
 
     fn rooms(&self) -> StoreResult<Vec<Room>> {
-        let mut r = Items::new(self.call("rooms", Retry::Yes, |_| {})?)?;
+        let mut r = Items::new(self.call("rooms", Call::Read, |_| {})?)?;
         let mut out = Vec::with_capacity(r.len() / 3);
         while !r.is_empty() {
             out.push(Room {
@@ -376,14 +376,14 @@ impl Store for RedisStore {
     }
 
     fn set_topic(&self, room: &str, topic: &str) -> StoreResult<bool> {
-        Ok(int(self.call("set_topic", Retry::Yes, |c| {
+        Ok(int(self.call("set_topic", Call::Write, |c| {
             c.arg(room).arg(topic);
         })?)?
             != 0)
     }
 
     fn set_read(&self, user: &str, room: &str, offset: u64) -> StoreResult<()> {
-        self.call("set_read", Retry::Yes, |c| {
+        self.call("set_read", Call::Write, |c| {
             c.arg(user)
                 .arg(room)
                 .arg(i64::try_from(offset).unwrap_or(i64::MAX));
@@ -392,7 +392,7 @@ impl Store for RedisStore {
     }
 
     fn reads(&self, user: &str) -> StoreResult<Vec<(String, u64)>> {
-        let mut r = Items::new(self.call("reads", Retry::Yes, |c| {
+        let mut r = Items::new(self.call("reads", Call::Read, |c| {
             c.arg(user);
         })?)?;
         let mut out = Vec::with_capacity(r.len() / 2);
@@ -403,7 +403,7 @@ impl Store for RedisStore {
     }
 
     fn forget_read(&self, user: &str, room: &str) -> StoreResult<()> {
-        self.call("forget_read", Retry::Yes, |c| {
+        self.call("forget_read", Call::Write, |c| {
             c.arg(user).arg(room);
         })?;
         Ok(())
@@ -411,7 +411,7 @@ impl Store for RedisStore {
 
     fn add_dm(&self, new: &NewDm<'_>, now: i64) -> StoreResult<DmMessage> {
         let (lo, hi) = pair(new.from, new.to);
-        let id = int(self.call("add_dm", Retry::No, |c| {
+        let id = int(self.call("add_dm", Call::WriteOnce, |c| {
             c.arg(lo)
                 .arg(hi)
                 .arg(new.from)
@@ -436,14 +436,14 @@ impl Store for RedisStore {
     }
 
     fn dm_delivered_now(&self, id: i64) -> StoreResult<()> {
-        self.call("dm_delivered_now", Retry::Yes, |c| {
+        self.call("dm_delivered_now", Call::Write, |c| {
             c.arg(id);
         })?;
         Ok(())
     }
 
     fn delete_dm(&self, id: i64) -> StoreResult<()> {
-        self.call("delete_dm", Retry::Yes, |c| {
+        self.call("delete_dm", Call::Write, |c| {
             c.arg(id);
         })?;
         Ok(())
@@ -453,7 +453,7 @@ impl Store for RedisStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut r = Items::new(self.call("dm_mark_delivered", Retry::No, |c| {
+        let mut r = Items::new(self.call("dm_mark_delivered", Call::WriteOnce, |c| {
             c.arg(recipient);
             for id in ids {
                 c.arg(id);
@@ -478,7 +478,7 @@ impl Store for RedisStore {
         }
         let (lo, hi) = pair(a, b);
         let before = before.map_or_else(|| "+inf".to_owned(), |id| format!("({id}"));
-        let mut r = Items::new(self.call("dm_history", Retry::Yes, |c| {
+        let mut r = Items::new(self.call("dm_history", Call::Read, |c| {
             c.arg(lo).arg(hi).arg(&before).arg(clamp(limit));
         })?)?;
         let mut out = Vec::with_capacity(r.len() / 9);
@@ -494,7 +494,7 @@ impl Store for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut r = Items::new(self.call("conversations", Retry::Yes, |c| {
+        let mut r = Items::new(self.call("conversations", Call::Read, |c| {
             c.arg(user).arg(clamp(limit));
         })?)?;
         let mut out = Vec::with_capacity(r.len() / 11);
@@ -518,7 +518,7 @@ impl Store for RedisStore {
     }
 
     fn set_dm_read(&self, user: &str, peer: &str, id: i64) -> StoreResult<()> {
-        self.call("set_dm_read", Retry::Yes, |c| {
+        self.call("set_dm_read", Call::Write, |c| {
             c.arg(user).arg(peer).arg(id);
         })?;
         Ok(())
@@ -526,7 +526,7 @@ impl Store for RedisStore {
 
     fn create_poll(&self, poll: &NewPoll<'_>, max_per_owner: usize, now: i64) -> StoreResult<()> {
         let closes_at = poll.closes_at.map(|t| t.to_string()).unwrap_or_default();
-        let mut r = Items::new(self.call("create_poll", Retry::No, |c| {
+        let mut r = Items::new(self.call("create_poll", Call::WriteOnce, |c| {
             c.arg(poll.id)
                 .arg(poll.owner)
                 .arg(poll.owner_name)
@@ -554,7 +554,7 @@ impl Store for RedisStore {
     }
 
     fn poll(&self, id: &str, voter: &str, now: i64) -> StoreResult<Option<PollView>> {
-        let r = Items::new(self.call("poll", Retry::Yes, |c| {
+        let r = Items::new(self.call("poll", Call::Read, |c| {
             c.arg(id).arg(voter);
         })?)?;
         if r.is_empty() {
@@ -564,7 +564,7 @@ impl Store for RedisStore {
     }
 
     fn cast(&self, vote: &Vote<'_>, now: i64) -> StoreResult<Cast> {
-        let mut r = Items::new(self.call("cast", Retry::No, |c| {
+        let mut r = Items::new(self.call("cast", Call::WriteOnce, |c| {
             c.arg(vote.poll)
                 .arg(vote.voter)
                 .arg(vote.voter_name)
@@ -599,7 +599,7 @@ impl Store for RedisStore {
     }
 
     fn set_closed(&self, id: &str, closed: bool, now: i64) -> StoreResult<PollView> {
-        let mut r = Items::new(self.call("set_closed", Retry::No, |c| {
+        let mut r = Items::new(self.call("set_closed", Call::WriteOnce, |c| {
             c.arg(id).arg(closed);
         })?)?;
         match status(&mut r)?.as_str() {
@@ -610,14 +610,14 @@ impl Store for RedisStore {
     }
 
     fn delete_poll(&self, id: &str) -> StoreResult<bool> {
-        Ok(int(self.call("delete_poll", Retry::No, |c| {
+        Ok(int(self.call("delete_poll", Call::WriteOnce, |c| {
             c.arg(id);
         })?)?
             != 0)
     }
 
     fn close_due(&self, now: i64) -> StoreResult<Vec<PollView>> {
-        let mut r = Items::new(self.call("close_due", Retry::No, |c| {
+        let mut r = Items::new(self.call("close_due", Call::WriteOnce, |c| {
             c.arg(now).arg(CLOSE_BATCH);
         })?)?;
         let mut out = Vec::with_capacity(r.len());
@@ -631,7 +631,7 @@ impl Store for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let r = Items::new(self.call("polls_of", Retry::Yes, |c| {
+        let r = Items::new(self.call("polls_of", Call::Read, |c| {
             c.arg(owner).arg(clamp(limit));
         })?)?;
         summaries(r, limit, now)
@@ -641,7 +641,7 @@ impl Store for RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let r = Items::new(self.call("open_polls", Retry::Yes, |c| {
+        let r = Items::new(self.call("open_polls", Call::Read, |c| {
             c.arg(voter).arg(clamp(limit)).arg(now);
         })?)?;
         summaries(r, limit, now)
@@ -653,7 +653,7 @@ impl Store for RedisStore {
         let mut votes = HashMap::new();
         let mut cursor = "0".to_owned();
         loop {
-            let mut r = Items::new(self.call("votes_page", Retry::Yes, |c| {
+            let mut r = Items::new(self.call("votes_page", Call::Read, |c| {
                 c.arg(id).arg(&cursor).arg(VOTES_PAGE);
             })?)?;
             cursor = r.text()?;
@@ -673,7 +673,7 @@ impl Store for RedisStore {
     }
 
     fn recount(&self, id: &str) -> StoreResult<Tally> {
-        let mut r = Items::new(self.call("recount", Retry::Yes, |c| {
+        let mut r = Items::new(self.call("recount", Call::Read, |c| {
             c.arg(id);
         })?)?;
         match status(&mut r)?.as_str() {
@@ -697,7 +697,7 @@ impl Store for RedisStore {
 
     fn sweep(&self, now: i64) -> StoreResult<()> {
         loop {
-            let mut r = Items::new(self.call("sweep", Retry::Yes, |c| {
+            let mut r = Items::new(self.call("sweep", Call::Write, |c| {
                 c.arg(now).arg(SWEEP_BATCH);
             })?)?;
             let sessions = r.count()?;

@@ -359,3 +359,31 @@ fn opening_an_unreachable_redis_fails() {
         Err(StoreError::Backend(_))
     ));
 }
+
+#[test]
+fn a_full_redis_refuses_writes_whole_and_still_reads() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let s = store(&server);
+    s.create_account(&account("ann"), 1).unwrap();
+    let mut conn = raw(&server);
+    let maxmemory = |conn: &mut redis::Connection, bytes: &str| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(bytes)
+            .query::<()>(conn)
+            .unwrap();
+    };
+    maxmemory(&mut conn, "1");
+    match s.create_account(&account("bob"), 2) {
+        Err(StoreError::Backend(words)) => assert!(words.contains("OOM"), "{words}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(s.account("ann").unwrap().is_some(), "reads go on");
+    assert_eq!(s.account_count().unwrap(), 1);
+    maxmemory(&mut conn, "0");
+    assert_eq!(s.account("bob").unwrap(), None, "nothing half written");
+    s.create_account(&account("bob"), 3).unwrap();
+}
