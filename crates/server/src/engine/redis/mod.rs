@@ -38,23 +38,27 @@
 //! [`Store::usage`]; every script writes in an order that makes such a refusal leave
 //! nothing half done (see `scripts.rs`), and deletions still run. A server restarted
 //! without persistence comes back empty: every channel then starts a new epoch and the
-//! mailbox series too, so clients are told they cannot recover.
+//! mailbox series too, so clients are told they cannot recover. With Sentinel, a command
+//! failing as if the master moved (connection lost, `READONLY`) makes the engine ask the
+//! Sentinels again and follow the master they name (`sentinel.rs`).
 //!
 //! # Files
 //! `mod.rs` the engine and its [`Store`] methods; `settings.rs` [`RedisSettings`] and
-//! Sentinel; `keys.rs` the names; `scripts.rs` and `*.lua` the scripts; `history.rs`
-//! publishing and history reads; `mailbox.rs` the mailboxes; `tests.rs` the tests,
+//! the client they make; `sentinel.rs` following the master after a failover; `keys.rs`
+//! the names; `scripts.rs` and `*.lua` the scripts; `history.rs` publishing and history
+//! reads; `mailbox.rs` the mailboxes; `tests.rs` the tests,
 //! against a real `redis-server`.
 
 mod history;
 mod keys;
 mod mailbox;
 mod scripts;
+mod sentinel;
 mod settings;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -71,6 +75,7 @@ use crate::protocol::{ClientInfo, PrivateMessage, Publication};
 use crate::util::random_id;
 pub use keys::Keys;
 use scripts::Scripts;
+use sentinel::Master;
 pub use settings::RedisSettings;
 
 /// How long the meta of a channel without history (its epoch and last offset) is kept
@@ -102,6 +107,16 @@ const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
 /// past what its clock can hold, and a `Duration` may say anything.
 const MAX_TTL_MS: u64 = 1 << 40;
 
+/// How the connection manager connects, times out and backs off.
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_number_of_retries(RECONNECT_RETRIES)
+        .set_min_delay(RECONNECT_MIN_DELAY)
+        .set_max_delay(RECONNECT_MAX_DELAY)
+}
+
 /// A TTL in whole milliseconds, as Redis takes it.
 fn ttl_ms(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).map_or(MAX_TTL_MS, |ms| ms.min(MAX_TTL_MS))
@@ -132,6 +147,8 @@ struct Status {
     /// The mailbox series' epoch, as the last mailbox script answered it
     /// ([`Store::mailbox_epoch`] is synchronous).
     mailbox_epoch: Mutex<String>,
+    /// With Sentinel: asked where the master is when a command fails as if it moved.
+    master: OnceLock<Arc<Master>>,
 }
 
 impl Status {
@@ -164,6 +181,11 @@ impl Status {
         } else {
             format!("redis: {err}")
         };
+        if let Some(master) = self.master.get() {
+            if sentinel::may_have_moved(err) {
+                master.ask();
+            }
+        }
         {
             let mut failure = lock(&self.failure);
             // Logged when the failures start, not at every command of an outage.
@@ -201,8 +223,10 @@ impl Status {
 pub struct RedisEngine {
     settings: RedisSettings,
     keys: Keys,
-    /// Multiplexed: one connection carries every command of the node, pipelined.
-    conn: ConnectionManager,
+    /// Multiplexed: one connection carries every command of the node, pipelined. Cloned
+    /// by every command (the lock is never held across an await); replaced only when
+    /// Sentinel names a new master.
+    conn: Arc<RwLock<ConnectionManager>>,
     scripts: Arc<Scripts>,
     status: Arc<Status>,
     /// Completes when the last `append` has finished: the next one waits for it, so
@@ -226,22 +250,23 @@ impl RedisEngine {
     /// returns an engine whose commands reconnect with backoff (redis-rs ConnectionManager).
     pub async fn connect(settings: &RedisSettings) -> Result<RedisEngine, StoreError> {
         let client = settings::open_client(settings).await?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(RECONNECT_RETRIES)
-            .set_min_delay(RECONNECT_MIN_DELAY)
-            .set_max_delay(RECONNECT_MAX_DELAY);
+        let address = client.get_connection_info().addr().to_string();
         let shown = settings::redacted(&settings.url);
-        let conn = ConnectionManager::new_with_config(client, config)
+        let conn = ConnectionManager::new_with_config(client, manager_config())
             .await
             .map_err(|e| StoreError::Failed(format!("redis: cannot connect to {shown}: {e}")))?;
+        let conn = Arc::new(RwLock::new(conn));
+        let status = Arc::new(Status::default());
+        if !settings.sentinels.is_empty() {
+            let master = Master::new(settings.clone(), conn.clone(), address);
+            let _ = status.master.set(Arc::new(master));
+        }
         let engine = RedisEngine {
             settings: settings.clone(),
             keys: Keys::new(&settings.prefix),
             conn,
             scripts: Arc::new(Scripts::new()),
-            status: Arc::default(),
+            status,
             last_append: Mutex::new(None),
         };
         let pong: String = engine.status.check(
@@ -266,9 +291,10 @@ impl RedisEngine {
     }
 
     /// A clone of the multiplexed command connection (cheap), for the lead's presence and
-    /// node-registry code.
+    /// node-registry code. With Sentinel the engine replaces its connection after a
+    /// failover: take a fresh clone for each use rather than keeping one.
     pub fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
+        self.conn.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The key/topic names, so nobody formats them twice.

@@ -601,3 +601,163 @@ fn used_memory_is_read_from_info() {
     assert_eq!(used_memory(info), Some(1_048_576));
     assert_eq!(used_memory("# Memory\r\n"), None);
 }
+
+/// A `redis-server --sentinel` on a free loopback port watching one master as
+/// `mymaster`, killed (by its own child handle) when dropped.
+struct Sentinel {
+    child: std::process::Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Sentinel {
+    fn start(master_port: u16) -> Sentinel {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!(
+            "switchboard-sentinel-{}-{}",
+            std::process::id(),
+            random_id(4)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor mymaster 127.0.0.1 {master_port} 1\n\
+                 sentinel down-after-milliseconds mymaster 1000\n\
+                 sentinel failover-timeout mymaster 5000\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let child = std::process::Command::new(binary)
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let sentinel = Sentinel { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the sentinel did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sentinel
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Polls `check` every 100 ms for up to 20 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn role(server: &RedisServer) -> String {
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut plain(server).await)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("role:"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// Through Sentinel the engine finds the master, and after a failover it follows the new
+/// one: the stream continues there under its epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_names_the_master_and_the_engine_follows_a_failover() {
+    let (Some(primary), Some(replica)) = (RedisServer::start(), RedisServer::start()) else {
+        return;
+    };
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(primary.port())
+        .query_async(&mut plain(&replica).await)
+        .await
+        .unwrap();
+    let sentinel = Sentinel::start(primary.port());
+    let settings = RedisSettings {
+        url: "redis:///0".into(),
+        sentinels: vec![format!("127.0.0.1:{}", sentinel.port)],
+        ..RedisSettings::default()
+    };
+    let engine = RedisEngine::connect(&settings).await.unwrap();
+    let (epoch, offset) = engine
+        .publish("chat:s", &unpublished(1), Some(KEEP))
+        .await
+        .unwrap();
+    assert_eq!(offset, 1);
+    // Replication is asynchronous: a failover before the replica has the stream would
+    // lose it (and rightly start a new epoch); here the test waits for it.
+    eventually("the replica has the stream", || async {
+        let stored: Option<String> = redis::cmd("HGET")
+            .arg(engine.keys().meta("chat:s"))
+            .arg("epoch")
+            .query_async(&mut plain(&replica).await)
+            .await
+            .unwrap();
+        stored.as_deref() == Some(epoch.as_str())
+    })
+    .await;
+
+    let mut ask = redis::Client::open(format!("redis://127.0.0.1:{}", sentinel.port))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // Refused until the sentinel has learnt the replica from the master.
+    eventually("the failover starts", || {
+        let mut ask = ask.clone();
+        async move {
+            redis::cmd("SENTINEL")
+                .arg("FAILOVER")
+                .arg("mymaster")
+                .query_async::<()>(&mut ask)
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    eventually("the replica is the master", || async {
+        role(&replica).await == "master" && role(&primary).await == "slave"
+    })
+    .await;
+    let _ = &mut ask;
+
+    // The old master refuses writes (READONLY): the engine asks the sentinel and follows.
+    let (again, offset) = publish_until_up(&engine, "chat:s").await;
+    assert_eq!(again, epoch);
+    assert!(offset >= 2, "{offset}");
+    let top: Option<u64> = redis::cmd("HGET")
+        .arg(engine.keys().meta("chat:s"))
+        .arg("top")
+        .query_async(&mut plain(&replica).await)
+        .await
+        .unwrap();
+    assert_eq!(top, Some(offset), "written on the new master");
+}
