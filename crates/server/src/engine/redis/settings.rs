@@ -35,6 +35,15 @@ impl Default for RedisSettings {
     }
 }
 
+impl RedisSettings {
+    /// A client for the master: `url` as is, or, with Sentinel, the master the Sentinels
+    /// name now (ask again after a failover). For connections of one's own, such as the
+    /// node's pub/sub connection. Errors never print the password.
+    pub async fn client(&self) -> Result<redis::Client, StoreError> {
+        open_client(self).await
+    }
+}
+
 /// Written by hand: the url's password stays out of logs and error messages.
 impl fmt::Debug for RedisSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
