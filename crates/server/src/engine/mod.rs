@@ -12,8 +12,11 @@
 //! [`sqlite::SqliteStore`] keeps history positions, publications and mailboxes in one
 //! SQLite file, written by one thread with group commit and read beside it on read-only
 //! connections, so epochs and offsets continue after a restart.
+//! [`redis::RedisEngine`] keeps them in Redis, shared by several nodes: one script per
+//! publication allocates its offset, stores it and publishes it to every node.
 
 pub mod memory;
+pub mod redis;
 pub mod sqlite;
 #[cfg(test)]
 pub(crate) mod suite;

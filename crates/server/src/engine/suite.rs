@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 
 use super::{HistoryQuery, MailboxLimits, MailboxQuota, PageLimit, Retention, Store, StoreError};
-use crate::protocol::{ClientInfo, PrivateMessage, Publication};
+use crate::protocol::{ClientInfo, PrivateMessage, Publication, now_ms};
 
 const LIMITS: MailboxLimits = MailboxLimits {
     size: 3,
@@ -40,12 +40,14 @@ fn sender() -> Option<ClientInfo> {
     from("alice")
 }
 
+/// A publication accepted now: `time` is when the server accepted it, and a store may
+/// expire history by it (the Redis engine does).
 fn publication(offset: u64, text: &str) -> Arc<Publication> {
     Arc::new(Publication {
         offset,
         data: data(text),
         info: None,
-        time: 0,
+        time: now_ms(),
     })
 }
 
