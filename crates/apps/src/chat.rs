@@ -89,7 +89,16 @@ fn post_allowed(shared: &Shared, who: &Who) -> Result<(), ClientError> {
     }
 }
 
-fn known_room(shared: &Shared, room: &str) -> Result<(), ClientError> {
+async fn known_room(shared: &Shared, room: &str) -> Result<(), ClientError> {
+    if shared.room_exists(room) {
+        return Ok(());
+    }
+    // Another node of a group may have created it: the store knows every room.
+    if let Ok(rooms) = shared.db(|s| s.rooms()).await {
+        for known in rooms {
+            shared.add_room(&known.name);
+        }
+    }
     if shared.room_exists(room) {
         Ok(())
     } else {
@@ -123,6 +132,7 @@ async fn rooms(shared: &Arc<Shared>, who: &Who) -> Result<Value, ClientError> {
         let online = shared
             .node
             .presence(&channel)
+            .await
             .map_or(0, |p| p.presence.len());
         let offset = top_offset(shared, &channel).await;
         let read = reads.get(&room.name).copied();
@@ -221,7 +231,7 @@ struct Topic {
 /// `chat.topic {room, topic}`.
 async fn topic(shared: &Arc<Shared>, who: &Who, args: Topic) -> Result<Value, ClientError> {
     who.no_guests("setting a topic")?;
-    known_room(shared, &args.room)?;
+    known_room(shared, &args.room).await?;
     rules::check_topic(&args.topic).map_err(ClientError::bad_request)?;
     post_allowed(shared, who)?;
     let (room, topic) = (args.room.clone(), args.topic.clone());
@@ -256,7 +266,7 @@ struct Post {
 
 /// `chat.post {room, text}`.
 async fn post(shared: &Arc<Shared>, who: &Who, args: Post) -> Result<Value, ClientError> {
-    known_room(shared, &args.room)?;
+    known_room(shared, &args.room).await?;
     rules::check_text(&args.text, shared.options.limits.text_max)
         .map_err(ClientError::bad_request)?;
     post_allowed(shared, who)?;
@@ -285,7 +295,7 @@ struct Typing {
 /// `chat.leave {room}`: the room leaves the caller's list on every device (its read
 /// position goes; reading or posting there joins it again). The lobby cannot be left.
 async fn leave(shared: &Arc<Shared>, who: &Who, args: Typing) -> Result<Value, ClientError> {
-    known_room(shared, &args.room)?;
+    known_room(shared, &args.room).await?;
     if args.room == LOBBY {
         return Err(ClientError::rpc_failed("everyone stays in the lobby"));
     }
@@ -300,7 +310,7 @@ async fn leave(shared: &Arc<Shared>, who: &Who, args: Typing) -> Result<Value, C
 /// `chat.typing {room}`: at most one per user per `typing_interval`; the ones in between
 /// are dropped without an error (the notice already showing says the same).
 async fn typing(shared: &Arc<Shared>, who: &Who, args: Typing) -> Result<Value, ClientError> {
-    known_room(shared, &args.room)?;
+    known_room(shared, &args.room).await?;
     if !shared.limits.typing.pass(&who.id) {
         shared.metrics.typing_dropped.inc();
         return Ok(json!({}));
@@ -343,7 +353,7 @@ async fn read(shared: &Arc<Shared>, who: &Who, args: Read) -> Result<Value, Clie
             dm: None,
             id: None,
         } => {
-            known_room(shared, &room)?;
+            known_room(shared, &room).await?;
             shared
                 .db(move |s| s.set_read(&user, &room, offset))
                 .await

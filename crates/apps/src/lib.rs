@@ -319,9 +319,31 @@ pub(crate) fn now_ms() -> i64 {
 
 /// Opens the apps' store in the server's data directory and mounts them on `server`.
 /// Call it within a Tokio runtime (a task keeps the figures and sweeps expired sessions).
+/// With the Redis engine, open the store with [`open_store`] and use [`mount_with_store`].
 pub fn mount(server: &mut Server, options: AppsOptions) -> Result<Apps> {
     let store = store::sqlite::SqliteStore::open_in(&server.node().config().data_dir)?;
     mount_with_store(server, options, Arc::new(store))
+}
+
+/// Opens the apps' store the server's configuration calls for: SQLite in the data
+/// directory (`apps.db`), or, with the Redis engine, the group's Redis (keys under
+/// `PREFIX:app:`), so that every node sees the same accounts, rooms and polls.
+pub async fn open_store(config: &switchboard_server::Config) -> Result<Arc<dyn Store>> {
+    if config.store != switchboard_server::config::StoreKind::Redis {
+        let store = store::sqlite::SqliteStore::open_in(&config.data_dir)?;
+        return Ok(Arc::new(store));
+    }
+    let settings = switchboard_server::engine::redis::RedisSettings::from_config(&config.engine);
+    let client = settings
+        .client()
+        .await
+        .map_err(|e| Error::Store(StoreError::Backend(e.to_string())))?;
+    let prefix = settings.prefix.clone();
+    let store =
+        tokio::task::spawn_blocking(move || store::redis::RedisStore::open(client, &prefix))
+            .await
+            .map_err(|e| Error::Store(StoreError::Backend(e.to_string())))??;
+    Ok(Arc::new(store))
 }
 
 /// [`mount`] with a store the caller opened.

@@ -303,6 +303,7 @@ async fn get(shared: &Arc<Shared>, who: &Who, args: PollArg) -> Result<Value, Cl
     let watchers = shared
         .node
         .presence(&channel(&args.poll))
+        .await
         // People, as the page counts them: a user once however many tabs they have open.
         .map_or(0, |p| p.presence.len() + p.anonymous.len());
     Ok(json!({

@@ -1,19 +1,30 @@
 //! `switchboard user add|passwd|list|remove` and `switchboard invite create`: the built-in
 //! apps' accounts, straight in `DATA_DIR/apps.db` (SQLite's WAL lets a running server and
-//! these commands write at once).
+//! these commands write at once), or in the group's Redis when the configuration names the
+//! Redis engine.
 
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Context, bail};
+use std::sync::Arc;
 use switchboard_apps::admin;
-use switchboard_apps::store::sqlite::SqliteStore;
+
+use switchboard_apps::store::Store;
 
 use crate::args::{ConfigSource, UserCommand};
 use crate::serve::{connect_addr, load_apps, load_config};
 
-fn open(source: &ConfigSource) -> anyhow::Result<SqliteStore> {
+fn open(source: &ConfigSource) -> anyhow::Result<Arc<dyn Store>> {
     let config = load_config(source)?;
-    Ok(SqliteStore::open_in(&config.data_dir)?)
+    open_config(&config)
+}
+
+/// The apps' store of `config` (Redis is reached on a runtime of one thread, for this).
+fn open_config(config: &switchboard_server::Config) -> anyhow::Result<Arc<dyn Store>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(switchboard_apps::open_store(config))?)
 }
 
 pub(crate) fn user(command: UserCommand) -> anyhow::Result<()> {
@@ -25,7 +36,7 @@ pub(crate) fn user(command: UserCommand) -> anyhow::Result<()> {
         } => {
             let store = open(&source)?;
             let password = read_password(&name)?;
-            let account = admin::add_user(&store, &name, &password, admin)?;
+            let account = admin::add_user(&*store, &name, &password, admin)?;
             crate::say!(
                 "switchboard: created {}{}",
                 account.name,
@@ -35,12 +46,12 @@ pub(crate) fn user(command: UserCommand) -> anyhow::Result<()> {
         UserCommand::Passwd { source, name } => {
             let store = open(&source)?;
             let password = read_password(&name)?;
-            admin::set_password(&store, &name, &password)?;
+            admin::set_password(&*store, &name, &password)?;
             crate::say!("switchboard: {name}'s password is set; their sessions ended");
         }
         UserCommand::List { source } => {
             let store = open(&source)?;
-            let accounts = switchboard_apps::store::Store::accounts(&store)?;
+            let accounts = store.accounts()?;
             let mut out = std::io::stdout().lock();
             for account in accounts {
                 let role = if account.admin { "admin" } else { "member" };
@@ -49,7 +60,7 @@ pub(crate) fn user(command: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::Remove { source, name } => {
             let store = open(&source)?;
-            admin::remove_user(&store, &name)?;
+            admin::remove_user(&*store, &name)?;
             crate::say!(
                 "switchboard: removed {name}; tokens already given out expire within minutes"
             );
@@ -61,8 +72,8 @@ pub(crate) fn user(command: UserCommand) -> anyhow::Result<()> {
 pub(crate) fn invite(source: &ConfigSource, admin: bool) -> anyhow::Result<()> {
     let config = load_config(source)?;
     let options = load_apps(source)?;
-    let store = SqliteStore::open_in(&config.data_dir)?;
-    let code = admin::create_invite(&store, admin, options.limits.invite_ttl)?;
+    let store = open_config(&config)?;
+    let code = admin::create_invite(&*store, admin, options.limits.invite_ttl)?;
     let link = format!(
         "http://{}{}",
         connect_addr(config.listen),

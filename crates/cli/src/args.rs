@@ -177,9 +177,15 @@ pub(crate) struct ServeArgs {
     /// or false (also 1/0, yes/no, on/off), which the flag overrides.
     #[arg(long)]
     pub(crate) allow_anonymous: bool,
-    /// Storage engine: sqlite (default; durable) or memory (lost on restart).
-    #[arg(long, env = "SWITCHBOARD_STORE")]
+    /// Engine: sqlite (default; durable, this node alone), memory (lost on restart), or
+    /// redis (several nodes as one hub; see --redis-url and `[engine]` in --config).
+    /// `--store` is the older name.
+    #[arg(long = "engine", alias = "store", env = "SWITCHBOARD_ENGINE")]
     pub(crate) store: Option<switchboard_server::config::StoreKind>,
+    /// The Redis of a group (with --engine redis): redis://[:PASSWORD@]HOST:PORT/DB.
+    /// Environment: SWITCHBOARD_REDIS_URL.
+    #[arg(long, env = "SWITCHBOARD_REDIS_URL")]
+    pub(crate) redis_url: Option<String>,
     /// Worker threads (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub(crate) threads: usize,

@@ -180,6 +180,9 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(store) = args.store {
         config.store = store;
     }
+    if let Some(url) = args.redis_url {
+        config.engine.redis_url = url;
+    }
     let apps = load_apps(&args.source)?;
     // Read before anything starts, so a wrong `[agent]` stops the start.
     let local_agent = match args.local_agent {
@@ -202,15 +205,16 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let secrets = load_secrets(&config)?;
     // Reads the token key file now: a missing one stops the start before `listening on`.
     switchboard_server::auth::Verifier::new(&config.auth, &secrets.token_secret)?;
-    let store = switchboard_server::open_store(&config)?;
+    let engine = switchboard_server::open_engine(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     block.addr = Some(addr);
-    let mut server = switchboard_server::Server::new(config, secrets, store)?;
+    let mut server = switchboard_server::Server::with_engine(config, secrets, engine)?;
     if apps.enabled {
-        let mounted = switchboard_apps::mount(&mut server, apps)?;
+        let store = switchboard_apps::open_store(server.node().config()).await?;
+        let mounted = switchboard_apps::mount_with_store(&mut server, apps, store)?;
         block.apps(&mounted);
     }
     // The local agent stops with the server.
@@ -271,9 +275,23 @@ impl StartUp {
             "data directory",
             match config.store {
                 StoreKind::Sqlite => format!("{dir} (the database: switchboard.db)"),
-                StoreKind::Memory => format!("{dir} (history in memory: --store memory)"),
+                StoreKind::Memory => format!("{dir} (history in memory: --engine memory)"),
+                StoreKind::Redis => format!("{dir} (secrets only: the group's state is in Redis)"),
             },
         ));
+        if config.store == StoreKind::Redis {
+            let e = &config.engine;
+            let at = if e.sentinels.is_empty() {
+                switchboard_server::config::redact_url(&e.redis_url)
+            } else {
+                format!(
+                    "master {} of Sentinels {}",
+                    e.master,
+                    e.sentinels.join(", ")
+                )
+            };
+            lines.push(("engine", format!("redis at {at}, keys under {}:", e.prefix)));
+        }
         lines.push((
             "API key",
             origin(

@@ -6,6 +6,8 @@
 //!   `switchboard user` accounts signing in over HTTP.
 //! - `bench`: `bench fanout` and `bench idle` over WebSocket, SSE and long polling;
 //!   `bench flood`; `bench chat` against the built-in chat.
+//! - `cluster`: `serve --engine redis` nodes as processes over a real redis-server (a
+//!   node killed with SIGKILL).
 //! - `cli`: `echo`, `bench echo`, `sub`, `pub`, `token`, `config init`, and what `serve`
 //!   says and generates at start-up.
 //! - `durability`: what the SQLite store keeps across `kill -9` and restarts (issue 4),
@@ -20,6 +22,7 @@ mod agent;
 mod apps;
 mod bench;
 mod cli;
+mod cluster;
 mod durability;
 mod hardening;
 mod util;

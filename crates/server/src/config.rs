@@ -24,8 +24,12 @@ pub struct Config {
     /// `./switchboard-data`.
     pub data_dir: PathBuf,
     /// Where history and mailboxes are kept: `sqlite` (default; durable, in
-    /// `DATA_DIR/switchboard.db`) or `memory` (lost on restart; for tests and demos).
+    /// `DATA_DIR/switchboard.db`), `memory` (lost on restart; for tests and demos), or
+    /// `redis` (several nodes as one hub, see [`EngineConfig`]). `--engine` on the
+    /// command line.
     pub store: StoreKind,
+    /// The Redis engine's settings (with `store = "redis"`).
+    pub engine: EngineConfig,
     /// Origins allowed to open a WebSocket or use SSE and polling, e.g.
     /// `https://app.example.com`. The server's own origin (the `Host` the request was sent
     /// to) is always allowed; `*` allows any.
@@ -69,6 +73,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             data_dir: PathBuf::from("switchboard-data"),
             store: StoreKind::Sqlite,
+            engine: EngineConfig::default(),
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             trusted_proxies: Vec::new(),
@@ -148,6 +153,8 @@ pub enum StoreKind {
     Sqlite,
     /// In memory: lost on restart.
     Memory,
+    /// In Redis, shared by every node of a group ([`EngineConfig`]).
+    Redis,
 }
 
 impl std::str::FromStr for StoreKind {
@@ -156,8 +163,71 @@ impl std::str::FromStr for StoreKind {
         match s {
             "sqlite" => Ok(StoreKind::Sqlite),
             "memory" => Ok(StoreKind::Memory),
-            other => Err(format!("unknown store {other:?}: use sqlite or memory")),
+            "redis" => Ok(StoreKind::Redis),
+            other => Err(format!(
+                "unknown engine {other:?}: use sqlite, memory or redis"
+            )),
         }
+    }
+}
+
+/// The Redis engine (`store = "redis"`): every node configured with the same Redis (and
+/// prefix) is a member of one group, and they behave as one hub.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// `redis://[:PASSWORD@]HOST:PORT/DB` (`rediss://` is not supported). With Sentinel,
+    /// the host is ignored and the password and database are used for the master.
+    /// Default `redis://127.0.0.1:6379/0`. `--redis-url` on the command line.
+    pub redis_url: String,
+    /// Prefix of every Redis key and pub/sub channel, so several groups can share one
+    /// Redis. Default `switchboard`.
+    pub prefix: String,
+    /// Sentinel addresses (`HOST:PORT`); the master is asked of them, and asked again
+    /// after a failover. Default: none (the URL's host is the server).
+    pub sentinels: Vec<String>,
+    /// The master's name at the Sentinels. Default `mymaster`.
+    pub master: String,
+    /// How long a node's presence entries (and the node itself) outlive its last
+    /// heartbeat (every third of it): a node killed has its subscribers' leave events
+    /// published by the other nodes within about this long. Default 15 s.
+    #[serde(with = "duration")]
+    pub presence_ttl: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            redis_url: "redis://127.0.0.1:6379/0".into(),
+            prefix: "switchboard".into(),
+            sentinels: Vec::new(),
+            master: "mymaster".into(),
+            presence_ttl: Duration::from_secs(15),
+        }
+    }
+}
+
+impl std::fmt::Debug for EngineConfig {
+    /// The URL's password stays out of logs and debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineConfig")
+            .field("redis_url", &redact_url(&self.redis_url))
+            .field("prefix", &self.prefix)
+            .field("sentinels", &self.sentinels)
+            .field("master", &self.master)
+            .field("presence_ttl", &self.presence_ttl)
+            .finish()
+    }
+}
+
+/// A URL with its password (the user-info part) replaced.
+pub fn redact_url(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, rest)), Some(_)) => {
+            let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            format!("{scheme}://(credentials)@{host}")
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -519,6 +589,26 @@ impl Config {
                 "namespace {:?} is defined twice",
                 dup.name
             )));
+        }
+        if self.store == StoreKind::Redis {
+            let e = &self.engine;
+            let scheme = e.redis_url.split_once("://").map(|(s, _)| s);
+            if scheme != Some("redis") {
+                return Err(Error::Config(format!(
+                    "engine.redis_url {} must be a redis:// URL",
+                    redact_url(&e.redis_url)
+                )));
+            }
+            if e.prefix.is_empty() || e.prefix.contains(['{', '}', ' ']) {
+                return Err(Error::Config(
+                    "engine.prefix must be non-empty, without braces or spaces".into(),
+                ));
+            }
+            if e.presence_ttl < Duration::from_secs(1) {
+                return Err(Error::Config(
+                    "engine.presence_ttl must be 1s or more".into(),
+                ));
+            }
         }
         let rpc = &self.rpc;
         if let Some(url) = &rpc.proxy_url {

@@ -32,6 +32,7 @@
 //!   points; [`Server`] puts everything together.
 
 pub mod auth;
+mod cluster;
 pub mod config;
 #[cfg(test)]
 mod doc_examples;
@@ -75,10 +76,43 @@ pub const BROWSER_LIBRARY: &str = http::SWITCHBOARD_JS;
 /// Name of the SQLite database in the data directory.
 pub const DATABASE_FILE: &str = "switchboard.db";
 
+/// The configured engine, opened: a store of this node's own, or the Redis engine that
+/// makes it a member of a group.
+#[derive(Debug, Clone)]
+pub enum Engine {
+    /// SQLite or memory: this node alone.
+    Local(Arc<dyn engine::Store>),
+    /// Redis: one node of a group that behaves as one hub.
+    Redis(Arc<engine::redis::RedisEngine>),
+}
+
+/// Opens the configured engine ([`open_store`] for SQLite and memory; Redis is connected
+/// to, and a Redis that does not answer is a clear start-up error).
+pub async fn open_engine(config: &Config) -> Result<Engine> {
+    if config.store != config::StoreKind::Redis {
+        return open_store(config).map(Engine::Local);
+    }
+    let settings = engine::redis::RedisSettings::from_config(&config.engine);
+    let engine = engine::redis::RedisEngine::connect(&settings)
+        .await
+        .map_err(|cause| {
+            Error::Config(format!(
+                "cannot use Redis at {}: {cause}",
+                config::redact_url(&settings.url)
+            ))
+        })?;
+    Ok(Engine::Redis(Arc::new(engine)))
+}
+
 /// Opens the configured store; a SQLite file that cannot be used is a clear start-up error
-/// naming it.
+/// naming it. The Redis engine is opened with [`open_engine`].
 pub fn open_store(config: &Config) -> Result<Arc<dyn engine::Store>> {
     Ok(match config.store {
+        config::StoreKind::Redis => {
+            return Err(Error::Config(
+                "the Redis engine is opened with open_engine".into(),
+            ));
+        }
         config::StoreKind::Memory => Arc::new(engine::memory::MemoryStore::with_max_bytes(
             config.storage.max_bytes,
         )),
@@ -157,9 +191,27 @@ pub struct Server {
     routes: axum::Router,
     metrics: Vec<metrics::Source>,
     observers: observe::Observers,
+    /// The Redis engine, when this node is a member of a group.
+    redis: Option<Arc<engine::redis::RedisEngine>>,
 }
 
 impl Server {
+    /// Checks the configuration and builds the hub over `engine` ([`open_engine`]).
+    pub fn with_engine(
+        config: Config,
+        secrets: secrets::Secrets,
+        engine: Engine,
+    ) -> Result<Server> {
+        match engine {
+            Engine::Local(store) => Server::new(config, secrets, store),
+            Engine::Redis(redis) => {
+                let mut server = Server::new(config, secrets, redis.clone())?;
+                server.redis = Some(redis);
+                Ok(server)
+            }
+        }
+    }
+
     /// Checks the configuration and builds the hub over `store`.
     pub fn new(
         config: Config,
@@ -178,6 +230,7 @@ impl Server {
             routes: axum::Router::new(),
             metrics: Vec::new(),
             observers: observe::Observers::default(),
+            redis: None,
         })
     }
 
@@ -232,8 +285,21 @@ impl Server {
             routes,
             metrics,
             observers,
+            redis,
         } = self;
+        let observed = observers.namespaces();
         hub.set_observers(observers);
+        let cluster = match redis {
+            Some(redis) => {
+                let events = Arc::new(hub::Remote(Arc::downgrade(&hub)));
+                let ttl = config.engine.presence_ttl;
+                let cluster = cluster::Cluster::start(redis, ttl, &observed, events)
+                    .map_err(|e| Error::Config(e.to_string()))?;
+                hub.set_cluster(cluster.clone());
+                Some(cluster)
+            }
+            None => None,
+        };
         let session = Arc::new(session::Context {
             verifier: auth::Verifier::new(&config.auth, &secrets.token_secret)?,
             admission: admission::Admission::new(&config.limits, hub.metrics().clone()),
@@ -275,6 +341,29 @@ impl Server {
                 }
             })
         };
+        let heartbeat = cluster.as_ref().map(|cluster| {
+            let (hub, cluster, config) = (hub.clone(), cluster.clone(), config.clone());
+            let stop = transports.shutdown.clone();
+            tokio::spawn(async move {
+                let period = config.engine.presence_ttl / 3;
+                let mut tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stop.cancelled() => return,
+                    }
+                    let join_leave = |channel: &str| {
+                        config
+                            .channel_options(channel)
+                            .is_some_and(|o| o.join_leave)
+                    };
+                    if let Err(err) = cluster.heartbeat(hub.members(), join_leave).await {
+                        warn!(cause = %err, "the group's heartbeat failed; retrying");
+                    }
+                }
+            })
+        });
         // The binary announces the address in its start-up block; this is for embedders.
         debug!(addr = %listener.local_addr()?, "switchboard listening");
         let (token, hub_at_stop) = (transports.shutdown.clone(), hub.clone());
@@ -301,6 +390,12 @@ impl Server {
             warn!("some connections did not close in time");
         }
         sweeper.abort();
+        if let Some(heartbeat) = heartbeat {
+            heartbeat.abort();
+        }
+        if let Some(cluster) = cluster {
+            cluster.leave().await;
+        }
         Ok(())
     }
 }

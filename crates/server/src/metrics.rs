@@ -120,6 +120,12 @@ pub struct Metrics {
     pub write_timeouts: Counter,
     /// `accept` failures (out of file descriptors, ...).
     pub accept_errors: Counter,
+    /// In a group of nodes: publications this node learnt of by their offsets but could
+    /// not read back from the history (expired or trimmed before it could), so its
+    /// subscribers never got them.
+    pub cluster_skipped: Counter,
+    /// In a group of nodes: times the pub/sub connection to Redis was lost.
+    pub redis_disconnects: Counter,
 }
 
 /// Values the metrics page reads from elsewhere when it is rendered.
@@ -135,6 +141,10 @@ pub struct Readings {
     pub store_refused: u64,
     /// Whether the store can write.
     pub store_healthy: bool,
+    /// In a group of nodes: whether the pub/sub connection to Redis is up.
+    pub redis_connected: bool,
+    /// In a group of nodes: Redis topics this node is subscribed to.
+    pub cluster_topics: u64,
 }
 
 impl Metrics {
@@ -202,7 +212,17 @@ impl Metrics {
             "1 while the store can write, 0 otherwise.",
             i64::from(readings.store_healthy),
         );
-        let counters: [(&str, &str, u64); 20] = [
+        gauge(
+            "redis_connected",
+            "In a group of nodes, 1 while the pub/sub connection to Redis is up (0 on a node alone).",
+            i64::from(readings.redis_connected),
+        );
+        gauge(
+            "cluster_topics",
+            "In a group of nodes, the Redis topics this node is subscribed to.",
+            readings.cluster_topics as i64,
+        );
+        let counters: [(&str, &str, u64); 22] = [
             (
                 "connections_total",
                 "Connections accepted.",
@@ -297,6 +317,16 @@ impl Metrics {
                 "accept_errors_total",
                 "Failed accepts (e.g. out of file descriptors).",
                 self.accept_errors.get(),
+            ),
+            (
+                "redis_disconnects_total",
+                "In a group of nodes, times the pub/sub connection to Redis was lost.",
+                self.redis_disconnects.get(),
+            ),
+            (
+                "cluster_skipped_total",
+                "In a group of nodes, publications seen by offset but gone from the history before this node could read them.",
+                self.cluster_skipped.get(),
             ),
             (
                 "log_lines_dropped_total",

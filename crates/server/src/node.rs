@@ -86,8 +86,8 @@ impl Node {
     }
 
     /// Who is subscribed to `channel` (its namespace must keep presence).
-    pub fn presence(&self, channel: &str) -> Result<Presence, ClientError> {
-        self.hub.presence(channel)
+    pub async fn presence(&self, channel: &str) -> Result<Presence, ClientError> {
+        self.hub.presence(channel).await
     }
 
     /// A channel's history.

@@ -36,6 +36,14 @@ impl Observers {
         self.0.iter().any(|(name, _)| name == namespace)
     }
 
+    /// The namespaces observed (each once).
+    pub(crate) fn namespaces(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.0.iter().map(|(name, _)| name.clone()).collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// Tells the observers of `channel`'s namespace.
     pub(crate) fn tell(&self, channel: &str, offset: u64, time: u64, data: &Arc<RawValue>) {
         let namespace = namespace(channel);

@@ -16,10 +16,12 @@
 //!   quotas, the Host check, raw JSON, refresh, session take-over, `close`, join/leave.
 //! - `extensions`: the extension points: `rpc` (handlers by prefix, the proxy to a
 //!   backend), history paging backwards on every transport, ephemeral publications.
+//! - `cluster`: several nodes as one hub over a real redis-server (skipped without one).
 //! - `poll`: long and short polling; what every HTTP transport shares (Origin, CORS, body
 //!   size, transports switched off); recovery on a new session.
 
 mod api;
+mod cluster;
 mod connect;
 mod extensions;
 mod hardening;

@@ -90,6 +90,48 @@ pub(crate) async fn start_extended(
     }
 }
 
+/// A node of a group over the Redis at `redis_url` (keys under `prefix`), presence
+/// expiring 2 s after a node's last heartbeat, with the default configuration changed by
+/// `tweak`.
+pub(crate) async fn start_node(
+    redis_url: &str,
+    prefix: &str,
+    tweak: impl FnOnce(&mut Config),
+) -> Server {
+    let data_dir =
+        std::env::temp_dir().join(format!("sb-server-test-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&data_dir).expect("create the data dir");
+    let mut config = Config {
+        data_dir: data_dir.clone(),
+        store: switchboard_server::config::StoreKind::Redis,
+        ..Config::default()
+    };
+    config.engine.redis_url = redis_url.to_owned();
+    config.engine.prefix = prefix.to_owned();
+    config.engine.presence_ttl = Duration::from_secs(2);
+    config.namespaces.push(feed());
+    tweak(&mut config);
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local_addr");
+    let engine = switchboard_server::open_engine(&config)
+        .await
+        .expect("open the Redis engine");
+    let server = switchboard_server::Server::with_engine(config, secrets(), engine)
+        .expect("build the server");
+    let (tx, rx) = oneshot::channel::<()>();
+    let stop = async {
+        let _ = rx.await;
+    };
+    Server {
+        addr,
+        shutdown: Some(tx),
+        task: Some(tokio::spawn(server.run(listener, stop))),
+        data_dir,
+    }
+}
+
 /// `feed:`, the tests' channel with history that clients read and may not publish to
 /// (the server's own such namespaces are private).
 fn feed() -> switchboard_server::config::Namespace {

@@ -188,9 +188,12 @@ pub(crate) struct Info {
     pub(crate) nodes: Vec<Node>,
 }
 
-/// One node of the hub (one, until scale-out).
+/// One node of the hub (several with the Redis engine, this one first).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Node {
+    /// The node's id in its group (absent on a node alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) id: Option<String>,
     pub(crate) version: String,
     /// Seconds since the node started.
     pub(crate) uptime: u64,
@@ -332,7 +335,7 @@ pub(crate) async fn dispatch(
             let (status, mailbox) = hub.send(&user, payload(data)?, None).await?;
             to_json(&Sent { status, mailbox })
         }
-        ApiCommand::Presence(ChannelBody { channel }) => to_json(&hub.presence(&channel)?),
+        ApiCommand::Presence(ChannelBody { channel }) => to_json(&hub.presence(&channel).await?),
         ApiCommand::History(HistoryBody {
             channel,
             limit,
@@ -348,7 +351,8 @@ pub(crate) async fn dispatch(
         }
         ApiCommand::Channels => {
             let channels = hub
-                .channels()
+                .channels_in_group()
+                .await
                 .into_iter()
                 .map(|(channel, subscribers)| ChannelCount {
                     channel,
@@ -363,20 +367,17 @@ pub(crate) async fn dispatch(
             } else {
                 (close::DISCONNECTED, "disconnected by the server")
             };
-            let disconnected = hub.disconnect(&user, code, reason);
+            let disconnected = hub.disconnect_in_group(&user, code, reason).await;
             to_json(&Disconnected { disconnected })
         }
         ApiCommand::Info => {
-            let metrics = hub.metrics();
-            to_json(&Info {
-                nodes: vec![Node {
-                    version: env!("CARGO_PKG_VERSION").to_owned(),
-                    uptime: hub.uptime().as_secs(),
-                    connections: metrics.connections.get(),
-                    subscriptions: metrics.subscriptions.get(),
-                    channels: hub.channels().len(),
-                }],
-            })
+            let nodes = hub
+                .nodes_in_group()
+                .await
+                .into_iter()
+                .filter_map(|node| serde_json::from_value(node).ok())
+                .collect();
+            to_json(&Info { nodes })
         }
     }
 }

@@ -86,9 +86,15 @@ pub(crate) fn router(state: AppState, routes: Router) -> Router {
 }
 
 /// `GET /health`: 200 `{"status":"ok"}`, or 503 with the reason while the store cannot
-/// write (a full disk, a failing device), so a load balancer stops sending clients here.
+/// write (a full disk, a failing device, Redis unreachable) or, in a group of nodes, while
+/// the pub/sub connection to Redis is down, so a load balancer stops sending clients here.
 async fn health(State(state): State<Arc<ApiState>>) -> Response {
-    match state.hub.store().health() {
+    let cluster = state.hub.cluster().filter(|c| !c.connected());
+    let health = match cluster {
+        Some(_) => Err("the pub/sub connection to Redis is down; reconnecting".to_owned()),
+        None => state.hub.store().health(),
+    };
+    match health {
         Ok(()) => axum::Json(serde_json::json!({"status": "ok"})).into_response(),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -107,6 +113,8 @@ async fn metrics(State(state): State<Arc<ApiState>>) -> Response {
         store_bytes: usage.bytes,
         store_refused: usage.refused,
         store_healthy: hub.store().health().is_ok(),
+        redis_connected: hub.cluster().is_some_and(|c| c.connected()),
+        cluster_topics: hub.cluster().map_or(0, |c| c.topics() as u64),
     };
     let mut text = hub.metrics().render(&readings);
     for source in &state.extra_metrics {

@@ -203,6 +203,22 @@ impl PresenceKey {
     }
 }
 
+/// What [`Channel::arrive`] asks of the caller.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Arrival {
+    /// Nothing (a duplicate, or waiting for a gap being filled).
+    Nothing,
+    /// Released: start the deliverer if true.
+    Deliver(bool),
+    /// Offsets `after + 1 .. before` are missing: read them from the history.
+    Gap {
+        /// The last offset released.
+        after: u64,
+        /// The first offset received past the gap.
+        before: u64,
+    },
+}
+
 /// A channel's state.
 #[derive(Debug)]
 pub(super) struct Channel {
@@ -237,6 +253,12 @@ pub(super) struct Channel {
     pub(super) delivering: bool,
     /// Connections per presence key.
     pub(super) presence: HashMap<PresenceKey, PresenceEntry>,
+    /// In a group of nodes, the subscribers of a channel with presence by connection
+    /// number, so that this node refreshes their entries in Redis (empty on one node).
+    pub(super) members: HashMap<u64, ClientInfo>,
+    /// In a group of nodes, whether a gap in the offsets this node received is being
+    /// filled from the history.
+    pub(super) filling: bool,
     /// When it was last used: idle channels are dropped from memory after a while, the
     /// least recently used caches first when the budget is exceeded.
     pub(super) last_used: Instant,
@@ -272,6 +294,8 @@ impl Channel {
             outgoing: VecDeque::new(),
             delivering: false,
             presence: HashMap::new(),
+            members: HashMap::new(),
+            filling: false,
             last_used: now,
         }
     }
@@ -333,6 +357,58 @@ impl Channel {
             });
         }
         self.start_deliverer()
+    }
+
+    /// Takes a publication another node (or this one) published, as Redis sent it to
+    /// this node: what comes in offset order is released, what is already here is
+    /// ignored, and a gap asks the caller to fill it from the history. A new epoch
+    /// replaces the stream (Redis lost it, or it expired): adopted silently while this
+    /// node has seen nothing of the old one.
+    pub(super) fn arrive(
+        &mut self,
+        name: &str,
+        opts: &NamespaceOptions,
+        epoch: &str,
+        publication: Publication,
+        over_budget: impl Fn() -> bool,
+    ) -> Arrival {
+        if *epoch != *self.epoch {
+            if self.top != 0 || !self.ready.is_empty() || self.cache.len() != 0 {
+                self.ready.clear();
+                self.cache.clear();
+                self.filling = false;
+            }
+            self.epoch = epoch.into();
+            (self.top, self.reserved, self.stored_top) = (0, 0, 0);
+        }
+        let offset = publication.offset;
+        if offset <= self.top || self.ready.contains_key(&offset) {
+            return Arrival::Nothing;
+        }
+        self.ready.insert(offset, Some(Arc::new(publication)));
+        if offset == self.top + 1 {
+            return Arrival::Deliver(self.release_arrived(name, opts, over_budget));
+        }
+        if self.filling {
+            return Arrival::Nothing;
+        }
+        self.filling = true;
+        Arrival::Gap {
+            after: self.top,
+            before: offset,
+        }
+    }
+
+    /// [`Channel::release`] in a group of nodes, where what is released is stored.
+    pub(super) fn release_arrived(
+        &mut self,
+        name: &str,
+        opts: &NamespaceOptions,
+        over_budget: impl Fn() -> bool,
+    ) -> bool {
+        let start = self.release(name, opts, over_budget);
+        (self.reserved, self.stored_top) = (self.top, self.top);
+        start
     }
 
     /// Queues a join or leave push for whoever is subscribed when the deliverer reaches

@@ -14,7 +14,7 @@ impl Hub {
     /// A channel's history: the latest `limit`, (with `since`) what followed a position,
     /// or (with `before`) the newest `limit` below an offset, for paging backwards.
     pub(crate) async fn history(
-        &self,
+        self: &Arc<Self>,
         channel: &str,
         limit: Option<usize>,
         since: Option<&StreamPosition>,
@@ -87,7 +87,7 @@ impl Hub {
     /// it reaches back far enough, else from the store (which holds every released
     /// publication: they were committed before their release).
     async fn history_before(
-        &self,
+        self: &Arc<Self>,
         channel: &str,
         opts: &crate::config::NamespaceOptions,
         before: u64,

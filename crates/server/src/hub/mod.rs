@@ -46,9 +46,11 @@ use crate::util::LogLimiter;
 mod channel;
 mod connections;
 mod deliver;
+mod group;
 mod history;
 mod presence;
 mod publish;
+mod remote;
 mod shard;
 mod subscribe;
 #[cfg(test)]
@@ -58,6 +60,8 @@ mod users;
 use channel::{Channel, retention};
 use shard::Sharded;
 use users::User;
+
+pub(crate) use remote::Remote;
 
 /// One warning per this interval at most for store failures answered to clients.
 static STORE_FAILURES: LogLimiter = LogLimiter::new(Duration::from_secs(10));
@@ -132,6 +136,10 @@ pub(crate) struct Hub {
     delivery_chunk: usize,
     /// Extensions told of committed publications; set once, when the server starts.
     observers: std::sync::OnceLock<crate::observe::Observers>,
+    /// The group of nodes this one belongs to (`engine = "redis"`); unset on one node.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// In a group: channels being loaded, with what arrived for them meanwhile.
+    loading: Mutex<remote::Loading>,
     /// Rounds that publications joined while under way (unit tests assert the path ran).
     #[cfg(test)]
     rounds_joined: AtomicUsize,
@@ -152,6 +160,8 @@ impl Hub {
             cached: Arc::default(),
             delivery_chunk: deliver::DELIVERY_CHUNK,
             observers: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
+            loading: Mutex::default(),
             #[cfg(test)]
             rounds_joined: AtomicUsize::new(0),
         }
@@ -160,6 +170,16 @@ impl Hub {
     /// Installs the extensions' observers (the first call wins: the server starts once).
     pub(crate) fn set_observers(&self, observers: crate::observe::Observers) {
         let _ = self.observers.set(observers);
+    }
+
+    /// Makes this hub a node of a group (the first call wins: the server starts once).
+    pub(crate) fn set_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The group this node belongs to, if any.
+    pub(crate) fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.cluster.get()
     }
 
     /// The metrics.
@@ -218,40 +238,86 @@ impl Hub {
     }
 
     /// Runs `f` on the channel under its lock, loading the channel from the store first
-    /// if it is not in memory.
+    /// if it is not in memory. In a group of nodes, a channel in memory is one this node
+    /// watches (receives the events of): it starts watching before it reads the store, so
+    /// nothing published in between is missed.
     async fn with_channel<T>(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         opts: &NamespaceOptions,
         mut f: impl FnMut(&mut Channel) -> T,
     ) -> Result<T, ClientError> {
         let mut snapshot = None;
+        let cluster = self.cluster.get();
+        let mut watching = false;
         loop {
-            {
+            let mut gap = None;
+            let (result, start) = {
                 let mut shard = self.channels.lock(name);
                 match shard.entry(name.to_owned()) {
                     Entry::Occupied(mut e) => {
                         let ch = e.get_mut();
                         ch.last_used = Instant::now();
-                        return Ok(f(ch));
-                    }
-                    Entry::Vacant(v) => {
-                        if let Some(snapshot) = snapshot.take() {
-                            let ch = Channel::new(snapshot, opts, self.cached.clone());
-                            return Ok(f(v.insert(ch)));
+                        let result = f(ch);
+                        drop(shard);
+                        if let (true, Some(cluster)) = (watching, cluster) {
+                            // Another task loaded it meanwhile, with a watch of its own.
+                            self.end_load(name);
+                            cluster.unwatch(name);
                         }
+                        return Ok(result);
                     }
+                    Entry::Vacant(v) => match snapshot.take() {
+                        Some(snapshot) => {
+                            let mut ch = Channel::new(snapshot, opts, self.cached.clone());
+                            let mut start = false;
+                            if watching {
+                                let early = self.end_load(name);
+                                let (s, g) = self.adopt_early(&mut ch, name, early);
+                                start = s;
+                                gap =
+                                    g.map(|(after, before)| (ch.epoch.to_string(), after, before));
+                            }
+                            (Some(f(v.insert(ch))), start)
+                        }
+                        None => (None, false),
+                    },
                 }
+            };
+            if let Some(result) = result {
+                if start {
+                    self.start_deliverer(name);
+                }
+                if let Some((epoch, after, before)) = gap {
+                    self.fill_gap(name, epoch, after, before);
+                }
+                return Ok(result);
+            }
+            if let (false, Some(cluster)) = (watching, cluster) {
+                self.begin_load(name);
+                if let Err(err) = cluster.watch(name).await {
+                    self.end_load(name);
+                    return Err(store_failed(err));
+                }
+                watching = true;
             }
             // A sixteenth of the budget at most per channel loaded: the cache fills from
             // live publications, and the store answers the rest.
             let recent_bytes = self.config.storage.history_cache_bytes / 16;
-            snapshot = Some(
-                self.store
-                    .channel(name, retention(opts), recent_bytes)
-                    .await
-                    .map_err(store_failed)?,
-            );
+            match self
+                .store
+                .channel(name, retention(opts), recent_bytes)
+                .await
+            {
+                Ok(loaded) => snapshot = Some(loaded),
+                Err(err) => {
+                    if let (true, Some(cluster)) = (watching, cluster) {
+                        self.end_load(name);
+                        cluster.unwatch(name);
+                    }
+                    return Err(store_failed(err));
+                }
+            }
         }
     }
 
@@ -261,12 +327,17 @@ impl Hub {
     pub(crate) fn sweep(&self) {
         let now = Instant::now();
         let over_budget = self.over_budget();
+        let mut dropped = Vec::new();
         self.channels.each(|map| {
             map.retain(|name, ch| {
                 if let Some(opts) = self.config.channel_options(name) {
                     ch.cache.trim(opts, now);
                 }
-                !(ch.is_idle() && now.duration_since(ch.last_used) >= IDLE_KEEP)
+                let keep = !(ch.is_idle() && now.duration_since(ch.last_used) >= IDLE_KEEP);
+                if !keep {
+                    dropped.push(name.clone());
+                }
+                keep
             })
         });
         if over_budget() {
@@ -288,10 +359,16 @@ impl Hub {
                 if let Some(ch) = shard.get_mut(&name) {
                     if ch.is_idle() {
                         shard.remove(&name);
+                        dropped.push(name.clone());
                     } else {
                         ch.cache.clear();
                     }
                 }
+            }
+        }
+        if let Some(cluster) = self.cluster.get() {
+            for name in dropped {
+                cluster.unwatch(&name);
             }
         }
         self.sweep_users();

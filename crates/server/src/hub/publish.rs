@@ -46,6 +46,10 @@ impl Hub {
         done: impl FnOnce(Result<StreamPosition, ClientError>) + Send + 'static,
     ) -> Result<(), ClientError> {
         let opts = self.channel_options(channel)?;
+        if let Some(cluster) = self.cluster.get() {
+            self.publish_to_group(cluster, channel, opts, data, info, done);
+            return Ok(());
+        }
         let mut payload = Some((data, info));
         let (epoch, publication, write) = self
             .with_channel(channel, opts, |ch| {
@@ -95,6 +99,39 @@ impl Hub {
         Ok(())
     }
 
+    /// [`Hub::publish_then`] in a group of nodes: Redis takes the offset, stores the
+    /// publication and sends it to every node watching the channel, this one included
+    /// (its subscribers get it from there, like everyone else's).
+    fn publish_to_group(
+        self: &Arc<Self>,
+        cluster: &crate::cluster::Cluster,
+        channel: &str,
+        opts: &crate::config::NamespaceOptions,
+        data: Arc<RawValue>,
+        info: Option<ClientInfo>,
+        done: impl FnOnce(Result<StreamPosition, ClientError>) + Send + 'static,
+    ) {
+        // Observers are told by the node they run on, from the group's events: see
+        // `remote`.
+        let publication = Publication {
+            offset: 0,
+            data,
+            info,
+            time: now_ms(),
+        };
+        let retention = keeps_history(opts).then(|| retention(opts));
+        let metrics = self.metrics.clone();
+        cluster.publish(channel, publication, retention, move |result| {
+            done(match result {
+                Ok((epoch, offset)) => {
+                    metrics.publications.inc();
+                    Ok(StreamPosition { offset, epoch })
+                }
+                Err(err) => Err(store_failed(err)),
+            })
+        });
+    }
+
     /// Publishes to the channel's subscribers of the moment only: nothing is stored, no
     /// offset is taken (the push says `"ephemeral": true`, `"offset": 0`), and a channel
     /// nobody is subscribed to costs nothing. It goes out behind what the channel's
@@ -106,6 +143,17 @@ impl Hub {
         info: Option<ClientInfo>,
     ) -> Result<StreamPosition, ClientError> {
         self.channel_options(channel)?;
+        if let Some(cluster) = self.cluster.get() {
+            // Every node's subscribers get it from the channel's topic, in order with
+            // the channel's publications (the publisher's queue keeps the order).
+            let payload = crate::cluster::payload::ephemeral(&data, info.as_ref(), now_ms());
+            cluster.publish_raw(channel, payload);
+            let shard = self.channels.lock(channel);
+            let epoch = shard
+                .get(channel)
+                .map_or_else(String::new, |ch| ch.epoch.to_string());
+            return Ok(StreamPosition { offset: 0, epoch });
+        }
         let (epoch, start) = {
             let mut shard = self.channels.lock(channel);
             match shard.get_mut(channel) {

@@ -63,6 +63,7 @@ impl Hub {
         reply: impl FnOnce(&Subscribed) -> String,
     ) -> Result<(), ClientError> {
         let opts = self.channel_options(channel)?;
+        let clustered = self.cluster.get().is_some();
         let mut reply = Some(reply);
         let mut fetched: Option<Fetched> = None;
         for attempt in 1..=READ_ATTEMPTS {
@@ -109,11 +110,16 @@ impl Hub {
                                 connections: 0,
                             });
                     entry.connections += 1;
-                    let start = entry.connections == 1
+                    // In a group of nodes, the join comes back from Redis (see `remote`).
+                    let start = !clustered
+                        && entry.connections == 1
                         && opts.join_leave
                         && ch.announce(PreparedMessage::text(
                             &Push::Join { channel, info }.to_json(),
                         ));
+                    if clustered && (opts.presence || opts.join_leave) {
+                        ch.members.insert(handle.id, info.clone());
+                    }
                     if start {
                         self.start_deliverer(channel);
                     }
@@ -121,6 +127,11 @@ impl Hub {
                 })
                 .await??;
             let Some(after) = step else {
+                if let Some(cluster) = self.cluster.get() {
+                    if opts.presence || opts.join_leave {
+                        cluster.presence_add(channel, info, opts.join_leave);
+                    }
+                }
                 return Ok(());
             };
             let query = HistoryQuery {
@@ -150,10 +161,11 @@ impl Hub {
         client: u64,
         info: &ClientInfo,
     ) -> bool {
-        let join_leave = self
-            .config
-            .channel_options(channel)
-            .is_some_and(|o| o.join_leave);
+        let Some(opts) = self.config.channel_options(channel) else {
+            return false;
+        };
+        let join_leave = opts.join_leave;
+        let cluster = self.cluster.get();
         let start = {
             let mut shard = self.channels.lock(channel);
             let Some(ch) = shard.get_mut(channel) else {
@@ -165,13 +177,15 @@ impl Hub {
             ch.snapshot = None;
             ch.last_used = Instant::now();
             self.metrics.subscriptions.add(-1);
+            ch.members.remove(&client);
             let key = PresenceKey::of(info);
             let mut start = false;
             if let Some(entry) = ch.presence.get_mut(&key) {
                 entry.connections -= 1;
                 if entry.connections == 0 {
                     ch.presence.remove(&key);
-                    if join_leave {
+                    // In a group of nodes, Redis counts and announces (see `remote`).
+                    if join_leave && cluster.is_none() {
                         let push = Push::Leave { channel, info };
                         start = ch.announce(PreparedMessage::text(&push.to_json()));
                     }
@@ -181,6 +195,11 @@ impl Hub {
         };
         if start {
             self.start_deliverer(channel);
+        }
+        if let Some(cluster) = cluster {
+            if opts.presence || opts.join_leave {
+                cluster.presence_remove(channel, info, join_leave);
+            }
         }
         true
     }

@@ -16,7 +16,7 @@ use super::{Hub, store_failed};
 use crate::engine::{MailboxLimits, MailboxPage, PageLimit};
 use crate::error::ClientError;
 use crate::outbox::ClientHandle;
-use crate::protocol::{ClientInfo, Push, SendStatus};
+use crate::protocol::{ClientInfo, PrivateMessage, Push, SendStatus};
 use crate::rate::TokenBucket;
 
 /// A user's connections.
@@ -32,6 +32,17 @@ pub(super) struct User {
     /// Bytes of `data` the user may still publish and send (`limits.publish_bytes_*`).
     /// Kept while it refills, so reconnecting does not reset it.
     quota: TokenBucket,
+    /// In a group of nodes, private messages that arrived live for connections still
+    /// catching up, sent after their last page (see [`Hub::connect_user`]).
+    pub(super) held: HashMap<u64, Held>,
+}
+
+/// Live private messages kept for a connection catching up (in a group of nodes).
+#[derive(Debug, Default)]
+pub(super) struct Held {
+    pub(super) messages: Vec<Arc<PrivateMessage>>,
+    /// More arrived than a page holds: dropped, and read from the mailbox instead.
+    pub(super) overflowed: bool,
 }
 
 impl User {
@@ -41,6 +52,7 @@ impl User {
             connections: HashMap::new(),
             catching_up: HashSet::new(),
             lock: Arc::default(),
+            held: HashMap::new(),
             quota: TokenBucket::new(
                 limits.publish_bytes_per_second as f64,
                 limits.publish_bytes_burst as f64,
@@ -94,6 +106,9 @@ impl Hub {
         handle: &ClientHandle,
         reply: impl FnOnce(&str) -> String,
     ) -> Result<Option<u64>, ClientError> {
+        if let (Some(cluster), false) = (self.cluster.get(), user.is_empty()) {
+            return self.connect_in_group(cluster, user, handle, reply).await;
+        }
         let lock = self.user_lock(user);
         let _serial = lock.lock().await;
         let page = if user.is_empty() {
@@ -125,7 +140,103 @@ impl Hub {
         let lock = self.user_lock(user);
         let _serial = lock.lock().await;
         let page = self.read_page(user, after).await?;
+        if self.cluster.get().is_some() {
+            return Ok(self.push_page_held(user, handle, page, after));
+        }
         Ok(self.push_page(user, handle, page))
+    }
+
+    /// [`Hub::connect_user`] in a group of nodes, where a private message may be sent
+    /// from any node and arrives through Redis, at any moment. The node watches the
+    /// user's topic and registers the connection as catching up before it reads the
+    /// mailbox: a message stored before the read is in a page, one stored after it
+    /// arrives live and is held until the last page went out (by id, never twice).
+    async fn connect_in_group(
+        &self,
+        cluster: &crate::cluster::Cluster,
+        user: &str,
+        handle: &ClientHandle,
+        reply: impl FnOnce(&str) -> String,
+    ) -> Result<Option<u64>, ClientError> {
+        cluster.watch_user(user).await.map_err(store_failed)?;
+        let lock = self.user_lock(user);
+        let _serial = lock.lock().await;
+        {
+            let mut shard = self.users.lock(user);
+            let entry = shard
+                .entry(user.to_owned())
+                .or_insert_with(|| User::new(self));
+            entry.connections.insert(handle.id, handle.clone());
+            entry.catching_up.insert(handle.id);
+            entry.held.insert(handle.id, Held::default());
+        }
+        let page = match self.read_page(user, 0).await {
+            Ok(page) => page,
+            Err(err) => {
+                self.disconnect_user(user, handle.id);
+                return Err(err);
+            }
+        };
+        handle.push(PreparedMessage::text(&reply(&self.store.mailbox_epoch())));
+        Ok(self.push_page_held(user, handle, page, 0))
+    }
+
+    /// [`Hub::push_page`] in a group of nodes: after the last page, the messages held
+    /// meanwhile that it did not hold, and the connection goes live.
+    fn push_page_held(
+        &self,
+        user: &str,
+        handle: &ClientHandle,
+        page: MailboxPage,
+        after: u64,
+    ) -> Option<u64> {
+        for message in &page.messages {
+            handle.push(PreparedMessage::text(&Push::Message { message }.to_json()));
+        }
+        let last = page.messages.last().map_or(after, |m| m.id);
+        let mut shard = self.users.lock(user);
+        let entry = shard.get_mut(user)?;
+        let held = entry.held.entry(handle.id).or_default();
+        if page.more || (held.overflowed && !page.messages.is_empty()) {
+            // The next page (after the client's `ack`) reads what was dropped.
+            held.messages.clear();
+            held.overflowed = false;
+            return Some(last);
+        }
+        let mut held = entry.held.remove(&handle.id).unwrap_or_default();
+        held.messages.sort_by_key(|m| m.id);
+        for message in held.messages.iter().filter(|m| m.id > last) {
+            handle.push(PreparedMessage::text(&Push::Message { message }.to_json()));
+        }
+        entry.catching_up.remove(&handle.id);
+        None
+    }
+
+    /// In a group of nodes: a private message sent from any node, to this node's
+    /// connections of the user (held for those still catching up).
+    pub(super) fn deliver_message(&self, user: &str, message: Arc<PrivateMessage>) {
+        let max_held = (self.config.limits.outbox_messages / 2).max(1);
+        let mut shard = self.users.lock(user);
+        let Some(entry) = shard.get_mut(user) else {
+            return;
+        };
+        let mut frame = None;
+        for (id, handle) in &entry.connections {
+            if entry.catching_up.contains(id) {
+                let held = entry.held.entry(*id).or_default();
+                if held.messages.len() < max_held {
+                    held.messages.push(message.clone());
+                } else {
+                    held.messages.clear();
+                    held.overflowed = true;
+                }
+                continue;
+            }
+            let frame = frame.get_or_insert_with(|| {
+                PreparedMessage::text(&Push::Message { message: &message }.to_json())
+            });
+            handle.push(frame.clone());
+        }
     }
 
     /// Reads the pending messages after `after` that fit in half a connection's outbox
@@ -164,10 +275,16 @@ impl Hub {
     pub(crate) fn disconnect_user(&self, user: &str, client: u64) {
         let mut shard = self.users.lock(user);
         if let Some(entry) = shard.get_mut(user) {
-            entry.connections.remove(&client);
+            let was = entry.connections.remove(&client).is_some();
             entry.catching_up.remove(&client);
+            entry.held.remove(&client);
             if entry.is_idle() {
                 shard.remove(user);
+            }
+            drop(shard);
+            // One hold of the user's topic per connection (see `connect_in_group`).
+            if let (true, Some(cluster), false) = (was, self.cluster.get(), user.is_empty()) {
+                cluster.unwatch_user(user);
             }
         }
     }
@@ -194,6 +311,21 @@ impl Hub {
             server_size: mailbox.server_size,
             ttl: mailbox.ttl,
         };
+        if let Some(cluster) = self.cluster.get() {
+            // Redis stores it and sends it to the nodes watching the user in one step,
+            // so live messages arrive in id order; they deliver it (this one included).
+            let (message, delivered) = cluster
+                .send(user, from, data, limits)
+                .await
+                .map_err(store_failed)?;
+            self.metrics.private_messages.inc();
+            let status = if delivered {
+                SendStatus::Delivered
+            } else {
+                SendStatus::Stored
+            };
+            return Ok((status, message.id));
+        }
         let lock = self.user_lock(user);
         let _serial = lock.lock().await;
         let handles: Vec<ClientHandle> = self

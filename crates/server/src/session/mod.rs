@@ -380,7 +380,7 @@ impl Session {
                         "subscribe to {channel:?} to see its presence"
                     )));
                 }
-                self.reply(id, &hub.presence(channel)?);
+                self.reply(id, &hub.presence(channel).await?);
             }
             Command::Send { user, data } => {
                 if self.info.user.is_empty() {

@@ -52,6 +52,12 @@ impl Keys {
         format!("{}:ch:{channel}", self.prefix)
     }
 
+    /// `P:user:USER`, the pub/sub topic that carries a user's private messages (`M`) to
+    /// the nodes the user has connections on.
+    pub fn user_topic(&self, user: &str) -> String {
+        format!("{}:user:{user}", self.prefix)
+    }
+
     /// `P:mbox:seq`, a hash: `id`, the last mailbox id given (one counter per store), and
     /// `epoch`, the series those ids belong to. One key, so Redis loses or evicts both
     /// together: ids never start over under the epoch clients already know.

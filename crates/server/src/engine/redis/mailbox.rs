@@ -34,6 +34,35 @@ impl RedisEngine {
         limits: MailboxLimits,
         online: bool,
     ) -> Result<Arc<PrivateMessage>, StoreError> {
+        self.push_and_publish(user, from, data, limits, online, None)
+            .await
+            .map(|(message, _)| message)
+    }
+
+    /// In a group of nodes: stores a private message and publishes it on the user's topic
+    /// in one step (the user counts as online if a node watches the topic). Returns it
+    /// and whether a node had the user online.
+    pub async fn mailbox_send(
+        &self,
+        user: &str,
+        from: Option<ClientInfo>,
+        data: Arc<RawValue>,
+        limits: MailboxLimits,
+    ) -> Result<(Arc<PrivateMessage>, bool), StoreError> {
+        let topic = self.keys.user_topic(user);
+        self.push_and_publish(user, from, data, limits, false, Some(&topic))
+            .await
+    }
+
+    async fn push_and_publish(
+        &self,
+        user: &str,
+        from: Option<ClientInfo>,
+        data: Arc<RawValue>,
+        limits: MailboxLimits,
+        online: bool,
+        topic: Option<&str>,
+    ) -> Result<(Arc<PrivateMessage>, bool), StoreError> {
         let tag = Keys::sender_tag(from.as_ref().map(|f| f.user.as_str()));
         let now = now_ms();
         let mut message = PrivateMessage {
@@ -44,7 +73,7 @@ impl RedisEngine {
         };
         let tail = json_after(&message, "mailbox", 0)?;
         let mut conn = self.connection();
-        let (epoch, id, quota): (String, u64, u8) = self.status.check(
+        let (epoch, id, quota, nodes): (String, u64, u8, u64) = self.status.check(
             self.scripts
                 .mailbox_push
                 .key(self.keys.mailbox_series())
@@ -59,6 +88,7 @@ impl RedisEngine {
                 .arg(limits.server_size)
                 .arg(if online { "1" } else { "0" })
                 .arg(tail)
+                .arg(topic.unwrap_or(""))
                 .invoke_async(&mut conn)
                 .await,
         )?;
@@ -72,7 +102,7 @@ impl RedisEngine {
             return Err(StoreError::MailboxFull { quota, limit });
         }
         message.id = id;
-        Ok(Arc::new(message))
+        Ok((Arc::new(message), nodes > 0))
     }
 
     /// [`crate::engine::Store::mailbox_page`]: at most `limit.messages + 1` entries are

@@ -6,9 +6,13 @@
 -- ARGV[1] the epoch to start if the series has none; ARGV[2] now (Unix ms); ARGV[3] the
 -- message TTL in ms; ARGV[4] the sender's tag (`s`: the server API, `u` + user id);
 -- ARGV[5] mailbox.size; ARGV[6] mailbox.per_sender; ARGV[7] mailbox.server_size;
--- ARGV[8] `1` if the user is online; ARGV[9] the message's JSON after `{"mailbox":N`.
--- Returns {epoch or '', id, quota}: id 0 when refused; quota 0 none, 1 mailbox.size,
--- 2 mailbox.per_sender, 3 mailbox.server_size.
+-- ARGV[8] `1` if the user is online; ARGV[9] the message's JSON after `{"mailbox":N`;
+-- ARGV[10] the user's topic in a group of nodes ('' on one node): the user is online if a
+-- node watches it, and the message is published there (`M` + its JSON) in this same step,
+-- so live messages reach the nodes in id order.
+-- Returns {epoch or '', id, quota, nodes}: id 0 when refused; quota 0 none, 1
+-- mailbox.size, 2 mailbox.per_sender, 3 mailbox.server_size; nodes the number of nodes
+-- the message was published to.
 local now = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
 local tag = ARGV[4]
@@ -66,8 +70,13 @@ elseif mine >= tonumber(ARGV[6]) then
 elseif users >= tonumber(ARGV[5]) then
   quota = 1
 end
-if quota ~= 0 and ARGV[8] ~= '1' then
-  return {epoch or '', 0, quota}
+local topic = ARGV[10] or ''
+local online = ARGV[8] == '1'
+if topic ~= '' and not online then
+  online = redis.call('PUBSUB', 'NUMSUB', topic)[2] > 0
+end
+if quota ~= 0 and not online then
+  return {epoch or '', 0, quota, 0}
 end
 -- The first write (past maxmemory Redis refuses it before any change: see publish.lua).
 local id = redis.call('HINCRBY', KEYS[1], 'id', 1)
@@ -88,8 +97,8 @@ elseif #expired > 0 then
     end
   end
 end
+local json = '{"mailbox":' .. string.format('%d', id) .. ARGV[9]
 if quota == 0 then
-  local json = '{"mailbox":' .. string.format('%d', id) .. ARGV[9]
   redis.call('XADD', KEYS[2], string.format('%d-0', id), 'm', json, 's', tag,
     'e', string.format('%d', now + ttl))
   if server then
@@ -106,4 +115,8 @@ if quota == 0 then
     end
   end
 end
-return {epoch, id, quota}
+local nodes = 0
+if topic ~= '' then
+  nodes = redis.call('PUBLISH', topic, 'M' .. json)
+end
+return {epoch, id, quota, nodes}

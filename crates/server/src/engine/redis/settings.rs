@@ -36,6 +36,16 @@ impl Default for RedisSettings {
 }
 
 impl RedisSettings {
+    /// The settings of `[engine]` in the server's configuration.
+    pub fn from_config(engine: &crate::config::EngineConfig) -> RedisSettings {
+        RedisSettings {
+            url: engine.redis_url.clone(),
+            prefix: engine.prefix.clone(),
+            sentinels: engine.sentinels.clone(),
+            master: engine.master.clone(),
+        }
+    }
+
     /// A client for the master: `url` as is, or, with Sentinel, the master the Sentinels
     /// name now (ask again after a failover). For connections of one's own, such as the
     /// node's pub/sub connection. Errors never print the password.
