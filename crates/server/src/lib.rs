@@ -341,6 +341,10 @@ impl Server {
                 }
             })
         };
+        if let Some(cluster) = &cluster {
+            let host = transport::http_session::Host::new(Arc::downgrade(&transports));
+            cluster.set_session_host(Arc::new(host));
+        }
         let heartbeat = cluster.as_ref().map(|cluster| {
             let (hub, cluster, config) = (hub.clone(), cluster.clone(), config.clone());
             let stop = transports.shutdown.clone();

@@ -7,7 +7,7 @@
 use serde_json::{Value, json};
 use switchboard_redis_fixture::RedisServer;
 
-use crate::util::{Client, Server, eventually, start_node};
+use crate::util::{Client, Poller, Server, SseClient, eventually, start_node};
 
 /// Three nodes of one group.
 async fn three_nodes(redis: &RedisServer) -> (Server, Server, Server) {
@@ -353,4 +353,85 @@ async fn the_server_api_on_any_node_answers_for_and_acts_on_the_whole_group() {
     })
     .await;
     ann.barrier().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_session_alternating_between_nodes_loses_and_doubles_nothing() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (a, b, c) = three_nodes(&redis).await;
+    let mut poller = Poller::new(a.addr);
+    // Every request to the next node, as a round-robin balancer without stickiness would.
+    poller.rotate = vec![a.addr, b.addr, c.addr];
+    let hello = poller
+        .ok(json!({"cmd": "connect", "token": crate::util::token("ann", None, &[], 3600)}))
+        .await;
+    assert_eq!(hello["user"], "ann");
+    poller
+        .ok(json!({"cmd": "subscribe", "channel": "chat:lp"}))
+        .await;
+    // Published on every node while the polls go round; Poller checks that seqs follow
+    // each other with nothing acknowledged twice, this checks the offsets.
+    let mut got = Vec::new();
+    for i in 1..=24u64 {
+        [&a, &b, &c][(i % 3) as usize]
+            .publish("chat:lp", json!({"i": i}))
+            .await;
+        if i % 4 == 0 {
+            while got.len() < i as usize {
+                got.push(poller.next_publication().await);
+            }
+        }
+    }
+    let expected: Vec<(u64, Value)> = (1..=24).map(|i| (i, json!({"i": i}))).collect();
+    assert_eq!(offsets_and_data(&got), expected);
+    // A command through another node is answered in the same session.
+    let reply = poller
+        .ok(json!({"cmd": "publish", "channel": "chat:lp", "data": "from the poller"}))
+        .await;
+    assert_eq!(reply["offset"], 25);
+    assert_eq!(poller.next_publication().await["data"], "from the poller");
+    // Nothing more than that: a short poll on each node brings nothing.
+    for _ in 0..3 {
+        let answer = poller.poll(&[], false).await;
+        assert_eq!(answer["messages"], json!([]), "{answer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_session_resumes_and_takes_commands_on_any_node() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let (a, b, c) = three_nodes(&redis).await;
+    let mut sse = SseClient::connect(a.addr, "ann").await;
+    // Commands posted to node b reach the session on node a; replies come on its stream.
+    sse.addr = b.addr;
+    sse.ok(json!({"cmd": "subscribe", "channel": "chat:sse"}))
+        .await;
+    c.publish("chat:sse", json!(1)).await;
+    assert_eq!(sse.next_publication().await["data"], 1);
+    // The stream drops; EventSource comes back through node c with Last-Event-ID.
+    let last = sse.last_id.clone();
+    c.publish("chat:sse", json!(2)).await;
+    sse.addr = c.addr;
+    sse.reconnect(&last).await;
+    let second = sse.next_publication().await;
+    assert_eq!(
+        (second["offset"].clone(), second["data"].clone()),
+        (json!(2), json!(2))
+    );
+    b.publish("chat:sse", json!(3)).await;
+    assert_eq!(sse.next_publication().await["data"], 3);
+    // A session nobody has: 404, so the client opens a new one.
+    let response = crate::util::http_response(
+        b.addr,
+        "POST",
+        "/sse/send?session=00000000.nosuchsession",
+        &[],
+        b"{}",
+    )
+    .await;
+    assert_eq!(response.status, 404, "{response:?}");
 }

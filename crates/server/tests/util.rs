@@ -872,7 +872,8 @@ impl Inbox {
 /// An SSE session: its stream, commands through `POST /sse/send`.
 #[derive(Debug)]
 pub(crate) struct SseClient {
-    addr: SocketAddr,
+    /// Where its requests go (a test of several nodes moves it).
+    pub(crate) addr: SocketAddr,
     pub(crate) stream: SseStream,
     /// The session id.
     pub(crate) sid: String,
@@ -1060,6 +1061,10 @@ impl SseClient {
 #[derive(Debug)]
 pub(crate) struct Poller {
     addr: SocketAddr,
+    /// When not empty, each request goes to the next of these in turn (a load balancer
+    /// without sticky sessions, in front of several nodes).
+    pub(crate) rotate: Vec<SocketAddr>,
+    turn: std::cell::Cell<usize>,
     /// The session id, once the first answer named it.
     pub(crate) session: Option<String>,
     /// The seq to acknowledge on the next poll.
@@ -1074,6 +1079,8 @@ impl Poller {
     pub(crate) fn new(addr: SocketAddr) -> Poller {
         Poller {
             addr,
+            rotate: Vec::new(),
+            turn: std::cell::Cell::new(0),
             session: None,
             ack: 0,
             closed: None,
@@ -1102,8 +1109,16 @@ impl Poller {
 
     /// One raw poll acknowledging `ack`, with `body`; returns the status and the answer.
     pub(crate) async fn raw(&self, ack: u64, wait: bool, body: &str) -> (u16, Value) {
+        let addr = match self.rotate.len() {
+            0 => self.addr,
+            n => {
+                let turn = self.turn.get();
+                self.turn.set(turn + 1);
+                self.rotate[turn % n]
+            }
+        };
         let response = http_response(
-            self.addr,
+            addr,
             "POST",
             &self.path(ack, wait),
             &[("Content-Type", "application/json")],

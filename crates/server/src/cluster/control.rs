@@ -43,12 +43,6 @@ struct Request {
     ask: Ask,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Reply {
-    id: u64,
-    answer: Value,
-}
-
 /// The asking side's bookkeeping, and the names of the topics.
 #[derive(Debug)]
 pub(crate) struct Control {
@@ -73,7 +67,7 @@ impl Control {
         format!("{}:control", self.prefix)
     }
 
-    /// The topic a node listens to for answers.
+    /// The topic a node listens to for answers (its inbox, see `forward`).
     pub(crate) fn reply_topic(&self, node: &str) -> String {
         format!("{}:reply:{node}", self.prefix)
     }
@@ -116,18 +110,17 @@ impl Control {
         let topic = self.reply_topic(&request.from);
         let id = request.id;
         Some((request.ask, move |answer| {
-            let reply = serde_json::to_string(&Reply { id, answer }).unwrap_or_default();
-            (topic, reply)
+            (
+                topic,
+                super::forward::Inbox::Answer { id, answer }.to_json(),
+            )
         }))
     }
 
     /// An answer to one of this node's requests.
-    pub(crate) fn answered(&self, payload: &[u8]) {
-        let Ok(reply) = serde_json::from_slice::<Reply>(payload) else {
-            return;
-        };
-        if let Some(tx) = self.lock().get(&reply.id) {
-            let _ = tx.send(reply.answer);
+    pub(crate) fn answered(&self, id: u64, answer: Value) {
+        if let Some(tx) = self.lock().get(&id) {
+            let _ = tx.send(answer);
         }
     }
 }

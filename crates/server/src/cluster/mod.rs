@@ -12,9 +12,13 @@
 //!   a gap from the history;
 //! - **presence** and join/leave live in Redis ([`presence`]), refreshed by each node
 //!   for its own subscribers, and removed by the surviving nodes for a node that stopped
-//!   announcing itself ([`nodes`]).
+//!   announcing itself ([`nodes`]);
+//! - the **server API** on one node answers for the group ([`control`]), and **HTTP
+//!   sessions** answer on any node, their requests forwarded to the node that has them
+//!   ([`forward`]).
 
 mod control;
+mod forward;
 mod nodes;
 pub(crate) mod payload;
 mod presence;
@@ -32,6 +36,7 @@ use crate::engine::{MailboxLimits, Retention, StoreError};
 use crate::protocol::{ClientInfo, Presence, PrivateMessage, Publication};
 use crate::util::random_id;
 pub(crate) use control::Ask;
+pub(crate) use forward::{Forwarded, Returned, SessionHost};
 pub(crate) use payload::ChannelEvent;
 use presence::{Change, ChannelKeys};
 
@@ -95,6 +100,8 @@ struct Dispatch {
     request_topic: String,
     reply_topic: String,
     control: Arc<control::Control>,
+    exchanges: Arc<forward::Exchanges>,
+    sessions: Arc<std::sync::OnceLock<Arc<dyn SessionHost>>>,
     jobs: mpsc::UnboundedSender<Job>,
     events: Arc<dyn Events>,
 }
@@ -114,7 +121,18 @@ impl pubsub::Handler for Dispatch {
             return;
         }
         if topic == self.reply_topic {
-            self.control.answered(payload);
+            match serde_json::from_slice::<forward::Inbox>(payload) {
+                Ok(forward::Inbox::Answer { id, answer }) => self.control.answered(id, answer),
+                Ok(forward::Inbox::Returned { id, returned }) => {
+                    self.exchanges.returned(id, returned);
+                }
+                Ok(forward::Inbox::Forward { from, id, request }) => {
+                    if let Some(host) = self.sessions.get() {
+                        host.forwarded(from, id, request);
+                    }
+                }
+                Err(_) => {}
+            }
             return;
         }
         if let Some(user) = topic.strip_prefix(&self.user_topics) {
@@ -160,6 +178,10 @@ pub(crate) struct Cluster {
     node_keys: nodes::NodeKeys,
     node_index: String,
     control: Arc<control::Control>,
+    exchanges: Arc<forward::Exchanges>,
+    sessions: Arc<std::sync::OnceLock<Arc<dyn SessionHost>>>,
+    /// The live nodes as of the last heartbeat (and those found live since).
+    live: std::sync::Mutex<std::collections::HashSet<String>>,
     jobs: mpsc::UnboundedSender<Job>,
 }
 
@@ -199,6 +221,8 @@ impl Cluster {
         let control = Arc::new(control::Control::new(&prefix, &node));
         let (request_topic, reply_topic) = (control.request_topic(), control.reply_topic(&node));
         let (jobs, queue) = mpsc::unbounded_channel();
+        let exchanges = Arc::new(forward::Exchanges::default());
+        let sessions = Arc::new(std::sync::OnceLock::new());
         let pubsub = pubsub::PubSub::start(
             engine.settings().clone(),
             patterns,
@@ -209,6 +233,8 @@ impl Cluster {
                 request_topic,
                 reply_topic,
                 control: control.clone(),
+                exchanges: exchanges.clone(),
+                sessions: sessions.clone(),
                 jobs: jobs.clone(),
                 events,
             }),
@@ -222,6 +248,9 @@ impl Cluster {
             pubsub,
             scripts: presence::Scripts::default(),
             control,
+            exchanges,
+            sessions,
+            live: std::sync::Mutex::default(),
             engine,
             jobs,
         });
@@ -253,6 +282,92 @@ impl Cluster {
     /// Stops receiving a channel's events (when the last hold is released).
     pub(crate) fn unwatch(&self, channel: &str) {
         self.pubsub.unwatch(&self.engine.keys().topic(channel));
+    }
+
+    /// Gives forwarded session requests to `host` (the first call wins).
+    pub(crate) fn set_session_host(&self, host: Arc<dyn SessionHost>) {
+        let _ = self.sessions.set(host);
+    }
+
+    /// An HTTP session id for this node: its id, a dot, then `random`.
+    pub(crate) fn session_id(&self, random: &str) -> String {
+        format!("{}.{random}", self.node)
+    }
+
+    /// The node that owns an HTTP session, when it is another one.
+    pub(crate) fn owner_of<'a>(&self, sid: &'a str) -> Option<&'a str> {
+        let (node, _) = sid.split_once('.')?;
+        let valid =
+            !node.is_empty() && node.len() <= 32 && node.bytes().all(|b| b.is_ascii_hexdigit());
+        (valid && node != self.node).then_some(node)
+    }
+
+    /// Whether `node` is a live member of the group (from the last heartbeat's list, else
+    /// asked of Redis: a node that just started may not be in the list yet).
+    pub(crate) async fn is_live(&self, node: &str) -> bool {
+        if self.live_nodes().contains(node) {
+            return true;
+        }
+        let score: Option<u64> = redis::cmd("ZSCORE")
+            .arg(&self.node_keys.nodes)
+            .arg(node)
+            .query_async(&mut self.engine.connection())
+            .await
+            .unwrap_or(None);
+        let live = score.is_some_and(|expires| expires >= crate::protocol::now_ms());
+        if live {
+            self.live_nodes().insert(node.to_owned());
+        }
+        live
+    }
+
+    fn live_nodes(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends a request for a session to its node; what comes back arrives on the
+    /// receiver, until [`Cluster::end_exchange`].
+    pub(crate) fn forward(
+        &self,
+        owner: &str,
+        request: Forwarded,
+    ) -> (u64, mpsc::UnboundedReceiver<Returned>) {
+        let (id, rx) = self.exchanges.open();
+        self.forward_more(owner, id, request);
+        (id, rx)
+    }
+
+    /// Sends another request within an exchange (a stream's end).
+    pub(crate) fn forward_more(&self, owner: &str, id: u64, request: Forwarded) {
+        let message = forward::Inbox::Forward {
+            from: self.node.clone(),
+            id,
+            request,
+        };
+        self.send_inbox(owner, message.to_json());
+    }
+
+    /// Forgets an exchange this node started.
+    pub(crate) fn end_exchange(&self, id: u64) {
+        self.exchanges.close(id);
+    }
+
+    /// Sends what a forwarded request produced back to the node that asked.
+    pub(crate) fn send_back(&self, to: &str, id: u64, returned: Returned) {
+        self.send_inbox(to, forward::Inbox::Returned { id, returned }.to_json());
+    }
+
+    /// Queues a message for a node's inbox, in order with this node's other messages.
+    fn send_inbox(&self, node: &str, payload: String) {
+        let job = Job {
+            channel: String::new(),
+            work: Work::Raw {
+                topic: self.control.reply_topic(node),
+                payload,
+            },
+            done: None,
+        };
+        let _ = self.jobs.send(job);
     }
 
     /// Starts receiving a user's private messages (one hold per connection of the user);
@@ -437,6 +552,8 @@ impl Cluster {
                 )
                 .await?;
         }
+        let live = nodes::live_ids(&mut conn, &self.node_keys).await?;
+        *self.live_nodes() = live.into_iter().collect();
         let hold = self.presence_ttl * 4;
         for dead in nodes::claim_dead(&mut conn, &self.node_keys, &self.node, hold).await? {
             let index = self.node_keys.index(&dead);

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use crate::error::ClientError;
 use crate::net::{client_ip, error_response};
 use crate::protocol::Request as Command;
-use crate::transport::http_session::{ToSession, not_found, open, read_commands};
+use crate::transport::http_session::{ToSession, not_found, open, read_commands, route};
 use crate::transport::origin::{self, with_cors};
 use crate::transport::{Shared, disabled};
 
@@ -61,7 +61,7 @@ pub(crate) async fn poll(State(shared): State<Arc<Shared>>, request: Request) ->
             .await
             .map_err(IntoResponse::into_response)?;
         let session = match &query.session {
-            Some(sid) => shared.http_sessions.get(sid).ok_or_else(not_found)?,
+            Some(sid) => route(&shared, sid).ok_or_else(not_found)?,
             None => {
                 // A session that could only time out (4007) is not opened at all.
                 if !starts_with_connect(&commands) {

@@ -37,9 +37,15 @@ pub(crate) fn open(
     let sid = {
         let mut sessions = shared.http_sessions.lock();
         // 128 random bits collide never in practice; checking costs nothing.
-        let mut sid = random_id(16);
+        // In a group, the id names this node, so other nodes forward its requests here.
+        let cluster = shared.session.hub.cluster();
+        let fresh = || match cluster {
+            Some(cluster) => cluster.session_id(&random_id(16)),
+            None => random_id(16),
+        };
+        let mut sid = fresh();
         while sessions.contains_key(&sid) {
-            sid = random_id(16);
+            sid = fresh();
         }
         sessions.insert(sid.clone(), tx.clone());
         sid

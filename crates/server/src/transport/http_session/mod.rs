@@ -20,15 +20,21 @@
 //! if neither is open at that moment, the ended session waits (at most `session_idle`) for
 //! the next request to tell it. It is then removed: later requests naming it get 404.
 //!
+//! In a group of nodes (the Redis engine), a session lives on the node that opened it, and
+//! a request that lands on another node is forwarded there (`remote`), so a load balancer
+//! needs no sticky sessions.
+//!
 //! Files: `registry` (the sessions by id, and what handlers ask of one), `replay` (the
 //! replay buffer, pure bookkeeping), `actor` (the task that owns a session), `request`
-//! (reading a command body, and the refusals).
+//! (reading a command body, and the refusals), `remote` (sessions across the group).
 
 mod actor;
 mod registry;
+mod remote;
 mod replay;
 mod request;
 
 pub(crate) use actor::open;
 pub(crate) use registry::{Registry, ToSession};
+pub(crate) use remote::{Host, route};
 pub(crate) use request::{not_found, read_commands};

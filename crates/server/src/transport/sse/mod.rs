@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ClientError;
 use crate::net::{client_ip, error_response};
-use crate::transport::http_session::{ToSession, not_found, open, read_commands};
+use crate::transport::http_session::{ToSession, not_found, open, read_commands, route};
 use crate::transport::origin::{self, with_cors};
 use crate::transport::{Shared, disabled};
 use event::RETRY_MS;
@@ -63,8 +63,8 @@ fn last_event_id(request: &Request) -> Option<(String, u64)> {
 
 /// Asks a live session to take a new stream resuming after `seq`; `None` if the session
 /// is unknown or ended meanwhile.
-async fn resume(shared: &Shared, sid: &str, seq: u64) -> Option<mpsc::Receiver<Bytes>> {
-    let session = shared.http_sessions.get(sid)?;
+async fn resume(shared: &Arc<Shared>, sid: &str, seq: u64) -> Option<mpsc::Receiver<Bytes>> {
+    let session = route(shared, sid)?;
     let (tx, rx) = mpsc::channel(CHUNKS);
     let _ = tx.try_send(Bytes::from(format!("retry: {RETRY_MS}\n\n")));
     let (attached, was_attached) = oneshot::channel();
@@ -154,7 +154,7 @@ pub(crate) async fn send(State(shared): State<Arc<Shared>>, request: Request) ->
         let commands = read_commands(&shared, &parts.headers, body)
             .await
             .map_err(IntoResponse::into_response)?;
-        let session = shared.http_sessions.get(&sid).ok_or_else(not_found)?;
+        let session = route(&shared, &sid).ok_or_else(not_found)?;
         let (done, handled) = oneshot::channel();
         let request = ToSession::Commands { commands, done };
         session.send(request).await.map_err(|_| not_found())?;
