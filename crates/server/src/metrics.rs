@@ -126,6 +126,9 @@ pub struct Metrics {
     pub cluster_skipped: Counter,
     /// In a group of nodes: times the pub/sub connection to Redis was lost.
     pub redis_disconnects: Counter,
+    /// In a group of nodes: channels whose stream lost continuity on this node (their
+    /// subscribers were told to reconnect).
+    pub cluster_broken: Counter,
 }
 
 /// Values the metrics page reads from elsewhere when it is rendered.
@@ -222,7 +225,7 @@ impl Metrics {
             "In a group of nodes, the Redis topics this node is subscribed to.",
             readings.cluster_topics as i64,
         );
-        let counters: [(&str, &str, u64); 22] = [
+        let counters: [(&str, &str, u64); 23] = [
             (
                 "connections_total",
                 "Connections accepted.",
@@ -327,6 +330,11 @@ impl Metrics {
                 "cluster_skipped_total",
                 "In a group of nodes, publications seen by offset but gone from the history before this node could read them.",
                 self.cluster_skipped.get(),
+            ),
+            (
+                "cluster_broken_total",
+                "In a group of nodes, channels whose stream lost continuity here (their subscribers were told to reconnect).",
+                self.cluster_broken.get(),
             ),
             (
                 "log_lines_dropped_total",

@@ -435,3 +435,146 @@ async fn an_sse_session_resumes_and_takes_commands_on_any_node() {
     .await;
     assert_eq!(response.status, 404, "{response:?}");
 }
+
+/// `GET /health`'s status.
+async fn health(node: &Server) -> u16 {
+    crate::util::http_response(node.addr, "GET", "/health", &[], b"")
+        .await
+        .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_mid_stream_loses_no_acknowledged_publication() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let Some(mut redis) = RedisServer::start_persistent() else {
+        return;
+    };
+    let url = redis.url();
+    let a = start_node(&url, "sb", |_| {}).await;
+    let b = start_node(&url, "sb", |_| {}).await;
+    let mut bob = b.client("bob").await;
+    bob.ok(json!({"cmd": "subscribe", "channel": "chat:o"}))
+        .await;
+    // Node a's API publishes without pause; what it acknowledged is kept, what it refused
+    // is counted.
+    let acked: Arc<Mutex<Vec<(u64, Value)>>> = Arc::default();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let (acked, refused, stop, addr) = (acked.clone(), refused.clone(), stop.clone(), a.addr);
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let body = json!({"channel": "chat:o", "data": {"i": i}});
+                let (status, reply) = crate::util::api(addr, "publish", body).await;
+                if status == 200 {
+                    let offset = reply["offset"].as_u64().expect("offset");
+                    acked.lock().unwrap().push((offset, json!({"i": i})));
+                } else {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    let count = || acked.lock().unwrap().len();
+    eventually("20 acknowledged publications", || async { count() >= 20 }).await;
+    redis.kill();
+    eventually("the nodes to report the outage", || async {
+        health(&a).await == 503 && health(&b).await == 503
+    })
+    .await;
+    eventually("publications to be refused", || async {
+        refused.load(Ordering::Relaxed) >= 3
+    })
+    .await;
+    redis.restart();
+    let before = count();
+    eventually("publications to be acknowledged again", || async {
+        count() >= before + 20
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    publisher.await.expect("the publisher");
+    let acked = acked.lock().unwrap().clone();
+    let last = acked.last().expect("some").0;
+    // Bob gets every acknowledged publication, in offset order, once; a publication Redis
+    // ran as the connection broke may come too though its publisher was told it failed.
+    let mut got = Vec::new();
+    while got.last().is_none_or(|(offset, _)| *offset < last) {
+        let push = bob.next_publication().await;
+        got.push((
+            push["offset"].as_u64().expect("offset"),
+            push["data"].clone(),
+        ));
+    }
+    assert!(
+        got.windows(2).all(|w| w[0].0 < w[1].0),
+        "out of order or twice: {got:?}"
+    );
+    for publication in &acked {
+        assert!(
+            got.contains(publication),
+            "acknowledged and lost: {publication:?}"
+        );
+    }
+    eventually("the nodes to be healthy again", || async {
+        health(&a).await == 200 && health(&b).await == 200
+    })
+    .await;
+    assert!(b.metric("switchboard_redis_disconnects_total").await >= 1.0);
+    assert_eq!(
+        b.metric("switchboard_cluster_broken_total").await,
+        0.0,
+        "continuity held"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_are_told_when_redis_lost_their_stream() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    let a = start_node(&url, "sb", |_| {}).await;
+    let b = start_node(&url, "sb", |_| {}).await;
+    let mut bob = b.client("bob").await;
+    bob.ok(json!({"cmd": "subscribe", "channel": "chat:lost"}))
+        .await;
+    let mut epoch = Value::Null;
+    for i in 1..=3u64 {
+        a.publish("chat:lost", json!(i)).await;
+        epoch = bob.next_publication().await["epoch"].clone();
+    }
+    // Without persistence, a restarted Redis has forgotten the stream.
+    redis.kill();
+    redis.restart();
+    let (code, _) = bob.expect_close().await;
+    assert_eq!(code, 4008, "told to reconnect");
+    let mut bob = b.client("bob").await;
+    let sub = bob
+        .ok(json!({"cmd": "subscribe", "channel": "chat:lost", "recover": {"offset": 3, "epoch": epoch}}))
+        .await;
+    assert_eq!(sub["recovered"], false, "{sub}");
+    assert_ne!(sub["epoch"], epoch);
+    assert!(b.metric("switchboard_cluster_broken_total").await >= 1.0);
+    // The group goes on in the new epoch (a publication refused while the node's
+    // command connection comes back is tried again, as a client would).
+    let offset = std::sync::Arc::new(std::sync::Mutex::new(None));
+    eventually("a publication to be acknowledged", || {
+        let (a, offset) = (&a, offset.clone());
+        async move {
+            let (status, reply) = a
+                .api("publish", json!({"channel": "chat:lost", "data": "again"}))
+                .await;
+            *offset.lock().unwrap() = reply["offset"].as_u64();
+            status == 200
+        }
+    })
+    .await;
+    let offset = *offset.lock().unwrap();
+    assert_eq!(offset, Some(1));
+    assert_eq!(bob.next_publication().await["data"], "again");
+}

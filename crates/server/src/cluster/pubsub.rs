@@ -26,7 +26,7 @@ use crate::engine::redis::RedisSettings;
 const WATCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// First and longest pause between reconnection attempts (doubling, with jitter).
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Who receives what the connection brings.
 pub(crate) trait Handler: Send + Sync + 'static {

@@ -3,6 +3,11 @@
 //! from the history; joins, leaves and ephemeral publications are announced as they come.
 //! A channel being loaded (watched, its snapshot not read yet) keeps what arrives for it
 //! meanwhile, so nothing published between the two is missed.
+//!
+//! When continuity cannot hold (the history no longer has what a gap missed, or Redis lost
+//! the stream and a new epoch began), the channel's subscribers are disconnected with 4008
+//! ("reconnect"): they come back, subscribe with their position, and are told
+//! `recovered: false`, as after any loss they could not recover from.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -13,7 +18,16 @@ use super::Hub;
 use super::channel::{Arrival, Channel, keeps_history};
 use crate::cluster::{ChannelEvent, Events};
 use crate::engine::HistoryQuery;
+use crate::error::close;
 use crate::protocol::{PrivateMessage, Publication, Push};
+use crate::util::LogLimiter;
+
+/// Reads of a channel's position after a reconnection, and the pause between them (grows).
+const CATCH_UP_ATTEMPTS: u32 = 5;
+const CATCH_UP_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// One warning per this interval at most for streams whose continuity broke.
+static BROKEN: LogLimiter = LogLimiter::new(std::time::Duration::from_secs(10));
 
 /// Publications kept at most for one channel while it loads; past it, the gap is read
 /// from the history.
@@ -123,6 +137,7 @@ impl Hub {
             return;
         };
         let mut gap = None;
+        let mut broken = false;
         let start = {
             let mut shard = self.channels.lock(channel);
             let Some(ch) = shard.get_mut(channel) else {
@@ -138,6 +153,11 @@ impl Hub {
             };
             match event {
                 ChannelEvent::Publication { epoch, publication } => {
+                    // A new epoch after this node saw the old one: the stream was lost.
+                    broken = *epoch != *ch.epoch && ch.top != 0 && keeps_history(opts);
+                    if broken {
+                        Self::break_continuity(ch, channel, "a new epoch began");
+                    }
                     match ch.arrive(channel, opts, &epoch, publication, self.over_budget()) {
                         Arrival::Nothing => false,
                         Arrival::Deliver(start) => start,
@@ -179,11 +199,35 @@ impl Hub {
                 }
             }
         };
+        if broken {
+            self.metrics.cluster_broken.inc();
+        }
         if start {
             self.start_deliverer(channel);
         }
         if let Some((epoch, after, before)) = gap {
             self.fill_gap(channel, epoch, after, before);
+        }
+    }
+
+    /// Tells a channel's subscribers that its continuity broke: they are disconnected with
+    /// 4008, reconnect, and learn `recovered: false` when they subscribe with their
+    /// position. The caller holds the channel's lock.
+    fn break_continuity(ch: &Channel, channel: &str, why: &str) {
+        if let Some(held_back) = BROKEN.allow() {
+            tracing::warn!(
+                channel,
+                why,
+                subscribers = ch.subscribers.len(),
+                held_back,
+                "a channel's stream lost continuity on this node; its subscribers reconnect to be told"
+            );
+        }
+        for handle in ch.subscribers.values() {
+            handle.disconnect(
+                close::RECONNECT,
+                "the channel's stream was interrupted; reconnect and recover",
+            );
         }
     }
 
@@ -233,8 +277,12 @@ impl Hub {
                 let first = ch.ready.first_key_value().map(|(offset, _)| *offset);
                 if let Some(first) = first.filter(|first| *first > ch.top + 1) {
                     if first <= before {
-                        // Gone from the history too: skipped, as a recovery would.
+                        // Gone from the history too: skipped, and the subscribers told.
                         hub.metrics.cluster_skipped.add(first - ch.top - 1);
+                        if keeps_history(opts) {
+                            hub.metrics.cluster_broken.inc();
+                            Self::break_continuity(ch, &name, "the history no longer holds a gap");
+                        }
                         ch.top = first - 1;
                         start |= ch.release_arrived(&name, opts, hub.over_budget());
                     }
@@ -257,7 +305,8 @@ impl Hub {
 
     /// After the pub/sub connection came back: every channel in memory reads what it
     /// missed from the store (its stream position there tells), so subscribers get it in
-    /// order, or learn from the epoch that the stream was lost.
+    /// order, or are told the stream was lost; this node's subscribers are added to the
+    /// presence again (Redis may have lost it, or changes made during the outage).
     fn catch_up(self: &Arc<Self>) {
         let mut names = Vec::new();
         self.channels.each(|map| names.extend(map.keys().cloned()));
@@ -267,27 +316,44 @@ impl Hub {
                 let Some(opts) = hub.config.channel_options(&name) else {
                     continue;
                 };
-                let snapshot = match hub
-                    .store
-                    .channel(&name, super::channel::retention(opts), 0)
-                    .await
-                {
-                    Ok(snapshot) => snapshot,
-                    Err(_) => continue,
+                // The command connection may come back a little after the pub/sub one.
+                let mut snapshot = None;
+                for attempt in 0..CATCH_UP_ATTEMPTS {
+                    let read = hub.store.channel(&name, super::channel::retention(opts), 0);
+                    match read.await {
+                        Ok(read) => {
+                            snapshot = Some(read);
+                            break;
+                        }
+                        Err(_) => tokio::time::sleep(CATCH_UP_PAUSE * (attempt + 1)).await,
+                    }
+                }
+                let Some(snapshot) = snapshot else {
+                    tracing::warn!(channel = %name, "could not read a channel's position after Redis came back");
+                    continue;
                 };
+                let mut members = Vec::new();
+                let mut broken = false;
                 let gap = {
                     let mut shard = hub.channels.lock(&name);
                     let Some(ch) = shard.get_mut(&name) else {
                         continue;
                     };
-                    if *ch.epoch != *snapshot.epoch && snapshot.top > 0 {
-                        // The stream was lost or replaced: start over from its start.
+                    members.extend(ch.members.values().cloned());
+                    if *ch.epoch != *snapshot.epoch && ch.top > 0 {
+                        // The stream this node knew is gone: its subscribers are told, and
+                        // the channel starts over from what Redis holds.
+                        broken = keeps_history(opts);
+                        if broken {
+                            Self::break_continuity(ch, &name, "Redis lost the stream");
+                        }
                         ch.ready.clear();
                         ch.cache.clear();
                         ch.epoch = snapshot.epoch.as_str().into();
                         (ch.top, ch.reserved, ch.stored_top) = (0, 0, 0);
-                        ch.filling = true;
-                        Some((ch.epoch.to_string(), 0, snapshot.top + 1))
+                        ch.filling = snapshot.top > 0;
+                        ch.filling
+                            .then(|| (ch.epoch.to_string(), 0, snapshot.top + 1))
                     } else if snapshot.top > ch.top && !ch.filling {
                         ch.filling = true;
                         Some((ch.epoch.to_string(), ch.top, snapshot.top + 1))
@@ -295,8 +361,16 @@ impl Hub {
                         None
                     }
                 };
+                if broken {
+                    hub.metrics.cluster_broken.inc();
+                }
                 if let Some((epoch, after, before)) = gap {
                     hub.fill_gap(&name, epoch, after, before);
+                }
+                if let Some(cluster) = hub.cluster() {
+                    for info in members {
+                        cluster.presence_add(&name, &info, opts.join_leave);
+                    }
                 }
             }
         });
