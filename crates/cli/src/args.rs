@@ -500,6 +500,14 @@ pub(crate) struct BenchFanoutArgs {
     /// limits.commands_per_second on each).
     #[arg(long, default_value_t = 0)]
     pub(crate) publishers: usize,
+    /// Another node of the same group (`serve --engine redis`), by its WebSocket URL
+    /// (repeat for more): the subscribers are spread over --url and these, a task's
+    /// connections on one node; the publishers stay on --url.
+    #[arg(long = "node-url")]
+    pub(crate) node_urls: Vec<String>,
+    /// PID of another node, to add its CPU time and RSS to the server's (repeat for more).
+    #[arg(long = "node-pid")]
+    pub(crate) node_pids: Vec<u32>,
 }
 
 #[derive(Debug, clap::Args)]

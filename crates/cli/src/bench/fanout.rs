@@ -66,7 +66,7 @@ pub(crate) async fn fanout(args: BenchFanoutArgs) -> anyhow::Result<()> {
         }
         n => n,
     };
-    let shared = Shared::new(&args.conn, &args.channel, args.subscribers)?;
+    let shared = Shared::new(&args.conn, &args.node_urls, &args.channel, args.subscribers)?;
     let subscribers =
         Subscribers::spawn(shared.clone(), args.subscribers, args.conn.conns_per_task);
     subscribers.wait_ready().await?;
@@ -116,12 +116,27 @@ pub(crate) async fn fanout(args: BenchFanoutArgs) -> anyhow::Result<()> {
         .map(|(ws, first)| tokio::spawn(publisher(ws, first, plan.clone())))
         .collect();
 
-    let pid = args.conn.server_pid;
+    // Every node's process counts: CPU time and RSS added up.
+    let pids: Vec<u32> = args
+        .conn
+        .server_pid
+        .into_iter()
+        .chain(args.node_pids.iter().copied())
+        .collect();
+    let sum = |read: fn(u32) -> anyhow::Result<u64>| -> anyhow::Result<Option<u64>> {
+        if pids.is_empty() {
+            return Ok(None);
+        }
+        pids.iter()
+            .map(|pid| read(*pid))
+            .sum::<anyhow::Result<u64>>()
+            .map(Some)
+    };
     tokio::time::sleep_until(start.into()).await;
-    let cpu_start = pid.map(measure::cpu_ticks).transpose()?;
+    let cpu_start = sum(measure::cpu_ticks)?;
     tokio::time::sleep_until(end.into()).await;
-    let cpu_end = pid.map(measure::cpu_ticks).transpose()?;
-    let rss = pid.map(measure::rss_kib).transpose()?;
+    let cpu_end = sum(measure::cpu_ticks)?;
+    let rss = sum(measure::rss_kib)?;
 
     let mut published = PubTally::default();
     for task in publisher_tasks {

@@ -16,7 +16,7 @@ use crate::bench::sink::{Shared, Subscribers};
 pub(crate) async fn idle(args: BenchIdleArgs) -> anyhow::Result<()> {
     let pid = args.conn.server_pid;
     let rss_before = pid.map(measure::rss_kib).transpose()?;
-    let shared = Shared::new(&args.conn, &args.channel, 0)?;
+    let shared = Shared::new(&args.conn, &[], &args.channel, 0)?;
     let subscribers = Subscribers::spawn(shared, args.conns, args.conn.conns_per_task);
     subscribers.wait_ready().await?;
     let rss_after = pid.map(measure::rss_kib).transpose()?;

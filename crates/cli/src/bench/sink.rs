@@ -81,6 +81,9 @@ impl Tally {
 /// What every subscriber task shares.
 pub(crate) struct Shared {
     pub(crate) endpoint: Endpoint,
+    /// Where subscribers connect: `endpoint`, then other nodes of its group (a task's
+    /// connections on one of them, in turn).
+    pub(crate) nodes: Vec<Endpoint>,
     pub(crate) auth: Auth,
     /// The subscribers' transport.
     pub(crate) transport: Transport,
@@ -102,11 +105,16 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(
         args: &BenchConnArgs,
+        nodes: &[String],
         channel: &str,
         subscribers: usize,
     ) -> anyhow::Result<Arc<Shared>> {
         Ok(Arc::new(Shared {
             endpoint: Endpoint::parse(&args.url)?,
+            nodes: std::iter::once(&args.url)
+                .chain(nodes)
+                .map(|url| Endpoint::parse(url))
+                .collect::<anyhow::Result<_>>()?,
             auth: Auth::new(args)?,
             transport: args.transport,
             channel: channel.to_owned(),
@@ -235,7 +243,13 @@ enum Sub {
 
 /// One subscriber: opens over the bench's transport, then counts publications until it
 /// ends or its task is stopped. `poster` is its task's connection for SSE commands.
-async fn subscriber(shared: &Shared, user: usize, tally: &Mutex<Tally>, poster: Option<&Poster>) {
+async fn subscriber(
+    shared: &Shared,
+    endpoint: &Endpoint,
+    user: usize,
+    tally: &Mutex<Tally>,
+    poster: Option<&Poster>,
+) {
     let mut counter = Counter::new(shared, user, tally);
     let opened = async {
         let _permit = shared.opening.acquire().await?;
@@ -246,19 +260,19 @@ async fn subscriber(shared: &Shared, user: usize, tally: &Mutex<Tally>, poster: 
             match (shared.transport, poster) {
                 (Transport::Ws, _) => {
                     let (ws, offset) =
-                        open_ws(&shared.endpoint, &token, Some(&shared.channel), None).await?;
+                        open_ws(endpoint, &token, Some(&shared.channel), None).await?;
                     counter.subscribed(offset);
                     Ok(Sub::Ws(Box::new(ws)))
                 }
                 (Transport::Sse, Some(poster)) => {
-                    let (endpoint, channel) = (&shared.endpoint, &shared.channel);
+                    let channel = &shared.channel;
                     http::open_sse(endpoint, channel, &token, poster, &mut counter)
                         .await
                         .map(Sub::Sse)
                 }
                 (Transport::Sse, None) => bail!("an SSE subscriber without a command connection"),
                 (Transport::Longpoll, _) => {
-                    http::open_poll(&shared.endpoint, &shared.channel, &token, &mut counter)
+                    http::open_poll(endpoint, &shared.channel, &token, &mut counter)
                         .await
                         .map(Sub::Poll)
                 }
@@ -326,14 +340,15 @@ impl Subscribers {
         let per_task = per_task.max(1);
         let stop = CancellationToken::new();
         let (mut tallies, mut tasks) = (Vec::new(), Vec::new());
-        for first in (0..count).step_by(per_task) {
+        for (task, first) in (0..count).step_by(per_task).enumerate() {
             let users: Range<usize> = first..(first + per_task).min(count);
             let tally = Arc::new(Mutex::new(Tally::new()));
             let (shared, task_tally, stop) = (shared.clone(), tally.clone(), stop.clone());
             tasks.push(tokio::spawn(async move {
+                let endpoint = &shared.nodes[task % shared.nodes.len()];
                 let poster = (shared.transport == Transport::Sse).then(|| Poster::new(users.len()));
-                let conns =
-                    users.map(|user| subscriber(&shared, user, &task_tally, poster.as_ref()));
+                let conns = users
+                    .map(|user| subscriber(&shared, endpoint, user, &task_tally, poster.as_ref()));
                 tokio::select! {
                     () = stop.cancelled() => {}
                     () = join_all(conns) => {}
