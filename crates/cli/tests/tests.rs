@@ -13,6 +13,8 @@
 //! - `durability`: what the SQLite store keeps across `kill -9` and restarts (issue 4),
 //!   a damaged write-ahead log (issue 10), start-up errors of the store, and the memory
 //!   store.
+//! - `nginx`: docs/nginx/switchboard.conf run by Debian's nginx in front of two
+//!   `serve --engine redis` nodes: WebSocket, SSE and long polling through it, round-robin.
 //! - `hardening`: issue 10 at the binary's level: a failing or unread stderr, empty
 //!   secrets, running out of file descriptors, what never reaches the log.
 //! - `util`: child processes, temporary data directories, a WebSocket client and an HTTP
@@ -25,4 +27,5 @@ mod cli;
 mod cluster;
 mod durability;
 mod hardening;
+mod nginx;
 mod util;
