@@ -236,6 +236,8 @@ mod tests {
             size: 5,
             slow: 0,
             publishers: 0,
+            node_urls: Vec::new(),
+            node_pids: Vec::new(),
         };
         let now = Instant::now();
         let plan = Plan::new(&args, now, now, now, 2).unwrap();
