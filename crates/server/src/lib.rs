@@ -345,11 +345,10 @@ impl Server {
             let host = transport::http_session::Host::new(Arc::downgrade(&transports));
             cluster.set_session_host(Arc::new(host));
         }
-        let heartbeat = cluster.as_ref().map(|cluster| {
-            let (hub, cluster, config) = (hub.clone(), cluster.clone(), config.clone());
-            let stop = transports.shutdown.clone();
+        let heartbeat = cluster.as_ref().map(|_| {
+            let (hub, stop) = (hub.clone(), transports.shutdown.clone());
+            let period = config.engine.presence_ttl / 3;
             tokio::spawn(async move {
-                let period = config.engine.presence_ttl / 3;
                 let mut tick = tokio::time::interval(period);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
@@ -357,12 +356,7 @@ impl Server {
                         _ = tick.tick() => {}
                         _ = stop.cancelled() => return,
                     }
-                    let join_leave = |channel: &str| {
-                        config
-                            .channel_options(channel)
-                            .is_some_and(|o| o.join_leave)
-                    };
-                    if let Err(err) = cluster.heartbeat(hub.members(), join_leave).await {
+                    if let Err(err) = hub.heartbeat().await {
                         warn!(cause = %err, "the group's heartbeat failed; retrying");
                     }
                 }

@@ -578,3 +578,41 @@ async fn subscribers_are_told_when_redis_lost_their_stream() {
     assert_eq!(offset, Some(1));
     assert_eq!(bob.next_publication().await["data"], "again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_stream_with_subscribers_keeps_its_position_past_its_history() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    // History kept one second; the subscriber's node keeps the stream's position.
+    let short = |c: &mut switchboard_server::Config| {
+        c.namespaces.push(switchboard_server::config::Namespace {
+            name: "short".into(),
+            options: switchboard_server::config::NamespaceOptions {
+                history_size: 10,
+                history_ttl: std::time::Duration::from_secs(1),
+                ..Default::default()
+            },
+        });
+    };
+    let a = start_node(&redis.url(), "sb", short).await;
+    let b = start_node(&redis.url(), "sb", short).await;
+    let mut bob = b.client("bob").await;
+    bob.ok(json!({"cmd": "subscribe", "channel": "short:q"}))
+        .await;
+    assert_eq!(a.publish("short:q", json!(1)).await, 1);
+    let published = std::time::Instant::now();
+    let first = bob.next_publication().await;
+    // What is tested is time passing: twice the TTL, so that Redis would have dropped the
+    // stream's position with its history, had no node kept it.
+    eventually("the publication to leave the history, and the TTL twice over", || async {
+        let history = a.api_ok("history", json!({"channel": "short:q"})).await;
+        history["publications"] == json!([])
+            && published.elapsed() > std::time::Duration::from_secs(2)
+    })
+    .await;
+    // Later than the history's TTL after the last publication: the same stream goes on.
+    assert_eq!(a.publish("short:q", json!(2)).await, 2);
+    let second = bob.next_publication().await;
+    assert_eq!((second["offset"].clone(), second["epoch"].clone()), (json!(2), first["epoch"].clone()));
+}

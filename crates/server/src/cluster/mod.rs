@@ -529,28 +529,55 @@ impl Cluster {
             .await
     }
 
-    /// The heartbeat, every third of the presence TTL: announces this node, refreshes its
-    /// subscribers' presence (`subscribers`: each channel with its clients here), and
-    /// removes the presence of nodes that stopped announcing themselves (`join_leave`
-    /// tells whether a channel announces leaves).
+    /// The heartbeat, every third of the presence TTL: announces this node, keeps the
+    /// positions of the streams it has subscribers for (`streams`, with their history
+    /// TTL), refreshes its subscribers' presence (`subscribers`: each channel with its
+    /// clients here), and removes the presence of nodes that stopped announcing themselves
+    /// (`join_leave` tells whether a channel announces leaves).
     pub(crate) async fn heartbeat(
         &self,
         subscribers: Vec<(String, Vec<String>)>,
+        streams: Vec<(String, Duration)>,
         join_leave: impl Fn(&str) -> bool,
     ) -> Result<(), StoreError> {
         let mut conn = self.engine.connection();
         nodes::announce(&mut conn, &self.node_keys, &self.node, self.presence_ttl).await?;
-        for (channel, clients) in &subscribers {
-            let keys = ChannelKeys::new(self.engine.keys(), channel);
-            self.scripts
-                .refresh(
-                    &mut conn,
-                    &keys,
-                    &self.node_index,
-                    clients,
-                    self.presence_ttl,
-                )
-                .await?;
+        // A stream with subscribers here keeps its position (epoch and offset) however
+        // long it stays quiet, as a channel in a node's memory does: its meta's expiry is
+        // pushed back (a stream Redis no longer has stays gone).
+        for chunk in streams.chunks(BATCH) {
+            let mut pipe = redis::pipe();
+            for (channel, keep) in chunk {
+                pipe.cmd("PEXPIRE")
+                    .arg(self.engine.keys().meta(channel))
+                    .arg(keep.as_millis() as u64)
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| StoreError::Failed(e.to_string()))?;
+        }
+        // Concurrent on the one multiplexed connection: the refreshes go out pipelined, a
+        // bounded number at a time.
+        for chunk in subscribers.chunks(BATCH) {
+            let refreshes = chunk.iter().map(|(channel, clients)| {
+                let mut conn = self.engine.connection();
+                async move {
+                    let keys = ChannelKeys::new(self.engine.keys(), channel);
+                    self.scripts
+                        .refresh(
+                            &mut conn,
+                            &keys,
+                            &self.node_index,
+                            clients,
+                            self.presence_ttl,
+                        )
+                        .await
+                }
+            });
+            for refreshed in join_all(refreshes).await {
+                refreshed?;
+            }
         }
         let live = nodes::live_ids(&mut conn, &self.node_keys).await?;
         *self.live_nodes() = live.into_iter().collect();

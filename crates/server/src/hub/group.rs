@@ -1,6 +1,7 @@
 //! The server API over the whole group of nodes: `channels`, `info` and `disconnect`
 //! called on one node answer for (and act on) every node, each node answering for itself
-//! (see `cluster::control`). On one node they are that node's answers.
+//! (see `cluster::control`). On one node they are that node's answers. And the node's
+//! heartbeat, with what it keeps alive in Redis.
 
 use std::collections::BTreeMap;
 
@@ -9,9 +10,33 @@ use switchboard_ws::CloseCode;
 use tracing::warn;
 
 use super::Hub;
+use super::channel::keeps_history;
 use crate::cluster::Ask;
+use crate::engine::StoreError;
 
 impl Hub {
+    /// In a group: the heartbeat (every third of `engine.presence_ttl`): this node alive,
+    /// its subscribers' presence, and the positions of the streams it has subscribers for.
+    pub(crate) async fn heartbeat(&self) -> Result<(), StoreError> {
+        let Some(cluster) = self.cluster() else {
+            return Ok(());
+        };
+        let streams = self
+            .channels()
+            .into_iter()
+            .filter_map(|(name, _)| {
+                let opts = self.config.channel_options(&name)?;
+                keeps_history(opts).then_some((name, opts.history_ttl))
+            })
+            .collect();
+        let join_leave = |channel: &str| {
+            self.config
+                .channel_options(channel)
+                .is_some_and(|o| o.join_leave)
+        };
+        cluster.heartbeat(self.members(), streams, join_leave).await
+    }
+
     /// This node's answer to another node's request.
     pub(crate) fn answer(&self, ask: &Ask) -> Value {
         match ask {
