@@ -45,8 +45,24 @@ struct State {
     wanted: HashMap<String, usize>,
     /// Topics Redis confirmed on the current connection.
     subscribed: HashSet<String>,
+    /// Topics an `UNSUBSCRIBE` under way is dropping: still in `subscribed`, but not to be
+    /// relied on by a new holder.
+    removing: HashSet<String>,
     /// Whether a connection is up.
     connected: bool,
+}
+
+impl State {
+    /// Whether `topic` is subscribed and stays so.
+    fn holds(&self, topic: &str) -> bool {
+        self.subscribed.contains(topic) && !self.removing.contains(topic)
+    }
+
+    /// Whether Redis' subscriptions differ from what is wanted.
+    fn unsettled(&self) -> bool {
+        self.wanted.keys().any(|t| !self.subscribed.contains(t))
+            || self.subscribed.iter().any(|t| !self.wanted.contains_key(t))
+    }
 }
 
 /// The node's pub/sub connection (see the module's documentation).
@@ -99,7 +115,7 @@ impl PubSub {
         {
             let mut state = self.lock();
             *state.wanted.entry(topic.to_owned()).or_default() += 1;
-            if state.subscribed.contains(topic) {
+            if state.holds(topic) {
                 return Ok(());
             }
         }
@@ -110,7 +126,7 @@ impl PubSub {
                     return false;
                 }
                 let state = self.lock();
-                if state.subscribed.contains(topic) {
+                if state.holds(topic) {
                     return true;
                 }
                 if !state.connected {
@@ -146,10 +162,12 @@ impl PubSub {
         self.lock().wanted.len()
     }
 
-    /// Brings Redis' subscriptions in line with what is wanted.
+    /// Brings Redis' subscriptions in line with what is wanted. What changed while it ran
+    /// (a topic dropped, then wanted again before its `UNSUBSCRIBE` went out) is put right
+    /// by another round, which it asks for.
     async fn reconcile(&self, sink: &mut redis::aio::PubSubSink) -> redis::RedisResult<()> {
         let (add, remove) = {
-            let state = self.lock();
+            let mut state = self.lock();
             let add: Vec<String> = state
                 .wanted
                 .keys()
@@ -162,6 +180,7 @@ impl PubSub {
                 .filter(|t| !state.wanted.contains_key(*t))
                 .cloned()
                 .collect();
+            state.removing = remove.iter().cloned().collect();
             (add, remove)
         };
         if !add.is_empty() {
@@ -175,8 +194,13 @@ impl PubSub {
         for topic in remove {
             state.subscribed.remove(&topic);
         }
+        state.removing.clear();
+        let again = state.unsettled();
         drop(state);
         self.rounds.send_modify(|r| *r += 1);
+        if again {
+            self.dirty.notify_one();
+        }
         Ok(())
     }
 
@@ -185,6 +209,7 @@ impl PubSub {
         state.connected = connected;
         if !connected {
             state.subscribed.clear();
+            state.removing.clear();
         }
         drop(state);
         self.rounds.send_modify(|r| *r += 1);
@@ -266,4 +291,68 @@ async fn sleep_backoff(backoff: &mut Duration) {
     let jitter = rand::random::<f64>() * 0.5 + 0.75;
     tokio::time::sleep(backoff.mul_f64(jitter)).await;
     *backoff = (*backoff * 2).min(BACKOFF_MAX);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Debug, Default)]
+    struct Count(AtomicUsize);
+
+    impl Handler for Count {
+        fn message(&self, _topic: &str, _payload: &[u8], _pattern: bool) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+        fn resubscribed(&self) {}
+        fn lost(&self, _why: &str) {}
+    }
+
+    /// A topic dropped and wanted again at once, while the round that drops it is under
+    /// way, must end subscribed: a holder is never left with a topic Redis no longer sends.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_topic_wanted_again_while_being_dropped_stays_subscribed() {
+        let Some(redis) = switchboard_redis_fixture::RedisServer::start() else {
+            return;
+        };
+        let settings = RedisSettings {
+            url: redis.url(),
+            ..RedisSettings::default()
+        };
+        let count = Arc::new(Count::default());
+        let pubsub = PubSub::start(settings.clone(), Vec::new(), Vec::new(), count.clone());
+        let mut conn = settings
+            .client()
+            .await
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        for round in 0..200 {
+            pubsub.watch("t").await.unwrap();
+            pubsub.unwatch("t");
+            pubsub.watch("t").await.unwrap();
+            let before = count.0.load(Ordering::Relaxed);
+            let receivers: i64 = redis::cmd("PUBLISH")
+                .arg("t")
+                .arg("x")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(
+                receivers, 1,
+                "round {round}: the topic was dropped under its holder"
+            );
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while count.0.load(Ordering::Relaxed) == before {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "round {round}: nothing came"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            pubsub.unwatch("t");
+        }
+    }
 }
