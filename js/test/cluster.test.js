@@ -6,13 +6,17 @@
 // people do on one node shows to people on the other as if there were one server.
 //
 // Covered: Alice signs up on node 1, Bob on node 2; in the lobby each sees the other's
-// messages, presence and join; Bob's DM reaches Alice's page live (and Bob sees it
-// delivered); one sent while she is signed out is kept, and she gets it, marked late, when
-// she signs in on node 2; a poll Alice creates on node 1 takes votes through both nodes,
-// and every page's chart, the owner's on node 1 first, converges to the same counts (each
-// node coalesces its own pushes; the `seq` of a tally comes from the store, so the newest
-// wins whichever node sent it); the watchers are counted over the group. Screenshots of
-// both people's chat and vote pages: docs/screenshots/cluster-{chat,vote}-node{1,2}.png.
+// messages, typing, presence and join; a room Alice creates is offered live on node 2, and
+// Bob's posts there are unread on node 1; Bob's DM reaches Alice's page live (and Bob sees
+// it delivered); her sign-out on node 1 ends her session on node 2 too; a DM sent while
+// she is signed out is kept, and she gets it, marked late, when she signs in on node 2; a
+// poll Alice creates on node 1 takes votes through both nodes, and every page's chart, the
+// owner's on node 1 first, converges to the same counts (each node coalesces its own
+// pushes; the `seq` of a tally comes from the store, so the newest wins whichever node
+// sent it); the watchers are counted over the group; closing on node 1 locks the ballots
+// on node 2; the home page shows the group's people online and rooms on either node.
+// Screenshots of both people's chat and vote pages (English, desktop):
+// docs/screenshots/cluster-{chat,vote}-node{1,2}.png.
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -92,6 +96,8 @@ describe('two nodes, one Redis: chat and vote across the group', () => {
   let one;
   let two;
   const people = {};
+  /** The poll of the vote test, for the tests after it. */
+  let pollId;
 
   before(async () => {
     redis = await startRedis();
@@ -144,6 +150,30 @@ describe('two nodes, one Redis: chat and vote across the group', () => {
     assert.deepEqual(bob.problems, []);
   });
 
+  test('a room Alice creates on node 1 is offered on node 2; Bob\'s posts there are unread on node 1', async () => {
+    const { alice, bob } = people;
+    await alice.page.getByRole('button', { name: 'Create a room' }).click();
+    await alice.page.getByLabel('Room name').fill('release');
+    await alice.page.getByLabel('Topic (optional)').fill('Naming the next release');
+    await alice.page.getByRole('button', { name: 'Create room' }).click();
+    await waitFor('Alice in #release', async () => (await title(alice.page)) === 'release');
+    await alice.page.locator('#room-list .nav-item', { hasText: 'lobby' }).click();
+    await waitFor('Alice back in the lobby', async () => (await title(alice.page)) === 'lobby');
+
+    // Live, through `apps:rooms` from node 1: no reload on node 2.
+    await waitFor('#release offered on node 2', async () => (await bob.page.locator('#other-rooms .nav-item', { hasText: 'release' }).count()) === 1);
+    await bob.page.locator('#other-rooms .nav-item', { hasText: 'release' }).click();
+    await waitFor('Bob in #release', async () => (await title(bob.page)) === 'release');
+    for (const n of [1, 2]) await say(bob.page, `name idea ${n}`, 'Message #release');
+    await waitFor('2 unread in #release on node 1', async () => (await badge(alice.page, 'release')) === '2');
+    await alice.page.locator('#room-list .nav-item', { hasText: 'release' }).click();
+    await waitFor('the posts on node 1', async () => (await bodies(alice.page)).join('|') === 'name idea 1|name idea 2');
+    await waitFor('the badge to go', async () => (await badge(alice.page, 'release')) === '');
+    for (const p of [alice, bob]) await p.page.locator('#room-list .nav-item', { hasText: 'lobby' }).click();
+    assert.deepEqual(alice.problems, []);
+    assert.deepEqual(bob.problems, []);
+  });
+
   test('a DM from Bob (node 2) reaches Alice (node 1) live, and Bob sees it delivered', async () => {
     const { alice, bob } = people;
     await bob.page.getByRole('button', { name: 'Message someone' }).click();
@@ -159,14 +189,27 @@ describe('two nodes, one Redis: chat and vote across the group', () => {
     // Alice answers from node 1.
     await say(alice.page, 'Thanks!', 'Message Bob');
     await waitFor('the answer on node 2', async () => (await bodies(bob.page)).includes('Thanks!'));
+    // Alice has read the conversation: the server holds it (the page says so after a pause).
+    await waitFor('the read position on the server', async () => {
+      const r = await alice.page.evaluate(() => window.switchboard.rpc('chat.rooms', {}));
+      return r.dms.find((d) => d.user === 'bob')?.unread === 0;
+    });
     assert.deepEqual(alice.problems, []);
     assert.deepEqual(bob.problems, []);
   });
 
   test('a DM sent while Alice is signed out reaches her, marked late, when she signs in on node 2', async () => {
     const { alice, bob } = people;
+    const session = (await alice.context.cookies()).find((c) => c.name === 'sb_session');
+    assert.ok(session, 'Alice has a session cookie');
+    const token = (node) =>
+      fetch(`${node.url}/auth/token`, { method: 'POST', headers: { 'Content-Type': 'application/json', Cookie: `sb_session=${session.value}` }, body: '{}' });
+    assert.equal((await token(two)).status, 200, 'the session made on node 1 works on node 2');
     await alice.page.getByRole('button', { name: 'Sign out' }).click();
     await alice.page.waitForURL(`${one.url}/`);
+    const refused = await token(two);
+    assert.equal(refused.status, 401, 'signed out on node 1 is signed out on node 2');
+    assert.equal((await refused.json()).error.code, 'signed_out');
     await waitFor('Alice gone from Bob\'s member list', async () => {
       if ((await title(bob.page)) !== 'lobby') await bob.page.locator('#room-list .nav-item', { hasText: 'lobby' }).click();
       return !(await members(bob.page)).includes('Alice');
@@ -236,5 +279,37 @@ describe('two nodes, one Redis: chat and vote across the group', () => {
     await alice.page.screenshot({ path: join(SHOTS, 'cluster-vote-node1.png') });
     await bob.page.screenshot({ path: join(SHOTS, 'cluster-vote-node2.png') });
     for (const p of [alice, bob, cai]) assert.deepEqual(p.problems, []);
+    pollId = id;
+  });
+
+  test('the owner closes the poll on node 1: the voters\' pages on node 2 show it closed', async () => {
+    const { alice, bob, cai } = people;
+    await alice.page.getByRole('button', { name: 'Close poll' }).click();
+    for (const p of [bob, cai]) {
+      await waitFor('"Closed" on node 2', async () => (await p.page.locator('#poll-state').textContent()) === 'Closed', 5000);
+      await waitFor('the ballot locked on node 2', async () => p.page.locator('#ballot .choice').first().isDisabled());
+    }
+    const refused = await bob.page.evaluate((poll) => window.switchboard.rpc('vote.cast', { poll, choices: [1] }).then(
+      () => 'accepted',
+      (err) => err.message,
+    ), pollId);
+    assert.notEqual(refused, 'accepted', 'a closed poll takes no vote through node 2');
+    for (const p of [alice, bob, cai]) assert.deepEqual(p.problems, []);
+  });
+
+  test('the home page\'s figures are the group\'s, on either node: people online and rooms', async () => {
+    // Online now: Alice (node 1), Bob and Cai (node 2). Rooms: the lobby and #release.
+    const visitor = await person();
+    await visitor.context.addCookies(await people.alice.context.cookies());
+    for (const node of [one, two]) {
+      await visitor.page.goto(`${node.url}/`);
+      await waitFor(`3 online and 2 rooms on ${node.url}`, async () => {
+        const online = await visitor.page.locator('#figure-online').textContent();
+        const rooms = await visitor.page.locator('#figure-rooms').textContent();
+        return online === '3' && rooms === '2';
+      }, 8000);
+    }
+    assert.deepEqual(visitor.problems, []);
+    await visitor.context.close();
   });
 });
