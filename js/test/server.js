@@ -8,7 +8,7 @@
 import { spawn } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,6 +17,8 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 export const REPO = resolve(HERE, '..', '..');
 export const LIBRARY = join(REPO, 'crates', 'server', 'assets', 'switchboard.js');
 export const BIN = process.env.SWITCHBOARD_BIN || join(REPO, 'target', 'release', 'switchboard');
+/** The redis-server of the cluster tests: $REDIS_SERVER (as crates/redis-fixture reads it). */
+export const REDIS_BIN = process.env.REDIS_SERVER || '/usr/bin/redis-server';
 
 /** @returns {Promise<number>} a port that was free a moment ago */
 export function freePort() {
@@ -115,8 +117,8 @@ export class TestServer {
     this.opts = opts;
     this.dataDir = opts.dataDir || mkdtempSync(join(tmpdir(), 'switchboard-js-'));
     this.ownsDir = !opts.dataDir;
-    this.apiKey = randomBytes(16).toString('hex');
-    this.secret = randomBytes(24).toString('hex');
+    this.apiKey = opts.apiKey || randomBytes(16).toString('hex');
+    this.secret = opts.secret || randomBytes(24).toString('hex');
     this.port = opts.port || 0;
     this.proc = null;
     this.log = '';
@@ -130,7 +132,7 @@ export class TestServer {
     let toml = `allow_anonymous = true\nstore = "${this.opts.store || 'sqlite'}"\n`;
     if (this.opts.allowedOrigins) toml += `allowed_origins = ${JSON.stringify(this.opts.allowedOrigins)}\n`;
     toml += `\n[auth]\napi_key = "${this.apiKey}"\ntoken_secret = "${this.secret}"\n`;
-    for (const section of ['limits', 'storage', 'rpc', 'apps']) {
+    for (const section of ['limits', 'storage', 'rpc', 'apps', 'engine']) {
       if (!this.opts[section]) continue;
       toml += `\n[${section}]\n`;
       for (const [k, v] of Object.entries(this.opts[section])) toml += `${k} = ${JSON.stringify(v)}\n`;
@@ -150,6 +152,8 @@ export class TestServer {
     if (!this.port) this.port = await freePort();
     const config = this.writeConfig();
     const args = ['serve', '--config', config, '--data-dir', this.dataDir, '--listen', `127.0.0.1:${this.port}`, '--log-level', 'warn'];
+    // The flags, as an operator starts a node (they win over the file's `store`).
+    if (this.opts.redis) args.push('--engine', 'redis', '--redis-url', this.opts.redis);
     const proc = spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
     this.proc = proc;
     proc.stderr.on('data', (d) => {
@@ -239,4 +243,85 @@ export class TestServer {
     const sig = createHmac('sha256', opts.secret ?? this.secret).update(`${head}.${body}`).digest('base64url');
     return `${head}.${body}.${sig}`;
   }
+}
+
+/**
+ * Whether a Redis on `port` answers PING (one connection, one command, closed).
+ * @param {number} port
+ * @returns {Promise<boolean>}
+ */
+function redisPong(port) {
+  return new Promise((ok) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    let reply = '';
+    const done = (v) => {
+      socket.destroy();
+      ok(v);
+    };
+    socket.setTimeout(1000, () => done(false));
+    socket.on('error', () => done(false));
+    socket.on('connect', () => socket.write('PING\r\n'));
+    socket.on('data', (d) => {
+      reply += d;
+      if (reply.includes('\r\n')) done(reply.startsWith('+PONG'));
+    });
+  });
+}
+
+/**
+ * A redis-server of the tests' own on a free loopback port, keeping nothing on disk (as
+ * crates/redis-fixture starts one for the Rust tests): `url` is `redis://127.0.0.1:PORT/0`.
+ * Throws when redis-server is not installed.
+ */
+export async function startRedis() {
+  if (!existsSync(REDIS_BIN)) throw new Error(`${REDIS_BIN} is missing: apt-get install redis-server`);
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'switchboard-js-redis-'));
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
+  const proc = spawn(REDIS_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  proc.stdout.on('data', (d) => (log += d));
+  proc.stderr.on('data', (d) => (log += d));
+  const exited = new Promise((r) => proc.once('exit', (code, signal) => r({ code, signal })));
+  let gone = null;
+  exited.then((e) => (gone = e));
+  await until(
+    async () => {
+      if (gone) throw new Error(`redis-server exited (${JSON.stringify(gone)}):\n${log}`);
+      return redisPong(port);
+    },
+    10000,
+    'redis-server to answer PING',
+  );
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}/0`,
+    /** Stops it (SIGTERM; SIGKILL after 5 s) and removes its directory. */
+    async dispose() {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
+      const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * `count` nodes of one group: `switchboard serve --engine redis` over `redis` (from
+ * {@link startRedis}), each with its own data directory and port, all with the first
+ * node's API key and token secret (a group's nodes must share them: a token minted for
+ * one is good on every other). `opts` are {@link startServer}'s, for every node.
+ * @param {{url: string}} redis
+ * @param {number} count
+ * @param {Parameters<typeof startServer>[0]} [opts]
+ * @returns {Promise<TestServer[]>}
+ */
+export async function startCluster(redis, count, opts = {}) {
+  const first = await startServer({ ...opts, redis: redis.url });
+  const nodes = [first];
+  for (let i = 1; i < count; i++) {
+    nodes.push(await startServer({ ...opts, redis: redis.url, apiKey: first.apiKey, secret: first.secret }));
+  }
+  return nodes;
 }

@@ -193,8 +193,8 @@ pub(crate) struct Shared {
     /// 1 s convoy on one core), where queueing here costs a task each.
     store_calls: Semaphore,
     /// Room names, so a post checks its room without the database. The store stays the
-    /// truth (one node writes it; a scale-out store would need its own notice of new
-    /// rooms).
+    /// truth: in a group, a room another node created is read from it on the first miss
+    /// (`chat::known_room`) and every few seconds (`figures`).
     rooms: Mutex<HashSet<String>>,
     /// The polls' coalesced tally pushes.
     pushes: vote::Pushes,
@@ -315,6 +315,40 @@ pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The home page's figures: users online and rooms. A node alone counts its own. Nodes
+/// of a group (the Redis store) count the group's, or each would publish its own share
+/// on the one `apps:stats` channel and the page would show whichever came last: each
+/// writes its users online to the store and reads back the union over the live nodes,
+/// and takes the rooms other nodes created into its list. `None` when the store failed
+/// (the last figures stay).
+async fn figures(shared: &Shared, node: &str) -> Option<(usize, usize)> {
+    if shared.node.config().store != switchboard_server::config::StoreKind::Redis {
+        return Some((shared.node.users_online(), shared.room_count()));
+    }
+    let users: Vec<String> = shared
+        .node
+        .users_connections()
+        .into_iter()
+        .map(|(user, _)| user)
+        .collect();
+    let node = node.to_owned();
+    let counted = shared
+        .db(move |s| Ok((s.users_online(&node, &users, ONLINE_TTL)?, s.rooms()?)))
+        .await;
+    match counted {
+        Ok((online, rooms)) => {
+            for room in rooms {
+                shared.add_room(&room.name);
+            }
+            Some((online, shared.room_count()))
+        }
+        Err(err) => {
+            tracing::warn!(cause = %err, "apps: counting the group's users online failed");
+            None
+        }
+    }
 }
 
 /// Opens the apps' store in the server's data directory and mounts them on `server`.
@@ -457,9 +491,17 @@ const STATS_EVERY: Duration = Duration::from_secs(2);
 /// How often expired sessions, invites and rate-limit buckets are dropped.
 const SWEEP_EVERY: u32 = 30;
 
+/// How long a node's list of its users online counts for the group after the node wrote
+/// it: three rounds of the figures, so one late round does not drop a live node's users,
+/// and a node that died stops counting within seconds.
+const ONLINE_TTL: Duration = Duration::from_secs(3 * STATS_EVERY.as_secs());
+
 /// The apps' background work: the live figures on `apps:stats`, and the sweeps. Ends
 /// when the server that holds the apps is gone.
 async fn upkeep(shared: Weak<Shared>) {
+    // This node's name among the group's lists of users online: random, since a restart
+    // is a new member whose old list expires on its own.
+    let node = format!("{:016x}", rand::random::<u64>());
     let mut tick = tokio::time::interval(STATS_EVERY);
     let mut last = None;
     let mut ticks = 0u32;
@@ -468,8 +510,10 @@ async fn upkeep(shared: Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let figures = (shared.node.users_online(), shared.room_count());
-        if last != Some(figures) {
+        // A failed count keeps the last figures (and the sweeps still run).
+        if let Some(figures) = figures(&shared, &node).await
+            && last != Some(figures)
+        {
             last = Some(figures);
             let value = json!({"type": "stats", "users_online": figures.0, "rooms": figures.1});
             shared.publish_best_effort("apps:stats", &value).await;

@@ -20,6 +20,8 @@ pub mod sqlite;
 #[cfg(test)]
 mod suite;
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 /// The SHA-256 of a session id or invite code.
@@ -329,6 +331,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes expired sessions and invites.
     fn sweep(&self, now: i64) -> StoreResult<()>;
+
+    // Users online.
+    /// Records `users`, the users with a connection on node `node` now, for `ttl`, and
+    /// answers how many users are online over every node that recorded within its `ttl`
+    /// (each user once). A store that serves one node answers `users.len()`, which is the
+    /// default: only a store shared by a group of nodes has others to count.
+    fn users_online(&self, node: &str, users: &[String], ttl: Duration) -> StoreResult<usize> {
+        let _ = (node, ttl);
+        Ok(users.len())
+    }
 }
 
 /// Who may see a poll's counts.

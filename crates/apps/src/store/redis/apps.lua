@@ -49,6 +49,8 @@ function K.votes(id) return B .. 'votes:' .. id end         -- HASH voter -> tim
 function K.polls_of(owner) return B .. 'pollsby:' .. owner end -- ZSET id by created
 K.open = B .. 'polls:open'                                    -- ZSET id by created (closed = 0)
 K.due = B .. 'polls:due'                                      -- ZSET id by closes_at (open ones)
+function K.online(node) return B .. 'online:' .. node end   -- SET user ids online on a node
+K.online_nodes = B .. 'onlinenodes'                           -- ZSET node by expiry (Redis ms)
 
 -- Whether decimal integer string `a` is less than `b` (no leading zeros, no "-0").
 local function lt(a, b)
@@ -686,6 +688,40 @@ function ops.recount()
   local out = {'ok', voters, total}
   for i = 1, #counts do out[#out + 1] = counts[i] end
   return out
+end
+
+-- Users online ------------------------------------------------------------------------
+
+-- node, ttl (ms), user... -> users online on the group's live nodes, each once
+--
+-- The node's set is replaced whole on every call (the node's upkeep calls it every few
+-- seconds with its current list), so nothing stale survives a missed leave. A node that
+-- stops calling is forgotten `ttl` after its last call: its set expires, and its entry is
+-- dropped here. Times are Redis' own clock, not the callers': the nodes' clocks may
+-- disagree, and one running ahead must not expire the others' sets.
+function ops.online()
+  local node, ttl = A[3], tonumber(A[4])
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local key = K.online(node)
+  redis.call('DEL', key)
+  -- SADD in slices: unpack() of thousands of arguments would overflow Lua's C stack.
+  for i = 5, #A, 1000 do
+    redis.call('SADD', key, unpack(A, i, math.min(i + 999, #A)))
+  end
+  if #A >= 5 then redis.call('PEXPIRE', key, int(ttl)) end
+  redis.call('ZADD', K.online_nodes, int(now + ttl), node)
+  for _, gone in ipairs(redis.call('ZRANGEBYSCORE', K.online_nodes, '-inf', int(now))) do
+    redis.call('DEL', K.online(gone))
+    redis.call('ZREM', K.online_nodes, gone)
+  end
+  local keys = {}
+  for _, live in ipairs(redis.call('ZRANGE', K.online_nodes, 0, -1)) do
+    keys[#keys + 1] = K.online(live)
+  end
+  if #keys == 1 then return redis.call('SCARD', keys[1]) end
+  -- A user with connections on several nodes is one person online.
+  return #redis.call('SUNION', unpack(keys))
 end
 
 local op = ops[ARGV[2]]

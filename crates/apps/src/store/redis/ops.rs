@@ -5,6 +5,7 @@
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
+use std::time::Duration;
 
 use super::reply::{Items, int, unexpected};
 use super::{CLOSE_BATCH, Call, RedisStore, SWEEP_BATCH, VOTES_PAGE};
@@ -693,6 +694,18 @@ impl Store for RedisStore {
             "nopoll" => Err(StoreError::NoPoll),
             word => Err(other_status(word)),
         }
+    }
+
+    fn users_online(&self, node: &str, users: &[String], ttl: Duration) -> StoreResult<usize> {
+        // Replaces the node's set with the same list: running twice changes nothing more.
+        let n = int(self.call("online", Call::Write, |c| {
+            c.arg(node)
+                .arg(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1));
+            for user in users {
+                c.arg(user);
+            }
+        })?)?;
+        Ok(usize::try_from(n).unwrap_or(0))
     }
 
     fn sweep(&self, now: i64) -> StoreResult<()> {

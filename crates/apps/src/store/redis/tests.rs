@@ -387,3 +387,50 @@ fn a_full_redis_refuses_writes_whole_and_still_reads() {
     assert_eq!(s.account("bob").unwrap(), None, "nothing half written");
     s.create_account(&account("bob"), 3).unwrap();
 }
+
+#[test]
+fn users_online_are_the_union_over_live_nodes() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let (a, b) = (store(&server), store(&server));
+    let list = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let long = std::time::Duration::from_secs(60);
+    assert_eq!(
+        a.users_online("a", &list(&["ann", "bob"]), long).unwrap(),
+        2
+    );
+    // Bob has connections on both nodes: one person online.
+    assert_eq!(
+        b.users_online("b", &list(&["bob", "cai"]), long).unwrap(),
+        3
+    );
+    // Each call replaces the node's list: Bob left node a, and is still on b.
+    assert_eq!(a.users_online("a", &list(&["ann"]), long).unwrap(), 3);
+    assert_eq!(b.users_online("b", &[], long).unwrap(), 1);
+    // More users than one SADD takes at a time.
+    let many: Vec<String> = (0..2500).map(|i| format!("user{i}")).collect();
+    assert_eq!(b.users_online("b", &many, long).unwrap(), 2501);
+
+    // Node b stops writing: its users stop counting once its short TTL passes.
+    let short = std::time::Duration::from_millis(100);
+    assert_eq!(b.users_online("b", &many, short).unwrap(), 2501);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let n = a.users_online("a", &list(&["ann"]), long).unwrap();
+        if n == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node b still counts: {n}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let left: Vec<String> = raw(&server).keys("node:app:online*").unwrap();
+    assert_eq!(
+        left.len(),
+        2,
+        "node a's set and the list of nodes: {left:?}"
+    );
+}
