@@ -191,12 +191,14 @@ pub struct Server {
     routes: axum::Router,
     metrics: Vec<metrics::Source>,
     observers: observe::Observers,
-    /// The Redis engine, when this node is a member of a group.
-    redis: Option<Arc<engine::redis::RedisEngine>>,
+    /// The group this node is a member of (the Redis engine).
+    cluster: Option<Arc<cluster::Cluster>>,
 }
 
 impl Server {
-    /// Checks the configuration and builds the hub over `engine` ([`open_engine`]).
+    /// Checks the configuration and builds the hub over `engine` ([`open_engine`]). With
+    /// Redis, the node joins its group at once, so that extensions publishing before
+    /// [`Server::run`] already publish to the group; call it within a Tokio runtime.
     pub fn with_engine(
         config: Config,
         secrets: secrets::Secrets,
@@ -206,7 +208,11 @@ impl Server {
             Engine::Local(store) => Server::new(config, secrets, store),
             Engine::Redis(redis) => {
                 let mut server = Server::new(config, secrets, redis.clone())?;
-                server.redis = Some(redis);
+                let events = Arc::new(hub::Remote(Arc::downgrade(&server.hub)));
+                let ttl = server.config.engine.presence_ttl;
+                let cluster = cluster::Cluster::start(redis, ttl, events);
+                server.hub.set_cluster(cluster.clone());
+                server.cluster = Some(cluster);
                 Ok(server)
             }
         }
@@ -230,7 +236,7 @@ impl Server {
             routes: axum::Router::new(),
             metrics: Vec::new(),
             observers: observe::Observers::default(),
-            redis: None,
+            cluster: None,
         })
     }
 
@@ -285,21 +291,12 @@ impl Server {
             routes,
             metrics,
             observers,
-            redis,
+            cluster,
         } = self;
-        let observed = observers.namespaces();
+        if let Some(cluster) = &cluster {
+            cluster.observe(&observers.namespaces());
+        }
         hub.set_observers(observers);
-        let cluster = match redis {
-            Some(redis) => {
-                let events = Arc::new(hub::Remote(Arc::downgrade(&hub)));
-                let ttl = config.engine.presence_ttl;
-                let cluster = cluster::Cluster::start(redis, ttl, &observed, events)
-                    .map_err(|e| Error::Config(e.to_string()))?;
-                hub.set_cluster(cluster.clone());
-                Some(cluster)
-            }
-            None => None,
-        };
         let session = Arc::new(session::Context {
             verifier: auth::Verifier::new(&config.auth, &secrets.token_secret)?,
             admission: admission::Admission::new(&config.limits, hub.metrics().clone()),

@@ -47,8 +47,8 @@ const BATCH: usize = 256;
 pub(crate) trait Events: Send + Sync + 'static {
     /// An event of a channel's topic, in the order Redis sent it.
     fn channel_event(&self, channel: &str, event: ChannelEvent);
-    /// A stored publication of an observed namespace (`observed` of
-    /// [`Cluster::start`]), from any node, for the extensions observing it.
+    /// A stored publication of an observed namespace (see
+    /// [`Cluster::observe`]), from any node, for the extensions observing it.
     fn observed(
         &self,
         channel: &str,
@@ -195,28 +195,15 @@ impl std::fmt::Debug for Job {
 
 impl Cluster {
     /// Joins the group through `engine`; `events` receives what other nodes (and this one)
-    /// publish on the topics this node watches, and every publication in the namespaces
-    /// named in `observed` (for the extensions observing them).
+    /// publish on the topics this node watches. Call within a Tokio runtime.
     pub(crate) fn start(
         engine: Arc<RedisEngine>,
         presence_ttl: Duration,
-        observed: &[String],
         events: Arc<dyn Events>,
-    ) -> Result<Arc<Cluster>, StoreError> {
+    ) -> Arc<Cluster> {
         let prefix = engine.settings().prefix.clone();
         let channel_topics = engine.keys().topic("");
         let user_topics = engine.keys().user_topic("");
-        let patterns = observed
-            .iter()
-            .map(|namespace| {
-                if namespace.is_empty() {
-                    // The namespace "" holds the names without a colon.
-                    format!("{channel_topics}[^:]*")
-                } else {
-                    format!("{channel_topics}{namespace}:*")
-                }
-            })
-            .collect();
         let node = random_id(8);
         let control = Arc::new(control::Control::new(&prefix, &node));
         let (request_topic, reply_topic) = (control.request_topic(), control.reply_topic(&node));
@@ -225,7 +212,6 @@ impl Cluster {
         let sessions = Arc::new(std::sync::OnceLock::new());
         let pubsub = pubsub::PubSub::start(
             engine.settings().clone(),
-            patterns,
             vec![request_topic.clone(), reply_topic.clone()],
             Arc::new(Dispatch {
                 channel_topics,
@@ -255,7 +241,25 @@ impl Cluster {
             jobs,
         });
         tokio::spawn(publisher(Arc::downgrade(&cluster), queue));
-        Ok(cluster)
+        cluster
+    }
+
+    /// Receives every publication of these namespaces, from any node, for the extensions
+    /// observing them ([`Events::observed`]).
+    pub(crate) fn observe(&self, namespaces: &[String]) {
+        let topics = self.engine.keys().topic("");
+        let patterns: Vec<String> = namespaces
+            .iter()
+            .map(|namespace| {
+                if namespace.is_empty() {
+                    // The namespace "" holds the names without a colon.
+                    format!("{topics}[^:]*")
+                } else {
+                    format!("{topics}{namespace}:*")
+                }
+            })
+            .collect();
+        self.pubsub.add_patterns(&patterns);
     }
 
     /// This node's id in the group.

@@ -48,6 +48,9 @@ struct State {
     /// Topics an `UNSUBSCRIBE` under way is dropping: still in `subscribed`, but not to be
     /// relied on by a new holder.
     removing: HashSet<String>,
+    /// Patterns wanted (the namespaces extensions observe), and those Redis confirmed.
+    patterns: Vec<String>,
+    psubscribed: HashSet<String>,
     /// Whether a connection is up.
     connected: bool,
 }
@@ -62,6 +65,7 @@ impl State {
     fn unsettled(&self) -> bool {
         self.wanted.keys().any(|t| !self.subscribed.contains(t))
             || self.subscribed.iter().any(|t| !self.wanted.contains_key(t))
+            || self.patterns.iter().any(|p| !self.psubscribed.contains(p))
     }
 }
 
@@ -69,8 +73,6 @@ impl State {
 #[derive(Debug)]
 pub(crate) struct PubSub {
     state: Mutex<State>,
-    /// Patterns subscribed on every connection.
-    patterns: Vec<String>,
     /// Wakes the connection task: the wanted topics changed.
     dirty: Notify,
     /// Bumped after each change of `subscribed` or `connected`, waking watchers.
@@ -78,11 +80,9 @@ pub(crate) struct PubSub {
 }
 
 impl PubSub {
-    /// Starts the connection task; `patterns` are subscribed to on every connection, and
-    /// `topics` always held.
+    /// Starts the connection task; `topics` are always held.
     pub(crate) fn start(
         settings: RedisSettings,
-        patterns: Vec<String>,
         topics: Vec<String>,
         handler: Arc<dyn Handler>,
     ) -> Arc<PubSub> {
@@ -91,7 +91,6 @@ impl PubSub {
                 wanted: topics.into_iter().map(|t| (t, 1)).collect(),
                 ..State::default()
             }),
-            patterns,
             dirty: Notify::new(),
             rounds: watch::channel(0).0,
         });
@@ -144,6 +143,18 @@ impl PubSub {
         )))
     }
 
+    /// Adds patterns to subscribe to (on this connection and every later one).
+    pub(crate) fn add_patterns(&self, patterns: &[String]) {
+        let mut state = self.lock();
+        for pattern in patterns {
+            if !state.patterns.contains(pattern) {
+                state.patterns.push(pattern.clone());
+            }
+        }
+        drop(state);
+        self.dirty.notify_one();
+    }
+
     /// Releases a hold taken by [`PubSub::watch`]; the last one unsubscribes.
     pub(crate) fn unwatch(&self, topic: &str) {
         let mut state = self.lock();
@@ -166,8 +177,14 @@ impl PubSub {
     /// (a topic dropped, then wanted again before its `UNSUBSCRIBE` went out) is put right
     /// by another round, which it asks for.
     async fn reconcile(&self, sink: &mut redis::aio::PubSubSink) -> redis::RedisResult<()> {
-        let (add, remove) = {
+        let (patterns, add, remove) = {
             let mut state = self.lock();
+            let patterns: Vec<String> = state
+                .patterns
+                .iter()
+                .filter(|p| !state.psubscribed.contains(*p))
+                .cloned()
+                .collect();
             let add: Vec<String> = state
                 .wanted
                 .keys()
@@ -181,8 +198,11 @@ impl PubSub {
                 .cloned()
                 .collect();
             state.removing = remove.iter().cloned().collect();
-            (add, remove)
+            (patterns, add, remove)
         };
+        if !patterns.is_empty() {
+            sink.psubscribe(&patterns).await?;
+        }
         if !add.is_empty() {
             sink.subscribe(&add).await?;
         }
@@ -190,6 +210,7 @@ impl PubSub {
             sink.unsubscribe(&remove).await?;
         }
         let mut state = self.lock();
+        state.psubscribed.extend(patterns);
         state.subscribed.extend(add);
         for topic in remove {
             state.subscribed.remove(&topic);
@@ -210,6 +231,7 @@ impl PubSub {
         if !connected {
             state.subscribed.clear();
             state.removing.clear();
+            state.psubscribed.clear();
         }
         drop(state);
         self.rounds.send_modify(|r| *r += 1);
@@ -243,14 +265,7 @@ async fn connection(
             }
         };
         this.set_connected(true);
-        let mut failure = if this.patterns.is_empty() {
-            None
-        } else {
-            sink.psubscribe(&this.patterns).await.err()
-        };
-        if failure.is_none() {
-            failure = this.reconcile(&mut sink).await.err();
-        }
+        let mut failure = this.reconcile(&mut sink).await.err();
         if failure.is_none() {
             backoff = BACKOFF_MIN;
             if lost_before {
@@ -321,7 +336,7 @@ mod tests {
             ..RedisSettings::default()
         };
         let count = Arc::new(Count::default());
-        let pubsub = PubSub::start(settings.clone(), Vec::new(), Vec::new(), count.clone());
+        let pubsub = PubSub::start(settings.clone(), Vec::new(), count.clone());
         let mut conn = settings
             .client()
             .await
