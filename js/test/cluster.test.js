@@ -230,11 +230,10 @@ describe('two nodes, one Redis: chat and vote across the group', () => {
     await waitFor('the message', async () => (await bodies(alice.page)).includes('While you were away: the poll has 3 options.'));
     await waitFor('the late mark', async () => (await states(alice.page)).some((t) => t.startsWith('Delivered late')));
     await waitFor('Bob sees it delivered', async () => (await states(bob.page)).filter((t) => t.startsWith('Delivered')).length === 2);
-    assert.deepEqual(
-      await bodies(alice.page),
-      ['A private word: the poll is a good idea.', 'Thanks!', 'While you were away: the poll has 3 options.'],
-      'the whole conversation, once each, on the other node',
-    );
+    // The live message can be shown before the conversation's history has loaded.
+    const whole = ['A private word: the poll is a good idea.', 'Thanks!', 'While you were away: the poll has 3 options.'];
+    await waitFor('the whole conversation on the other node', async () => (await bodies(alice.page)).length >= whole.length);
+    assert.deepEqual(await bodies(alice.page), whole, 'the whole conversation, once each, on the other node');
     assert.deepEqual(alice.problems, []);
     assert.deepEqual(bob.problems, []);
   });
@@ -301,13 +300,7 @@ describe('two nodes, one Redis: chat and vote across the group', () => {
     for (const p of [alice, bob, cai]) assert.deepEqual(p.problems, []);
   });
 
-  // `todo` while a bug of the group's hub makes it fail now and then (1 run in 6 to 20):
-  // `apps:stats` stops moving on a node. Seen twice: a node answered a new subscriber
-  // with a stale position (offset 2 when Redis held 10) and `history {limit: 1}` with
-  // that publication; and a group where the channel held one publication, from the
-  // nodes' first second, for the whole run. The page then shows figures from the start.
-  // When it passes, it checks the apps' group-wide figures (users online, rooms).
-  test('the home page\'s figures are the group\'s, on either node: people online and rooms', { todo: 'apps:stats goes stale on a node now and then (the hub in a group); reported' }, async () => {
+  test('the home page\'s figures are the group\'s, on either node: people online and rooms', async () => {
     // Online now: Alice (node 1), Bob and Cai (node 2). Rooms: the lobby and #release.
     const visitor = await person();
     await visitor.context.addCookies(await people.alice.context.cookies());
