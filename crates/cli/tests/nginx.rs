@@ -59,23 +59,8 @@ fn nginx_binary() -> Option<String> {
 /// is a trusted proxy, and the allowed host is the public name, which is also the node's
 /// own address here. The secrets come from `secrets_from`, the first node's directory.
 fn node(redis: &RedisServer, dir: &TempDir, secrets_from: Option<&TempDir>) -> Server {
-    let config = dir.join("node.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "allowed_hosts = [\"127.0.0.1\"]\ntrusted_proxies = [\"127.0.0.1\"]\n\
-             [engine]\nredis_url = \"{}\"\n",
-            redis.url()
-        ),
-    )
-    .expect("write the node's configuration");
-    if let Some(from) = secrets_from {
-        for file in ["api-key", "token-secret"] {
-            std::fs::copy(from.join(file), dir.join(file)).expect("copy a secret");
-        }
-    }
-    let config = config.to_str().expect("UTF-8 path").to_owned();
-    Server::serve_with(&dir.0, &["--engine", "redis", "--config", &config])
+    let settings = "allowed_hosts = [\"127.0.0.1\"]\ntrusted_proxies = [\"127.0.0.1\"]\n";
+    Server::redis_node(&redis.url(), dir, secrets_from, settings, "")
 }
 
 /// `text` with its one occurrence of `from` replaced; a documented line the test relies on

@@ -204,6 +204,29 @@ impl Server {
         Server::start(&args)
     }
 
+    /// `serve --engine redis` on 127.0.0.1:0 in `dir`: a node of the group over the Redis
+    /// at `redis_url`, with `settings` (TOML) before its `[engine]` table and `engine`
+    /// lines in it, and the secrets of `secrets_from` (every node of a group shares them,
+    /// here by copying the first node's files).
+    pub(crate) fn redis_node(
+        redis_url: &str,
+        dir: &TempDir,
+        secrets_from: Option<&TempDir>,
+        settings: &str,
+        engine: &str,
+    ) -> Server {
+        let config = dir.join("node.toml");
+        let toml = format!("{settings}[engine]\nredis_url = \"{redis_url}\"\n{engine}");
+        std::fs::write(&config, toml).expect("write the node's configuration");
+        if let Some(from) = secrets_from {
+            for file in ["api-key", "token-secret"] {
+                std::fs::copy(from.join(file), dir.join(file)).expect("copy a secret");
+            }
+        }
+        let config = config.to_str().expect("UTF-8 path").to_owned();
+        Server::serve_with(&dir.0, &["--engine", "redis", "--config", &config])
+    }
+
     pub(crate) fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.addr)
     }

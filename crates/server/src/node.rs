@@ -155,6 +155,12 @@ impl Node {
         self.hub.uptime()
     }
 
+    /// This node's id in its group (the Redis engine), random at each start; `None` on a
+    /// node alone.
+    pub fn group_id(&self) -> Option<String> {
+        self.hub.cluster().map(|c| c.node_id().to_owned())
+    }
+
     /// Mints a connection token this server accepts: HS256 with its token secret. A
     /// server configured for RS256 or ES256 holds only the public key: an error then.
     pub fn mint_token(&self, claims: &Claims) -> Result<String> {

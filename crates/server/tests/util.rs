@@ -14,9 +14,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use serde_json::{Value, json};
 use switchboard_client::{Incoming, http::request};
+use switchboard_server::Config;
 use switchboard_server::auth::{Claims, mint, now_secs};
 use switchboard_server::secrets::Secrets;
-use switchboard_server::{Config, run};
 use switchboard_ws::Message;
 use switchboard_ws::frame::{OpCode, encode_frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -61,33 +61,14 @@ pub(crate) async fn start_extended(
     tweak: impl FnOnce(&mut Config),
     extend: impl FnOnce(&mut switchboard_server::Server),
 ) -> Server {
-    let data_dir =
-        std::env::temp_dir().join(format!("sb-server-test-{:016x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&data_dir).expect("create the data dir");
-    let mut config = Config {
-        data_dir: data_dir.clone(),
-        ..Config::default()
-    };
-    config.namespaces.push(feed());
+    let mut config = test_config();
     tweak(&mut config);
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local_addr");
+    let data_dir = config.data_dir.clone();
     let store = switchboard_server::open_store(&config).expect("open the store");
     let mut server =
         switchboard_server::Server::new(config, secrets(), store).expect("build the server");
     extend(&mut server);
-    let (tx, rx) = oneshot::channel::<()>();
-    let stop = async {
-        let _ = rx.await;
-    };
-    Server {
-        addr,
-        shutdown: Some(tx),
-        task: Some(tokio::spawn(server.run(listener, stop))),
-        data_dir,
-    }
+    launch(server, data_dir).await
 }
 
 /// A node of a group over the Redis at `redis_url` (keys under `prefix`), presence
@@ -98,28 +79,40 @@ pub(crate) async fn start_node(
     prefix: &str,
     tweak: impl FnOnce(&mut Config),
 ) -> Server {
-    let data_dir =
-        std::env::temp_dir().join(format!("sb-server-test-{:016x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&data_dir).expect("create the data dir");
-    let mut config = Config {
-        data_dir: data_dir.clone(),
-        store: switchboard_server::config::StoreKind::Redis,
-        ..Config::default()
-    };
+    let mut config = test_config();
+    config.store = switchboard_server::config::StoreKind::Redis;
     config.engine.redis_url = redis_url.to_owned();
     config.engine.prefix = prefix.to_owned();
     config.engine.presence_ttl = Duration::from_secs(2);
-    config.namespaces.push(feed());
     tweak(&mut config);
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local_addr");
+    let data_dir = config.data_dir.clone();
     let engine = switchboard_server::open_engine(&config)
         .await
         .expect("open the Redis engine");
     let server = switchboard_server::Server::with_engine(config, secrets(), engine)
         .expect("build the server");
+    launch(server, data_dir).await
+}
+
+/// The tests' configuration: the defaults, a fresh data directory, and `feed:`.
+fn test_config() -> Config {
+    let data_dir =
+        std::env::temp_dir().join(format!("sb-server-test-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&data_dir).expect("create the data dir");
+    let mut config = Config {
+        data_dir,
+        ..Config::default()
+    };
+    config.namespaces.push(feed());
+    config
+}
+
+/// Runs `server` on 127.0.0.1:0 until the test shuts it down.
+async fn launch(server: switchboard_server::Server, data_dir: PathBuf) -> Server {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let addr = listener.local_addr().expect("local_addr");
     let (tx, rx) = oneshot::channel::<()>();
     let stop = async {
         let _ = rx.await;
@@ -158,36 +151,16 @@ async fn start_inner(
     tweak: impl FnOnce(&mut Config),
     store: Option<std::sync::Arc<dyn switchboard_server::engine::Store>>,
 ) -> Server {
-    let data_dir =
-        std::env::temp_dir().join(format!("sb-server-test-{:016x}", rand::random::<u64>()));
-    std::fs::create_dir_all(&data_dir).expect("create the data dir");
-    let mut config = Config {
-        data_dir: data_dir.clone(),
-        ..Config::default()
-    };
-    config.namespaces.push(feed());
+    let mut config = test_config();
     tweak(&mut config);
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
-    let addr = listener.local_addr().expect("local_addr");
-    let secrets = secrets();
-    let (tx, rx) = oneshot::channel::<()>();
-    let stop = async {
-        let _ = rx.await;
+    let data_dir = config.data_dir.clone();
+    let store = match store {
+        Some(store) => store,
+        None => switchboard_server::open_store(&config).expect("open the store"),
     };
-    let task = match store {
-        None => tokio::spawn(run(listener, config, secrets, stop)),
-        Some(store) => tokio::spawn(switchboard_server::run_with_store(
-            listener, config, secrets, store, stop,
-        )),
-    };
-    Server {
-        addr,
-        shutdown: Some(tx),
-        task: Some(task),
-        data_dir,
-    }
+    let server =
+        switchboard_server::Server::new(config, secrets(), store).expect("build the server");
+    launch(server, data_dir).await
 }
 
 impl Server {

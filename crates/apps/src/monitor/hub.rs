@@ -2,7 +2,8 @@
 //! shape of an agent's sample, so the pages draw it as one more card (connections by
 //! transport, publications and deliveries per second, the store's write latency, its
 //! memory). Rates are counter differences over the time between two ticks, as `/admin`
-//! computes them.
+//! computes them. In a group of nodes each node is a host of its own, `@hub-NODE` (its id
+//! in the group), so that their figures never mix on one channel.
 
 use std::sync::Weak;
 use std::time::{Duration, Instant};
@@ -11,8 +12,13 @@ use serde_json::json;
 
 use crate::Shared;
 
-/// The hub's channel.
-pub(crate) const CHANNEL: &str = "metrics:@hub";
+/// The hub's channel: `metrics:@hub`, or in a group `metrics:@hub-NODE`.
+fn channel(group_id: Option<String>) -> String {
+    match group_id {
+        Some(id) => format!("metrics:@hub-{id}"),
+        None => "metrics:@hub".to_owned(),
+    }
+}
 
 /// The counters a rate is computed from, at one moment.
 #[derive(Clone, Copy)]
@@ -29,6 +35,7 @@ pub(crate) async fn run(shared: Weak<Shared>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last: Option<Counters> = None;
+    let mut name = None;
     loop {
         tick.tick().await;
         let Some(shared) = shared.upgrade() else {
@@ -81,6 +88,7 @@ pub(crate) async fn run(shared: Weak<Shared>, every: Duration) {
         if let Some(rss) = crate::ops::rss_bytes() {
             sample["mem"] = json!({"used": rss});
         }
-        shared.publish_best_effort(CHANNEL, &sample).await;
+        let channel = name.get_or_insert_with(|| channel(shared.node.group_id()));
+        shared.publish_best_effort(channel, &sample).await;
     }
 }

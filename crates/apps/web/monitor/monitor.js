@@ -43,7 +43,9 @@ if (!info.user) {
 const ME = info.user;
 const isAdmin = Array.isArray(ME.roles) && ME.roles.includes('admin');
 const ONE = new URLSearchParams(location.search).get('host');
-const HOST_RE = /^(@hub|[A-Za-z0-9._-]{1,64})$/;
+// `@hub` is the server; in a group of nodes each node is `@hub-NODE`.
+const HOST_RE = /^(@hub(-[0-9a-f]{1,32})?|[A-Za-z0-9._-]{1,64})$/;
+const isHub = (name) => name === '@hub' || name.startsWith('@hub-');
 const only = ONE && HOST_RE.test(ONE) ? ONE : null;
 
 // ---- figures ------------------------------------------------------------------------
@@ -101,7 +103,7 @@ const HUB_FIGURES = [
   { key: 'store', read: (s) => s.hub?.store_write_ms, fmt: (v) => (Number.isFinite(v) ? t('admin.ms', { n: fixed(v, 2) }) : '—') },
   { key: 'rss', read: (s) => s.mem?.used, fmt: mib },
 ];
-const figuresOf = (name) => (name === '@hub' ? HUB_FIGURES : AGENT_FIGURES);
+const figuresOf = (name) => (isHub(name) ? HUB_FIGURES : AGENT_FIGURES);
 
 // ---- state --------------------------------------------------------------------------
 
@@ -294,7 +296,7 @@ if (!isAdmin) await new Promise(() => {});
 
 // ---- cards --------------------------------------------------------------------------
 
-const hostLabel = (name) => (name === '@hub' ? t('monitor.hub') : name);
+const hostLabel = (name) => (name === '@hub' ? t('monitor.hub') : isHub(name) ? `${t('monitor.hub')} ${name.slice(5)}` : name);
 
 function makeCard(host) {
   const figs = figuresOf(host.name).map((fig) => {
@@ -316,17 +318,18 @@ function makeCard(host) {
     foot,
   );
   host.card = { el, figs, level, meta, foot, custom, stale: null };
-  // In name order, the hub first.
+  // In name order, the hub (each node of a group) first.
   const after = [...cards.children].find((c) => {
     const other = c.getAttribute('data-host');
-    return host.name === '@hub' ? true : other !== '@hub' && other > host.name;
+    if (isHub(host.name) !== isHub(other)) return isHub(host.name);
+    return other > host.name;
   });
   cards.insertBefore(el, after ?? null);
   noHosts.hidden = true;
 }
 
 function metaWords(host) {
-  if (host.name === '@hub') return t('monitor.hub.meta');
+  if (isHub(host.name)) return t('monitor.hub.meta');
   const i = host.info;
   const parts = [];
   if (i.os) parts.push(i.os);
@@ -409,7 +412,7 @@ function drawHostPage(host) {
 
 async function loadHostLogs(host) {
   const logs = (host.info.logs || []).filter((l) => l && typeof l.name === 'string');
-  if (host.name === '@hub' || !logs.length) {
+  if (isHub(host.name) || !logs.length) {
     replace(hostLogs, h('p', { class: 'ops-empty', ...tx('monitor.logs.none') }));
     return;
   }

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use redis::Script;
+use redis::{Script, ScriptInvocation};
 
 use crate::engine::StoreError;
 use crate::engine::redis::Keys;
@@ -145,6 +145,30 @@ fn failed(err: redis::RedisError) -> StoreError {
     StoreError::Failed(err.to_string())
 }
 
+/// `script` on a channel's presence keys and a node's index, the four keys every script
+/// but `LIVE` takes, in that order.
+fn on<'a>(script: &'a Script, keys: &ChannelKeys, node_index: &str) -> ScriptInvocation<'a> {
+    let mut invocation = script.prepare_invoke();
+    invocation
+        .key(&keys.presence)
+        .key(&keys.expiry)
+        .key(&keys.count)
+        .key(node_index);
+    invocation
+}
+
+/// Runs an invocation whose answer says nothing the caller needs.
+async fn run(
+    invocation: &ScriptInvocation<'_>,
+    conn: &mut redis::aio::ConnectionManager,
+) -> Result<(), StoreError> {
+    invocation
+        .invoke_async::<i64>(conn)
+        .await
+        .map(drop)
+        .map_err(failed)
+}
+
 impl Scripts {
     /// Adds (or refreshes) a client, expiring after `ttl` unless refreshed.
     pub(crate) async fn add(
@@ -159,11 +183,8 @@ impl Scripts {
         let expiry = now_ms() + ttl.as_millis() as u64;
         // The keys outlive a refresh period, so that a quiet channel keeps its entries.
         let keep = ttl.as_millis() as u64 * 3;
-        self.add
-            .key(&change.keys.presence)
-            .key(&change.keys.expiry)
-            .key(&change.keys.count)
-            .key(change.node_index)
+        let mut invocation = on(&self.add, change.keys, change.node_index);
+        invocation
             .arg(&change.info.client)
             .arg(json)
             .arg(counted_as(change.info))
@@ -171,11 +192,8 @@ impl Scripts {
             .arg(keep)
             .arg(member(change.channel, &change.info.client))
             .arg(topic)
-            .arg(payload)
-            .invoke_async::<i64>(conn)
-            .await
-            .map(drop)
-            .map_err(failed)
+            .arg(payload);
+        run(&invocation, conn).await
     }
 
     /// Pushes back the expiry of this node's clients of a channel.
@@ -188,22 +206,12 @@ impl Scripts {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let expiry = now_ms() + ttl.as_millis() as u64;
-        let mut invocation = self.refresh.prepare_invoke();
-        invocation
-            .key(&keys.presence)
-            .key(&keys.expiry)
-            .key(&keys.count)
-            .key(node_index)
-            .arg(expiry)
-            .arg(ttl.as_millis() as u64 * 3);
+        let mut invocation = on(&self.refresh, keys, node_index);
+        invocation.arg(expiry).arg(ttl.as_millis() as u64 * 3);
         for client in clients {
             invocation.arg(client);
         }
-        invocation
-            .invoke_async::<i64>(conn)
-            .await
-            .map(drop)
-            .map_err(failed)
+        run(&invocation, conn).await
     }
 
     /// Removes a client.
@@ -213,20 +221,14 @@ impl Scripts {
         change: Change<'_>,
     ) -> Result<(), StoreError> {
         let (topic, payload) = change.announce.unwrap_or(("", String::new()));
-        self.remove
-            .key(&change.keys.presence)
-            .key(&change.keys.expiry)
-            .key(&change.keys.count)
-            .key(change.node_index)
+        let mut invocation = on(&self.remove, change.keys, change.node_index);
+        invocation
             .arg(&change.info.client)
             .arg(counted_as(change.info))
             .arg(member(change.channel, &change.info.client))
             .arg(topic)
-            .arg(payload)
-            .invoke_async::<i64>(conn)
-            .await
-            .map(drop)
-            .map_err(failed)
+            .arg(payload);
+        run(&invocation, conn).await
     }
 
     /// Who is subscribed to the channel on any node, by user and anonymous connection.
