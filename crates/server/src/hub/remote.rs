@@ -22,7 +22,7 @@ use crate::error::close;
 use crate::protocol::{PrivateMessage, Publication, Push};
 use crate::util::LogLimiter;
 
-/// Reads of a channel's position after a reconnection, and the pause between them (grows).
+/// Reads of the store for a catch-up or a gap, at most, and the pause between them (grows).
 const CATCH_UP_ATTEMPTS: u32 = 5;
 const CATCH_UP_PAUSE: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -245,17 +245,26 @@ impl Hub {
             let Some(opts) = hub.config.channel_options(&name) else {
                 return;
             };
-            let fetched = if keeps_history(opts) {
+            let mut fetched = Vec::new();
+            if keeps_history(opts) {
                 let query = HistoryQuery {
                     after,
                     before: Some(before),
                     limit: usize::try_from(before - after - 1).unwrap_or(usize::MAX),
                     newest: false,
                 };
-                hub.store.history(&name, query).await.unwrap_or_default()
-            } else {
-                Vec::new()
-            };
+                // A read that fails is tried again: skipping is for what the history
+                // no longer holds, not for a moment Redis did not answer.
+                for attempt in 0..CATCH_UP_ATTEMPTS {
+                    match hub.store.history(&name, query).await {
+                        Ok(read) => {
+                            fetched = read;
+                            break;
+                        }
+                        Err(_) => tokio::time::sleep(CATCH_UP_PAUSE * (attempt + 1)).await,
+                    }
+                }
+            }
             let mut next_gap = None;
             let start = {
                 let mut shard = hub.channels.lock(&name);
