@@ -29,6 +29,9 @@ export function cli(args, input = '') {
     proc.stdout.on('data', (d) => (out += d));
     proc.stderr.on('data', (d) => (err += d));
     proc.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`switchboard ${args.join(' ')}: ${code}\n${out}${err}`))));
+    // A command that reads no input may exit before its input is written: the write
+    // then fails with EPIPE, which is no failure of the command (its exit code says).
+    proc.stdin.on('error', () => {});
     proc.stdin.end(input);
   });
 }

@@ -18,26 +18,10 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'node:net';
 import { startServer, until, freePort, BIN } from './server.js';
-import { APPS, SHOTS, PASSWORD, useChromium, person, online, waitFor, signUp, signIn, axe } from './pages.js';
+import { addAdmin } from './hosts.js';
+import { APPS, SHOTS, useChromium, person, online, waitFor, signUp, signIn, axe } from './pages.js';
 
 useChromium();
-
-/** Runs the CLI; resolves to its output, rejects on a failure. */
-function cli(args, input = '') {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(BIN, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    let out = '';
-    proc.stdout.on('data', (d) => (out += d));
-    proc.stderr.on('data', (d) => (out += d));
-    proc.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`switchboard ${args.join(' ')}: ${code}\n${out}`))));
-    proc.stdin.end(input);
-  });
-}
-
-/** Creates an administrator in the running server's store, as an operator does. */
-async function addAdmin(server, name) {
-  await cli(['user', 'add', '--config', join(server.dataDir, 'test.toml'), '--data-dir', server.dataDir, name, '--admin'], `${PASSWORD}\n`);
-}
 
 /** The frames of the log: [direction, opcode, text]. */
 const frames = (page) =>
