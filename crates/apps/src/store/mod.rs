@@ -182,6 +182,17 @@ pub struct DmMessage {
     pub late: bool,
 }
 
+impl DmMessage {
+    /// The display name of `peer`, one of the message's two sides.
+    pub fn name_of(&self, peer: &str) -> String {
+        if self.from == peer {
+            self.from_name.clone()
+        } else {
+            self.to_name.clone()
+        }
+    }
+}
+
 /// A new direct message.
 #[derive(Debug, Clone)]
 pub struct NewDm<'a> {

@@ -776,11 +776,7 @@ impl Store for SqliteStore {
                 .unwrap_or(0);
             let (lo, hi) = pair(user, &peer);
             let unread: i64 = unread_stmt.query_row(params![lo, hi, peer, read], |r| r.get(0))?;
-            let name = if last.from == peer {
-                last.from_name.clone()
-            } else {
-                last.to_name.clone()
-            };
+            let name = last.name_of(&peer);
             out.push(Conversation {
                 user: peer,
                 name,

@@ -503,11 +503,7 @@ impl Store for RedisStore {
             let peer = r.text()?;
             let unread = r.count()?;
             let last = dm(&mut r)?;
-            let name = if last.from == peer {
-                last.from_name.clone()
-            } else {
-                last.to_name.clone()
-            };
+            let name = last.name_of(&peer);
             out.push(Conversation {
                 user: peer,
                 name,
