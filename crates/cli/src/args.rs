@@ -307,6 +307,10 @@ pub(crate) struct EchoArgs {
     /// preference among these is chosen. None by default.
     #[arg(long = "protocol", value_name = "NAME")]
     pub(crate) protocols: Vec<String>,
+    /// Decline permessage-deflate (RFC 7692). By default it is accepted, answered with
+    /// server_no_context_takeover and client_no_context_takeover.
+    #[arg(long)]
+    pub(crate) no_deflate: bool,
 }
 
 #[derive(Debug, clap::Args)]

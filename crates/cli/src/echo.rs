@@ -1,5 +1,7 @@
 //! `switchboard echo`: every text or binary message comes back as it came (fragmented
 //! messages come back whole); pings, pongs and closes follow the protocol.
+//! permessage-deflate is negotiated unless `--no-deflate`: messages come back compressed
+//! when the client offered it (and are long enough to gain from it).
 //!
 //! On SIGINT or SIGTERM it stops accepting, closes every connection with 1001 (going
 //! away), and waits for the close handshakes, each bounded by the close timeout.
@@ -9,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use switchboard_ws::tokio::{WebSocket, accept_with};
-use switchboard_ws::{CloseCode, Config};
+use switchboard_ws::{CloseCode, Config, DeflateConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +32,10 @@ pub(crate) async fn run(args: EchoArgs) -> anyhow::Result<()> {
     let config = Config {
         max_message_size: args.max_message_size,
         max_frame_size: args.max_message_size.min(Config::default().max_frame_size),
+        deflate: DeflateConfig {
+            enabled: !args.no_deflate,
+            ..DeflateConfig::default()
+        },
         ..Config::default()
     };
     let shutdown = CancellationToken::new();

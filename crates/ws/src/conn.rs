@@ -1,11 +1,13 @@
 //! The connection state machine: bytes in, messages out; messages in, bytes out.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use crate::close::{CloseCode, CloseFrame};
 use crate::decode::Decoder;
+use crate::deflate::codec::Codec;
+use crate::deflate::{DeflateConfig, Params, Setup};
 use crate::error::{Error, ProtocolError};
-use crate::frame::{OpCode, encode_frame, encode_header};
+use crate::frame::{OpCode, encode_frame, encode_frame_rsv1, encode_header};
 use crate::message::{Assembler, Message};
 use crate::{Config, Role};
 
@@ -35,6 +37,10 @@ pub struct Connection {
     decoder: Decoder,
     assembler: Assembler,
     state: CloseState,
+    /// permessage-deflate, once negotiated. Boxed: a connection without it pays a pointer.
+    deflate: Option<Box<Codec>>,
+    /// The message size limit, for the bound on inflated output.
+    max_message_size: usize,
 }
 
 impl Connection {
@@ -45,7 +51,46 @@ impl Connection {
             decoder: Decoder::new(role, config.max_frame_size),
             assembler: Assembler::new(config.max_message_size),
             state: CloseState::Open,
+            deflate: None,
+            max_message_size: config.max_message_size,
         }
+    }
+
+    /// Turns on permessage-deflate with the parameters of the server's response (as
+    /// negotiated by [`crate::deflate::negotiate`] or checked by
+    /// [`crate::deflate::negotiation::check_response`]) and this side's `config`. Call it
+    /// before the first frame is read or sent.
+    pub fn set_deflate(&mut self, params: &Params, config: &DeflateConfig) {
+        self.decoder.allow_rsv1(true);
+        self.deflate = Some(Box::new(Codec::new(Setup::new(self.role, params, config))));
+    }
+
+    /// Whether permessage-deflate was negotiated.
+    pub fn deflate(&self) -> bool {
+        self.deflate.is_some()
+    }
+
+    /// The zlib level and window bits of this connection's compression, when a message
+    /// of `len` bytes is sent compressed from an empty context: then every connection
+    /// with the same pair sends the same bytes, and [`crate::PreparedMessage`] caches them.
+    pub fn shared_compression(&self, len: usize) -> Option<(u32, u8)> {
+        let s = self.deflate.as_ref()?.setup;
+        (s.send_no_context && s.compresses(len)).then_some((s.level, s.send_window_bits))
+    }
+
+    /// Whether a data message of `len` bytes is sent compressed.
+    pub(crate) fn compresses(&self, len: usize) -> bool {
+        self.deflate
+            .as_ref()
+            .is_some_and(|d| d.setup.compresses(len))
+    }
+
+    /// Whether a message of `len` bytes would be compressed with this connection's own
+    /// context (we keep ours).
+    pub(crate) fn compresses_in_context(&self, len: usize) -> bool {
+        self.deflate
+            .as_ref()
+            .is_some_and(|d| !d.setup.send_no_context && d.setup.compresses(len))
     }
 
     /// Our side of the connection.
@@ -82,9 +127,22 @@ impl Connection {
             };
             let h = frame.header;
             let message = match h.opcode {
+                OpCode::Text | OpCode::Binary if h.rsv1 => {
+                    // The decoder lets RSV1 through only once deflate is negotiated.
+                    if self.assembler.in_progress().is_some() {
+                        return Err(ProtocolError::ExpectedContinuation);
+                    }
+                    let data = self.inflate(&frame.payload, true, h.fin)?;
+                    self.assembler
+                        .start(h.opcode == OpCode::Text, h.fin, data)?
+                }
                 OpCode::Text | OpCode::Binary => {
                     self.assembler
                         .start(h.opcode == OpCode::Text, h.fin, frame.payload)?
+                }
+                OpCode::Continuation if self.inflating() => {
+                    let data = self.inflate(&frame.payload, false, h.fin)?;
+                    self.assembler.continue_with(h.fin, data)?
                 }
                 OpCode::Continuation => self.assembler.continue_with(h.fin, frame.payload)?,
                 OpCode::Ping => Some(Message::Ping(frame.payload)),
@@ -104,8 +162,29 @@ impl Connection {
         }
     }
 
+    /// Whether the message being received is compressed.
+    fn inflating(&self) -> bool {
+        self.deflate.as_ref().is_some_and(|d| d.inflating)
+    }
+
+    /// Inflates a frame of a compressed message within the room the message size limit
+    /// leaves.
+    fn inflate(&mut self, payload: &[u8], first: bool, fin: bool) -> Result<Bytes, ProtocolError> {
+        let room = self
+            .max_message_size
+            .saturating_sub(self.assembler.buffered());
+        let Some(codec) = self.deflate.as_mut() else {
+            return Err(ProtocolError::ReservedBits);
+        };
+        codec
+            .inflate(payload, first, fin, room)
+            .map(Bytes::from)
+            .map_err(|err| err.into_protocol(self.max_message_size))
+    }
+
     /// Checks what can be checked of a frame whose payload is still arriving: the message
-    /// size, and the UTF-8 of text received so far.
+    /// size, and the UTF-8 of text received so far. A compressed frame is neither: its
+    /// bytes are checked once inflated, which is bounded by the message size limit.
     fn check_partial(&mut self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
         let Some(header) = self.decoder.current().copied() else {
             return Ok(());
@@ -116,6 +195,7 @@ impl Connection {
             OpCode::Continuation => self.assembler.in_progress() == Some(true),
             OpCode::Close | OpCode::Ping | OpCode::Pong => return Ok(()),
         };
+        let compressed = header.rsv1 || (header.opcode == OpCode::Continuation && self.inflating());
         // Ordering rules first, so a misplaced frame is reported as such.
         match (header.opcode, self.assembler.in_progress()) {
             (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
@@ -123,6 +203,9 @@ impl Connection {
                 return Err(ProtocolError::ExpectedContinuation);
             }
             _ => {}
+        }
+        if compressed {
+            return Ok(());
         }
         self.assembler.check_frame(header.len)?;
         if is_text {
@@ -150,8 +233,8 @@ impl Connection {
         }
         let mask = self.mask();
         match message {
-            Message::Text(text) => encode_frame(out, true, OpCode::Text, text.as_bytes(), mask),
-            Message::Binary(data) => encode_frame(out, true, OpCode::Binary, data, mask),
+            Message::Text(text) => self.encode_data(out, OpCode::Text, text.as_bytes(), mask),
+            Message::Binary(data) => self.encode_data(out, OpCode::Binary, data, mask),
             Message::Ping(data) => encode_control(out, OpCode::Ping, data, mask),
             Message::Pong(data) => encode_control(out, OpCode::Pong, data, mask),
             Message::Close(frame) => {
@@ -167,6 +250,20 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// Appends a data message, compressed when deflate is on and it is worth it.
+    fn encode_data(
+        &mut self,
+        out: &mut BytesMut,
+        opcode: OpCode,
+        data: &[u8],
+        mask: Option<[u8; 4]>,
+    ) {
+        match self.deflate.as_mut().and_then(|d| d.compress(data)) {
+            Some(packed) => encode_frame_rsv1(out, true, true, opcode, &packed, mask),
+            None => encode_frame(out, true, opcode, data, mask),
+        }
     }
 
     /// Appends the header of a data message's single frame; the caller sends the payload

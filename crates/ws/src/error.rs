@@ -45,6 +45,9 @@ pub enum ProtocolError {
     /// RFC 6455 §5.5.1: the close reason must be valid UTF-8.
     #[error("close reason is not valid UTF-8")]
     InvalidCloseReason,
+    /// RFC 7692 §7.2.2: a compressed message must inflate as a DEFLATE stream.
+    #[error("compressed message is not valid DEFLATE data")]
+    BadCompressedData,
     /// A frame is larger than the configured maximum.
     #[error("frame of {size} bytes exceeds the limit of {limit}")]
     FrameTooLarge {
@@ -67,7 +70,10 @@ impl ProtocolError {
     /// The close code to send to the peer for this error (RFC 6455 §7.4.1).
     pub fn close_code(&self) -> CloseCode {
         match self {
-            ProtocolError::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            // Data that does not match what the message claims to be, like bad UTF-8.
+            ProtocolError::InvalidUtf8 | ProtocolError::BadCompressedData => {
+                CloseCode::INVALID_PAYLOAD
+            }
             ProtocolError::FrameTooLarge { .. } | ProtocolError::MessageTooLarge { .. } => {
                 CloseCode::TOO_BIG
             }

@@ -115,8 +115,21 @@ pub fn encode_frame(
     payload: &[u8],
     mask: Option<[u8; 4]>,
 ) {
+    encode_frame_rsv1(out, fin, false, opcode, payload, mask);
+}
+
+/// [`encode_frame`] with RSV1 chosen: set on the first frame of a compressed message
+/// (RFC 7692 §6).
+pub fn encode_frame_rsv1(
+    out: &mut BytesMut,
+    fin: bool,
+    rsv1: bool,
+    opcode: OpCode,
+    payload: &[u8],
+    mask: Option<[u8; 4]>,
+) {
     out.reserve(MAX_HEADER_LEN + payload.len());
-    encode_header(out, fin, false, opcode, payload.len(), mask);
+    encode_header(out, fin, rsv1, opcode, payload.len(), mask);
     let start = out.len();
     out.put_slice(payload);
     if let Some(key) = mask {

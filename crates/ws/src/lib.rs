@@ -17,17 +17,22 @@
 //!   handshake (§7).
 //! - [`prepared`]: [`PreparedMessage`], encoded once for fan-out.
 //! - [`handshake`]: the opening handshake, server and client (§4).
+//! - [`deflate`]: permessage-deflate (RFC 7692): negotiation, and the codec that
+//!   [`Connection`] uses once it is negotiated.
 //! - [`error`]: [`Error`] and [`ProtocolError`] with its close code.
 //! - `tokio` (feature): [`tokio::WebSocket`] over any `AsyncRead + AsyncWrite`.
 //!
 //! # Extensions
-//! RSV1 is refused unless [`decode::Decoder::allow_rsv1`] was called, which the
-//! permessage-deflate extension (RFC 7692) will do once negotiated; RSV2 and RSV3 are
-//! always refused.
+//! permessage-deflate (RFC 7692) is the one extension: configured by [`Config::deflate`],
+//! negotiated by the tokio adapter's `accept_with` and `connect` (or by the caller with
+//! [`deflate::negotiate`] and [`Connection::set_deflate`]). RSV1 is refused unless it was
+//! negotiated, and then allowed only on the first frame of a data message; RSV2 and RSV3
+//! are always refused.
 
 pub mod close;
 pub mod conn;
 pub mod decode;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;
@@ -40,6 +45,7 @@ pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
 pub use conn::{CloseState, Connection};
+pub use deflate::DeflateConfig;
 pub use error::{Error, ProtocolError, Result};
 pub use message::Message;
 pub use prepared::PreparedMessage;
@@ -80,6 +86,9 @@ pub struct Config {
     /// Payloads at least this large are written straight from the caller's buffer
     /// (vectored with their header) instead of being copied. Default 16 KiB.
     pub vectored_write_threshold: usize,
+    /// permessage-deflate (RFC 7692). Default: off; see [`DeflateConfig`] for each
+    /// setting's default once on.
+    pub deflate: DeflateConfig,
 }
 
 impl Default for Config {
@@ -92,6 +101,7 @@ impl Default for Config {
             close_timeout: Duration::from_secs(5),
             write_buffer_size: 64 << 10,
             vectored_write_threshold: 16 << 10,
+            deflate: DeflateConfig::default(),
         }
     }
 }

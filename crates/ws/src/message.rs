@@ -72,6 +72,11 @@ impl Assembler {
         self.fragments.as_ref().map(|f| f.text)
     }
 
+    /// How many bytes of a fragmented message are buffered (0 between messages).
+    pub(crate) fn buffered(&self) -> usize {
+        self.fragments.as_ref().map_or(0, |f| f.buf.len())
+    }
+
     /// Checks that a message that already holds `buffered` bytes may grow by `len`.
     fn check_size(&self, buffered: usize, len: u64) -> Result<(), ProtocolError> {
         let size = buffered as u64 + len;

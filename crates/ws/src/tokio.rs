@@ -15,10 +15,12 @@ use tokio::time::timeout;
 
 use crate::close::{CloseCode, CloseFrame};
 use crate::conn::{CloseState, Connection};
+use crate::deflate::{self, Params};
 use crate::error::{Error, Result};
 use crate::handshake::{HandshakeError, client, server};
 use crate::message::Message;
 use crate::prepared::PreparedMessage;
+use crate::utf8::Utf8Bytes;
 use crate::{Config, Role};
 
 /// Bytes the read buffer keeps free before each read.
@@ -56,6 +58,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             tail: Bytes::new(),
             drained: false,
         }
+    }
+
+    /// Turns on permessage-deflate with the parameters of the server's response and the
+    /// settings of this socket's [`Config::deflate`]. `accept_with` and `connect` do this
+    /// themselves; a server that answers the upgrade elsewhere (hyper) calls it after
+    /// [`crate::deflate::negotiate`]. Before the first message only.
+    pub fn set_deflate(&mut self, params: &Params) {
+        self.conn.set_deflate(params, &self.config.deflate);
+    }
+
+    /// Whether permessage-deflate was negotiated.
+    pub fn deflate(&self) -> bool {
+        self.conn.deflate()
     }
 
     /// The close handshake's progress.
@@ -196,7 +211,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         match payload {
             Some((text, data))
                 if self.conn.role() == Role::Server
-                    && data.len() >= self.config.vectored_write_threshold =>
+                    && data.len() >= self.config.vectored_write_threshold
+                    && !self.conn.compresses(data.len()) =>
             {
                 self.conn
                     .encode_data_header(text, data.len(), &mut self.write_buf)?;
@@ -226,12 +242,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             return Err(Error::AlreadyClosed);
         }
         self.settle().await?;
-        let frame = message.as_bytes();
+        let len = message.as_bytes().len();
+        let frame = if let Some((level, bits)) = self.conn.shared_compression(len) {
+            // Compressed once for every connection with this setting (RFC 7692 without
+            // context takeover: the same bytes are valid on each).
+            message.compressed(level, bits)
+        } else if self.conn.compresses_in_context(len) {
+            // Our context is this connection's alone: compress here.
+            let payload = message.payload();
+            let message = match message.as_bytes()[0] & 0x0f {
+                // Only `PreparedMessage::text`, from a `&str`, makes text frames.
+                0x1 => Message::Text(Utf8Bytes::from_validated(payload)),
+                _ => Message::Binary(payload),
+            };
+            return self.feed(&message).await;
+        } else {
+            message.as_bytes().clone()
+        };
         if frame.len() >= self.config.vectored_write_threshold {
-            self.tail = frame.clone();
+            self.tail = frame;
             return self.flush().await;
         }
-        self.write_buf.extend_from_slice(frame);
+        self.write_buf.extend_from_slice(&frame);
         if self.write_buf.len() >= self.config.write_buffer_size {
             self.flush().await?;
         }
@@ -365,12 +397,18 @@ where
     };
     match checked {
         Ok((len, upgrade, protocol)) => {
+            let deflate = deflate::negotiate(&upgrade.extensions, &config.deflate);
+            let extensions = deflate.as_ref().map(Params::to_header);
             stream
-                .write_all(&upgrade.response(protocol.as_deref()))
+                .write_all(&upgrade.response_with(protocol.as_deref(), extensions.as_deref()))
                 .await?;
             stream.flush().await?;
             buf.advance(len);
-            Ok(WebSocket::from_raw(stream, Role::Server, config, buf))
+            let mut ws = WebSocket::from_raw(stream, Role::Server, config, buf);
+            if let Some(params) = &deflate {
+                ws.set_deflate(params);
+            }
+            Ok(ws)
         }
         Err(err) => {
             stream.write_all(&server::rejection(&err)).await?;
@@ -389,7 +427,8 @@ where
 }
 
 /// Performs the client handshake on a connected stream. `host` is the `Host` header
-/// (`host[:port]`), `path` the request target.
+/// (`host[:port]`), `path` the request target. Offers permessage-deflate when
+/// [`Config::deflate`] is enabled, and fails on a response it cannot accept.
 pub async fn connect<S>(
     mut stream: S,
     host: &str,
@@ -401,7 +440,8 @@ pub async fn connect<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let request = client::Request::new(host, path, protocols, headers);
+    let request =
+        client::Request::with_deflate(host, path, protocols, headers, Some(&config.deflate));
     stream.write_all(request.as_bytes()).await?;
     stream.flush().await?;
     let mut buf = BytesMut::new();
@@ -411,8 +451,9 @@ where
     })
     .await?;
     buf.advance(len);
-    Ok((
-        WebSocket::from_raw(stream, Role::Client, config, buf),
-        response,
-    ))
+    let mut ws = WebSocket::from_raw(stream, Role::Client, config, buf);
+    if let Some(params) = &response.deflate {
+        ws.set_deflate(params);
+    }
+    Ok((ws, response))
 }

@@ -2,13 +2,16 @@
 
 use base64::Engine;
 
-use super::{HandshakeError, MAX_HEADERS, accept_key, has_token, malformed};
+use super::{HandshakeError, MAX_HEADERS, accept_key, has_token, malformed, tokens};
+use crate::deflate::{self, DeflateConfig, Params};
 
 /// A client's upgrade request, with a fresh random key.
 #[derive(Debug, Clone)]
 pub struct Request {
     key: String,
     protocols: Vec<String>,
+    /// The permessage-deflate settings an offer was made from, if one was.
+    deflate: Option<DeflateConfig>,
     bytes: Vec<u8>,
 }
 
@@ -16,6 +19,19 @@ impl Request {
     /// Builds the request for `path` on `host` (`host[:port]`), offering `protocols` and
     /// sending the extra `headers` (e.g. `Origin`, `Authorization`).
     pub fn new(host: &str, path: &str, protocols: &[&str], headers: &[(&str, &str)]) -> Self {
+        Self::with_deflate(host, path, protocols, headers, None)
+    }
+
+    /// Like [`Request::new`], and offers permessage-deflate when `deflate` is enabled
+    /// (see [`deflate::negotiation::offer`]).
+    pub fn with_deflate(
+        host: &str,
+        path: &str,
+        protocols: &[&str],
+        headers: &[(&str, &str)],
+        deflate: Option<&DeflateConfig>,
+    ) -> Self {
+        let deflate = deflate.filter(|d| d.enabled).cloned();
         // §4.1: a nonce of 16 random bytes, base64-encoded, fresh for each connection.
         let key = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 16]>());
         let mut text = format!(
@@ -28,6 +44,12 @@ impl Request {
                 protocols.join(", ")
             ));
         }
+        if let Some(config) = &deflate {
+            text.push_str(&format!(
+                "Sec-WebSocket-Extensions: {}\r\n",
+                deflate::negotiation::offer(config)
+            ));
+        }
         for (name, value) in headers {
             text.push_str(&format!("{name}: {value}\r\n"));
         }
@@ -35,6 +57,7 @@ impl Request {
         Request {
             key,
             protocols: protocols.iter().map(|p| (*p).to_owned()).collect(),
+            deflate,
             bytes: text.into_bytes(),
         }
     }
@@ -96,7 +119,14 @@ impl Request {
                 Some(p)
             }
         };
-        Ok(Some((len, Response { protocol })))
+        let extensions: Vec<String> = resp
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+            .flat_map(|h| tokens(h.value).map(str::to_owned))
+            .collect();
+        let deflate = deflate::negotiation::check_response(&extensions, self.deflate.as_ref())?;
+        Ok(Some((len, Response { protocol, deflate })))
     }
 }
 
@@ -105,6 +135,8 @@ impl Request {
 pub struct Response {
     /// The subprotocol the server chose, if any.
     pub protocol: Option<String>,
+    /// The permessage-deflate parameters the server accepted, if it did.
+    pub deflate: Option<Params>,
 }
 
 #[cfg(test)]

@@ -70,6 +70,11 @@ pub enum HandshakeError {
     /// Client side: the server chose a subprotocol that was not offered (§4.1).
     #[error("the server chose a subprotocol that was not offered")]
     Protocol,
+    /// Client side: the server's `Sec-WebSocket-Extensions` names an extension that was
+    /// not offered, or answers permessage-deflate with a parameter the client cannot
+    /// accept (RFC 6455 §4.1, RFC 7692 §5.2, §7.1).
+    #[error("unacceptable Sec-WebSocket-Extensions: {0}")]
+    Extension(String),
 }
 
 impl HandshakeError {

@@ -167,6 +167,12 @@ impl Upgrade {
     /// The `101 Switching Protocols` response, with `protocol` if one was chosen. The
     /// chosen protocol must be one the client offered (§4.2.2).
     pub fn response(&self, protocol: Option<&str>) -> Vec<u8> {
+        self.response_with(protocol, None)
+    }
+
+    /// [`Upgrade::response`] with a `Sec-WebSocket-Extensions` value, e.g. the
+    /// [`crate::deflate::Params::to_header`] of a negotiated permessage-deflate.
+    pub fn response_with(&self, protocol: Option<&str>, extensions: Option<&str>) -> Vec<u8> {
         let mut out = format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Accept: {}\r\n",
@@ -175,6 +181,11 @@ impl Upgrade {
         if let Some(p) = protocol.filter(|p| self.protocols.iter().any(|o| o == p)) {
             out.push_str("Sec-WebSocket-Protocol: ");
             out.push_str(p);
+            out.push_str("\r\n");
+        }
+        if let Some(extensions) = extensions {
+            out.push_str("Sec-WebSocket-Extensions: ");
+            out.push_str(extensions);
             out.push_str("\r\n");
         }
         out.push_str("\r\n");
