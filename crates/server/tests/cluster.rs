@@ -605,14 +605,20 @@ async fn a_quiet_stream_with_subscribers_keeps_its_position_past_its_history() {
     let first = bob.next_publication().await;
     // What is tested is time passing: twice the TTL, so that Redis would have dropped the
     // stream's position with its history, had no node kept it.
-    eventually("the publication to leave the history, and the TTL twice over", || async {
-        let history = a.api_ok("history", json!({"channel": "short:q"})).await;
-        history["publications"] == json!([])
-            && published.elapsed() > std::time::Duration::from_secs(2)
-    })
+    eventually(
+        "the publication to leave the history, and the TTL twice over",
+        || async {
+            let history = a.api_ok("history", json!({"channel": "short:q"})).await;
+            history["publications"] == json!([])
+                && published.elapsed() > std::time::Duration::from_secs(2)
+        },
+    )
     .await;
     // Later than the history's TTL after the last publication: the same stream goes on.
     assert_eq!(a.publish("short:q", json!(2)).await, 2);
     let second = bob.next_publication().await;
-    assert_eq!((second["offset"].clone(), second["epoch"].clone()), (json!(2), first["epoch"].clone()));
+    assert_eq!(
+        (second["offset"].clone(), second["epoch"].clone()),
+        (json!(2), first["epoch"].clone())
+    );
 }
