@@ -135,7 +135,15 @@ mod tests {
         );
         assert_eq!(Api::new("http://h:8000", "k").unwrap().prefix, "");
         assert_eq!(Api::new("ws://h:8000/ws", "k").unwrap().prefix, "");
-        assert!(Api::new("https://h", "k").is_err());
+        let secure = Api::new("https://h/p", "k").unwrap();
+        assert_eq!(
+            (
+                secure.endpoint.tls,
+                secure.endpoint.addr.as_str(),
+                secure.prefix.as_str()
+            ),
+            (true, "h:443", "/p")
+        );
     }
 
     #[test]
