@@ -80,7 +80,9 @@ pub fn websocket_url(server: &str) -> Result<String> {
     } else {
         endpoint.path.as_str()
     };
-    Ok(format!("ws://{}{path}", endpoint.authority))
+    // A wss:// or https:// server stays TLS (trusting the system's roots).
+    let scheme = if endpoint.tls { "wss" } else { "ws" };
+    Ok(format!("{scheme}://{}{path}", endpoint.authority))
 }
 
 /// Runs an agent until `shutdown` resolves. Fails only at the start, for options that

@@ -237,16 +237,25 @@ pub(crate) fn set_cookie(value: &str, max_age: u64, tls: bool) -> HeaderValue {
     HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// Whether the request reached the server over TLS: never, today (the server speaks
-/// plain HTTP; TLS ends at a proxy, whose `X-Forwarded-Proto` only a trusted proxy's
-/// word could establish).
-pub(crate) fn over_tls(_parts: &Parts) -> bool {
-    false
+/// Whether the request reached the server over TLS (`serve --tls-cert`): the server marks
+/// such requests. A proxy's `X-Forwarded-Proto` is not taken: only a trusted proxy's word
+/// could establish it, and a cookie marked `Secure` behind a TLS proxy is the proxy's job.
+pub(crate) fn over_tls(parts: &Parts) -> bool {
+    switchboard_server::over_tls(&parts.extensions)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Cookies are `Secure` exactly when the server marked the request as over TLS.
+    #[test]
+    fn requests_over_tls_are_told_apart() {
+        let (mut parts, ()) = axum::http::Request::new(()).into_parts();
+        assert!(!over_tls(&parts));
+        parts.extensions.insert(switchboard_server::OverTls);
+        assert!(over_tls(&parts));
+    }
 
     #[test]
     fn cookies_round_trip_and_junk_is_ignored() {

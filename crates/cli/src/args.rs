@@ -194,6 +194,14 @@ pub(crate) struct ServeArgs {
     /// so that one command gives a working dashboard.
     #[arg(long)]
     pub(crate) local_agent: bool,
+    /// Serve HTTPS and wss:// (TLS 1.2 and 1.3) with this certificate chain (PEM), with
+    /// --tls-key. SIGHUP reads both files again; open connections stay. `tls.cert` in
+    /// --config.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert. `tls.key` in --config.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -248,11 +256,16 @@ pub(crate) struct SubArgs {
     pub(crate) source: ConfigSource,
     /// The channel, e.g. chat:lobby.
     pub(crate) channel: String,
-    /// The server: its WebSocket URL (ws://HOST:PORT/ws) or its base URL
-    /// (http://HOST:PORT, whose WebSocket is at /ws). Default: the configured listen
-    /// address (`listen` in --config, SWITCHBOARD_LISTEN), 127.0.0.1:8000 without one.
+    /// The server: its WebSocket URL (ws://HOST:PORT/ws, wss:// with TLS) or its base URL
+    /// (http://HOST:PORT or https://, whose WebSocket is at /ws). Default: the configured
+    /// listen address (`listen` in --config, SWITCHBOARD_LISTEN; https:// when the
+    /// configuration has `[tls]`), 127.0.0.1:8000 without one.
     #[arg(long)]
     pub(crate) url: Option<String>,
+    /// With wss:// or https://: trust the certificates of this PEM file (a private CA, a
+    /// self-signed certificate) instead of the system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca: Option<PathBuf>,
     /// A connection token; without one, a token for --user is minted from the local
     /// secret, or the connection is anonymous.
     #[arg(long, env = "SWITCHBOARD_TOKEN")]
@@ -278,11 +291,16 @@ pub(crate) struct PubArgs {
     pub(crate) channel: String,
     /// The data: JSON, or any other text (sent as a JSON string).
     pub(crate) data: String,
-    /// The server: its base URL (http://HOST:PORT; the API is at /api/publish) or its
-    /// WebSocket URL (ws://HOST:PORT/ws). Default: the configured listen address (`listen`
-    /// in --config, SWITCHBOARD_LISTEN), 127.0.0.1:8000 without one.
+    /// The server: its base URL (http://HOST:PORT or https://; the API is at
+    /// /api/publish) or its WebSocket URL (ws://HOST:PORT/ws, wss://). Default: the
+    /// configured listen address (`listen` in --config, SWITCHBOARD_LISTEN; https:// when
+    /// the configuration has `[tls]`), 127.0.0.1:8000 without one.
     #[arg(long)]
     pub(crate) url: Option<String>,
+    /// With https:// or wss://: trust the certificates of this PEM file (a private CA, a
+    /// self-signed certificate) instead of the system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca: Option<PathBuf>,
     /// The API key; by default read like the server reads it.
     #[arg(long, env = "SWITCHBOARD_API_KEY")]
     pub(crate) api_key: Option<String>,

@@ -20,6 +20,7 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use switchboard_client::api::{Api, refusal};
 use switchboard_client::url::{Endpoint, Scheme};
+use switchboard_client::{Stream, Tls};
 use switchboard_server::Config;
 use switchboard_server::auth::{self, Claims, Verifier};
 use switchboard_server::config::TokenAlgorithm;
@@ -271,25 +272,28 @@ fn configured_secret(config: &Config, need: Need, hint: Option<&str>) -> anyhow:
     }
 }
 
-/// The server a command talks to: `--url`, or where the configuration says it listens.
-/// Either scheme names the server for either command: a `ws://` URL is its WebSocket
-/// endpoint, an `http://` URL its base URL.
+/// The server a command talks to: `--url`, or where the configuration says it listens
+/// (over TLS when it has `[tls]`). Either scheme names the server for either command: a
+/// `ws://` (`wss://`) URL is its WebSocket endpoint, an `http://` (`https://`) URL its
+/// base URL.
 fn target(url: Option<&str>, config: &Config) -> anyhow::Result<Endpoint> {
     let Some(url) = url else {
         let addr = crate::serve::connect_addr(config.listen);
-        return Ok(Endpoint::parse(&format!("http://{addr}"))?);
-    };
-    Endpoint::parse(url).map_err(|err| {
-        let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-        if matches!(scheme.as_deref(), Some("wss" | "https")) {
-            anyhow!(
-                "{err}; the server speaks plain HTTP: point `switchboard sub` and `pub` at its \
-                 own address (a TLS proxy in front of it forwards there)"
-            )
+        let scheme = if config.tls.enabled() {
+            "https"
         } else {
-            err.into()
-        }
-    })
+            "http"
+        };
+        return Ok(Endpoint::parse(&format!("{scheme}://{addr}"))?);
+    };
+    Ok(Endpoint::parse(url)?)
+}
+
+/// What a TLS server's certificate must chain to: `--ca FILE`, else the system's roots
+/// (`None`).
+fn trust(ca: Option<&Path>) -> anyhow::Result<Option<Tls>> {
+    ca.map(|path| Tls::from_ca_file(path).map_err(|err| anyhow!("--ca: {err}")))
+        .transpose()
 }
 
 /// The WebSocket endpoint's path: a `ws://` URL's own (`/ws` when it has none), or `/ws`
@@ -317,14 +321,24 @@ fn api_base(target: &Endpoint) -> String {
     let path = target.path.split('?').next().unwrap_or_default();
     let path = path.trim_end_matches('/');
     let path = path.strip_suffix("/ws").unwrap_or(path);
-    format!("http://{}{path}", target.authority)
+    let scheme = if target.tls { "https" } else { "http" };
+    format!("{scheme}://{}{path}", target.authority)
 }
 
-async fn connect(target: &Endpoint, url: &str) -> anyhow::Result<TcpStream> {
-    timeout(CONNECT_TIMEOUT, TcpStream::connect(&target.addr))
-        .await
-        .map_err(|_| anyhow!("cannot connect to {url}: timed out"))?
-        .map_err(|err| anyhow!("cannot connect to {url}: {err}"))
+/// Connects to the server, with the TLS handshake for a `wss://`/`https://` target, all
+/// within [`CONNECT_TIMEOUT`].
+async fn connect(target: &Endpoint, url: &str, tls: Option<&Tls>) -> anyhow::Result<Stream> {
+    timeout(CONNECT_TIMEOUT, async {
+        let tcp = TcpStream::connect(&target.addr)
+            .await
+            .map_err(|err| anyhow!("cannot connect to {url}: {err}"))?;
+        target
+            .secure(tcp, tls)
+            .await
+            .map_err(|err| anyhow!("cannot connect to {url}: {err}"))
+    })
+    .await
+    .map_err(|_| anyhow!("cannot connect to {url}: timed out"))?
 }
 
 /// A JSON object with its values kept as the server wrote them: `data` is printed
@@ -535,9 +549,11 @@ async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
         (None, None) => Auth::Anonymous,
     };
     let target = target(args.url.as_deref(), &config)?;
+    let tls = trust(args.ca.as_deref())?;
     let path = ws_path(&target);
-    let url = format!("ws://{}{path}", target.authority);
-    let stream = connect(&target, &url).await?;
+    let scheme = if target.tls { "wss" } else { "ws" };
+    let url = format!("{scheme}://{}{path}", target.authority);
+    let stream = connect(&target, &url, tls.as_ref()).await?;
     let ws = switchboard_client::Client::handshake(stream, &target.authority, &path, &[])
         .await
         .map_err(|err| match err {
@@ -594,7 +610,10 @@ pub(crate) async fn publish(args: PubArgs) -> anyhow::Result<()> {
         data.get()
     );
     let base = api_base(&target);
-    let api = Api::new(&base, &api_key)?;
+    let mut api = Api::new(&base, &api_key)?;
+    if let Some(tls) = trust(args.ca.as_deref())? {
+        api = api.with_tls(tls);
+    }
     let answer = timeout(HTTP_TIMEOUT, api.post("publish", &body))
         .await
         .map_err(|_| anyhow!("{base} did not answer within {} s", HTTP_TIMEOUT.as_secs()))?
@@ -689,10 +708,22 @@ mod tests {
             local.authority,
             crate::serve::connect_addr(config.listen).to_string()
         );
-        for tls in ["wss://h/ws", "HTTPS://h"] {
-            let err = target(Some(tls), &config).unwrap_err().to_string();
-            assert!(err.contains("TLS") && err.contains("proxy"), "{tls}: {err}");
+        // TLS URLs keep TLS in both endpoints.
+        for (url, ws, api) in [
+            ("wss://h/ws", "/ws", "https://h"),
+            ("HTTPS://h:8443/x", "/x/ws", "https://h:8443/x"),
+        ] {
+            let t = target(Some(url), &config).unwrap();
+            assert!(t.tls, "{url}");
+            assert_eq!((ws_path(&t).as_str(), api_base(&t).as_str()), (ws, api));
         }
+        // Without --url, a configuration with [tls] is reached over TLS.
+        let mut secure = Config::default();
+        secure.tls.cert = Some("c.pem".into());
+        secure.tls.key = Some("k.pem".into());
+        let local = target(None, &secure).unwrap();
+        assert!(local.tls);
+        assert!(api_base(&local).starts_with("https://"));
     }
 
     #[test]

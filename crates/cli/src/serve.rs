@@ -183,6 +183,11 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(url) = args.redis_url {
         config.engine.redis_url = url;
     }
+    // Both or neither (clap makes each require the other).
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.tls.cert = Some(cert);
+        config.tls.key = Some(key);
+    }
     let apps = load_apps(&args.source)?;
     // Read before anything starts, so a wrong `[agent]` stops the start.
     let local_agent = match args.local_agent {
@@ -211,7 +216,12 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
     block.addr = Some(addr);
+    // Reads the certificate and key: a missing, unreadable or mismatched one stops the
+    // start here, before `listening on`.
     let mut server = switchboard_server::Server::with_engine(config, secrets, engine)?;
+    if let Some(tls) = server.tls() {
+        reload_on_sighup(tls)?;
+    }
     if apps.enabled {
         let store = switchboard_apps::open_store(server.node().config()).await?;
         let mounted = switchboard_apps::mount_with_store(&mut server, apps, store)?;
@@ -234,6 +244,25 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads the certificate and key again on each SIGHUP (what certbot's deploy hook or
+/// `systemctl reload` sends). The handler is installed before `listening on` is said: until
+/// then a SIGHUP would end the process. A reload that fails keeps the certificate in use.
+fn reload_on_sighup(tls: switchboard_server::Tls) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: reloaded the TLS certificate and key"),
+                Err(err) => {
+                    tracing::warn!(cause = %err, "SIGHUP: TLS reload failed; the certificate in use stays")
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
 /// 256 random bits in hex: a token secret that is never written nor used.
 fn unused_secret() -> String {
     rand::random::<[u8; 32]>()
@@ -251,6 +280,8 @@ struct StartUp {
     addr: Option<SocketAddr>,
     /// `data directory` and the lines after it, in order.
     lines: Vec<(&'static str, String)>,
+    /// Whether the port speaks TLS (https://, wss://).
+    tls: bool,
 }
 
 impl StartUp {
@@ -346,7 +377,25 @@ impl StartUp {
         };
         lines.push(("serves", format!("{}{pages}", served.join(", "))));
         lines.push(("a token", mint));
-        StartUp { addr: None, lines }
+        if let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) {
+            let hsts = match config.tls.hsts {
+                Some(max_age) => format!("HSTS max-age={}", max_age.as_secs()),
+                None => "no HSTS (tls.hsts)".to_owned(),
+            };
+            lines.push((
+                "TLS",
+                format!(
+                    "{} with {} (TLS 1.2/1.3; SIGHUP reloads them); {hsts}",
+                    cert.display(),
+                    key.display()
+                ),
+            ));
+        }
+        StartUp {
+            addr: None,
+            lines,
+            tls: config.tls.enabled(),
+        }
     }
 }
 
@@ -365,10 +414,11 @@ impl StartUp {
         };
         self.lines.push(("accounts", accounts));
         if let (Some(code), Some(addr)) = (apps.first_admin_invite(), self.addr) {
+            let scheme = if self.tls { "https" } else { "http" };
             self.lines.push((
                 "first admin",
                 format!(
-                    "http://{}{} (one use: it creates the first administrator)",
+                    "{scheme}://{}{} (one use: it creates the first administrator)",
                     connect_addr(addr),
                     switchboard_apps::invite_path(code)
                 ),
@@ -383,7 +433,12 @@ impl std::fmt::Display for StartUp {
             return Ok(());
         };
         let to = connect_addr(addr);
-        write!(f, "switchboard: serving http://{to} and ws://{to}/ws")?;
+        let (http, ws) = if self.tls {
+            ("https", "wss")
+        } else {
+            ("http", "ws")
+        };
+        write!(f, "switchboard: serving {http}://{to} and {ws}://{to}/ws")?;
         if to != addr {
             write!(f, " (on every interface)")?;
         }

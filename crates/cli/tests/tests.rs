@@ -17,6 +17,9 @@
 //!   `serve --engine redis` nodes: WebSocket, SSE and long polling through it, round-robin.
 //! - `hardening`: issue 10 at the binary's level: a failing or unread stderr, empty
 //!   secrets, running out of file descriptors, what never reaches the log.
+//! - `tls`: `serve --tls-cert/--tls-key` with a test CA (rcgen): `sub`/`pub` over wss://
+//!   and https:// with `--ca`, SIGHUP reloading the certificate under an open connection,
+//!   start-up errors; Python's `ssl` as another client when python3 is there.
 //! - `util`: child processes, temporary data directories, a WebSocket client and an HTTP
 //!   client of the server API.
 
@@ -28,4 +31,5 @@ mod cluster;
 mod durability;
 mod hardening;
 mod nginx;
+mod tls;
 mod util;

@@ -5,14 +5,17 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::error::{Error, Result, quote};
-use crate::http::{Response, request};
+use crate::http::{HttpConnection, Response};
+use crate::tls::Tls;
 use crate::url::{Endpoint, Scheme};
 
 /// A server's API, with its key.
 #[derive(Debug, Clone)]
 pub struct Api {
-    addr: String,
-    host: String,
+    /// The server (its path is not used: see `prefix`).
+    endpoint: Endpoint,
+    /// What an `https://` server's certificate must chain to (`None`: the system's roots).
+    tls: Option<Tls>,
     /// The path before `/api/…`: an `http://` URL's path, so a server behind a proxy at
     /// `http://h/switchboard/` is reached at `/switchboard/api/…`.
     prefix: String,
@@ -22,6 +25,8 @@ pub struct Api {
 impl Api {
     /// The API of the server at `url`. With `http://HOST[/PREFIX]`, the API is at
     /// `PREFIX/api/…`; with `ws://HOST/PATH` (the same server's WebSocket), at `/api/…`.
+    /// `https://` and `wss://` speak TLS, trusting the system's roots unless
+    /// [`with_tls`](Self::with_tls) says otherwise.
     pub fn new(url: &str, key: &str) -> Result<Api> {
         let endpoint = Endpoint::parse(url)?;
         let prefix = match endpoint.scheme {
@@ -35,33 +40,47 @@ impl Api {
             Scheme::Ws => String::new(),
         };
         Ok(Api {
-            addr: endpoint.addr,
-            host: endpoint.authority,
+            endpoint,
+            tls: None,
             prefix,
             key: key.to_owned(),
         })
     }
 
-    /// The API of the server listening at `addr` (`host:port`).
+    /// The API of the server listening at `addr` (`host:port`), over plain HTTP.
     pub fn at(addr: &str, key: &str) -> Api {
         Api {
-            addr: addr.to_owned(),
-            host: addr.to_owned(),
+            endpoint: Endpoint {
+                scheme: Scheme::Http,
+                tls: false,
+                authority: addr.to_owned(),
+                addr: addr.to_owned(),
+                path: "/".to_owned(),
+            },
+            tls: None,
             prefix: String::new(),
             key: key.to_owned(),
         }
+    }
+
+    /// Trusts `tls` (a CA file…) for an `https://` server, instead of the system's roots.
+    pub fn with_tls(mut self, tls: Tls) -> Api {
+        self.tls = Some(tls);
+        self
     }
 
     /// Posts `body` (JSON text, sent as is) to `command`; the answer, whatever its status.
     pub async fn post(&self, command: &str, body: &str) -> Result<Response> {
         let path = format!("{}/api/{command}", self.prefix);
         let headers = [
-            ("Host", self.host.as_str()),
             ("X-API-Key", self.key.as_str()),
             ("Content-Type", "application/json"),
+            // One request per connection.
+            ("Connection", "close"),
         ];
         let body = Bytes::copy_from_slice(body.as_bytes());
-        request(&self.addr, "POST", &path, &headers, body).await
+        let mut conn = HttpConnection::connect_to(&self.endpoint, self.tls.as_ref()).await?;
+        conn.request("POST", &path, &headers, body).await
     }
 
     /// Posts `body` to `command`; the status and the answer's JSON, whatever the status.
@@ -111,12 +130,20 @@ mod tests {
     fn the_api_path_follows_the_url() {
         let api = Api::new("http://h:8000/prefix/", "k").unwrap();
         assert_eq!(
-            (api.addr.as_str(), api.prefix.as_str()),
+            (api.endpoint.addr.as_str(), api.prefix.as_str()),
             ("h:8000", "/prefix")
         );
         assert_eq!(Api::new("http://h:8000", "k").unwrap().prefix, "");
         assert_eq!(Api::new("ws://h:8000/ws", "k").unwrap().prefix, "");
-        assert!(Api::new("https://h", "k").is_err());
+        let secure = Api::new("https://h/p", "k").unwrap();
+        assert_eq!(
+            (
+                secure.endpoint.tls,
+                secure.endpoint.addr.as_str(),
+                secure.prefix.as_str()
+            ),
+            (true, "h:443", "/p")
+        );
     }
 
     #[test]

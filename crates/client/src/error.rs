@@ -20,6 +20,10 @@ pub enum Error {
         /// Why not.
         cause: std::io::Error,
     },
+    /// TLS failed: the roots or CA file could not be read, or the handshake failed (a
+    /// certificate not trusted or not naming the host, no common protocol version).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// A request that cannot be sent (a bad method, path or header).
     #[error("invalid request: {0}")]
     Request(String),

@@ -21,13 +21,15 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::error::{Error, Result, quote};
+use crate::tls::{Stream, Tls};
+use crate::url::Endpoint;
 
 /// Largest body [`HttpConnection::request`] reads whole: a poll answer holds at most the
 /// session's `limits.outbox_bytes` (4 MiB by default) of messages.
 pub const MAX_BODY: usize = 16 << 20;
 
 /// hyper's connection future, which does the I/O.
-type Conn = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
+type Conn = http1::Connection<TokioIo<Stream>, Full<Bytes>>;
 
 /// The connection future and whether it has finished (it must not be polled again then).
 struct Driver {
@@ -93,14 +95,26 @@ impl HttpConnection {
         HttpConnection::open(stream, addr).await
     }
 
+    /// Connects to the server of an `http://` or `https://` endpoint (trusting `tls`, or
+    /// the system's roots); requests name its authority as their `Host`.
+    pub async fn connect_to(endpoint: &Endpoint, tls: Option<&Tls>) -> Result<HttpConnection> {
+        let stream = endpoint.connect(tls).await?;
+        HttpConnection::open(stream, &endpoint.authority).await
+    }
+
     /// Speaks HTTP on a stream the caller connected (to bind a source address, size the
-    /// buffers…), naming `host` as the `Host` of every request.
-    pub async fn open(stream: TcpStream, host: &str) -> Result<HttpConnection> {
+    /// buffers…; a `TcpStream` or a TLS [`Stream`]), naming `host` as the `Host` of every
+    /// request.
+    pub async fn open(stream: impl Into<Stream>, host: &str) -> Result<HttpConnection> {
+        let stream = stream.into();
         // Requests are small and answers awaited: Nagle's delay would only add latency.
-        stream.set_nodelay(true).map_err(|cause| Error::Connect {
-            addr: host.to_owned(),
-            cause,
-        })?;
+        stream
+            .tcp()
+            .set_nodelay(true)
+            .map_err(|cause| Error::Connect {
+                addr: host.to_owned(),
+                cause,
+            })?;
         let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
         Ok(HttpConnection {
             sender,

@@ -7,8 +7,10 @@
 //! parsed by hand here.
 //!
 //! # Layout
-//! - [`url`]: [`Endpoint`], where a `ws://` or `http://` URL points (the same server
-//!   answers both).
+//! - [`url`]: [`Endpoint`], where a `ws://` or `http://` URL (or `wss://`, `https://`)
+//!   points (the same server answers both), and how to connect to it.
+//! - [`tls`]: [`Tls`], the roots a client trusts (the system's, or a CA file), and
+//!   [`Stream`], plain TCP or TLS, which every client here runs over.
 //! - [`ws`]: [`Client`], a WebSocket session of the client protocol: commands with ids,
 //!   replies matched to them, pushes kept in order; raw frames and close codes for tests.
 //! - [`http`]: [`HttpConnection`], one keep-alive HTTP/1.1 connection driven by its caller
@@ -31,6 +33,7 @@ pub mod error;
 pub mod http;
 pub mod poll;
 pub mod sse;
+pub mod tls;
 pub mod url;
 pub mod ws;
 
@@ -39,5 +42,6 @@ pub use error::{Error, Result};
 pub use http::{HttpConnection, Response, ResponseStream};
 pub use poll::LongPoll;
 pub use sse::EventStream;
+pub use tls::{Stream, Tls};
 pub use url::Endpoint;
 pub use ws::{Client, Incoming};

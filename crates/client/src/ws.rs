@@ -10,14 +10,13 @@
 
 use std::collections::VecDeque;
 
+use crate::api::error_of;
+use crate::error::{Error, Result, quote};
+use crate::tls::{Stream, Tls};
+use crate::url::Endpoint;
 use serde_json::{Value, json};
 use switchboard_ws::tokio::WebSocket;
 use switchboard_ws::{CloseCode, CloseFrame, CloseState, Message};
-use tokio::net::TcpStream;
-
-use crate::api::error_of;
-use crate::error::{Error, Result, quote};
-use crate::url::Endpoint;
 
 /// What a read brought: a JSON message, or the server's close frame.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,39 +38,45 @@ pub fn close_parts(frame: &Option<CloseFrame>) -> (u16, String) {
 /// A WebSocket connection speaking the client protocol.
 #[derive(Debug)]
 pub struct Client {
-    ws: WebSocket<TcpStream>,
+    ws: WebSocket<Stream>,
     next_id: u64,
     pushes: VecDeque<Value>,
     replies: VecDeque<Value>,
 }
 
 impl Client {
-    /// Opens a WebSocket to a `ws://HOST[:PORT]/PATH` URL, without sending `connect`.
+    /// Opens a WebSocket to a `ws://HOST[:PORT]/PATH` URL (or `wss://`, trusting the
+    /// system's roots), without sending `connect`.
     pub async fn open(url: &str) -> Result<Client> {
+        Client::open_with(url, None).await
+    }
+
+    /// [`open`](Self::open), trusting `tls` (a CA file…) for a `wss://` URL.
+    pub async fn open_with(url: &str, tls: Option<&Tls>) -> Result<Client> {
         let endpoint = Endpoint::parse(url)?;
-        let stream = TcpStream::connect(&endpoint.addr)
-            .await
-            .map_err(|cause| Error::Connect {
-                addr: endpoint.addr.clone(),
-                cause,
-            })?;
+        let stream = endpoint.connect(tls).await?;
         Client::handshake(stream, &endpoint.authority, &endpoint.path, &[]).await
     }
 
     /// Opens a WebSocket on a stream the caller connected (from a chosen source address,
-    /// with a small receive buffer…): `host` is the `Host` header, `path` the endpoint,
-    /// `headers` extra request headers (`Origin`…).
+    /// with a small receive buffer…; a `TcpStream`, or a TLS [`Stream`] from
+    /// [`Endpoint::secure`]): `host` is the `Host` header, `path` the endpoint, `headers`
+    /// extra request headers (`Origin`…).
     pub async fn handshake(
-        stream: TcpStream,
+        stream: impl Into<Stream>,
         host: &str,
         path: &str,
         headers: &[(&str, &str)],
     ) -> Result<Client> {
+        let stream = stream.into();
         // Commands are small and answered: Nagle's delay would only add latency.
-        stream.set_nodelay(true).map_err(|cause| Error::Connect {
-            addr: host.to_owned(),
-            cause,
-        })?;
+        stream
+            .tcp()
+            .set_nodelay(true)
+            .map_err(|cause| Error::Connect {
+                addr: host.to_owned(),
+                cause,
+            })?;
         let config = switchboard_ws::Config::default();
         let (ws, _) =
             switchboard_ws::tokio::connect(stream, host, path, &[], headers, config).await?;
@@ -290,7 +295,7 @@ impl Client {
     }
 
     /// The WebSocket underneath.
-    pub fn websocket(&mut self) -> &mut WebSocket<TcpStream> {
+    pub fn websocket(&mut self) -> &mut WebSocket<Stream> {
         &mut self.ws
     }
 }

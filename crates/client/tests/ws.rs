@@ -102,6 +102,9 @@ async fn a_server_that_is_not_there_is_a_connect_error() {
     drop(listener);
     let opened = Client::open(&format!("ws://{addr}/ws")).await;
     assert!(matches!(opened, Err(Error::Connect { .. })), "{opened:?}");
-    let opened = Client::open("wss://example.invalid/ws").await;
+    // wss:// to the same absent server: the TCP connection fails before any TLS.
+    let opened = Client::open(&format!("wss://{addr}/ws")).await;
+    assert!(matches!(opened, Err(Error::Connect { .. })), "{opened:?}");
+    let opened = Client::open("tcp://127.0.0.1:1/ws").await;
     assert!(matches!(opened, Err(Error::Url { .. })), "{opened:?}");
 }

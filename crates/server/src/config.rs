@@ -65,6 +65,8 @@ pub struct Config {
     /// Named namespaces: a channel `chat:lobby` takes the options of namespace `chat`.
     /// A channel whose namespace is not listed is refused (error 102).
     pub namespaces: Vec<Namespace>,
+    /// `[tls]`: HTTPS and `wss://` on the listening port (`--tls-cert`, `--tls-key`).
+    pub tls: TlsConfig,
 }
 
 impl Default for Config {
@@ -86,6 +88,73 @@ impl Default for Config {
             storage: StorageConfig::default(),
             default_namespace: NamespaceOptions::default(),
             namespaces: default_namespaces(),
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+/// `[tls]`: TLS on the listening port. With `cert` and `key` set, the port speaks HTTPS
+/// and `wss://` only (TLS 1.2 and 1.3); the files are read again on SIGHUP.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, PEM: the server's certificate first, then the intermediates.
+    pub cert: Option<PathBuf>,
+    /// The private key, PEM (PKCS#8, PKCS#1 RSA or SEC1 EC), matching the certificate.
+    pub key: Option<PathBuf>,
+    /// `Strict-Transport-Security: max-age=…` on every TLS response, e.g. `"365d"`; `"off"`
+    /// (the default) sends none. Off by default because a browser keeps it for the whole
+    /// max-age: set it once the certificate is one browsers trust, never for a test
+    /// certificate on `localhost`.
+    #[serde(deserialize_with = "hsts::deserialize")]
+    pub hsts: Option<Duration>,
+}
+
+impl TlsConfig {
+    /// Whether TLS is on (a certificate and a key are configured).
+    pub fn enabled(&self) -> bool {
+        self.cert.is_some() || self.key.is_some()
+    }
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key's path only: never anything read from it.
+        f.debug_struct("TlsConfig")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("hsts", &self.hsts)
+            .finish()
+    }
+}
+
+/// `tls.hsts`: `"off"`, or a max-age written as a duration.
+pub mod hsts {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    /// Parses `off` (no header) or a duration (`365d`, `31536000`).
+    pub fn parse(text: &str) -> Result<Option<Duration>, String> {
+        if text.trim().eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        super::duration::parse(text)
+            .map(Some)
+            .ok_or_else(|| format!("tls.hsts {text:?}: use \"off\" or a max-age such as \"365d\""))
+    }
+
+    /// serde: `"off"`, a duration string, or a number of seconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) => Ok(Some(Duration::from_secs(s))),
+            Raw::Text(t) => parse(&t).map_err(serde::de::Error::custom),
         }
     }
 }
@@ -703,6 +772,19 @@ impl Config {
                 check_secret(kind, value, setting)?;
             }
         }
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(_), None) => {
+                return Err(Error::Config(
+                    "tls.cert is set but tls.key is not (--tls-key): TLS needs both".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(Error::Config(
+                    "tls.key is set but tls.cert is not (--tls-cert): TLS needs both".into(),
+                ));
+            }
+            _ => {}
+        }
         if self.auth.audience.as_deref() == Some("") {
             return Err(Error::Config(
                 "auth.audience is empty: leave it out, or name the audience".into(),
@@ -886,6 +968,42 @@ mod tests {
         assert_eq!(duration::parse("10"), Some(Duration::from_secs(10)));
         assert_eq!(duration::parse("1y"), None);
         assert_eq!(duration::parse("h"), None);
+    }
+
+    #[test]
+    fn the_tls_table_takes_both_files_and_hsts_off_or_a_max_age() {
+        let config = Config::from_toml(
+            r#"
+            [tls]
+            cert = "/etc/sb/cert.pem"
+            key = "/etc/sb/key.pem"
+            hsts = "365d"
+            "#,
+        )
+        .unwrap();
+        assert!(config.tls.enabled());
+        assert_eq!(config.tls.hsts, Some(Duration::from_secs(365 * 86_400)));
+        let off = Config::from_toml("[tls]\nhsts = \"off\"").unwrap();
+        assert_eq!((off.tls.hsts, off.tls.enabled()), (None, false));
+        assert_eq!(Config::default().tls.hsts, None);
+        let secs = Config::from_toml("[tls]\nhsts = 600").unwrap();
+        assert_eq!(secs.tls.hsts, Some(Duration::from_secs(600)));
+        let err = Config::from_toml("[tls]\nhsts = \"soon\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tls.hsts"), "{err}");
+        let err = Config::from_toml("[tls]\ncert = \"c.pem\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tls.key"), "{err}");
+        let err = Config::from_toml("[tls]\nkey = \"k.pem\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tls.cert"), "{err}");
+        let err = Config::from_toml("[tls]\nciphers = []")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field"), "{err}");
     }
 
     #[test]

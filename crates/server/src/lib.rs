@@ -22,7 +22,8 @@
 //! - `admission`: connection slots, pending and connected;
 //! - `session`: one client's protocol state machine over a small context (hub, verifier,
 //!   slots, configuration), transport-independent and unit-tested;
-//! - `net`: the accept loop, the write deadline, request bodies, client addresses;
+//! - `net`: the accept loop, TLS ([`Tls`]), the write deadline, request bodies, client
+//!   addresses;
 //! - `transport`: WebSocket, SSE and polling (HTTP sessions with their replay buffer), the
 //!   Origin check;
 //! - `http`: the routes, the Host check, the server API, health, metrics, the browser
@@ -66,6 +67,7 @@ use tracing::{debug, info, warn};
 
 pub use config::Config;
 pub use error::{Error, Result};
+pub use net::tls::{OverTls, Tls, over_tls};
 pub use node::{HistoryRequest, Node, PublishOptions};
 
 /// The browser library (`GET /switchboard.js`), for an extension that serves it under a
@@ -193,6 +195,8 @@ pub struct Server {
     observers: observe::Observers,
     /// The group this node is a member of (the Redis engine).
     cluster: Option<Arc<cluster::Cluster>>,
+    /// TLS on the listening port, when `[tls]` is configured.
+    tls: Option<Tls>,
 }
 
 impl Server {
@@ -225,6 +229,8 @@ impl Server {
         store: Arc<dyn engine::Store>,
     ) -> Result<Server> {
         config.validate()?;
+        // Read now: a missing or mismatched key stops the start before anything listens.
+        let tls = Tls::load(&config.tls)?;
         let config = Arc::new(config);
         let metrics = Arc::new(metrics::Metrics::default());
         let hub = Arc::new(hub::Hub::new(config.clone(), metrics, store));
@@ -237,7 +243,14 @@ impl Server {
             metrics: Vec::new(),
             observers: observe::Observers::default(),
             cluster: None,
+            tls,
         })
+    }
+
+    /// The server's TLS, when `[tls]` is configured: [`Tls::reload`] reads the certificate
+    /// and key again (the binary calls it on SIGHUP).
+    pub fn tls(&self) -> Option<Tls> {
+        self.tls.clone()
     }
 
     /// The extensions' handle on the hub.
@@ -292,6 +305,7 @@ impl Server {
             metrics,
             observers,
             cluster,
+            tls,
         } = self;
         if let Some(cluster) = &cluster {
             cluster.observe(&observers.namespaces());
@@ -371,6 +385,7 @@ impl Server {
         net::listen::serve(
             listener,
             http::router(state, routes),
+            tls,
             &config.limits,
             hub.metrics().clone(),
             stop,

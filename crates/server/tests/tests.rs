@@ -17,6 +17,8 @@
 //! - `extensions`: the extension points: `rpc` (handlers by prefix, the proxy to a
 //!   backend), history paging backwards on every transport, ephemeral publications.
 //! - `cluster`: several nodes as one hub over a real redis-server (skipped without one).
+//! - `tls`: HTTPS and `wss://` on one port (a test CA made with rcgen), the direct-write
+//!   fan-out over TLS, HSTS, the certificate reload, the start-up errors.
 //! - `poll`: long and short polling; what every HTTP transport shares (Origin, CORS, body
 //!   size, transports switched off); recovery on a new session.
 
@@ -34,4 +36,5 @@ mod recovery;
 mod shutdown;
 mod slow;
 mod sse;
+mod tls;
 mod util;

@@ -139,7 +139,7 @@ fn feed() -> switchboard_server::config::Namespace {
 }
 
 /// The secrets of every test server.
-fn secrets() -> Secrets {
+pub(crate) fn secrets() -> Secrets {
     Secrets {
         api_key: API_KEY.into(),
         token_secret: TOKEN_SECRET.into(),

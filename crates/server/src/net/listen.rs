@@ -4,14 +4,22 @@
 //! `TokioIo<WriteDeadline<TcpStream>>`, so the WebSocket transport can take the socket back
 //! and split it to write pushes directly (see `outbox`). axum's server wraps it in a
 //! private type. Every request carries its peer's address as `ConnectInfo<SocketAddr>`.
+//! With TLS (see `tls`), the handshake comes first and the I/O is
+//! `TokioIo<WriteDeadline<TlsStream<TcpStream>>>`.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::http::{HeaderValue, header};
+use axum::routing::future::RouteFuture;
+use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -21,6 +29,7 @@ use tokio_util::task::TaskTracker;
 use tower_service::Service;
 use tracing::{debug, warn};
 
+use super::tls::{OverTls, Tls};
 use super::write_deadline::WriteDeadline;
 use crate::config::Limits;
 use crate::metrics::Metrics;
@@ -40,6 +49,7 @@ const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
+    tls: Option<Tls>,
     limits: &Limits,
     metrics: Arc<Metrics>,
     stop: impl Future<Output = ()>,
@@ -86,43 +96,124 @@ pub(crate) async fn serve(
                 debug!(cause = %err, "SO_SNDBUF failed");
             }
         }
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let mut request = request.map(Body::new);
-            request.extensions_mut().insert(ConnectInfo(peer));
-            router.clone().call(request)
-        });
-        let io = TokioIo::new(WriteDeadline::new(
-            tcp,
-            limits.write_timeout,
-            metrics.clone(),
-        ));
-        let mut closing = closing_rx.clone();
-        let header_timeout = limits.header_timeout;
-        connections.spawn(async move {
-            let mut builder = http1::Builder::new();
-            // The header timeout also bounds a kept-alive connection's idle time: hyper
-            // starts it whenever it waits for a request head.
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            let connection = builder.serve_connection(io, service).with_upgrades();
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(err) = result {
-                        debug!(cause = %err, "connection ended with an error");
+        let service = ConnService {
+            router: router.clone(),
+            peer,
+            hsts: tls.as_ref().and_then(|tls| tls.hsts().cloned()),
+            over_tls: tls.is_some(),
+        };
+        let closing = closing_rx.clone();
+        let (header_timeout, write_timeout) = (limits.header_timeout, limits.write_timeout);
+        match &tls {
+            None => {
+                let io = WriteDeadline::new(tcp, write_timeout, metrics.clone());
+                connections.spawn(serve_http(
+                    TokioIo::new(io),
+                    service,
+                    header_timeout,
+                    closing,
+                ));
+            }
+            Some(tls) => {
+                let acceptor = tls.acceptor().clone();
+                let metrics = metrics.clone();
+                connections.spawn(async move {
+                    // The handshake shares the head's deadline: a client that connects and
+                    // says nothing holds a task no longer than one that sends no request.
+                    let mut stop = closing.clone();
+                    let handshake = tokio::select! {
+                        done = tokio::time::timeout(header_timeout, acceptor.accept(tcp)) => done,
+                        _ = stop.wait_for(|c| *c) => return,
+                    };
+                    match handshake {
+                        Ok(Ok(stream)) => {
+                            // Around the TLS stream, as around a socket: the WebSocket
+                            // transport takes it back out after an upgrade.
+                            let io = WriteDeadline::new(stream, write_timeout, metrics);
+                            serve_http(TokioIo::new(io), service, header_timeout, closing).await;
+                        }
+                        Ok(Err(err)) => debug!(cause = %err, %peer, "TLS handshake failed"),
+                        Err(_) => debug!(%peer, "TLS handshake timed out"),
                     }
-                    return;
-                }
-                _ = closing.wait_for(|c| *c) => connection.as_mut().graceful_shutdown(),
+                });
             }
-            if let Err(err) = connection.await {
-                debug!(cause = %err, "connection ended with an error");
-            }
-        });
+        }
     }
     let _ = closing.send(true);
     connections.close();
     connections.wait().await;
+}
+
+/// Serves HTTP/1.1 (with upgrades) on one connection until it ends, or, once `closing`
+/// turns true, until its request in flight is answered.
+async fn serve_http<I>(
+    io: I,
+    service: ConnService,
+    header_timeout: Duration,
+    mut closing: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let mut builder = http1::Builder::new();
+    // The header timeout also bounds a kept-alive connection's idle time: hyper
+    // starts it whenever it waits for a request head.
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let connection = builder.serve_connection(io, service).with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(err) = result {
+                debug!(cause = %err, "connection ended with an error");
+            }
+            return;
+        }
+        _ = closing.wait_for(|c| *c) => connection.as_mut().graceful_shutdown(),
+    }
+    if let Err(err) = connection.await {
+        debug!(cause = %err, "connection ended with an error");
+    }
+}
+
+/// The router as hyper calls it for one connection: each request gets the peer's address
+/// (and, over TLS, the [`OverTls`] marker) in its extensions; over TLS, each response gets
+/// the HSTS header when configured.
+#[derive(Clone)]
+struct ConnService {
+    router: Router,
+    peer: SocketAddr,
+    /// `Strict-Transport-Security` for every response (TLS connections only).
+    hsts: Option<HeaderValue>,
+    over_tls: bool,
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    /// The router's own future when there is no header to add (plain HTTP pays nothing
+    /// more than before), a boxed one that adds HSTS otherwise.
+    type Future = Either<
+        RouteFuture<Infallible>,
+        Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>,
+    >;
+
+    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
+        let mut request = request.map(Body::new);
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        if self.over_tls {
+            request.extensions_mut().insert(OverTls);
+        }
+        let response = self.router.clone().call(request);
+        let Some(hsts) = self.hsts.clone() else {
+            return Either::Left(response);
+        };
+        Either::Right(Box::pin(async move {
+            let mut response = response.await?;
+            response
+                .headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
+            Ok(response)
+        }))
+    }
 }

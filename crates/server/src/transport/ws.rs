@@ -17,6 +17,7 @@ use switchboard_ws::{Message, Role};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 use tracing::debug;
 
 use super::{Shared, disabled, origin};
@@ -109,13 +110,12 @@ async fn serve(shared: Arc<Shared>, on_upgrade: OnUpgrade, slot: PendingSlot, pe
     };
     let (handle, outbox) = new_outbox(&shared);
     let client = Client { slot, peer };
-    // Over plain TCP, pushes are written straight to the socket (see `outbox`); the
-    // WebSocket adapter reads the read half and writes its control frames through the
-    // outbox's shared writer.
-    match upgraded.downcast::<TokioIo<WriteDeadline<TcpStream>>>() {
+    // Over plain TCP and over TLS, pushes are written straight to the socket (see
+    // `outbox`); the WebSocket adapter reads the read half (through the TLS session) and
+    // writes its control frames through the outbox's shared writer. The outbox bound, not
+    // the write deadline, cuts off a WebSocket client that stops reading.
+    let upgraded = match upgraded.downcast::<TokioIo<WriteDeadline<TcpStream>>>() {
         Ok(parts) => {
-            // The outbox bound, not the write deadline, cuts off a WebSocket client that
-            // stops reading.
             let (read, write) = parts.io.into_inner().into_inner().into_split();
             let writer = outbox.attach(write);
             // Copied and dropped now: it can hold hyper's whole read buffer.
@@ -127,7 +127,26 @@ async fn serve(shared: Arc<Shared>, on_upgrade: OnUpgrade, slot: PendingSlot, pe
                 ws_config,
                 leftover,
             );
-            run_with(shared, ws, client, handle, outbox).await;
+            return run_with(shared, ws, client, handle, outbox).await;
+        }
+        Err(upgraded) => upgraded,
+    };
+    match upgraded.downcast::<TokioIo<WriteDeadline<TlsStream<TcpStream>>>>() {
+        Ok(parts) => {
+            let (tcp, session) = parts.io.into_inner().into_inner().into_inner();
+            let (read, write) = tcp.into_split();
+            let (reader, writer) = outbox.attach_tls(read, write, session);
+            // Plaintext hyper read past the request (already decrypted).
+            let leftover = BytesMut::from(&parts.read_buf[..]);
+            drop(parts.read_buf);
+            let ws = WebSocket::from_raw(
+                tokio::io::join(reader, writer),
+                Role::Server,
+                ws_config,
+                leftover,
+            );
+            // Boxed: inline, its future would add its size to every plain connection's task.
+            Box::pin(run_with(shared, ws, client, handle, outbox)).await;
         }
         Err(upgraded) => {
             let ws = WebSocket::from_raw(
