@@ -67,6 +67,8 @@ pub struct Config {
     pub namespaces: Vec<Namespace>,
     /// `[tls]`: HTTPS and `wss://` on the listening port (`--tls-cert`, `--tls-key`).
     pub tls: TlsConfig,
+    /// `[deflate]`: permessage-deflate on WebSocket connections.
+    pub deflate: DeflateSettings,
 }
 
 impl Default for Config {
@@ -89,7 +91,84 @@ impl Default for Config {
             default_namespace: NamespaceOptions::default(),
             namespaces: default_namespaces(),
             tls: TlsConfig::default(),
+            deflate: DeflateSettings::default(),
         }
+    }
+}
+
+/// `[deflate]`: permessage-deflate (RFC 7692) on WebSocket connections, negotiated when
+/// the client offers it (every browser does).
+///
+/// By default the server keeps no compression context between messages, in either
+/// direction: a publication is then compressed once and the same frame goes to every
+/// subscriber, and an idle connection holds no zlib state. Keeping the server's context
+/// compresses a stream of similar messages better, at the price of a compressor (about
+/// 256 KiB with the default window) per connection and a compression per subscriber.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeflateSettings {
+    /// Whether to accept a client's offer. Default true.
+    pub enabled: bool,
+    /// zlib level, 1 (fastest) to 9 (smallest). Default 6.
+    pub level: u32,
+    /// Messages with a shorter payload are sent uncompressed (a deflate block's overhead
+    /// makes small ones larger). Default 64 bytes.
+    pub min_size: usize,
+    /// Whether the server keeps its compression context from one message to the next
+    /// (see above). Default false.
+    pub server_context_takeover: bool,
+    /// Whether clients may keep theirs, which makes the server keep an inflater (about
+    /// 40 KiB) per connection. Default false.
+    pub client_context_takeover: bool,
+    /// The server's window, as a power of two, 9 to 15. Default 15.
+    pub server_max_window_bits: u8,
+    /// The largest window clients may compress with, 8 to 15. Default 15.
+    pub client_max_window_bits: u8,
+}
+
+impl Default for DeflateSettings {
+    fn default() -> Self {
+        DeflateSettings {
+            enabled: true,
+            level: 6,
+            min_size: 64,
+            server_context_takeover: false,
+            client_context_takeover: false,
+            server_max_window_bits: 15,
+            client_max_window_bits: 15,
+        }
+    }
+}
+
+impl DeflateSettings {
+    /// The WebSocket layer's settings for these.
+    pub fn to_ws(&self) -> switchboard_ws::DeflateConfig {
+        switchboard_ws::DeflateConfig {
+            enabled: self.enabled,
+            level: self.level,
+            min_size: self.min_size,
+            context_takeover: self.server_context_takeover,
+            peer_context_takeover: self.client_context_takeover,
+            max_window_bits: self.server_max_window_bits,
+            peer_max_window_bits: self.client_max_window_bits,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !(1..=9).contains(&self.level) {
+            return Err(Error::Config("deflate.level must be 1 to 9".into()));
+        }
+        if !(9..=15).contains(&self.server_max_window_bits) {
+            return Err(Error::Config(
+                "deflate.server_max_window_bits must be 9 to 15".into(),
+            ));
+        }
+        if !(8..=15).contains(&self.client_max_window_bits) {
+            return Err(Error::Config(
+                "deflate.client_max_window_bits must be 8 to 15".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -644,6 +723,7 @@ impl Config {
 
     /// Checks what serde cannot.
     pub fn validate(&self) -> Result<()> {
+        self.deflate.validate()?;
         for ns in &self.namespaces {
             if ns.name.is_empty() || !ns.name.chars().all(channel_char) || ns.name.contains(':') {
                 return Err(Error::Config(format!(

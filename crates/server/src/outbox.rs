@@ -21,18 +21,19 @@
 //! connection is a slow consumer: it is disconnected with close code 4004 rather than
 //! slowing the publishers or growing memory (centrifuge's policy).
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice, Read, Write};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, ready};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
 use rustls::ServerConnection;
-use switchboard_ws::{CloseCode, PreparedMessage};
+use switchboard_ws::{CloseCode, PreparedMessage, SharedCompression};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
@@ -86,6 +87,9 @@ struct Shared {
     max_messages: usize,
     max_bytes: usize,
     metrics: Arc<Metrics>,
+    /// permessage-deflate without the server's context: pushed messages are queued and
+    /// written compressed ([`Outbox::set_compression`]).
+    compression: OnceLock<SharedCompression>,
 }
 
 #[derive(Debug)]
@@ -133,6 +137,7 @@ pub(crate) fn outbox(
         max_messages: max_messages.max(1),
         max_bytes,
         metrics,
+        compression: OnceLock::new(),
     });
     (
         ClientHandle {
@@ -141,6 +146,82 @@ pub(crate) fn outbox(
         },
         Outbox { shared },
     )
+}
+
+/// Messages pushed together to many connections (a fan-out round): their frames end to
+/// end, for one write each, and the same compressed for permessage-deflate connections,
+/// each built once for every connection of the round.
+#[derive(Debug)]
+pub(crate) struct Batch<'a> {
+    messages: Cow<'a, [PreparedMessage]>,
+    joined: Bytes,
+    /// For the first compression asked for (nearly every connection's).
+    compressed: OnceLock<(SharedCompression, Encoded)>,
+}
+
+/// Messages as a connection writes them, and their frames end to end.
+#[derive(Debug, Clone)]
+struct Encoded {
+    messages: Vec<PreparedMessage>,
+    joined: Bytes,
+}
+
+impl Batch<'_> {
+    /// A batch of several messages.
+    pub(crate) fn new(messages: &[PreparedMessage]) -> Batch<'static> {
+        Batch {
+            joined: join(messages),
+            messages: Cow::Owned(messages.to_vec()),
+            compressed: OnceLock::new(),
+        }
+    }
+
+    /// A batch of messages the caller keeps.
+    fn borrowed(messages: &[PreparedMessage]) -> Batch<'_> {
+        Batch {
+            joined: join(messages),
+            messages: Cow::Borrowed(messages),
+            compressed: OnceLock::new(),
+        }
+    }
+
+    /// The batch as sent with `compression`: compressed once per batch for the first
+    /// setting asked for (each message's compressed frame is itself cached in the
+    /// message), built per connection for another.
+    fn compressed(&self, compression: &SharedCompression) -> Cow<'_, Encoded> {
+        let encode = || {
+            let messages: Vec<_> = self
+                .messages
+                .iter()
+                .map(|m| compression.encode(m))
+                .collect();
+            Encoded {
+                joined: join(&messages),
+                messages,
+            }
+        };
+        let (first, encoded) = self.compressed.get_or_init(|| (*compression, encode()));
+        if first == compression {
+            Cow::Borrowed(encoded)
+        } else {
+            Cow::Owned(encode())
+        }
+    }
+}
+
+/// Frames end to end, for one write to each subscriber.
+fn join(messages: &[PreparedMessage]) -> Bytes {
+    match messages {
+        [one] => one.as_bytes().clone(),
+        several => {
+            let mut joined =
+                BytesMut::with_capacity(several.iter().map(|m| m.as_bytes().len()).sum());
+            for message in several {
+                joined.extend_from_slice(message.as_bytes());
+            }
+            joined.freeze()
+        }
+    }
 }
 
 impl Shared {
@@ -156,16 +237,23 @@ impl ClientHandle {
     /// takes it, queued otherwise. A full queue disconnects the connection as a slow
     /// consumer; returns whether the message was accepted.
     pub(crate) fn push(&self, message: PreparedMessage) -> bool {
-        let joined = message.as_bytes().clone();
-        self.push_batch(std::slice::from_ref(&message), &joined)
+        self.push_batch(&Batch::borrowed(std::slice::from_ref(&message)))
     }
 
-    /// Hands several messages to the connection at once. `joined` is their frames end to
-    /// end: with the socket attached and nothing queued, it goes out in one write, and
-    /// only what the kernel did not take is queued, starting inside the frame it stopped
-    /// in. If the rest would pass the queue's bound, the connection is disconnected as a
-    /// slow consumer (a frame already started stays queued, so the stream stays whole).
-    pub(crate) fn push_batch(&self, messages: &[PreparedMessage], joined: &Bytes) -> bool {
+    /// Hands several messages to the connection at once. With the socket attached and
+    /// nothing queued, their frames go out in one write, and only what the kernel did not
+    /// take is queued, starting inside the frame it stopped in. If the rest would pass the
+    /// queue's bound, the connection is disconnected as a slow consumer (a frame already
+    /// started stays queued, so the stream stays whole).
+    pub(crate) fn push_batch(&self, batch: &Batch<'_>) -> bool {
+        let encoded;
+        let (messages, joined) = match self.shared.compression.get() {
+            None => (&batch.messages[..], &batch.joined),
+            Some(compression) => {
+                encoded = batch.compressed(compression);
+                (&encoded.messages[..], &encoded.joined)
+            }
+        };
         let shared = &*self.shared;
         if shared.killed.load(Ordering::Relaxed) {
             return false;
@@ -255,6 +343,13 @@ impl ClientHandle {
 }
 
 impl Outbox {
+    /// Writes every message from now on as `compression` encodes it (permessage-deflate
+    /// without the server's context, negotiated in the handshake): before anything is
+    /// pushed.
+    pub(crate) fn set_compression(&self, compression: SharedCompression) {
+        let _ = self.shared.compression.set(compression);
+    }
+
     /// Attaches the socket's write half: from now on pushes are written directly when
     /// possible, and [`Outbox::recv`] writes the queue to the socket instead of returning
     /// messages. Returns the writer the connection's own frames go through.
@@ -765,7 +860,6 @@ impl Future for Killed {
 mod tests {
     use std::time::Duration;
 
-    use bytes::BytesMut;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpSocket};
 
@@ -827,11 +921,7 @@ mod tests {
             let batch: Vec<_> = (sent..sent + 3)
                 .map(|i| PreparedMessage::text(&text(i)))
                 .collect();
-            let mut joined = BytesMut::new();
-            for m in &batch {
-                joined.extend_from_slice(m.as_bytes());
-            }
-            assert!(handle.push_batch(&batch, &joined.freeze()));
+            assert!(handle.push_batch(&Batch::new(&batch)));
             sent += 3;
             batches += 1;
         }

@@ -19,12 +19,15 @@
 //! - `cluster`: several nodes as one hub over a real redis-server (skipped without one).
 //! - `tls`: HTTPS and `wss://` on one port (a test CA made with rcgen), the direct-write
 //!   fan-out over TLS, HSTS, the certificate reload, the start-up errors.
+//! - `deflate`: permessage-deflate on `/ws`: negotiation from `[deflate]`, one compressed
+//!   frame for every subscriber, compressed commands, the decompression bomb (1009).
 //! - `poll`: long and short polling; what every HTTP transport shares (Origin, CORS, body
 //!   size, transports switched off); recovery on a new session.
 
 mod api;
 mod cluster;
 mod connect;
+mod deflate;
 mod extensions;
 mod hardening;
 mod history;

@@ -432,6 +432,8 @@ pub(crate) struct RawPeer {
 #[derive(Debug)]
 pub(crate) struct RawFrame {
     pub(crate) opcode: u8,
+    /// RSV1: a permessage-deflate message's first frame.
+    pub(crate) rsv1: bool,
     pub(crate) payload: Vec<u8>,
 }
 
@@ -514,6 +516,13 @@ impl RawPeer {
             Some([1, 2, 3, 4]),
         );
         bounded("raw write", self.stream.write_all(&out))
+            .await
+            .expect("raw write");
+    }
+
+    /// Sends raw bytes (a frame made by the test).
+    pub(crate) async fn send_raw(&mut self, bytes: &[u8]) {
+        bounded("raw write", self.stream.write_all(bytes))
             .await
             .expect("raw write");
     }
@@ -601,10 +610,11 @@ impl RawPeer {
         if b.len() < total {
             return None;
         }
-        let opcode = b[0] & 0x0f;
+        let (opcode, rsv1) = (b[0] & 0x0f, b[0] & 0x40 != 0);
         let frame = self.buf.split_to(total);
         Some(RawFrame {
             opcode,
+            rsv1,
             payload: frame[header..].to_vec(),
         })
     }

@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 use crate::close::{CloseCode, CloseFrame};
 use crate::decode::Decoder;
 use crate::deflate::codec::Codec;
-use crate::deflate::{DeflateConfig, Params, Setup};
+use crate::deflate::{DeflateConfig, Params, Setup, SharedCompression};
 use crate::error::{Error, ProtocolError};
 use crate::frame::{OpCode, encode_frame, encode_frame_rsv1, encode_header};
 use crate::message::{Assembler, Message};
@@ -70,12 +70,18 @@ impl Connection {
         self.deflate.is_some()
     }
 
-    /// The zlib level and window bits of this connection's compression, when a message
-    /// of `len` bytes is sent compressed from an empty context: then every connection
-    /// with the same pair sends the same bytes, and [`crate::PreparedMessage`] caches them.
-    pub fn shared_compression(&self, len: usize) -> Option<(u32, u8)> {
+    /// How this connection compresses when it keeps no context of its own (the server's
+    /// default): then every connection with the same [`SharedCompression`] sends the same
+    /// bytes for a message, and [`crate::PreparedMessage`] caches them. `None` without
+    /// permessage-deflate, or when this side keeps its context (each message is then
+    /// compressed by this connection alone).
+    pub fn shared_compression(&self) -> Option<SharedCompression> {
         let s = self.deflate.as_ref()?.setup;
-        (s.send_no_context && s.compresses(len)).then_some((s.level, s.send_window_bits))
+        s.send_no_context.then_some(SharedCompression {
+            level: s.level,
+            window_bits: s.send_window_bits,
+            min_size: s.min_size,
+        })
     }
 
     /// Whether a data message of `len` bytes is sent compressed.

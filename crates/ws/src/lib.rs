@@ -45,7 +45,7 @@ pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
 pub use conn::{CloseState, Connection};
-pub use deflate::DeflateConfig;
+pub use deflate::{DeflateConfig, SharedCompression};
 pub use error::{Error, ProtocolError, Result};
 pub use message::Message;
 pub use prepared::PreparedMessage;

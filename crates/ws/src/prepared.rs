@@ -24,11 +24,11 @@ struct Inner {
     frame: Bytes,
     /// Where the payload starts in `frame`.
     header_len: u8,
-    /// The compressed frame for the first (level, window bits) asked for: lock-free once
+    /// The compressed message for the first (level, window bits) asked for: lock-free once
     /// set. Nearly every server compresses with one setting.
-    first: OnceLock<((u32, u8), Bytes)>,
-    /// Frames for any other settings, rare enough for a lock.
-    others: Mutex<Vec<((u32, u8), Bytes)>>,
+    first: OnceLock<((u32, u8), PreparedMessage)>,
+    /// Messages for any other settings, rare enough for a lock.
+    others: Mutex<Vec<((u32, u8), PreparedMessage)>>,
 }
 
 impl PartialEq for PreparedMessage {
@@ -69,23 +69,34 @@ impl PreparedMessage {
         self.inner.frame.slice(usize::from(self.inner.header_len)..)
     }
 
+    /// The payload's length.
+    pub fn payload_len(&self) -> usize {
+        self.inner.frame.len() - usize::from(self.inner.header_len)
+    }
+
     /// The encoded frame, header and payload.
     pub fn as_bytes(&self) -> &Bytes {
         &self.inner.frame
     }
 
-    /// The frame to send on a permessage-deflate connection that compresses from an empty
-    /// context at zlib `level` with `window_bits` (9..15, as
-    /// [`crate::Connection::shared_compression`] gives them): RSV1 set and the payload
+    /// Whether this is a compressed message (RSV1 set), as [`PreparedMessage::compressed`]
+    /// makes them: its payload is deflate data, for permessage-deflate connections only.
+    pub fn is_compressed(&self) -> bool {
+        self.inner.frame[0] & 0x40 != 0
+    }
+
+    /// This message as sent on a permessage-deflate connection that compresses from an
+    /// empty context at zlib `level` with `window_bits` (9..15, as
+    /// [`crate::deflate::SharedCompression`] gives them): RSV1 set and the payload
     /// compressed (RFC 7692 §7.2.1). Computed on the first call for a setting and cached
-    /// for every clone, so a fan-out compresses a publication once. The plain frame when
-    /// compression would not make it smaller.
-    pub fn compressed(&self, level: u32, window_bits: u8) -> Bytes {
+    /// for every clone, so a fan-out compresses a publication once. The message itself
+    /// when compression would not make it smaller.
+    pub fn compressed(&self, level: u32, window_bits: u8) -> PreparedMessage {
         let key = (level, window_bits);
         // The first setting asked for takes the lock-free slot.
-        let (first, frame) = self.inner.first.get_or_init(|| (key, self.compress(key)));
+        let (first, message) = self.inner.first.get_or_init(|| (key, self.compress(key)));
         if *first == key {
-            return frame.clone();
+            return message.clone();
         }
         // A poisoned lock only means a panic elsewhere mid-push; the list is still valid.
         let mut others = self
@@ -93,15 +104,15 @@ impl PreparedMessage {
             .others
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((_, frame)) = others.iter().find(|(k, _)| *k == key) {
-            return frame.clone();
+        if let Some((_, message)) = others.iter().find(|(k, _)| *k == key) {
+            return message.clone();
         }
-        let frame = self.compress(key);
-        others.push((key, frame.clone()));
-        frame
+        let message = self.compress(key);
+        others.push((key, message.clone()));
+        message
     }
 
-    fn compress(&self, (level, window_bits): (u32, u8)) -> Bytes {
+    fn compress(&self, (level, window_bits): (u32, u8)) -> PreparedMessage {
         let payload = &self.inner.frame[usize::from(self.inner.header_len)..];
         let opcode = match self.inner.frame[0] & 0x0f {
             0x1 => OpCode::Text,
@@ -111,9 +122,16 @@ impl PreparedMessage {
             Some(packed) => {
                 let mut out = BytesMut::with_capacity(MAX_HEADER_LEN + packed.len());
                 encode_frame_rsv1(&mut out, true, true, opcode, &packed, None);
-                out.freeze()
+                PreparedMessage {
+                    inner: Arc::new(Inner {
+                        header_len: (out.len() - packed.len()) as u8,
+                        frame: out.freeze(),
+                        first: OnceLock::new(),
+                        others: Mutex::new(Vec::new()),
+                    }),
+                }
             }
-            None => self.inner.frame.clone(),
+            None => self.clone(),
         }
     }
 }
@@ -140,14 +158,15 @@ mod tests {
     fn compressed_once_per_setting_and_shared_by_clones() {
         let text = "{\"channel\":\"logs\",\"line\":\"GET /index.html 200\"} ".repeat(20);
         let p = PreparedMessage::text(&text);
-        let a = p.compressed(6, 15);
-        let b = p.clone().compressed(6, 15);
+        let a = p.compressed(6, 15).as_bytes().clone();
+        let b = p.clone().compressed(6, 15).as_bytes().clone();
         assert_eq!(a.as_ptr(), b.as_ptr(), "computed once, shared");
         assert_eq!(a[0], 0xc1, "FIN + RSV1 + text");
         assert!(a.len() < p.as_bytes().len() / 4);
-        let c = p.compressed(1, 12);
-        assert_eq!(p.clone().compressed(1, 12).as_ptr(), c.as_ptr());
-        assert_eq!(p.compressed(6, 15).as_ptr(), a.as_ptr());
+        assert!(p.compressed(6, 15).is_compressed() && !p.is_compressed());
+        let c = p.compressed(1, 12).as_bytes().clone();
+        assert_eq!(p.clone().compressed(1, 12).as_bytes().as_ptr(), c.as_ptr());
+        assert_eq!(p.compressed(6, 15).as_bytes().as_ptr(), a.as_ptr());
         // Each inflates back to the text.
         for frame in [&a, &c] {
             let header_len = if frame[1] & 0x7f == 126 { 4 } else { 2 };
@@ -166,6 +185,8 @@ mod tests {
         }
         // Incompressible: the plain frame itself.
         let short = PreparedMessage::text("hi");
-        assert_eq!(short.compressed(6, 15).as_ptr(), short.as_bytes().as_ptr());
+        let same = short.compressed(6, 15);
+        assert_eq!(same.as_bytes().as_ptr(), short.as_bytes().as_ptr());
+        assert!(!same.is_compressed());
     }
 }

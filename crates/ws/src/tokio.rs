@@ -15,7 +15,7 @@ use tokio::time::timeout;
 
 use crate::close::{CloseCode, CloseFrame};
 use crate::conn::{CloseState, Connection};
-use crate::deflate::{self, Params};
+use crate::deflate::{self, Params, SharedCompression};
 use crate::error::{Error, Result};
 use crate::handshake::{HandshakeError, client, server};
 use crate::message::Message;
@@ -71,6 +71,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Whether permessage-deflate was negotiated.
     pub fn deflate(&self) -> bool {
         self.conn.deflate()
+    }
+
+    /// See [`Connection::shared_compression`]: how a writer outside this socket (a server's
+    /// fan-out writing prepared frames straight to the stream) encodes messages for it.
+    pub fn shared_compression(&self) -> Option<SharedCompression> {
+        self.conn.shared_compression()
     }
 
     /// The close handshake's progress.
@@ -242,12 +248,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             return Err(Error::AlreadyClosed);
         }
         self.settle().await?;
-        let len = message.as_bytes().len();
-        let frame = if let Some((level, bits)) = self.conn.shared_compression(len) {
+        let frame = if message.is_compressed() {
+            // Encoded by the caller for this connection (`SharedCompression::encode`).
+            message.as_bytes().clone()
+        } else if let Some(shared) = self.conn.shared_compression() {
             // Compressed once for every connection with this setting (RFC 7692 without
             // context takeover: the same bytes are valid on each).
-            message.compressed(level, bits)
-        } else if self.conn.compresses_in_context(len) {
+            shared.encode(message).as_bytes().clone()
+        } else if self.conn.compresses_in_context(message.payload_len()) {
             // Our context is this connection's alone: compress here.
             let payload = message.payload();
             let message = match message.as_bytes()[0] & 0x0f {

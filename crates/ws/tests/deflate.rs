@@ -590,7 +590,7 @@ async fn prepared_message_is_compressed_once_for_every_connection() {
                 ws.flush().await.expect("flush");
             }
             // The same compressed frame went to each: computed once, cached inside.
-            message.compressed(6, 15)
+            message.compressed(6, 15).as_bytes().clone()
         });
         let mut frames = Vec::new();
         let mut raws = Vec::new();

@@ -3,12 +3,11 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
 use switchboard_ws::PreparedMessage;
 
 use super::Hub;
 use super::channel::Channel;
-use crate::outbox::ClientHandle;
+use crate::outbox::{Batch, ClientHandle};
 
 /// Subscribers a deliverer writes to before it yields the thread (`Hub::delivery_chunk`).
 pub(super) const DELIVERY_CHUNK: usize = 256;
@@ -52,21 +51,6 @@ impl Delivery {
     }
 }
 
-/// Frames end to end, for one write to each subscriber.
-fn join_frames(messages: &[PreparedMessage]) -> Bytes {
-    match messages {
-        [one] => one.as_bytes().clone(),
-        several => {
-            let mut joined =
-                BytesMut::with_capacity(several.iter().map(|m| m.as_bytes().len()).sum());
-            for message in several {
-                joined.extend_from_slice(message.as_bytes());
-            }
-            joined.freeze()
-        }
-    }
-}
-
 impl Hub {
     /// The channel's deliverer: writes queued publications to the subscribers they were
     /// released to, in order, until the queue is empty. It runs outside the channel's
@@ -85,19 +69,19 @@ impl Hub {
             let Some(mut delivery) = self.next_delivery(name) else {
                 return;
             };
-            let mut joined = join_frames(&delivery.messages);
+            let mut batch = Batch::new(&delivery.messages);
             // Rounds of what joined this one, for the subscribers it had already passed.
             let mut passed: Vec<Delivery> = Vec::new();
             let mut at = 0;
             while at < delivery.until {
                 let end = (at + self.delivery_chunk).min(delivery.until);
                 for handle in &delivery.targets()[at..end] {
-                    handle.push_batch(&delivery.messages, &joined);
+                    handle.push_batch(&batch);
                 }
                 at = end;
                 tokio::task::yield_now().await;
                 if at < delivery.until && self.join_round(name, &mut delivery, at, &mut passed) {
-                    joined = join_frames(&delivery.messages);
+                    batch = Batch::new(&delivery.messages);
                 }
             }
             if !passed.is_empty() {

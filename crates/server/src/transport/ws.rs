@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use switchboard_ws::deflate::{self, Params};
 use switchboard_ws::tokio::WebSocket;
 use switchboard_ws::{Message, Role};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -80,8 +81,13 @@ pub(crate) async fn upgrade(State(shared): State<Arc<Shared>>, mut request: Requ
             "the connection cannot be upgraded\n".into(),
         );
     };
+    // permessage-deflate: the first acceptable offer, answered as `[deflate]` says.
+    let compression = deflate::negotiate(&upgrade.extensions, &config.deflate.to_ws());
+    let extensions = compression
+        .as_ref()
+        .and_then(|params| HeaderValue::from_str(&params.to_header()).ok());
     let tracker = shared.tracker.clone();
-    tracker.spawn(serve(shared, on_upgrade, slot, ip));
+    tracker.spawn(serve(shared, on_upgrade, slot, ip, compression));
     let mut response = Response::new(Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = response.headers_mut();
@@ -90,11 +96,21 @@ pub(crate) async fn upgrade(State(shared): State<Arc<Shared>>, mut request: Requ
     if let Ok(accept) = HeaderValue::from_str(&upgrade.accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
     }
+    if let Some(extensions) = extensions {
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, extensions);
+    }
     response
 }
 
-/// Serves one upgraded connection of a client at `peer`, holding `slot`, until it closes.
-async fn serve(shared: Arc<Shared>, on_upgrade: OnUpgrade, slot: PendingSlot, peer: IpAddr) {
+/// Serves one upgraded connection of a client at `peer`, holding `slot`, until it closes;
+/// `compression` is the permessage-deflate the handshake agreed on.
+async fn serve(
+    shared: Arc<Shared>,
+    on_upgrade: OnUpgrade,
+    slot: PendingSlot,
+    peer: IpAddr,
+    compression: Option<Params>,
+) {
     let upgraded = match on_upgrade.await {
         Ok(upgraded) => upgraded,
         Err(err) => {
@@ -102,63 +118,97 @@ async fn serve(shared: Arc<Shared>, on_upgrade: OnUpgrade, slot: PendingSlot, pe
             return;
         }
     };
-    let limits = &shared.session.config.limits;
+    let config = &shared.session.config;
     let ws_config = switchboard_ws::Config {
-        max_message_size: limits.max_message_size,
-        max_frame_size: limits.max_message_size,
+        max_message_size: config.limits.max_message_size,
+        max_frame_size: config.limits.max_message_size,
+        deflate: config.deflate.to_ws(),
         ..switchboard_ws::Config::default()
+    };
+    let socket = Socket {
+        config: ws_config,
+        compression,
     };
     let (handle, outbox) = new_outbox(&shared);
     let client = Client { slot, peer };
     // Over plain TCP and over TLS, pushes are written straight to the socket (see
     // `outbox`); the WebSocket adapter reads the read half (through the TLS session) and
     // writes its control frames through the outbox's shared writer. The outbox bound, not
-    // the write deadline, cuts off a WebSocket client that stops reading.
-    let upgraded = match upgraded.downcast::<TokioIo<WriteDeadline<TcpStream>>>() {
-        Ok(parts) => {
-            let (read, write) = parts.io.into_inner().into_inner().into_split();
-            let writer = outbox.attach(write);
-            // Copied and dropped now: it can hold hyper's whole read buffer.
-            let leftover = BytesMut::from(&parts.read_buf[..]);
-            drop(parts.read_buf);
-            let ws = WebSocket::from_raw(
-                tokio::io::join(read, writer),
-                Role::Server,
-                ws_config,
-                leftover,
-            );
-            return run_with(shared, ws, client, handle, outbox).await;
+    // the write deadline, cuts off a WebSocket client that stops reading. A connection
+    // that compresses with a context of its own cannot be written to from outside.
+    let upgraded = if socket.keeps_context() {
+        upgraded
+    } else {
+        match upgraded.downcast::<TokioIo<WriteDeadline<TcpStream>>>() {
+            Ok(parts) => {
+                let (read, write) = parts.io.into_inner().into_inner().into_split();
+                let writer = outbox.attach(write);
+                // Copied and dropped now: it can hold hyper's whole read buffer.
+                let leftover = BytesMut::from(&parts.read_buf[..]);
+                drop(parts.read_buf);
+                let ws = socket.open(tokio::io::join(read, writer), leftover, &outbox);
+                return run_with(shared, ws, client, handle, outbox).await;
+            }
+            Err(upgraded) => upgraded,
         }
-        Err(upgraded) => upgraded,
     };
-    match upgraded.downcast::<TokioIo<WriteDeadline<TlsStream<TcpStream>>>>() {
-        Ok(parts) => {
-            let (tcp, session) = parts.io.into_inner().into_inner().into_inner();
-            let (read, write) = tcp.into_split();
-            let (reader, writer) = outbox.attach_tls(read, write, session);
-            // Plaintext hyper read past the request (already decrypted).
-            let leftover = BytesMut::from(&parts.read_buf[..]);
-            drop(parts.read_buf);
-            let ws = WebSocket::from_raw(
-                tokio::io::join(reader, writer),
-                Role::Server,
-                ws_config,
-                leftover,
-            );
-            // Boxed: inline, its future would add its size to every plain connection's task.
-            Box::pin(run_with(shared, ws, client, handle, outbox)).await;
+    let upgraded = if socket.keeps_context() {
+        upgraded
+    } else {
+        match upgraded.downcast::<TokioIo<WriteDeadline<TlsStream<TcpStream>>>>() {
+            Ok(parts) => {
+                let (tcp, session) = parts.io.into_inner().into_inner().into_inner();
+                let (read, write) = tcp.into_split();
+                let (reader, writer) = outbox.attach_tls(read, write, session);
+                // Plaintext hyper read past the request (already decrypted).
+                let leftover = BytesMut::from(&parts.read_buf[..]);
+                drop(parts.read_buf);
+                let ws = socket.open(tokio::io::join(reader, writer), leftover, &outbox);
+                // Boxed: inline, its future would add its size to every plain connection's
+                // task.
+                return Box::pin(run_with(shared, ws, client, handle, outbox)).await;
+            }
+            Err(upgraded) => upgraded,
         }
-        Err(upgraded) => {
-            let ws = WebSocket::from_raw(
-                TokioIo::new(upgraded),
-                Role::Server,
-                ws_config,
-                BytesMut::new(),
-            );
-            // Boxed: not the usual path, and inline its future would add its size to
-            // every connection's task.
-            Box::pin(run_with(shared, ws, client, handle, outbox)).await;
+    };
+    let ws = socket.open(TokioIo::new(upgraded), BytesMut::new(), &outbox);
+    // Boxed: not the usual path, and inline its future would add its size to every
+    // connection's task.
+    Box::pin(run_with(shared, ws, client, handle, outbox)).await;
+}
+
+/// How to open the WebSocket over an upgraded connection.
+struct Socket {
+    config: switchboard_ws::Config,
+    /// The permessage-deflate parameters agreed on, if any.
+    compression: Option<Params>,
+}
+
+impl Socket {
+    /// Whether the server compresses with a context of its own on this connection
+    /// (`deflate.server_context_takeover`, and the client did not refuse it): each message
+    /// is then compressed by the connection's task, never by a publisher.
+    fn keeps_context(&self) -> bool {
+        self.compression
+            .as_ref()
+            .is_some_and(|p| !p.server_no_context_takeover && self.config.deflate.context_takeover)
+    }
+
+    /// The WebSocket over `stream`, with its compression, which the outbox's pushes use too.
+    fn open<S: AsyncRead + AsyncWrite + Unpin>(
+        self,
+        stream: S,
+        leftover: BytesMut,
+        outbox: &Outbox,
+    ) -> WebSocket<S> {
+        let mut ws = WebSocket::from_raw(stream, Role::Server, self.config, leftover);
+        if let Some(params) = &self.compression {
+            ws.set_deflate(params);
         }
+        if let Some(shared) = ws.shared_compression() {
+            outbox.set_compression(shared);
+        }
+        ws
     }
 }
 

@@ -25,6 +25,8 @@ pub mod negotiation;
 
 pub use negotiation::{Params, check_response, negotiate, offer};
 
+use crate::PreparedMessage;
+
 /// The extension's token in `Sec-WebSocket-Extensions`.
 pub const EXTENSION: &str = "permessage-deflate";
 
@@ -82,6 +84,32 @@ impl DeflateConfig {
         DeflateConfig {
             enabled: true,
             ..DeflateConfig::default()
+        }
+    }
+}
+
+/// How a connection that keeps no compression context of its own sends a message: every
+/// connection with equal values sends the same bytes, so a server fanning a publication out
+/// compresses it once (see [`crate::Connection::shared_compression`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedCompression {
+    /// zlib level.
+    pub level: u32,
+    /// The window compressed with; below 9 nothing is compressed (see the module docs).
+    pub window_bits: u8,
+    /// Data messages with a shorter payload go uncompressed.
+    pub min_size: usize,
+}
+
+impl SharedCompression {
+    /// `message` as sent with this compression: compressed (computed once and cached in
+    /// the message for every clone), or itself when it is too short to compress or
+    /// compressing would not make it smaller.
+    pub fn encode(&self, message: &PreparedMessage) -> PreparedMessage {
+        if message.payload_len() >= self.min_size.max(1) && self.window_bits >= 9 {
+            message.compressed(self.level, self.window_bits)
+        } else {
+            message.clone()
         }
     }
 }
