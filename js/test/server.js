@@ -100,11 +100,11 @@ const b64url = (buf) => Buffer.from(buf).toString('base64url');
 
 /**
  * A running server. `transports` switches endpoints off (e.g. `{websocket: false}`);
- * `limits`, `storage`, `rpc` and `apps` add settings to `[limits]`, `[storage]`, `[rpc]`
- * and `[apps]`; `allowedOrigins` is `allowed_origins`. `namespaces: false` leaves out the
+ * `limits`, `storage`, `rpc`, `apps` and `deflate` add settings to `[limits]`, `[storage]`,
+ * `[rpc]`, `[apps]` and `[deflate]`; `allowedOrigins` is `allowed_origins`. `namespaces: false` leaves out the
  * test namespaces above except `test:` (the built-in apps then add their own `chat` and
  * `apps` namespaces, as on a real server).
- * @param {{transports?: Record<string, boolean>, limits?: Record<string, string | number>, storage?: Record<string, string | number>, rpc?: Record<string, string | number>, apps?: Record<string, string | number | boolean>, namespaces?: boolean, port?: number, dataDir?: string, store?: string, allowedOrigins?: string[]}} [opts]
+ * @param {{transports?: Record<string, boolean>, limits?: Record<string, string | number>, storage?: Record<string, string | number>, rpc?: Record<string, string | number>, apps?: Record<string, string | number | boolean>, deflate?: Record<string, string | number | boolean>, namespaces?: boolean, port?: number, dataDir?: string, store?: string, allowedOrigins?: string[]}} [opts]
  */
 export async function startServer(opts = {}) {
   const server = new TestServer(opts);
@@ -132,7 +132,7 @@ export class TestServer {
     let toml = `allow_anonymous = true\nstore = "${this.opts.store || 'sqlite'}"\n`;
     if (this.opts.allowedOrigins) toml += `allowed_origins = ${JSON.stringify(this.opts.allowedOrigins)}\n`;
     toml += `\n[auth]\napi_key = "${this.apiKey}"\ntoken_secret = "${this.secret}"\n`;
-    for (const section of ['limits', 'storage', 'rpc', 'apps', 'engine']) {
+    for (const section of ['limits', 'storage', 'rpc', 'apps', 'engine', 'deflate']) {
       if (!this.opts[section]) continue;
       toml += `\n[${section}]\n`;
       for (const [k, v] of Object.entries(this.opts[section])) toml += `${k} = ${JSON.stringify(v)}\n`;
