@@ -488,6 +488,23 @@ pub(crate) struct BenchConnArgs {
     /// Worker threads of the load client (0: one per core).
     #[arg(long, default_value_t = 1)]
     pub(crate) threads: usize,
+    /// WebSocket subscribers offer permessage-deflate, as browsers do (the server takes
+    /// it unless its [deflate] says otherwise).
+    #[arg(long)]
+    pub(crate) deflate: bool,
+    /// What fills each publication's `pad`: `x` repeated, or access-log lines (text
+    /// that compresses as real traffic does).
+    #[arg(long, value_enum, default_value_t = Padding::X)]
+    pub(crate) pad: Padding,
+}
+
+/// What fills a bench publication's padding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Padding {
+    /// `x` repeated.
+    X,
+    /// Access-log lines.
+    Log,
 }
 
 #[derive(Debug, clap::Args)]

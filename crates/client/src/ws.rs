@@ -68,6 +68,19 @@ impl Client {
         path: &str,
         headers: &[(&str, &str)],
     ) -> Result<Client> {
+        Client::handshake_with(stream, host, path, headers, false).await
+    }
+
+    /// [`handshake`](Self::handshake), offering permessage-deflate when `deflate` is set
+    /// (as browsers do): the server's messages may then arrive compressed, and ours over
+    /// 64 bytes leave compressed.
+    pub async fn handshake_with(
+        stream: impl Into<Stream>,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        deflate: bool,
+    ) -> Result<Client> {
         let stream = stream.into();
         // Commands are small and answered: Nagle's delay would only add latency.
         stream
@@ -77,7 +90,13 @@ impl Client {
                 addr: host.to_owned(),
                 cause,
             })?;
-        let config = switchboard_ws::Config::default();
+        let config = switchboard_ws::Config {
+            deflate: switchboard_ws::DeflateConfig {
+                enabled: deflate,
+                ..switchboard_ws::DeflateConfig::default()
+            },
+            ..switchboard_ws::Config::default()
+        };
         let (ws, _) =
             switchboard_ws::tokio::connect(stream, host, path, &[], headers, config).await?;
         Ok(Client {

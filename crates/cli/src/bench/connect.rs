@@ -146,9 +146,21 @@ pub(crate) async fn open_ws(
     channel: Option<&str>,
     recv_buffer: Option<u32>,
 ) -> anyhow::Result<(Client, u64)> {
+    open_ws_with(endpoint, token, channel, recv_buffer, false).await
+}
+
+/// [`open_ws`], offering permessage-deflate when `deflate` is set.
+pub(crate) async fn open_ws_with(
+    endpoint: &Endpoint,
+    token: &str,
+    channel: Option<&str>,
+    recv_buffer: Option<u32>,
+    deflate: bool,
+) -> anyhow::Result<(Client, u64)> {
     let opening = async {
         let stream = endpoint.tcp(recv_buffer).await?;
-        let mut client = Client::handshake(stream, &endpoint.host, &endpoint.path, &[])
+        let (host, path) = (&endpoint.host, &endpoint.path);
+        let mut client = Client::handshake_with(stream, host, path, &[], deflate)
             .await
             .context("WebSocket handshake failed")?;
         let connect = json!({"id": 1, "cmd": "connect", "token": token});

@@ -16,7 +16,7 @@ use switchboard_client::Client;
 use switchboard_ws::Message;
 use tokio::time::MissedTickBehavior;
 
-use crate::args::BenchFanoutArgs;
+use crate::args::{BenchFanoutArgs, Padding};
 use crate::bench::connect::close_reason;
 use crate::bench::stats::{find, micros};
 
@@ -79,7 +79,7 @@ impl Plan {
                 .saturating_duration_since(start + Duration::from_secs_f64(args.duration)),
             cap: (MAX_IN_FLIGHT / publishers.max(1)).max(MIN_WINDOW),
             prefixes,
-            suffix: format!(r#","pad":"{}"}}}}"#, "x".repeat(args.size)),
+            suffix: format!(r#","pad":"{}"}}}}"#, padding(args.conn.pad, args.size)),
         })
     }
 
@@ -91,6 +91,34 @@ impl Plan {
     fn prefix(&self, k: u64) -> &str {
         &self.prefixes[(k % self.prefixes.len() as u64) as usize]
     }
+}
+
+/// `size` bytes of padding: `x` repeated, or access-log lines (JSON-safe: no quotes or
+/// backslashes), which compress as real log traffic does.
+fn padding(kind: Padding, size: usize) -> String {
+    let mut pad = String::with_capacity(size + 128);
+    match kind {
+        Padding::X => pad.extend(std::iter::repeat_n('x', size)),
+        Padding::Log => {
+            for i in 0.. {
+                if pad.len() >= size {
+                    break;
+                }
+                pad.push_str(&format!(
+                    "10.1.{}.{} - - [06/Dec/2026:12:{:02}:{:02} +0000] GET /api/items/{} HTTP/1.1 {} {} Mozilla/5.0 (X11; Linux x86_64) ",
+                    i % 7,
+                    (i * 37) % 251,
+                    (i / 60) % 60,
+                    i % 60,
+                    (i * 7919) % 100_000,
+                    [200, 200, 200, 304, 404][i % 5],
+                    (i * 131) % 20_000
+                ));
+            }
+            pad.truncate(size);
+        }
+    }
+    pad
 }
 
 /// The channels published to: `--channel` alone, or `--channels` of them named
@@ -227,6 +255,8 @@ mod tests {
                 conns_per_task: 1,
                 connect_concurrency: 1,
                 threads: 1,
+                deflate: false,
+                pad: Padding::X,
             },
             subscribers: 1,
             rate: 10.0,
@@ -256,5 +286,17 @@ mod tests {
             r#"{{"push":"publication","channel":"chat:bench","epoch":"e","offset":3,"data":{data},"time":1}}"#
         );
         assert_eq!(parse_publication(push.as_bytes()), Some((3, Some(42))));
+    }
+
+    #[test]
+    fn log_padding_is_json_safe_text_of_the_size_asked_for() {
+        for size in [0, 1, 100, 5000] {
+            let pad = padding(Padding::Log, size);
+            assert_eq!(pad.len(), size);
+            let value: serde_json::Value =
+                serde_json::from_str(&format!(r#"{{"pad":"{pad}"}}"#)).unwrap();
+            assert_eq!(value["pad"], pad.as_str());
+        }
+        assert!(padding(Padding::Log, 400).contains("GET /api/items/"));
     }
 }

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::args::{BenchConnArgs, Transport};
-use crate::bench::connect::{Auth, Endpoint, OPEN_TIMEOUT, close_reason, open_ws};
+use crate::bench::connect::{Auth, Endpoint, OPEN_TIMEOUT, close_reason, open_ws_with};
 use crate::bench::http::{self, Poster, Sink};
 use crate::bench::stats::{Histogram, micros, parse_publication};
 
@@ -87,6 +87,8 @@ pub(crate) struct Shared {
     pub(crate) auth: Auth,
     /// The subscribers' transport.
     pub(crate) transport: Transport,
+    /// WebSocket subscribers offer permessage-deflate.
+    pub(crate) deflate: bool,
     pub(crate) channel: String,
     /// The clock of every `t`.
     pub(crate) base: Instant,
@@ -117,6 +119,7 @@ impl Shared {
                 .collect::<anyhow::Result<_>>()?,
             auth: Auth::new(args)?,
             transport: args.transport,
+            deflate: args.deflate,
             channel: channel.to_owned(),
             base: Instant::now(),
             opening: Semaphore::new(args.connect_concurrency.max(1)),
@@ -259,8 +262,9 @@ async fn subscriber(
         let opening = async {
             match (shared.transport, poster) {
                 (Transport::Ws, _) => {
+                    let channel = Some(shared.channel.as_str());
                     let (ws, offset) =
-                        open_ws(endpoint, &token, Some(&shared.channel), None).await?;
+                        open_ws_with(endpoint, &token, channel, None, shared.deflate).await?;
                     counter.subscribed(offset);
                     Ok(Sub::Ws(Box::new(ws)))
                 }
