@@ -4,26 +4,12 @@
 // for the same publications, with the extension and without it, say what it saves for
 // chat-sized and log-sized messages.
 
-import { describe, test, before, after } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
-import { chromium } from 'playwright-core';
 import { startServer, until } from './server.js';
+import { useChromium, person } from './pages.js';
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
-
-let browser;
-before(async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install chromium`);
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-});
-after(async () => {
-  if (browser) await browser.close();
-});
+useChromium();
 
 /** A chat line as the chat app publishes one. */
 const chat = (i) => ({ kind: 'message', id: `m${i}`, user: 'ann', name: 'Ann', text: `Shall we meet at ${i} o'clock by the station?`, at: 1765000000000 + i });
@@ -40,7 +26,8 @@ const COUNT = 20;
  * to `channel`; returns the extensions the browser reports as negotiated.
  */
 async function openPage(server, channel) {
-  const page = await browser.newPage();
+  const p = await person();
+  const page = p.page;
   await page.goto(`${server.url}/health`);
   const extensions = await page.evaluate(
     async ({ token, channel }) => {
@@ -73,7 +60,7 @@ async function openPage(server, channel) {
     },
     { token: server.token('ann'), channel },
   );
-  return { page, extensions };
+  return { p, page, extensions };
 }
 
 /**
@@ -96,7 +83,7 @@ describe("Chromium's permessage-deflate through /ws", () => {
     for (const enabled of [true, false]) {
       const server = await startServer({ deflate: { enabled } });
       const channel = 'test:deflate';
-      const { page, extensions } = await openPage(server, channel);
+      const { p, page, extensions } = await openPage(server, channel);
       try {
         if (enabled) {
           assert.match(extensions, /^permessage-deflate/, 'Chromium took the extension');
@@ -116,8 +103,9 @@ describe("Chromium's permessage-deflate through /ws", () => {
         assert.ok(reply.result, JSON.stringify(reply));
         const history = await server.api('history', { channel, limit: 1 });
         assert.deepEqual(history.publications.at(-1).data, sent);
+        assert.deepEqual(p.problems, []);
       } finally {
-        await page.close();
+        await p.context.close();
         await server.dispose();
       }
     }
