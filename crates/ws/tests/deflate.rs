@@ -395,7 +395,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
 }
 
 /// Our client, counted, with `deflate` settings.
-async fn our_client(
+pub(crate) async fn our_client(
     addr: std::net::SocketAddr,
     deflate: DeflateConfig,
 ) -> (

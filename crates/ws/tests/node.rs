@@ -9,11 +9,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 
-use switchboard_ws::tokio::{WebSocket, connect};
-use switchboard_ws::{Config, DeflateConfig, Message};
+use switchboard_ws::tokio::WebSocket;
+use switchboard_ws::{DeflateConfig, Message};
 use tokio::net::TcpStream;
 
-use crate::deflate::Counted;
+use crate::deflate::{Counted, our_client};
 use crate::util::timed;
 
 /// A running Node server, killed when dropped.
@@ -74,23 +74,6 @@ fn node_server(options: &str) -> Option<NodeServer> {
     })
 }
 
-async fn client(
-    addr: SocketAddr,
-    deflate: DeflateConfig,
-) -> (
-    WebSocket<Counted<TcpStream>>,
-    switchboard_ws::handshake::client::Response,
-) {
-    let stream = Counted::new(TcpStream::connect(addr).await.expect("connect"));
-    let config = Config {
-        deflate,
-        ..Config::default()
-    };
-    connect(stream, &addr.to_string(), "/", &[], &[], config)
-        .await
-        .expect("handshake with node's ws")
-}
-
 async fn next(ws: &mut WebSocket<Counted<TcpStream>>) -> Message {
     ws.recv().await.expect("recv").expect("a message")
 }
@@ -143,7 +126,7 @@ async fn our_client_negotiates_deflate_with_node_ws() {
         let Some(node) = node_server("{}") else {
             return;
         };
-        let (mut ws, response) = client(node.addr, DeflateConfig::enabled()).await;
+        let (mut ws, response) = our_client(node.addr, DeflateConfig::enabled()).await;
         let params = response.deflate.expect("node accepted permessage-deflate");
         assert!(params.server_no_context_takeover, "{params:?}");
         let Message::Text(report) = next(&mut ws).await else {
@@ -167,7 +150,7 @@ async fn our_client_keeps_contexts_with_node_ws() {
             peer_context_takeover: true,
             ..DeflateConfig::enabled()
         };
-        let (mut ws, response) = client(node.addr, keep).await;
+        let (mut ws, response) = our_client(node.addr, keep).await;
         let params = response.deflate.expect("accepted");
         assert!(
             !params.server_no_context_takeover && !params.client_no_context_takeover,
@@ -189,7 +172,7 @@ async fn our_client_uses_the_windows_node_ws_sets() {
         else {
             return;
         };
-        let (mut ws, response) = client(node.addr, DeflateConfig::enabled()).await;
+        let (mut ws, response) = our_client(node.addr, DeflateConfig::enabled()).await;
         let params = response.deflate.expect("accepted");
         assert_eq!(
             (params.server_window_bits(), params.client_window_bits()),
