@@ -1087,6 +1087,45 @@ mod tests {
     }
 
     #[test]
+    fn deflate_settings_are_read_and_checked() {
+        let d = Config::default().deflate;
+        assert!(d.enabled && !d.server_context_takeover && !d.client_context_takeover);
+        let ws =
+            Config::from_toml("[deflate]\nlevel = 1\nmin_size = 256\nclient_max_window_bits = 10")
+                .unwrap()
+                .deflate
+                .to_ws();
+        assert_eq!(
+            (ws.level, ws.min_size, ws.peer_max_window_bits),
+            (1, 256, 10)
+        );
+        assert!(
+            !Config::from_toml("[deflate]\nenabled = false")
+                .unwrap()
+                .deflate
+                .enabled
+        );
+        for (bad, says) in [
+            ("level = 0", "deflate.level"),
+            ("level = 10", "deflate.level"),
+            (
+                "server_max_window_bits = 8",
+                "deflate.server_max_window_bits",
+            ),
+            (
+                "client_max_window_bits = 16",
+                "deflate.client_max_window_bits",
+            ),
+            ("window = 15", "unknown field"),
+        ] {
+            let err = Config::from_toml(&format!("[deflate]\n{bad}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn toml_overrides_defaults_and_rejects_typos() {
         let config = Config::from_toml(
             r#"
