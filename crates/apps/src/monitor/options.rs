@@ -18,7 +18,8 @@ pub struct MonitorOptions {
     #[serde(deserialize_with = "duration")]
     pub hub_interval: Duration,
     /// Told of every event (a threshold crossed, a host stale or back) with a `POST` of
-    /// the event's JSON, when set. `http://` only (the client has no TLS). Default none.
+    /// the event's JSON, when set: `http://`, or `https://` checked against the system's
+    /// roots. Default none.
     pub webhook_url: Option<String>,
     /// How long one webhook call may take (connecting, sending, the answer) before it
     /// counts as failed. Default 5 s.
@@ -130,7 +131,7 @@ impl MonitorOptions {
             let endpoint = switchboard_client::Endpoint::parse(url)
                 .map_err(|e| format!("apps.monitor.webhook_url: {e}"))?;
             if endpoint.scheme != switchboard_client::url::Scheme::Http {
-                return Err("apps.monitor.webhook_url: use an http:// URL".into());
+                return Err("apps.monitor.webhook_url: use an http:// or https:// URL".into());
             }
         }
         Ok(())
@@ -166,8 +167,13 @@ mod tests {
             ..MonitorOptions::default()
         };
         assert!(bad.validate().unwrap_err().contains("thresholds.load"));
+        let https = MonitorOptions {
+            webhook_url: Some("https://hooks.example/monitor".into()),
+            ..MonitorOptions::default()
+        };
+        https.validate().unwrap();
         let bad = MonitorOptions {
-            webhook_url: Some("https://example.com/".into()),
+            webhook_url: Some("ws://127.0.0.1:9/hook".into()),
             ..MonitorOptions::default()
         };
         assert!(bad.validate().unwrap_err().contains("webhook_url"));
