@@ -227,8 +227,8 @@ pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<SecretHash> {
 }
 
 /// `Set-Cookie` for a session (`max_age` seconds; 0 clears it). `Secure` when the
-/// request came over TLS, which this server does not terminate (a proxy in front that
-/// does should add it).
+/// request came over the server's own TLS ([`over_tls`]; a proxy that terminates TLS in
+/// front should add it).
 pub(crate) fn set_cookie(value: &str, max_age: u64, tls: bool) -> HeaderValue {
     let secure = if tls { "; Secure" } else { "" };
     let cookie =

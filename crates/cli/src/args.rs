@@ -384,9 +384,14 @@ impl FloodKind {
 pub(crate) struct BenchFloodArgs {
     #[command(flatten)]
     pub(crate) source: ConfigSource,
-    /// The server's WebSocket URL (a loopback address: the attackers use 127.0.0.2…).
+    /// The server's WebSocket URL, ws:// or wss:// (a loopback address: the attackers use
+    /// 127.0.0.2…). With wss:// every connection, the attackers' too, does a TLS handshake.
     #[arg(long, default_value = "ws://127.0.0.1:8000/ws")]
     pub(crate) url: String,
+    /// With a wss:// URL: trust the certificates of this PEM file (a private CA, a
+    /// self-signed certificate) instead of the system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca: Option<PathBuf>,
     /// The attack.
     #[arg(long, value_enum, default_value_t = FloodKind::Slots)]
     pub(crate) kind: FloodKind,
@@ -412,10 +417,14 @@ pub(crate) struct BenchFloodArgs {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchEchoArgs {
-    /// Server URL, ws://127.0.0.1:PORT/PATH, or tcp://127.0.0.1:PORT for a raw TCP echo
-    /// (the same bytes without WebSocket framing: the physical limit).
+    /// Server URL, ws://127.0.0.1:PORT/PATH (wss:// with TLS), or tcp://127.0.0.1:PORT for
+    /// a raw TCP echo (the same bytes without WebSocket framing: the physical limit).
     #[arg(long)]
     pub(crate) url: String,
+    /// With a wss:// URL: trust the certificates of this PEM file (a private CA, a
+    /// self-signed certificate) instead of the system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca: Option<PathBuf>,
     /// Concurrent connections.
     #[arg(long, default_value_t = 64)]
     pub(crate) conns: usize,
@@ -465,10 +474,14 @@ impl Transport {
 pub(crate) struct BenchConnArgs {
     #[command(flatten)]
     pub(crate) source: ConfigSource,
-    /// The server's WebSocket URL. The SSE and polling endpoints are at its host and port
-    /// (`/sse`, `/sse/send`, `/poll`).
+    /// The server's WebSocket URL, ws:// or wss:// (TLS). The SSE and polling endpoints
+    /// are at its host and port (`/sse`, `/sse/send`, `/poll`; over HTTPS with wss://).
     #[arg(long, default_value = "ws://127.0.0.1:8000/ws")]
     pub(crate) url: String,
+    /// With a wss:// URL: trust the certificates of this PEM file (a private CA, a
+    /// self-signed certificate) instead of the system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca: Option<PathBuf>,
     /// The subscribers' transport; publishers always use WebSocket.
     #[arg(long, value_enum, default_value_t = Transport::Ws)]
     pub(crate) transport: Transport,
@@ -641,9 +654,14 @@ pub(crate) struct BenchAgentsArgs {
 pub(crate) struct BenchAppClient {
     #[command(flatten)]
     pub(crate) source: ConfigSource,
-    /// The server's WebSocket URL (its token secret mints the bench's tokens).
+    /// The server's WebSocket URL, ws:// or wss:// (TLS) (its token secret mints the
+    /// bench's tokens).
     #[arg(long, default_value = "ws://127.0.0.1:8000/ws")]
     pub(crate) url: String,
+    /// With a wss:// URL: trust the certificates of this PEM file (a private CA, a
+    /// self-signed certificate) instead of the system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) ca: Option<PathBuf>,
     /// Connections being opened at once.
     #[arg(long, default_value_t = 128)]
     pub(crate) connect_concurrency: usize,

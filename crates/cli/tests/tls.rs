@@ -1,6 +1,7 @@
-//! `serve --tls-cert FILE --tls-key FILE`: HTTPS and wss:// from the binary, `sub` and
-//! `pub` over TLS with `--ca`, SIGHUP reloading the certificate while a connection stays
-//! open, and the start-up errors. The CA and certificates are made here (rcgen).
+//! `serve --tls-cert FILE --tls-key FILE`: HTTPS and wss:// from the binary, `sub`, `pub`
+//! and `bench` over TLS with `--ca`, SIGHUP reloading the certificate while a connection
+//! stays open, the start-up errors, and Python's `ssl` as another client. The CA and
+//! certificates are made here (rcgen).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use serde_json::json;
-use switchboard_client::{Client, Tls};
+use switchboard_client::{Client, Endpoint, HttpConnection, Tls};
 
 use crate::util::{Proc, Server, TempDir, WAIT, api_key, bounded, json, run};
 
@@ -304,5 +305,244 @@ except (ssl.SSLError, OSError) as e:
     let mut lines = stdout.lines();
     assert_eq!(lines.next(), Some("TLSv1.3 HTTP/1.1 200 OK"), "{stdout}");
     assert_eq!(lines.next(), Some("old refused"), "{stdout}");
+    server.stop();
+}
+
+/// `switchboard_tls_handshake_failures_total` of the server on `port`, read over HTTPS
+/// trusting `ca`.
+async fn handshake_failures(port: u16, ca: &Tls) -> u64 {
+    let endpoint = Endpoint::parse(&format!("https://localhost:{port}/metrics")).expect("URL");
+    let mut conn = bounded("https", HttpConnection::connect_to(&endpoint, Some(ca)))
+        .await
+        .expect("HTTPS to the server");
+    let answer = bounded("/metrics", conn.request("GET", "/metrics", &[], ""))
+        .await
+        .expect("GET /metrics");
+    answer
+        .text()
+        .lines()
+        .find_map(|line| line.strip_prefix("switchboard_tls_handshake_failures_total "))
+        .and_then(|value| value.parse().ok())
+        .expect("the handshake failures counter in /metrics")
+}
+
+/// `bench fanout` with a wss:// URL and `--ca`: WebSocket, SSE and polling subscribers
+/// all over TLS, nothing lost. Not one connection of the bench failed its handshake (a
+/// bench that spoke plain text to the TLS port, as it did before it knew wss://, failed
+/// every one); a ws:// URL to the same port does fail, and the server counts it.
+#[tokio::test]
+async fn bench_fanout_runs_over_wss_and_https_with_a_ca_file() {
+    let tmp = TempDir::new("tls-bench");
+    let ca = TestCa::new("switchboard test CA");
+    let (ca_pem, cert, key) = ca.write(&tmp.0);
+    let data = tmp.join("data");
+    let server = tls_serve(&data, &cert, &key);
+    let port = port(&server);
+    let trust = Tls::from_ca_pem(ca.pem.as_bytes(), "the test CA").unwrap();
+    let wss = format!("wss://localhost:{port}/ws");
+    let (ca_arg, data_arg) = (ca_pem.to_str().unwrap(), data.to_str().unwrap());
+    let pid = server.proc.child.id().to_string();
+    for transport in ["ws", "sse", "longpoll"] {
+        let (status, stdout, stderr) = run(&[
+            "bench",
+            "fanout",
+            "--url",
+            &wss,
+            "--ca",
+            ca_arg,
+            "--data-dir",
+            data_arg,
+            "--transport",
+            transport,
+            "--subscribers",
+            "10",
+            "--rate",
+            "20",
+            "--duration",
+            "1",
+            "--conns-per-task",
+            "4",
+            "--server-pid",
+            &pid,
+        ]);
+        assert!(status.success(), "{transport}: {status}\n{stderr}");
+        let report = json(stdout.lines().last().unwrap_or_default());
+        assert_eq!(report["transport"], transport, "{report}");
+        assert_eq!(report["acked"], 20, "{report}");
+        assert_eq!(report["delivered"], 200, "{report}");
+        assert_eq!(report["lost"], 0, "{report}");
+    }
+    assert_eq!(handshake_failures(port, &trust).await, 0);
+
+    // bench idle and bench flood take the same URLs.
+    let (status, stdout, stderr) = run(&[
+        "bench",
+        "idle",
+        "--url",
+        &wss,
+        "--ca",
+        ca_arg,
+        "--data-dir",
+        data_arg,
+        "--conns",
+        "5",
+        "--hold",
+        "0.2",
+    ]);
+    assert!(status.success(), "{status}\n{stderr}");
+    assert!(stdout.starts_with("ready 5\n"), "{stdout}");
+    let (status, stdout, stderr) = run(&[
+        "bench",
+        "flood",
+        "--url",
+        &format!("wss://127.0.0.1:{port}/ws"),
+        "--ca",
+        ca_arg,
+        "--data-dir",
+        data_arg,
+        "--attackers",
+        "2",
+        "--duration",
+        "1",
+    ]);
+    assert!(status.success(), "{status}\n{stderr}");
+    let report = json(stdout.lines().last().unwrap_or_default());
+    assert_eq!(report["legit_failed"], 0, "{report}");
+    assert!(report["legit_ok"].as_u64() >= Some(15), "{report}");
+    assert!(
+        report["attack_answers"]["200"].as_u64() > Some(0),
+        "{report}"
+    );
+    assert_eq!(handshake_failures(port, &trust).await, 0);
+
+    // Without --ca the test CA is not trusted: the bench stops at once, saying why.
+    let (status, _, stderr) = run(&[
+        "bench",
+        "fanout",
+        "--url",
+        &wss,
+        "--data-dir",
+        data_arg,
+        "--subscribers",
+        "1",
+    ]);
+    assert!(!status.success());
+    assert!(stderr.contains("certificate"), "{stderr}");
+    // --ca means TLS: with a ws:// URL it is a mistake, not ignored.
+    let plain = format!("ws://localhost:{port}/ws");
+    let (status, _, stderr) = run(&[
+        "bench",
+        "fanout",
+        "--url",
+        &plain,
+        "--ca",
+        ca_arg,
+        "--data-dir",
+        data_arg,
+    ]);
+    assert!(!status.success());
+    assert!(stderr.contains("--ca is for wss:// URLs"), "{stderr}");
+    // Plain text to the TLS port: no session, and the server counts the handshake.
+    let (status, _, stderr) = run(&[
+        "bench",
+        "fanout",
+        "--url",
+        &plain,
+        "--data-dir",
+        data_arg,
+        "--subscribers",
+        "1",
+        "--duration",
+        "0.5",
+    ]);
+    assert!(!status.success(), "{stderr}");
+    assert!(handshake_failures(port, &trust).await >= 1);
+    server.stop();
+}
+
+/// Another WebSocket client than ours over TLS: Python's `websockets` (its own handshake
+/// and framing, OpenSSL under it) opens wss:// trusting the test CA, connects, subscribes,
+/// publishes and gets its publication back; with TLS 1.2 at most it still gets in, and a
+/// context that does not trust the CA gets no socket. The Python is $SWITCHBOARD_PYTHON
+/// (scripts/test makes a venv with `websockets`), else python3. Skipped (said on stderr)
+/// when it has no `websockets`, unless SWITCHBOARD_REQUIRE_PYWS is set.
+#[test]
+fn python_websockets_chats_over_wss() {
+    let python = std::env::var("SWITCHBOARD_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let has_websockets = Command::new(&python)
+        .args(["-c", "import websockets.sync.client"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !has_websockets {
+        let required = std::env::var_os("SWITCHBOARD_REQUIRE_PYWS").is_some();
+        assert!(
+            !required,
+            "SWITCHBOARD_REQUIRE_PYWS is set, but {python} has no websockets"
+        );
+        eprintln!("SKIPPED: {python} has no websockets (pip install websockets)");
+        return;
+    }
+    let tmp = TempDir::new("tls-pyws");
+    let ca = TestCa::new("switchboard test CA");
+    let (ca_pem, cert, key) = ca.write(&tmp.0);
+    let data = tmp.join("data");
+    let server = tls_serve(&data, &cert, &key);
+    let script = r#"
+import json, ssl, sys
+from websockets.sync.client import connect
+port, ca = int(sys.argv[1]), sys.argv[2]
+url = f"wss://localhost:{port}/ws"
+
+def chat(ctx, channel):
+    with connect(url, ssl=ctx, open_timeout=10) as ws:
+        ws.send(json.dumps({"id": 1, "cmd": "connect"}))
+        ws.send(json.dumps({"id": 2, "cmd": "subscribe", "channel": channel}))
+        ws.send(json.dumps({"id": 3, "cmd": "publish", "channel": channel, "data": {"from": "python"}}))
+        replies, publication = {}, None
+        while len(replies) < 3 or publication is None:
+            message = json.loads(ws.recv(timeout=10))
+            if "id" in message:
+                replies[message["id"]] = message
+            elif message.get("push") == "publication":
+                publication = message
+        errors = [r for r in replies.values() if "error" in r]
+        return ws.socket.version(), errors, publication["data"], replies[3]["result"]["offset"]
+
+ctx = ssl.create_default_context(cafile=ca)
+print(*chat(ctx, "vote:py13"))
+tls12 = ssl.create_default_context(cafile=ca)
+tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+print(*chat(tls12, "vote:py12"))
+try:
+    chat(ssl.create_default_context(), "vote:untrusted")
+    print("untrusted accepted")
+except ssl.SSLCertVerificationError:
+    print("untrusted refused")
+"#;
+    let out = Command::new(&python)
+        .args([
+            "-c",
+            script,
+            &port(&server).to_string(),
+            ca_pem.to_str().unwrap(),
+        ])
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "TLSv1.3 [] {'from': 'python'} 1",
+            "TLSv1.2 [] {'from': 'python'} 1",
+            "untrusted refused"
+        ],
+        "{stdout}"
+    );
     server.stop();
 }

@@ -120,6 +120,10 @@ pub struct Metrics {
     pub write_timeouts: Counter,
     /// `accept` failures (out of file descriptors, ...).
     pub accept_errors: Counter,
+    /// TLS handshakes that failed or did not finish within `limits.header_timeout`
+    /// (plain HTTP on the TLS port, an untrusted certificate, a scanner, a client that
+    /// connects and says nothing).
+    pub tls_handshake_failures: Counter,
     /// In a group of nodes: publications this node learnt of by their offsets but could
     /// not read back from the history (expired or trimmed before it could), so its
     /// subscribers never got them.
@@ -225,7 +229,7 @@ impl Metrics {
             "In a group of nodes, the Redis topics this node is subscribed to.",
             readings.cluster_topics as i64,
         );
-        let counters: [(&str, &str, u64); 23] = [
+        let counters: [(&str, &str, u64); 24] = [
             (
                 "connections_total",
                 "Connections accepted.",
@@ -320,6 +324,11 @@ impl Metrics {
                 "accept_errors_total",
                 "Failed accepts (e.g. out of file descriptors).",
                 self.accept_errors.get(),
+            ),
+            (
+                "tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out.",
+                self.tls_handshake_failures.get(),
             ),
             (
                 "redis_disconnects_total",

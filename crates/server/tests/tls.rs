@@ -314,6 +314,81 @@ async fn plain_http_to_the_tls_port_is_not_served() {
     assert!(result.is_err(), "{result:?}");
 }
 
+/// `switchboard_tls_handshake_failures_total`, read over HTTPS (a good handshake, which is
+/// not counted).
+async fn handshake_failures(addr: std::net::SocketAddr, trust: &Tls) -> u64 {
+    let endpoint = Endpoint::parse(&format!("https://localhost:{}/metrics", addr.port()))
+        .expect("an https:// URL");
+    let mut conn = bounded("https", HttpConnection::connect_to(&endpoint, Some(trust)))
+        .await
+        .expect("HTTPS");
+    let answer = bounded("/metrics", conn.request("GET", "/metrics", &[], ""))
+        .await
+        .expect("GET /metrics");
+    answer
+        .text()
+        .lines()
+        .find_map(|line| line.strip_prefix("switchboard_tls_handshake_failures_total "))
+        .and_then(|value| value.parse().ok())
+        .expect("the counter in /metrics")
+}
+
+/// Waits until the counter reaches `expected` (a failed handshake is counted by the
+/// connection's task, a moment after the client has seen it fail).
+async fn await_failures(addr: std::net::SocketAddr, trust: &Tls, expected: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let seen = handshake_failures(addr, trust).await;
+        if seen == expected {
+            return;
+        }
+        assert!(
+            seen < expected && tokio::time::Instant::now() < deadline,
+            "{seen} handshake failures counted, {expected} expected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every failed handshake is counted in `switchboard_tls_handshake_failures_total`: plain
+/// HTTP on the TLS port, a client that does not trust the certificate, one that connects
+/// and says nothing until the handshake's deadline. Good handshakes are not.
+#[tokio::test]
+async fn failed_handshakes_are_counted() {
+    let ca = TestCa::new("switchboard test CA");
+    let (server, _tls, _dir) = tls_server_with(&ca, None, |config| {
+        config.limits.header_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let trust = ca.trust();
+    let addr = server.addr;
+    assert_eq!(handshake_failures(addr, &trust).await, 0);
+    let _ = subscriber(addr, &trust, "chat:counted").await;
+    assert_eq!(handshake_failures(addr, &trust).await, 0, "good handshakes");
+
+    let plain = tokio::time::timeout(WAIT, async {
+        let mut conn = HttpConnection::connect(&addr.to_string()).await?;
+        conn.request("GET", "/health", &[], "").await
+    })
+    .await
+    .expect("an answer or an error in time");
+    assert!(plain.is_err(), "{plain:?}");
+    await_failures(addr, &trust, 1).await;
+
+    let stranger = TestCa::new("another CA").trust();
+    let url = format!("wss://localhost:{}/ws", addr.port());
+    let refused = bounded("wss open", Client::open_with(&url, Some(&stranger))).await;
+    assert!(
+        refused.is_err(),
+        "a certificate of an untrusted CA was accepted"
+    );
+    await_failures(addr, &trust, 2).await;
+
+    // Connected, silent: the handshake's deadline (limits.header_timeout) ends it.
+    let _silent = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    await_failures(addr, &trust, 3).await;
+}
+
 fn load_error(cert: &Path, key: &Path) -> String {
     let config = TlsConfig {
         cert: Some(cert.to_owned()),

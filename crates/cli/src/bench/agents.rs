@@ -60,7 +60,10 @@ pub(crate) async fn agents(args: BenchAgentsArgs) -> anyhow::Result<()> {
     if !(args.interval > 0.0 && args.duration > 0.0 && args.lines >= 0.0) {
         bail!("--interval and --duration must be above 0, --lines at least 0");
     }
-    let endpoint = Arc::new(Endpoint::parse(&args.client.url)?);
+    let endpoint = Arc::new(Endpoint::parse(
+        &args.client.url,
+        args.client.ca.as_deref(),
+    )?);
     let secret = server_secret(&args.client.source, Need::TokenSecret, "the token secret")?;
     let start = Instant::now();
     let exp = auth::now_secs() + 24 * 3600;

@@ -68,7 +68,10 @@ pub(crate) async fn chat(args: BenchChatArgs) -> anyhow::Result<()> {
     if !(args.interval > 0.0 && args.duration > 0.0) {
         bail!("--interval and --duration must be above 0");
     }
-    let endpoint = Arc::new(Endpoint::parse(&args.client.url)?);
+    let endpoint = Arc::new(Endpoint::parse(
+        &args.client.url,
+        args.client.ca.as_deref(),
+    )?);
     let secret = server_secret(&args.client.source, Need::TokenSecret, "the token secret")?;
     let start = Instant::now();
     let tally = Arc::new(Tally::default());

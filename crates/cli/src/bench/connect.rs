@@ -1,11 +1,13 @@
-//! Where the bench connects and with what: URLs, tokens, and a subscribed WebSocket.
+//! Where the bench connects and with what: URLs (`ws://`, or `wss://` with TLS on every
+//! connection), tokens, and a subscribed WebSocket.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use serde_json::json;
 use switchboard_client::url::Scheme;
-use switchboard_client::{Client, HttpConnection};
+use switchboard_client::{Client, HttpConnection, Stream, Tls};
 use switchboard_server::auth::{self, Claims};
 use switchboard_ws::CloseFrame;
 use tokio::net::{TcpSocket, TcpStream};
@@ -29,22 +31,36 @@ pub(crate) enum Target {
     },
 }
 
-/// Parses a bench URL: `ws://HOST[:PORT]/PATH`, or `tcp://HOST:PORT`.
-pub(crate) fn parse_url(url: &str) -> anyhow::Result<Target> {
+/// Parses a bench URL: `ws://HOST[:PORT]/PATH`, `wss://` (TLS, trusting `ca`, a PEM file,
+/// or else the system's roots), or `tcp://HOST:PORT`.
+pub(crate) fn parse_url(url: &str, ca: Option<&Path>) -> anyhow::Result<Target> {
     if let Some(addr) = url.strip_prefix("tcp://") {
+        if ca.is_some() {
+            bail!("--ca is for wss:// URLs, not {url}");
+        }
         let addr = addr.split('/').next().unwrap_or_default();
         return Ok(Target::Tcp {
             addr: addr.to_owned(),
         });
     }
-    let endpoint = switchboard_client::Endpoint::parse(url)?;
-    if endpoint.scheme != Scheme::Ws {
-        bail!("unsupported scheme in {url}: use ws:// or tcp://");
+    let url_endpoint = switchboard_client::Endpoint::parse(url)?;
+    if url_endpoint.scheme != Scheme::Ws {
+        bail!("unsupported scheme in {url}: use ws://, wss:// or tcp://");
     }
+    // The roots are read once here, so that a bad --ca fails the bench at its start and
+    // not in every connection.
+    let tls = match (url_endpoint.tls, ca) {
+        (true, Some(ca)) => Some(Tls::from_ca_file(ca).map_err(|err| anyhow!("--ca: {err}"))?),
+        (true, None) => Some(Tls::system()?),
+        (false, Some(_)) => bail!("--ca is for wss:// URLs, not {url}"),
+        (false, None) => None,
+    };
     Ok(Target::Ws(Endpoint {
-        addr: endpoint.addr,
-        host: endpoint.authority,
-        path: endpoint.path,
+        addr: url_endpoint.addr.clone(),
+        host: url_endpoint.authority.clone(),
+        path: url_endpoint.path.clone(),
+        url: url_endpoint,
+        tls,
     }))
 }
 
@@ -56,14 +72,19 @@ pub(crate) struct Endpoint {
     pub(crate) host: String,
     /// The WebSocket path.
     pub(crate) path: String,
+    /// The URL as parsed: its host is the name the server's certificate must carry.
+    url: switchboard_client::Endpoint,
+    /// With a `wss://` URL, the roots the server's certificate must chain to (every
+    /// connection, WebSocket or HTTP, does a TLS handshake); `None` for `ws://`.
+    tls: Option<Tls>,
 }
 
 impl Endpoint {
-    /// The endpoint of a `ws://` URL.
-    pub(crate) fn parse(url: &str) -> anyhow::Result<Endpoint> {
-        match parse_url(url)? {
+    /// The endpoint of a `ws://` or `wss://` URL (see [`parse_url`]).
+    pub(crate) fn parse(url: &str, ca: Option<&Path>) -> anyhow::Result<Endpoint> {
+        match parse_url(url, ca)? {
             Target::Ws(endpoint) => Ok(endpoint),
-            Target::Tcp { .. } => bail!("this bench needs a ws:// URL"),
+            Target::Tcp { .. } => bail!("this bench needs a ws:// or wss:// URL"),
         }
     }
 
@@ -88,9 +109,25 @@ impl Endpoint {
         stream.with_context(|| format!("cannot connect to {}", self.addr))
     }
 
-    /// An HTTP connection to the endpoint's host.
+    /// A connection to the endpoint (TCP, then the TLS handshake with a `wss://` URL),
+    /// with `recv_buffer` as its socket's SO_RCVBUF if given.
+    pub(crate) async fn connect(&self, recv_buffer: Option<u32>) -> anyhow::Result<Stream> {
+        let tcp = self.tcp(recv_buffer).await?;
+        self.secure(tcp).await
+    }
+
+    /// With a `wss://` URL, the TLS handshake on a TCP connection the caller opened (from
+    /// a chosen source address…); otherwise the connection as it is.
+    pub(crate) async fn secure(&self, tcp: TcpStream) -> anyhow::Result<Stream> {
+        match &self.tls {
+            None => Ok(Stream::Plain(tcp)),
+            Some(tls) => Ok(self.url.secure(tcp, Some(tls)).await?),
+        }
+    }
+
+    /// An HTTP connection to the endpoint's host (HTTPS with a `wss://` URL).
     pub(crate) async fn http(&self) -> anyhow::Result<HttpConnection> {
-        Ok(HttpConnection::open(self.tcp(None).await?, &self.host).await?)
+        Ok(HttpConnection::open(self.connect(None).await?, &self.host).await?)
     }
 }
 
@@ -158,7 +195,7 @@ pub(crate) async fn open_ws_with(
     deflate: bool,
 ) -> anyhow::Result<(Client, u64)> {
     let opening = async {
-        let stream = endpoint.tcp(recv_buffer).await?;
+        let stream = endpoint.connect(recv_buffer).await?;
         let (host, path) = (&endpoint.host, &endpoint.path);
         let mut client = Client::handshake_with(stream, host, path, &[], deflate)
             .await

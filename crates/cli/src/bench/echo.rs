@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::BytesMut;
+use switchboard_client::Stream;
 use switchboard_ws::tokio::connect;
 use switchboard_ws::{Config, Message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,19 +52,27 @@ impl Window {
 }
 
 pub(crate) async fn echo(args: BenchEchoArgs) -> anyhow::Result<()> {
-    let target = Arc::new(parse_url(&args.url)?);
+    let target = Arc::new(parse_url(&args.url, args.ca.as_deref())?);
     let payload: Arc<[u8]> = vec![b'x'; args.size].into();
-    // Connect everything first, so the window measures traffic only.
+    // Connect everything first (with wss://, the TLS handshakes too), so the window
+    // measures traffic only.
     let mut streams = Vec::with_capacity(args.conns);
     for _ in 0..args.conns {
-        let addr = match &*target {
-            Target::Ws(endpoint) => &endpoint.addr,
-            Target::Tcp { addr } => addr,
+        let stream = match &*target {
+            Target::Ws(endpoint) => {
+                let tcp = endpoint.tcp(None).await?;
+                // Before the handshake: its flights are small writes too.
+                tcp.set_nodelay(true)?;
+                endpoint.secure(tcp).await?
+            }
+            Target::Tcp { addr } => {
+                let tcp = TcpStream::connect(addr)
+                    .await
+                    .with_context(|| format!("cannot connect to {addr}"))?;
+                tcp.set_nodelay(true)?;
+                Stream::Plain(tcp)
+            }
         };
-        let stream = TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("cannot connect to {addr}"))?;
-        stream.set_nodelay(true)?;
         streams.push(stream);
     }
     let begin = Instant::now();
@@ -144,7 +153,7 @@ fn report(args: &BenchEchoArgs, rate: f64, mbps: f64, p50: u32, p99: u32, cpu: O
 }
 
 async fn ws_conn(
-    stream: TcpStream,
+    stream: Stream,
     host: &str,
     path: &str,
     payload: &[u8],
@@ -185,7 +194,7 @@ async fn ws_conn(
 }
 
 async fn tcp_conn(
-    mut stream: TcpStream,
+    mut stream: Stream,
     payload: &[u8],
     pipeline: usize,
     window: Window,

@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use serde_json::json;
-use switchboard_client::{Client, HttpConnection};
+use switchboard_client::{Client, HttpConnection, Stream};
 use switchboard_server::auth::{self, Claims};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpSocket;
 
 use crate::args::{BenchFloodArgs, FloodKind};
 use crate::bench::connect::{Endpoint, Target, parse_url};
@@ -57,14 +57,14 @@ struct Legit {
 }
 
 pub(crate) async fn flood(args: BenchFloodArgs) -> anyhow::Result<()> {
-    let Endpoint { addr, host, path } = match parse_url(&args.url)? {
-        Target::Ws(endpoint) => endpoint,
-        Target::Tcp { .. } => bail!("bench flood needs a ws:// URL"),
+    let endpoint = match parse_url(&args.url, args.ca.as_deref())? {
+        Target::Ws(endpoint) => Arc::new(endpoint),
+        Target::Tcp { .. } => bail!("bench flood needs a ws:// or wss:// URL"),
     };
-    let server: SocketAddr = tokio::net::lookup_host(addr.as_str())
+    let server: SocketAddr = tokio::net::lookup_host(endpoint.addr.as_str())
         .await?
         .next()
-        .with_context(|| format!("{addr} has no address"))?;
+        .with_context(|| format!("{} has no address", endpoint.addr))?;
     if !server.ip().is_loopback() {
         bail!("bench flood attacks only a server on a loopback address");
     }
@@ -78,16 +78,16 @@ pub(crate) async fn flood(args: BenchFloodArgs) -> anyhow::Result<()> {
     let mut attackers = Vec::new();
     for i in 0..args.attackers {
         let source = IpAddr::from([127, 0, 0, 2 + (i % args.sources.max(1)) as u8]);
-        let (stop, host) = (stop.clone(), host.clone());
+        let (stop, endpoint) = (stop.clone(), endpoint.clone());
         let kind = args.kind;
         attackers.push(tokio::spawn(async move {
             let mut attack = Attack::default();
             while !stop.load(Ordering::Relaxed) {
                 let result = match kind {
                     FloodKind::Slots => {
-                        open_sessions(server, source, &host, &stop, &mut attack).await
+                        open_sessions(server, source, &endpoint, &stop, &mut attack).await
                     }
-                    FloodKind::Bodies => bodies(server, source, &host, &mut attack).await,
+                    FloodKind::Bodies => bodies(server, source, &endpoint, &mut attack).await,
                 };
                 if let Err(err) = result {
                     *attack.answers.entry(format!("error: {err}")).or_default() += 1;
@@ -127,10 +127,10 @@ pub(crate) async fn flood(args: BenchFloodArgs) -> anyhow::Result<()> {
                 publish: Vec::new(),
             },
         )?;
-        let (host, path) = (host.clone(), path.clone());
+        let endpoint = endpoint.clone();
         attempts.spawn(async move {
             let begin = Instant::now();
-            let result = legit_connect(server, &host, &path, &token).await;
+            let result = legit_connect(&endpoint, &token).await;
             (result, begin.elapsed())
         });
         while let Some(done) = attempts.try_join_next() {
@@ -198,15 +198,10 @@ fn record(legit: &mut Legit, (result, took): (anyhow::Result<()>, Duration)) {
 }
 
 /// A WebSocket, `connect`, the reply: what a real page does first.
-async fn legit_connect(
-    server: SocketAddr,
-    host: &str,
-    path: &str,
-    token: &str,
-) -> anyhow::Result<()> {
+async fn legit_connect(endpoint: &Endpoint, token: &str) -> anyhow::Result<()> {
     let attempt = async {
-        let stream = TcpStream::connect(server).await?;
-        let mut client = Client::handshake(stream, host, path, &[])
+        let stream = endpoint.connect(None).await?;
+        let mut client = Client::handshake(stream, &endpoint.host, &endpoint.path, &[])
             .await
             .context("handshake")?;
         client
@@ -220,16 +215,22 @@ async fn legit_connect(
         .map_err(|_| anyhow!("no connect reply within {ANSWER_TIMEOUT:?}"))?
 }
 
-async fn connect_from(server: SocketAddr, source: IpAddr) -> anyhow::Result<TcpStream> {
+/// A connection from `source` (with a `wss://` URL, TLS after the handshake: an attacker
+/// that cannot do one gets no further than the handshake's deadline).
+async fn connect_from(
+    server: SocketAddr,
+    source: IpAddr,
+    endpoint: &Endpoint,
+) -> anyhow::Result<Stream> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(source, 0))?;
-    Ok(socket.connect(server).await?)
+    endpoint.secure(socket.connect(server).await?).await
 }
 
 /// Reads the head of the HTTP answer to a request whose body the server may never get
 /// whole (so no HTTP client would finish sending it): its status. httparse reads the head;
 /// the rest of the connection is not needed.
-async fn read_status(stream: &mut TcpStream) -> anyhow::Result<u16> {
+async fn read_status(stream: &mut Stream) -> anyhow::Result<u16> {
     let mut buf = Vec::new();
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -260,12 +261,14 @@ async fn read_status(stream: &mut TcpStream) -> anyhow::Result<u16> {
 async fn open_sessions(
     server: SocketAddr,
     source: IpAddr,
-    host: &str,
+    endpoint: &Endpoint,
     stop: &AtomicBool,
     attack: &mut Attack,
 ) -> anyhow::Result<()> {
+    let host = endpoint.host.as_str();
     let mut held = Vec::new();
-    let mut conn = HttpConnection::open(connect_from(server, source).await?, host).await?;
+    let mut conn =
+        HttpConnection::open(connect_from(server, source, endpoint).await?, host).await?;
     while !stop.load(Ordering::Relaxed) {
         let answer = tokio::time::timeout(ANSWER_TIMEOUT, conn.stream("GET", "/sse", &[], ""))
             .await
@@ -282,7 +285,9 @@ async fn open_sessions(
         };
         conn = match next {
             Some(conn) => conn,
-            None => HttpConnection::open(connect_from(server, source).await?, host).await?,
+            None => {
+                HttpConnection::open(connect_from(server, source, endpoint).await?, host).await?
+            }
         };
     }
     Ok(())
@@ -293,10 +298,11 @@ async fn open_sessions(
 async fn bodies(
     server: SocketAddr,
     source: IpAddr,
-    host: &str,
+    endpoint: &Endpoint,
     attack: &mut Attack,
 ) -> anyhow::Result<()> {
-    let mut stream = connect_from(server, source).await?;
+    let host = endpoint.host.as_str();
+    let mut stream = connect_from(server, source, endpoint).await?;
     let head = format!(
         "POST /api/publish HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {BIG_BODY}\r\n\r\n"
     );
@@ -307,7 +313,7 @@ async fn bodies(
     let status = read_status(&mut stream).await?;
     *attack.answers.entry(format!("api {status}")).or_default() += 1;
 
-    let mut stream = connect_from(server, source).await?;
+    let mut stream = connect_from(server, source, endpoint).await?;
     let head = format!(
         "POST /poll HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 65536\r\n\r\n["
     );

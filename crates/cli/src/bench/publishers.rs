@@ -249,6 +249,7 @@ mod tests {
                     data_dir: None,
                 },
                 url: "ws://127.0.0.1:1/ws".into(),
+                ca: None,
                 transport: Transport::Ws,
                 token: Some("t".into()),
                 server_pid: None,

@@ -112,10 +112,10 @@ impl Shared {
         subscribers: usize,
     ) -> anyhow::Result<Arc<Shared>> {
         Ok(Arc::new(Shared {
-            endpoint: Endpoint::parse(&args.url)?,
+            endpoint: Endpoint::parse(&args.url, args.ca.as_deref())?,
             nodes: std::iter::once(&args.url)
                 .chain(nodes)
-                .map(|url| Endpoint::parse(url))
+                .map(|url| Endpoint::parse(url, args.ca.as_deref()))
                 .collect::<anyhow::Result<_>>()?,
             auth: Auth::new(args)?,
             transport: args.transport,

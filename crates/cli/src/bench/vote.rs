@@ -64,7 +64,10 @@ pub(crate) async fn vote(args: BenchVoteArgs) -> anyhow::Result<()> {
     if !(2..=20).contains(&args.options) {
         bail!("--options is 2 to 20");
     }
-    let endpoint = Arc::new(Endpoint::parse(&args.client.url)?);
+    let endpoint = Arc::new(Endpoint::parse(
+        &args.client.url,
+        args.client.ca.as_deref(),
+    )?);
     let secret = server_secret(&args.client.source, Need::TokenSecret, "the token secret")?;
     let start = Instant::now();
 

@@ -132,8 +132,16 @@ pub(crate) async fn serve(
                             let io = WriteDeadline::new(stream, write_timeout, metrics);
                             serve_http(TokioIo::new(io), service, header_timeout, closing).await;
                         }
-                        Ok(Err(err)) => debug!(cause = %err, %peer, "TLS handshake failed"),
-                        Err(_) => debug!(%peer, "TLS handshake timed out"),
+                        // Counted, but logged at debug only: anyone can make a
+                        // handshake fail, and the log must not be theirs to fill.
+                        Ok(Err(err)) => {
+                            metrics.tls_handshake_failures.inc();
+                            debug!(cause = %err, %peer, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            metrics.tls_handshake_failures.inc();
+                            debug!(%peer, "TLS handshake timed out");
+                        }
                     }
                 });
             }
