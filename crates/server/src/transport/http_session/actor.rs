@@ -540,3 +540,37 @@ fn poll_answer(sid: &str, state: &FeedState, closed: Option<&str>) -> Bytes {
     body.put_u8(b'}');
     body.freeze()
 }
+
+#[cfg(test)]
+mod tests {
+    use switchboard_ws::PreparedMessage;
+
+    use super::*;
+
+    /// A poll answer joins many messages as they are, in one buffer sized up front.
+    #[test]
+    fn a_poll_answer_carries_many_messages() {
+        let mut state = FeedState::default();
+        let mut expected = Vec::new();
+        for i in 1..=200 {
+            let text = format!("{{\"n\":{i},\"text\":\"{}\"}}", "m".repeat(i % 17));
+            state.replay.push(PreparedMessage::text(&text));
+            expected.push(serde_json::from_str::<serde_json::Value>(&text).unwrap());
+        }
+        state.replay.ack(50);
+        let closed = r#"{"code":4003,"reason":"bye"}"#;
+        let body = poll_answer("s1", &state, Some(closed));
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer["session"], "s1");
+        assert_eq!(answer["seq"], 200);
+        assert_eq!(answer["messages"].as_array().unwrap(), &expected[50..]);
+        assert_eq!(answer["closed"]["code"], 4003);
+        // The size reserved up front covers the answer: its one buffer never grows.
+        let (frames, count) = state.replay.size();
+        assert!(body.len() <= frames + count + "s1".len() + closed.len() + 64);
+
+        state.replay.ack(200);
+        let empty = poll_answer("s1", &state, None);
+        assert_eq!(&empty[..], br#"{"session":"s1","seq":200,"messages":[]}"#);
+    }
+}

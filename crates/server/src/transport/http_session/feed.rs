@@ -319,3 +319,69 @@ impl Stream for StreamBody {
         chunk.map(|chunk| chunk.map(Ok))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+
+    use switchboard_ws::PreparedMessage;
+
+    use super::*;
+    use crate::outbox::outbox;
+
+    fn feed() -> (Arc<Feed>, ClientHandle) {
+        let metrics = Arc::new(Metrics::default());
+        let (handle, outbox) = outbox(1, 100, 1 << 20, metrics.clone());
+        let feed = Feed::new("s1".into(), outbox, handle.clone(), 100, 1 << 20, metrics);
+        (feed, handle)
+    }
+
+    /// One poll of the body, as hyper makes it: the chunk it gets, if any.
+    fn poll(stream: &mut SessionStream) -> Poll<Option<Bytes>> {
+        Pin::new(stream).poll_next(&mut Context::from_waker(Waker::noop()))
+    }
+
+    /// Messages queued between two polls of the body go out as one chunk, after what the
+    /// actor asked written first, each with the next seq.
+    #[test]
+    fn a_batch_of_events_is_one_chunk() {
+        let (feed, handle) = feed();
+        let mut stream = feed.attach(b"retry: 1000\n\n", Instant::now());
+        for i in 1..=3 {
+            assert!(handle.push(PreparedMessage::text(&format!("{{\"n\":{i}}}"))));
+        }
+        let Poll::Ready(Some(chunk)) = poll(&mut stream) else {
+            panic!("a chunk")
+        };
+        assert_eq!(
+            std::str::from_utf8(&chunk).unwrap(),
+            "retry: 1000\n\nid: s1:1\ndata: {\"n\":1}\n\nid: s1:2\ndata: {\"n\":2}\n\n\
+             id: s1:3\ndata: {\"n\":3}\n\n"
+        );
+        assert!(poll(&mut stream).is_pending());
+        // Written, and kept until acknowledged.
+        assert!(!feed.state().replay.has_unwritten());
+        assert_eq!(feed.state().replay.size().1, 3);
+    }
+
+    /// A newer stream takes the session: the older one is told and ends; the newer one
+    /// gets what follows the resume point.
+    #[test]
+    fn a_replaced_stream_is_told_and_ends() {
+        let (feed, handle) = feed();
+        let mut older = feed.attach(b"", Instant::now());
+        assert!(handle.push(PreparedMessage::text("1")));
+        assert!(matches!(poll(&mut older), Poll::Ready(Some(_))));
+        assert!(feed.state().replay.resume(0));
+        let mut newer = feed.attach(b"", Instant::now());
+        let Poll::Ready(Some(close)) = poll(&mut older) else {
+            panic!("the close event")
+        };
+        assert!(close.starts_with(b"event: close\ndata: {\"code\":4009"));
+        assert!(matches!(poll(&mut older), Poll::Ready(None)));
+        let Poll::Ready(Some(again)) = poll(&mut newer) else {
+            panic!("the message again")
+        };
+        assert_eq!(&again[..], b"id: s1:1\ndata: 1\n\n");
+    }
+}

@@ -223,6 +223,10 @@ mod tests {
         );
         assert_eq!(event("ab", 9, "1\n"), "id: ab:9\ndata: 1\ndata: \n\n");
         let mut out = BytesMut::new();
+        put_decimal(&mut out, 0);
+        put_decimal(&mut out, u64::MAX);
+        assert_eq!(&out[..], b"018446744073709551615");
+        let mut out = BytesMut::new();
         close(
             &mut out,
             &Disconnect {
@@ -233,6 +237,57 @@ mod tests {
         assert_eq!(
             &out[..],
             b"event: close\ndata: {\"code\":4003,\"reason\":\"bye \\\"now\\\"\"}\n\n"
+        );
+    }
+
+    /// Two streams writing the same publication share its data block (line breaks
+    /// split once, for both); only the id lines differ. A large payload's block goes as
+    /// a chunk of its own, not copied.
+    #[test]
+    fn streams_share_a_publication_s_data_block() {
+        let message = PreparedMessage::text("{\"a\":\r\n1,\n\"b\":2}");
+        let other = PreparedMessage::text("{\"a\":\r\n1,\n\"b\":2}");
+        let block = |m: &PreparedMessage| BLOCKS.with(|b| b.borrow_mut().get(m));
+        let (first, second) = (block(&message), block(&message.clone()));
+        assert_eq!(&first[..], b"data: {\"a\":\ndata: 1,\ndata: \"b\":2}\n\n");
+        assert_eq!(
+            first.as_ptr(),
+            second.as_ptr(),
+            "one block for the publication"
+        );
+        // Equal bytes in another publication are another entry (the frame's address
+        // identifies a publication).
+        assert_ne!(block(&other).as_ptr(), first.as_ptr());
+
+        let mut chunks = Vec::new();
+        for sid in ["alice", "bob"] {
+            let mut encoder = Encoder::default();
+            let mut emit = |chunk: Bytes| chunks.push(chunk);
+            encoder.message(sid, 7, &message, &mut emit);
+            encoder.message(sid, 8, &PreparedMessage::text("2"), &mut emit);
+            encoder.finish(&mut emit);
+        }
+        let text: Vec<_> = chunks.iter().map(|c| String::from_utf8_lossy(c)).collect();
+        assert_eq!(
+            text,
+            [
+                "id: alice:7\ndata: {\"a\":\ndata: 1,\ndata: \"b\":2}\n\nid: alice:8\ndata: 2\n\n",
+                "id: bob:7\ndata: {\"a\":\ndata: 1,\ndata: \"b\":2}\n\nid: bob:8\ndata: 2\n\n",
+            ]
+        );
+
+        let large = PreparedMessage::text(&"x".repeat(SHARE_FROM));
+        let mut chunks = Vec::new();
+        let mut encoder = Encoder::default();
+        let mut emit = |chunk: Bytes| chunks.push(chunk);
+        encoder.message("bob", 9, &large, &mut emit);
+        encoder.finish(&mut emit);
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(&chunks[0][..], b"id: bob:9\n");
+        assert_eq!(
+            chunks[1].as_ptr(),
+            block(&large).as_ptr(),
+            "the shared block itself"
         );
     }
 }
