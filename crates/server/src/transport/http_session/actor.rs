@@ -325,6 +325,10 @@ impl Actor {
                         self.feed.wake_body();
                     }
                     stream.next_ping = slot.last_write + ping_interval;
+                } else {
+                    // The body went away; its notification is on the way. Until then the
+                    // timer must not fire again at once.
+                    stream.next_ping = now + ping_interval;
                 }
             }
         }
