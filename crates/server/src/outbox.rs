@@ -423,6 +423,35 @@ impl Outbox {
         out.pop()
     }
 
+    /// Every queued message at once, in order, handed to `take`: one lock for the lot,
+    /// where [`Outbox::try_recv`] takes one per message. `None` once the outbox is closed
+    /// and empty. Never a message with a socket attached. For readers that wait with
+    /// their own waker (see [`Outbox::register`]) rather than with [`Outbox::recv`].
+    pub(crate) fn take_all(&self, mut take: impl FnMut(PreparedMessage)) -> Option<usize> {
+        let mut out = self.shared.out();
+        if out.socket.is_some() {
+            return Some(0);
+        }
+        if out.queue.is_empty() && out.closed {
+            return None;
+        }
+        let count = out.queue.len();
+        out.bytes = 0;
+        for message in out.queue.drain(..) {
+            take(message);
+        }
+        Some(count)
+    }
+
+    /// Registers `waker` to be woken by the next push into an empty queue, by the end of
+    /// the connection, or by a disconnect. There is one slot: this replaces whatever
+    /// [`Outbox::recv`] or [`Outbox::killed`] registered, so only one task may wait on an
+    /// outbox at a time. Register before [`Outbox::take_all`], so a push after the look
+    /// still wakes.
+    pub(crate) fn register(&self, waker: &std::task::Waker) {
+        self.shared.waker.register(waker);
+    }
+
     /// Stops accepting messages, so nothing is written after the close frame.
     pub(crate) fn close(&self) {
         self.shared.out().closed = true;

@@ -320,3 +320,41 @@ async fn a_session_that_ends_between_streams_tells_the_next_one() {
     alice.reconnect(&last).await;
     assert_eq!(alice.expect_close().await.0, 4003);
 }
+
+#[tokio::test]
+async fn two_streams_get_one_publication_with_line_breaks_each_with_its_own_id() {
+    let server = start(|_| {}).await;
+    let mut alice = SseClient::connect(server.addr, "alice").await;
+    let mut bob = SseClient::connect(server.addr, "bob").await;
+    for client in [&mut alice, &mut bob] {
+        client
+            .ok(json!({"cmd": "subscribe", "channel": "chat:nl2"}))
+            .await;
+    }
+    // Published with line breaks (CR LF among them): the event's data lines are made
+    // once for both streams, the id lines are each stream's own.
+    let command =
+        "{\"id\":71,\"cmd\":\"publish\",\"channel\":\"chat:nl2\",\"data\":{\r\n\"a\":\n[1,\n2]}}";
+    assert_eq!(alice.post(command).await.status, 202);
+    for client in [&mut alice, &mut bob] {
+        let publication = client.next_publication().await;
+        assert_eq!(publication["data"], json!({"a": [1, 2]}));
+        // `next_publication` checked the id names this stream's session, seq after seq.
+        assert!(client.last_id.starts_with(&format!("{}:", client.sid)));
+    }
+    assert_ne!(alice.last_id, bob.last_id);
+    // Many at once (a batch of commands): every event arrives whole and in order.
+    let batch: Vec<_> = (0..20)
+        .map(|i| json!({"id": 100 + i, "cmd": "publish", "channel": "chat:nl2", "data": {"i": i}}))
+        .collect();
+    assert_eq!(
+        alice
+            .post(&serde_json::to_string(&batch).unwrap())
+            .await
+            .status,
+        202
+    );
+    for i in 0..20 {
+        assert_eq!(bob.next_publication().await["data"]["i"], i);
+    }
+}

@@ -76,8 +76,8 @@ pub(crate) async fn poll(State(shared): State<Arc<Shared>>, request: Request) ->
                     &parts.headers,
                     &shared.session.config.trusted_proxies,
                 );
-                match open(&shared, None, ip) {
-                    Ok((_, session)) => session,
+                match open(&shared, false, ip) {
+                    Ok((_, session, _)) => session,
                     Err(refusal) => {
                         return Err(
                             (StatusCode::SERVICE_UNAVAILABLE, refusal.message()).into_response()

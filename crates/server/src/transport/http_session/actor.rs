@@ -1,37 +1,40 @@
 //! The task that owns one HTTP session: its replay buffer, its open stream or poll, its
 //! deadlines.
 
+use std::future::poll_fn;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::task::Poll;
 
-use bytes::{Bytes, BytesMut};
-use switchboard_ws::{CloseCode, PreparedMessage};
+use bytes::{BufMut, Bytes};
+use switchboard_ws::CloseCode;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::feed::{Feed, FeedState, SessionStream, StreamBody};
 use super::registry::ToSession;
-use super::replay::{Bound, Replay};
+use super::replay::Bound;
 use crate::admission::Refusal;
 use crate::error::close;
-use crate::outbox::{ClientHandle, Disconnect, Outbox, outbox};
+use crate::outbox::{ClientHandle, Disconnect, outbox};
 use crate::session::Session;
 use crate::transport::Shared;
-use crate::transport::sse::event::{self as sse, StreamTx};
+use crate::transport::sse::event::{self as sse, put_decimal};
 use crate::util::random_id;
 
 /// Requests waiting for one session's actor. Small: a client has one poll or one send in
 /// flight at a time; more wait in their HTTP handlers.
 const REQUESTS: usize = 16;
 
+/// A new session: its id, the way to its actor, and its stream's body when it was opened
+/// by one.
+pub(crate) type Opened = (String, mpsc::Sender<ToSession>, Option<SessionStream>);
+
 /// Opens a new session for a client at `peer`, with its SSE stream when it is opened by
-/// one; returns its id, or why it was refused (no pending slot: see
+/// one (`stream`); returns it, or why it was refused (no pending slot: see
 /// [`crate::admission`]).
-pub(crate) fn open(
-    shared: &Arc<Shared>,
-    stream: Option<StreamTx>,
-    peer: IpAddr,
-) -> Result<(String, mpsc::Sender<ToSession>), Refusal> {
+pub(crate) fn open(shared: &Arc<Shared>, stream: bool, peer: IpAddr) -> Result<Opened, Refusal> {
     let slot = shared.session.admission.pending(peer)?;
     let (tx, rx) = mpsc::channel(REQUESTS);
     let sid = {
@@ -60,68 +63,47 @@ pub(crate) fn open(
         hub.next_client_id(),
         limits.outbox_messages,
         limits.outbox_bytes,
-        metrics,
+        metrics.clone(),
     );
     hub.register(&handle);
     if shared.shutdown.is_cancelled() {
         handle.disconnect(close::SHUTDOWN, "server shutting down");
     }
-    let now = Instant::now();
-    let stream = stream.map(|tx| {
-        // A fresh channel has room: the opening event goes first.
-        let _ = tx.try_send(sse::opening(&sid));
-        Stream::new(tx, now + limits.ping_interval, shared)
-    });
-    // Never the session id: it is a bearer credential.
-    debug!(
-        client = handle.id,
-        sse = stream.is_some(),
-        "HTTP session opened"
+    let feed = Feed::new(
+        sid.clone(),
+        outbox,
+        handle.clone(),
+        limits.outbox_messages,
+        limits.outbox_bytes,
+        metrics,
     );
+    let now = Instant::now();
+    // The opening event goes first.
+    let body = stream.then(|| feed.attach(&sse::opening(&sid), now));
+    // Never the session id: it is a bearer credential.
+    debug!(client = handle.id, sse = stream, "HTTP session opened");
     let actor = Actor {
         shared: shared.clone(),
         sid: sid.clone(),
         handle: handle.clone(),
-        replay: Replay::default(),
-        idle_since: stream.is_none().then_some(now),
-        stream,
+        feed,
+        idle_since: (!stream).then_some(now),
+        stream: stream.then_some(StreamTimer {
+            next_ping: now + limits.ping_interval,
+        }),
         poll: None,
     };
     let session = Session::new(shared.session.clone(), handle, slot, peer);
-    shared.tracker.spawn(actor.run(session, outbox, rx));
-    Ok((sid, tx))
+    shared.tracker.spawn(actor.run(session, rx));
+    Ok((sid, tx, body))
 }
 
-/// An open SSE stream.
+/// The actor's side of an open SSE stream (its body writes the messages: see `feed`).
 #[derive(Debug)]
-struct Stream {
-    tx: StreamTx,
-    /// When to send a keep-alive comment if nothing was written meanwhile.
+struct StreamTimer {
+    /// When to look whether a keep-alive comment is due (nothing written for
+    /// `limits.ping_interval`).
     next_ping: Instant,
-    /// Counts it in `switchboard_sse_streams` while it exists.
-    _open: OpenStream,
-}
-
-impl Stream {
-    fn new(tx: StreamTx, next_ping: Instant, shared: &Shared) -> Self {
-        let metrics = shared.session.hub.metrics().clone();
-        metrics.sse_streams.add(1);
-        Stream {
-            tx,
-            next_ping,
-            _open: OpenStream(metrics),
-        }
-    }
-}
-
-/// One open stream in `switchboard_sse_streams`, for as long as it lives.
-#[derive(Debug)]
-struct OpenStream(Arc<crate::metrics::Metrics>);
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        self.0.sse_streams.add(-1);
-    }
 }
 
 /// A long poll waiting for something to deliver.
@@ -164,33 +146,28 @@ enum End {
     Idle,
 }
 
-/// One session's task: owns the replay buffer and whatever stream or poll is open.
+/// One session's task: owns whatever poll is open, and the session's deadlines; shares
+/// the replay buffer and the outbox with its stream's body (`feed`).
 #[derive(Debug)]
 struct Actor {
     shared: Arc<Shared>,
     sid: String,
     /// The session's handle, to end it the way the hub would (first reason wins).
     handle: ClientHandle,
-    /// What was sent and not yet acknowledged (see `replay`).
-    replay: Replay,
-    stream: Option<Stream>,
+    /// The outbox, the replay buffer and the open stream (see `feed`).
+    feed: Arc<Feed>,
+    /// A stream is open (as far as the actor knows: its body tells it when it goes).
+    stream: Option<StreamTimer>,
     poll: Option<PendingPoll>,
     /// Since when neither a stream nor a poll has been open.
     idle_since: Option<Instant>,
 }
 
 impl Actor {
-    async fn run(
-        mut self,
-        mut session: Session,
-        mut outbox: Outbox,
-        mut rx: mpsc::Receiver<ToSession>,
-    ) {
-        let end = self.drive(&mut session, &mut outbox, &mut rx).await;
+    async fn run(mut self, mut session: Session, mut rx: mpsc::Receiver<ToSession>) {
+        let end = self.drive(&mut session, &mut rx).await;
         // Replies queued before the end (the error before a 4001) still go out.
-        while let Some(message) = outbox.try_recv() {
-            self.take(message);
-        }
+        let _ = self.feed.take_queued(&mut self.feed.state());
         // Leave channels (announcing leaves) and free the slot at once, as a closed
         // WebSocket does; telling the client may take a while.
         drop(session);
@@ -212,56 +189,89 @@ impl Actor {
     }
 
     /// The session's loop, until it ends.
-    async fn drive(
-        &mut self,
-        session: &mut Session,
-        outbox: &mut Outbox,
-        rx: &mut mpsc::Receiver<ToSession>,
-    ) -> End {
-        let killed = outbox.killed();
+    async fn drive(&mut self, session: &mut Session, rx: &mut mpsc::Receiver<ToSession>) -> End {
+        let feed = self.feed.clone();
+        let killed = feed.outbox.killed();
         tokio::pin!(killed);
         let connect_deadline = Instant::now() + self.shared.session.config.limits.connect_timeout;
         // One timer for every deadline: connect, token expiry, the poll's timeout, the
         // stream's keep-alive, idle expiry.
         let timer = tokio::time::sleep_until(connect_deadline);
         tokio::pin!(timer);
+        let mut deadline = connect_deadline;
         loop {
-            timer
-                .as_mut()
-                .reset(self.next_deadline(session, connect_deadline));
-            let stream = self.stream.as_ref().map(|s| s.tx.clone());
-            let unwritten = self.replay.has_unwritten();
+            // Any wake-up may follow a disconnect the actor did not wait for itself (a
+            // stream's body was waiting on the outbox).
+            if self.handle.is_disconnected() {
+                return End::Closed(feed.outbox.reason());
+            }
+            let next = self.next_deadline(session, connect_deadline);
+            if next != deadline {
+                // Resetting re-registers the timer: only when it moved.
+                deadline = next;
+                timer.as_mut().reset(deadline);
+            }
+            // With a stream open, its body waits on the outbox (see `feed`).
+            let reading = self.stream.is_none();
             tokio::select! {
                 biased;
-                () = &mut killed => return End::Closed(outbox.reason()),
-                message = outbox.recv() => {
-                    let Some(message) = message else { return End::Closed(outbox.reason()) };
-                    self.take(message);
-                    if let Some(end) = self.queued(outbox) {
+                () = &mut killed, if reading => return End::Closed(feed.outbox.reason()),
+                more = poll_fn(|cx| self.poll_outbox(cx)), if reading => {
+                    if !more {
+                        return End::Closed(feed.outbox.reason());
+                    }
+                    if let Some(end) = self.queued() {
                         return end;
                     }
                 }
+                () = feed.actor.notified() => self.notified(),
                 request = rx.recv() => {
                     // The registry keeps a sender while the session lives.
                     let Some(request) = request else { return End::Idle };
-                    if let Some(end) = self.request(request, session, outbox).await {
+                    if let Some(end) = self.request(request, session).await {
                         return end;
                     }
                 }
-                ready = stream_ready(stream, unwritten) => match ready {
-                    Some(permit) => self.write(permit),
-                    None => {
-                        debug!(client = self.handle.id, "SSE stream closed");
-                        self.stream = None;
-                        self.idle_since_now();
-                    }
-                },
                 () = &mut timer => {
-                    if let Some(end) = self.tick(session, outbox, connect_deadline) {
+                    if let Some(end) = self.tick(session, connect_deadline) {
                         return end;
                     }
                 }
             }
+        }
+    }
+
+    /// Waits until the outbox holds messages (`true`) or is closed (`false`); they are
+    /// then taken by [`Actor::queued`].
+    fn poll_outbox(&self, cx: &mut std::task::Context<'_>) -> Poll<bool> {
+        self.feed.outbox.register(cx.waker());
+        let mut state = self.feed.state();
+        let before = state.replay.size().1;
+        match self.feed.outbox.take_all(|message| {
+            state.replay.push(message);
+        }) {
+            None => Poll::Ready(false),
+            Some(0) if state.replay.size().1 == before => Poll::Pending,
+            Some(_) => Poll::Ready(true),
+        }
+    }
+
+    /// The stream's body woke the actor: its reader went away, the session was ended
+    /// (the loop checks that), or a poll waiting beside the stream has messages.
+    fn notified(&mut self) {
+        let mut state = self.feed.state();
+        if self.stream.is_some() && state.stream.is_none() {
+            debug!(client = self.handle.id, "SSE stream closed");
+            self.stream = None;
+            state.poll_waiting = false;
+            drop(state);
+            self.idle_since_now();
+            return;
+        }
+        let answer = self.poll.is_some() && !state.replay.is_empty();
+        drop(state);
+        if answer {
+            self.answer_poll(None);
         }
     }
 
@@ -287,39 +297,39 @@ impl Actor {
     }
 
     /// The timer fired: whichever deadline passed.
-    fn tick(
-        &mut self,
-        session: &Session,
-        outbox: &Outbox,
-        connect_deadline: Instant,
-    ) -> Option<End> {
+    fn tick(&mut self, session: &Session, connect_deadline: Instant) -> Option<End> {
         let (ping_interval, session_idle) = {
             let limits = &self.shared.session.config.limits;
             (limits.ping_interval, limits.session_idle)
         };
         let now = Instant::now();
         if !session.is_connected() && now >= connect_deadline {
-            return Some(self.end(
-                outbox,
-                close::CONNECT_TIMEOUT,
-                "connect was not sent in time",
-            ));
+            return Some(self.end(close::CONNECT_TIMEOUT, "connect was not sent in time"));
         }
         if session.token_expired() {
-            return Some(self.end(
-                outbox,
-                close::TOKEN_EXPIRED,
-                "the token expired; refresh it",
-            ));
+            return Some(self.end(close::TOKEN_EXPIRED, "the token expired; refresh it"));
         }
         if self.poll.as_ref().is_some_and(|p| now >= p.deadline) {
             self.answer_poll(None);
         }
         if let Some(stream) = &mut self.stream {
             if now >= stream.next_ping {
-                // Only when there is room: a stream that is not read needs no keep-alive.
-                let _ = stream.tx.try_send(Bytes::from_static(sse::PING));
-                stream.next_ping = now + ping_interval;
+                let mut state = self.feed.state();
+                if let Some(slot) = state.stream.as_mut() {
+                    if now >= slot.last_write + ping_interval {
+                        // At most one waiting: a stream that is not read needs no more.
+                        if slot.extra.is_empty() {
+                            slot.extra.put_slice(sse::PING);
+                        }
+                        slot.last_write = now;
+                        self.feed.wake_body();
+                    }
+                    stream.next_ping = slot.last_write + ping_interval;
+                } else {
+                    // The body went away; its notification is on the way. Until then the
+                    // timer must not fire again at once.
+                    stream.next_ping = now + ping_interval;
+                }
             }
         }
         if self
@@ -333,38 +343,27 @@ impl Actor {
 
     /// Ends the session through its handle, so the hub stops queueing to it and an
     /// earlier reason (shutdown, the server API) wins.
-    fn end(&self, outbox: &Outbox, code: CloseCode, reason: &str) -> End {
+    fn end(&self, code: CloseCode, reason: &str) -> End {
         self.handle.disconnect(code, reason);
-        End::Closed(outbox.reason())
+        End::Closed(self.feed.outbox.reason())
     }
 
-    /// Gives a message taken from the outbox its seq and keeps it until acknowledged.
-    fn take(&mut self, message: PreparedMessage) {
-        let payload = message.payload();
-        self.replay.push(payload);
-    }
-
-    /// After messages were queued: take whatever else is waiting, check the bound, and
-    /// answer a waiting poll.
-    fn queued(&mut self, outbox: &mut Outbox) -> Option<End> {
-        while let Some(message) = outbox.try_recv() {
-            self.take(message);
+    /// After messages were queued: take whatever else is waiting into the replay buffer
+    /// (each gets its seq), check the bound, and answer a waiting poll; an open stream's
+    /// body is woken to write them.
+    fn queued(&mut self) -> Option<End> {
+        let mut state = self.feed.state();
+        let bound = self.feed.take_queued(&mut state);
+        let unwritten = state.replay.has_unwritten();
+        let answer = self.poll.is_some() && !state.replay.is_empty();
+        drop(state);
+        if bound == Some(Bound::Over) {
+            return Some(End::Closed(self.feed.outbox.reason()));
         }
-        let (max_messages, max_bytes) = {
-            let limits = &self.shared.session.config.limits;
-            (limits.outbox_messages, limits.outbox_bytes)
-        };
-        // Past the bound, messages already written to an SSE stream go first: the client
-        // most likely has them, and only a reconnect could ask for them again.
-        if self.replay.bound(max_messages, max_bytes) == Bound::Over {
-            self.shared.session.hub.metrics().slow_consumers.inc();
-            return Some(self.end(
-                outbox,
-                close::SLOW_CONSUMER,
-                "slow consumer: too many unacknowledged messages",
-            ));
+        if self.stream.is_some() && unwritten {
+            self.feed.wake_body();
         }
-        if self.poll.is_some() && !self.replay.is_empty() {
+        if answer {
             self.answer_poll(None);
         }
         None
@@ -377,36 +376,26 @@ impl Actor {
     }
 
     /// Handles commands one at a time, as a WebSocket connection handles frames.
-    async fn commands(
-        &mut self,
-        session: &mut Session,
-        outbox: &mut Outbox,
-        commands: &[String],
-    ) -> Option<End> {
+    async fn commands(&mut self, session: &mut Session, commands: &[String]) -> Option<End> {
         for text in commands {
             if self.handle.is_disconnected() {
-                return Some(End::Closed(outbox.reason()));
+                return Some(End::Closed(self.feed.outbox.reason()));
             }
             if let Err(end) = session.handle(text).await {
-                return Some(self.end(outbox, end.code, &end.reason));
+                return Some(self.end(end.code, &end.reason));
             }
             // Taken after each command, so a batch cannot overflow the outbox by itself.
-            if let Some(end) = self.queued(outbox) {
+            if let Some(end) = self.queued() {
                 return Some(end);
             }
         }
         None
     }
 
-    async fn request(
-        &mut self,
-        request: ToSession,
-        session: &mut Session,
-        outbox: &mut Outbox,
-    ) -> Option<End> {
+    async fn request(&mut self, request: ToSession, session: &mut Session) -> Option<End> {
         match request {
             ToSession::Commands { commands, done } => {
-                let end = self.commands(session, outbox, &commands).await;
+                let end = self.commands(session, &commands).await;
                 let _ = done.send(());
                 end
             }
@@ -420,73 +409,40 @@ impl Actor {
                 if self.poll.is_some() {
                     self.answer_poll(None);
                 }
-                self.replay.ack(ack);
+                self.feed.state().replay.ack(ack);
                 self.idle_since = None;
                 // Handled before the poll waits, so their replies are in this answer.
-                let end = self.commands(session, outbox, &commands).await;
+                let end = self.commands(session, &commands).await;
                 // If the commands ended the session, the end answers this poll.
                 let deadline = Instant::now() + self.shared.session.config.limits.poll_timeout;
                 self.poll = Some(PendingPoll::new(reply, deadline, &self.shared));
-                if end.is_none() && (!wait || !self.replay.is_empty()) {
+                let mut state = self.feed.state();
+                if end.is_none() && (!wait || !state.replay.is_empty()) {
+                    drop(state);
                     self.answer_poll(None);
+                } else {
+                    // Beside an open stream, its body tells the actor when messages come.
+                    state.poll_waiting = self.stream.is_some();
                 }
                 end
             }
-            ToSession::Stream {
-                resume,
-                tx,
-                attached,
-            } => {
-                let _ = attached.send(());
-                // Someone resumed this session by its id: the older stream is told it is
-                // over (if its reader is still there), so two readers never share one
-                // session unnoticed.
-                if let Some(older) = self.stream.take() {
-                    let mut chunk = BytesMut::new();
-                    sse::close(
-                        &mut chunk,
-                        &Disconnect {
-                            code: close::SESSION_TAKEN,
-                            reason: "another stream resumed this session".into(),
-                        },
-                    );
-                    let _ = older.tx.try_send(chunk.freeze());
-                }
-                let next_ping = Instant::now() + self.shared.session.config.limits.ping_interval;
-                self.stream = Some(Stream::new(tx, next_ping, &self.shared));
+            ToSession::Stream { resume, attached } => {
+                // An older stream finds itself replaced and tells its reader.
+                let now = Instant::now();
+                let body = self.feed.attach(&[], now);
+                let _ = attached.send(StreamBody::Session(body));
+                self.stream = Some(StreamTimer {
+                    next_ping: now + self.shared.session.config.limits.ping_interval,
+                });
                 self.idle_since = None;
-                // What follows `resume` is written again, to the new stream.
-                if !self.replay.resume(resume) {
-                    return Some(self.end(outbox, close::SLOW_CONSUMER, "replay window passed"));
+                // What follows `resume` is written again, to the new stream; if it cannot
+                // be, the new stream is where the client learns why.
+                if !self.feed.state().replay.resume(resume) {
+                    return Some(self.end(close::SLOW_CONSUMER, "replay window passed"));
                 }
                 None
             }
         }
-    }
-
-    /// Writes every message not yet written to the stream, as one chunk.
-    fn write(&mut self, permit: mpsc::OwnedPermit<Bytes>) {
-        let chunk = self.unwritten(None);
-        // An empty chunk would mean nothing to the body; skip it.
-        if !chunk.is_empty() {
-            permit.send(chunk);
-        }
-        if let Some(stream) = &mut self.stream {
-            stream.next_ping = Instant::now() + self.shared.session.config.limits.ping_interval;
-        }
-    }
-
-    /// The SSE events of the messages not yet written (which count as written from now
-    /// on), then the close event if given.
-    fn unwritten(&mut self, closed: Option<&Disconnect>) -> Bytes {
-        let mut chunk = BytesMut::new();
-        for (seq, payload) in self.replay.take_unwritten() {
-            sse::message(&mut chunk, &self.sid, *seq, payload);
-        }
-        if let Some(closed) = closed {
-            sse::close(&mut chunk, closed);
-        }
-        chunk.freeze()
     }
 
     /// Answers the waiting poll with every unacknowledged message (and the end, if given).
@@ -494,28 +450,13 @@ impl Actor {
         let Some(poll) = self.poll.take() else {
             return;
         };
-        let seq = self.replay.seq();
-        let (bytes, count) = self.replay.size();
-        let size = bytes + count + 128;
-        let mut body = Vec::with_capacity(size);
-        body.extend_from_slice(b"{\"session\":\"");
-        body.extend_from_slice(self.sid.as_bytes());
-        body.extend_from_slice(format!("\",\"seq\":{seq},\"messages\":[").as_bytes());
-        // The messages are JSON already: joined as they are, never re-parsed.
-        for (i, (_, payload)) in self.replay.pending().enumerate() {
-            if i > 0 {
-                body.push(b',');
-            }
-            body.extend_from_slice(payload);
-        }
-        body.push(b']');
-        if let Some(closed) = closed {
-            body.extend_from_slice(b",\"closed\":");
-            body.extend_from_slice(closed.to_json().as_bytes());
-        }
-        body.push(b'}');
+        let mut state = self.feed.state();
+        state.poll_waiting = false;
+        let closed = closed.map(Disconnect::to_json);
+        let body = poll_answer(&self.sid, &state, closed.as_deref());
+        drop(state);
         // A client that went away loses nothing: its ack did not advance.
-        let _ = poll.reply.send(Bytes::from(body));
+        let _ = poll.reply.send(body);
         self.idle_since_now();
     }
 
@@ -528,9 +469,10 @@ impl Actor {
             told = !poll.reply.is_closed();
             self.answer_poll(Some(reason));
         }
-        if let Some(stream) = self.stream.take() {
-            told |= stream.tx.try_send(self.unwritten(Some(reason))).is_ok();
-        }
+        // The open stream (or the next one, while the session lingers) writes what is
+        // unwritten and then the close event.
+        told |= self.feed.end(reason);
+        self.stream = None;
         told
     }
 
@@ -547,22 +489,23 @@ impl Actor {
             match request {
                 None => return,
                 Some(ToSession::Poll { ack, reply, .. }) => {
-                    self.replay.ack(ack);
+                    self.feed.state().replay.ack(ack);
                     self.poll = Some(PendingPoll::new(reply, Instant::now(), &self.shared));
                     self.answer_poll(Some(reason));
                     return;
                 }
-                Some(ToSession::Stream {
-                    resume,
-                    tx,
-                    attached,
-                }) => {
-                    let _ = attached.send(());
-                    if !self.replay.resume(resume) {
-                        // The messages it misses are gone: only the end is told.
-                        self.replay.skip_to_end();
+                Some(ToSession::Stream { resume, attached }) => {
+                    {
+                        let mut state = self.feed.state();
+                        if !state.replay.resume(resume) {
+                            // The messages it misses are gone: only the end is told.
+                            state.replay.skip_to_end();
+                        }
                     }
-                    if tx.try_send(self.unwritten(Some(reason))).is_ok() {
+                    // The session ended: the new stream writes what is unwritten, the
+                    // close event (`tell` left it), and ends.
+                    let body = self.feed.attach(&[], Instant::now());
+                    if attached.send(StreamBody::Session(body)).is_ok() {
                         return;
                     }
                 }
@@ -573,19 +516,65 @@ impl Actor {
     }
 }
 
-/// Resolves when the stream can take a chunk (`Some`, if there is something to write) or
-/// has been closed by its reader (`None`); never without a stream.
-async fn stream_ready(
-    stream: Option<sse::StreamTx>,
-    unwritten: bool,
-) -> Option<mpsc::OwnedPermit<Bytes>> {
-    let Some(tx) = stream else {
-        return std::future::pending().await;
-    };
-    if unwritten {
-        tx.reserve_owned().await.ok()
-    } else {
-        tx.closed().await;
-        None
+/// A poll's answer, `{"session","seq","messages":[…]}` (and `closed` once the session
+/// ended), in one allocation: the messages are the publications' shared payloads, JSON
+/// already, joined as they are and never re-parsed.
+fn poll_answer(sid: &str, state: &FeedState, closed: Option<&str>) -> Bytes {
+    let replay = &state.replay;
+    let (frames, count) = replay.size();
+    // Frame bytes bound the payloads'; 64 covers the rest but `sid` and `closed`.
+    let size = frames + count + sid.len() + closed.map_or(0, str::len) + 64;
+    let mut body = bytes::BytesMut::with_capacity(size);
+    body.put_slice(b"{\"session\":\"");
+    body.put_slice(sid.as_bytes());
+    body.put_slice(b"\",\"seq\":");
+    put_decimal(&mut body, replay.seq());
+    body.put_slice(b",\"messages\":[");
+    for (i, message) in replay.pending().enumerate() {
+        if i > 0 {
+            body.put_u8(b',');
+        }
+        body.put_slice(&message.payload());
+    }
+    body.put_u8(b']');
+    if let Some(closed) = closed {
+        body.put_slice(b",\"closed\":");
+        body.put_slice(closed.as_bytes());
+    }
+    body.put_u8(b'}');
+    body.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use switchboard_ws::PreparedMessage;
+
+    use super::*;
+
+    /// A poll answer joins many messages as they are, in one buffer sized up front.
+    #[test]
+    fn a_poll_answer_carries_many_messages() {
+        let mut state = FeedState::default();
+        let mut expected = Vec::new();
+        for i in 1..=200 {
+            let text = format!("{{\"n\":{i},\"text\":\"{}\"}}", "m".repeat(i % 17));
+            state.replay.push(PreparedMessage::text(&text));
+            expected.push(serde_json::from_str::<serde_json::Value>(&text).unwrap());
+        }
+        state.replay.ack(50);
+        let closed = r#"{"code":4003,"reason":"bye"}"#;
+        let body = poll_answer("s1", &state, Some(closed));
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(answer["session"], "s1");
+        assert_eq!(answer["seq"], 200);
+        assert_eq!(answer["messages"].as_array().unwrap(), &expected[50..]);
+        assert_eq!(answer["closed"]["code"], 4003);
+        // The size reserved up front covers the answer: its one buffer never grows.
+        let (frames, count) = state.replay.size();
+        assert!(body.len() <= frames + count + "s1".len() + closed.len() + 64);
+
+        state.replay.ack(200);
+        let empty = poll_answer("s1", &state, None);
+        assert_eq!(&empty[..], br#"{"session":"s1","seq":200,"messages":[]}"#);
     }
 }

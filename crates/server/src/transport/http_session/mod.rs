@@ -25,16 +25,20 @@
 //! needs no sticky sessions.
 //!
 //! Files: `registry` (the sessions by id, and what handlers ask of one), `replay` (the
-//! replay buffer, pure bookkeeping), `actor` (the task that owns a session), `request`
-//! (reading a command body, and the refusals), `remote` (sessions across the group).
+//! replay buffer, pure bookkeeping), `actor` (the task that owns a session), `feed` (what
+//! the actor shares with its SSE stream's body, which takes the messages itself),
+//! `request` (reading a command body, and the refusals), `remote` (sessions across the
+//! group).
 
 mod actor;
+mod feed;
 mod registry;
 mod remote;
 mod replay;
 mod request;
 
 pub(crate) use actor::open;
+pub(crate) use feed::StreamBody;
 pub(crate) use registry::{Registry, ToSession};
 pub(crate) use remote::{Host, route};
 pub(crate) use request::{not_found, read_commands};

@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::transport::sse::event::StreamTx;
+use super::feed::StreamBody;
 
 /// The open HTTP sessions by id. A session is in it from its creation until its client
 /// was told it ended (or could not be).
@@ -44,11 +44,10 @@ pub(crate) enum ToSession {
         commands: Vec<String>,
         reply: oneshot::Sender<Bytes>,
     },
-    /// An SSE stream reconnecting after the message `resume`; `attached` is answered once
-    /// the session took it.
+    /// An SSE stream reconnecting after the message `resume`; `attached` is answered
+    /// with the stream's body once the session took it.
     Stream {
         resume: u64,
-        tx: StreamTx,
-        attached: oneshot::Sender<()>,
+        attached: oneshot::Sender<StreamBody>,
     },
 }

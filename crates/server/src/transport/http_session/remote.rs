@@ -7,17 +7,18 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
-use super::ToSession;
+use super::{StreamBody, ToSession};
 use crate::cluster::{Cluster, Forwarded, Returned, SessionHost};
 use crate::transport::Shared;
 
 /// How long a forwarded request waits for its node beyond the request's own time (a
 /// node that died answers never: the client then gets 404 and opens a new session).
 const SLACK: Duration = Duration::from_secs(5);
-/// Chunks a resumed stream's node keeps in flight to the proxy.
+/// Chunks relayed from a stream's node that wait for the reader here.
 const CHUNKS: usize = 4;
 
 /// The way to a session for an HTTP handler: this node's own, or, in a group, a proxy to
@@ -78,18 +79,17 @@ async fn proxy(
                 let _ = done.send(());
             }
         }
-        ToSession::Stream {
-            resume,
-            tx,
-            attached,
-        } => {
+        ToSession::Stream { resume, attached } => {
             let (id, mut back) = cluster.forward(&owner, Forwarded::Stream { sid, resume });
             let answer = tokio::time::timeout(SLACK, back.recv()).await;
             if !matches!(answer, Ok(Some(Returned::Attached))) {
                 cluster.end_exchange(id);
                 return;
             }
-            let _ = attached.send(());
+            // Chunks from the other node cross a channel here: its own wake is the least
+            // of their cost.
+            let (tx, rx) = mpsc::channel(CHUNKS);
+            let _ = attached.send(StreamBody::Relayed(rx));
             loop {
                 tokio::select! {
                     returned = back.recv() => match returned {
@@ -226,18 +226,18 @@ async fn host(
             }
         }
         Forwarded::Stream { resume, .. } => {
-            let (tx, mut rx) = mpsc::channel(CHUNKS);
             let (attached, was_attached) = oneshot::channel();
-            let request = ToSession::Stream {
-                resume,
-                tx,
-                attached,
-            };
-            if session.send(request).await.is_err() || was_attached.await.is_err() {
+            let request = ToSession::Stream { resume, attached };
+            if session.send(request).await.is_err() {
                 return Returned::Gone;
             }
+            let Ok(mut body) = was_attached.await else {
+                return Returned::Gone;
+            };
             cluster.send_back(from, id, Returned::Attached);
-            while let Some(chunk) = rx.recv().await {
+            // Aborting this task (the reader went away) drops the body, which tells the
+            // session.
+            while let Some(Ok(chunk)) = body.next().await {
                 let text = String::from_utf8_lossy(&chunk).into_owned();
                 cluster.send_back(from, id, Returned::Chunk(text));
             }

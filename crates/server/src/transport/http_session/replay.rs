@@ -11,14 +11,19 @@
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
+use switchboard_ws::PreparedMessage;
 
 /// Messages by seq, with what was acknowledged, written and dropped.
+///
+/// A message is kept as the publication's shared frame (one pointer), not as its own
+/// copy or slice: an SSE stream keeps what it wrote until the bound pushes it out, so
+/// at thousands of subscribers the entry's size is most of a session's memory. The seq
+/// is the position: the buffer is contiguous up to `last_seq`.
 #[derive(Debug, Default)]
 pub(super) struct Replay {
-    /// Unacknowledged messages, in seq order, contiguous up to `last_seq`.
-    buffer: VecDeque<(u64, Bytes)>,
-    /// Bytes of `buffer`.
+    /// Unacknowledged messages, in seq order: the last one is `last_seq`.
+    buffer: VecDeque<PreparedMessage>,
+    /// Bytes of `buffer`'s frames.
     bytes: usize,
     /// The seq of the newest message.
     last_seq: u64,
@@ -41,31 +46,35 @@ pub(super) enum Bound {
 
 impl Replay {
     /// Keeps a message; returns its seq.
-    pub(super) fn push(&mut self, payload: Bytes) -> u64 {
+    pub(super) fn push(&mut self, message: PreparedMessage) -> u64 {
         self.last_seq += 1;
-        self.bytes += payload.len();
-        self.buffer.push_back((self.last_seq, payload));
+        self.bytes += message.as_bytes().len();
+        self.buffer.push_back(message);
         self.last_seq
+    }
+
+    /// The seq of the buffer's first message.
+    fn front_seq(&self) -> u64 {
+        self.last_seq + 1 - self.buffer.len() as u64
     }
 
     /// Drops messages already written to a stream from the front while over
     /// `max_messages` or `max_bytes`; [`Bound::Over`] if that is not enough.
     pub(super) fn bound(&mut self, max_messages: usize, max_bytes: usize) -> Bound {
         while self.buffer.len() > max_messages || self.bytes > max_bytes {
-            match self.buffer.front() {
-                Some(&(seq, _)) if seq <= self.written => {
-                    self.pop_front();
-                    self.dropped = seq;
-                }
-                _ => return Bound::Over,
+            let seq = self.front_seq();
+            if self.buffer.is_empty() || seq > self.written {
+                return Bound::Over;
             }
+            self.pop_front();
+            self.dropped = seq;
         }
         Bound::Kept
     }
 
     fn pop_front(&mut self) {
-        if let Some((_, payload)) = self.buffer.pop_front() {
-            self.bytes -= payload.len();
+        if let Some(message) = self.buffer.pop_front() {
+            self.bytes -= message.as_bytes().len();
         }
     }
 
@@ -73,7 +82,7 @@ impl Replay {
     /// need no writing to a stream either.
     pub(super) fn ack(&mut self, seq: u64) {
         let seq = seq.min(self.last_seq);
-        while self.buffer.front().is_some_and(|&(front, _)| front <= seq) {
+        while !self.buffer.is_empty() && self.front_seq() <= seq {
             self.pop_front();
         }
         self.acked = self.acked.max(seq);
@@ -102,15 +111,22 @@ impl Replay {
         self.last_seq > self.written
     }
 
-    /// The messages not yet written, in order; they count as written from now on.
-    pub(super) fn take_unwritten(&mut self) -> impl Iterator<Item = &(u64, Bytes)> {
-        let start = self.buffer.partition_point(|(seq, _)| *seq <= self.written);
+    /// The messages not yet written with their seqs, in order; they count as written
+    /// from now on.
+    pub(super) fn take_unwritten(&mut self) -> impl Iterator<Item = (u64, &PreparedMessage)> {
+        let front = self.front_seq();
+        // Everything before `front` is acknowledged, hence written.
+        let start = usize::try_from(self.written.saturating_sub(front - 1)).unwrap_or(usize::MAX);
+        let start = start.min(self.buffer.len());
         self.written = self.last_seq;
-        self.buffer.range(start..)
+        self.buffer
+            .range(start..)
+            .zip(front + start as u64..)
+            .map(|(message, seq)| (seq, message))
     }
 
     /// Every unacknowledged message, in order (a poll's answer).
-    pub(super) fn pending(&self) -> impl Iterator<Item = &(u64, Bytes)> {
+    pub(super) fn pending(&self) -> impl Iterator<Item = &PreparedMessage> {
         self.buffer.iter()
     }
 
@@ -119,14 +135,18 @@ impl Replay {
         self.buffer.is_empty()
     }
 
-    /// Bytes and count of the unacknowledged messages.
+    /// Frame bytes and count of the unacknowledged messages.
     pub(super) fn size(&self) -> (usize, usize) {
         (self.bytes, self.buffer.len())
     }
 
     /// The seq a poll answer names: the newest message's, or the newest acknowledged.
     pub(super) fn seq(&self) -> u64 {
-        self.buffer.back().map_or(self.acked, |(seq, _)| *seq)
+        if self.buffer.is_empty() {
+            self.acked
+        } else {
+            self.last_seq
+        }
     }
 }
 
@@ -137,28 +157,48 @@ mod tests {
     fn filled(n: u64) -> Replay {
         let mut replay = Replay::default();
         for i in 1..=n {
-            assert_eq!(replay.push(Bytes::from(format!("m{i}"))), i);
+            assert_eq!(replay.push(text(&format!("m{i}"))), i);
         }
         replay
     }
 
-    fn seqs<'a>(messages: impl Iterator<Item = &'a (u64, Bytes)>) -> Vec<u64> {
-        messages.map(|(seq, _)| *seq).collect()
+    fn text(payload: &str) -> PreparedMessage {
+        PreparedMessage::text(payload)
+    }
+
+    /// The seqs of `take_unwritten`, checked against the payloads `filled` gave them.
+    fn seqs<'a>(messages: impl Iterator<Item = (u64, &'a PreparedMessage)>) -> Vec<u64> {
+        messages
+            .map(|(seq, message)| {
+                let payload = message.payload();
+                if payload.starts_with(b"m") {
+                    assert_eq!(&payload[..], format!("m{seq}").as_bytes());
+                }
+                seq
+            })
+            .collect()
+    }
+
+    fn pending(replay: &Replay) -> Vec<String> {
+        replay
+            .pending()
+            .map(|m| String::from_utf8_lossy(&m.payload()).into_owned())
+            .collect()
     }
 
     #[test]
     fn acks_drop_the_front_and_never_go_back() {
         let mut replay = filled(5);
         replay.ack(2);
-        assert_eq!(seqs(replay.pending()), [3, 4, 5]);
+        assert_eq!(pending(&replay), ["m3", "m4", "m5"]);
         assert_eq!(replay.seq(), 5);
         // An older ack (a poll answered twice) changes nothing; one past the end stops there.
         replay.ack(1);
-        assert_eq!(seqs(replay.pending()), [3, 4, 5]);
+        assert_eq!(pending(&replay), ["m3", "m4", "m5"]);
         replay.ack(99);
         assert!(replay.is_empty());
         assert_eq!(replay.seq(), 5, "the acknowledged seq");
-        assert_eq!(replay.push(Bytes::from_static(b"x")), 6);
+        assert_eq!(replay.push(text("x")), 6);
     }
 
     #[test]
@@ -167,12 +207,12 @@ mod tests {
         assert!(replay.has_unwritten());
         assert_eq!(seqs(replay.take_unwritten()), [1, 2, 3]);
         assert!(!replay.has_unwritten());
-        replay.push(Bytes::from_static(b"4"));
+        replay.push(text("m4"));
         assert_eq!(seqs(replay.take_unwritten()), [4]);
         // A reconnect that saw up to 2 gets 3 and 4 again.
         assert!(replay.resume(2));
         assert_eq!(seqs(replay.take_unwritten()), [3, 4]);
-        assert_eq!(seqs(replay.pending()), [3, 4]);
+        assert_eq!(pending(&replay), ["m3", "m4"]);
     }
 
     #[test]
@@ -181,22 +221,24 @@ mod tests {
         let _ = replay.take_unwritten().count();
         // Four written, two allowed: the oldest two go, and a reconnect needing them fails.
         assert_eq!(replay.bound(2, usize::MAX), Bound::Kept);
-        assert_eq!(seqs(replay.pending()), [3, 4]);
+        assert_eq!(pending(&replay), ["m3", "m4"]);
         assert!(!replay.resume(1));
         assert!(replay.resume(2));
         // After that resume nothing counts as written: over the bound is now too slow.
-        replay.push(Bytes::from_static(b"5"));
+        replay.push(text("m5"));
         assert_eq!(replay.bound(2, usize::MAX), Bound::Over);
         assert_eq!(replay.size().1, 3);
     }
 
     #[test]
     fn the_bound_counts_bytes_too() {
+        // Frames of 2 + 2 bytes each.
         let mut replay = filled(3);
-        assert_eq!(replay.size(), (6, 3));
+        assert_eq!(replay.size(), (12, 3));
         let _ = replay.take_unwritten().count();
-        assert_eq!(replay.bound(10, 4), Bound::Kept);
-        assert_eq!(replay.size(), (4, 2));
+        assert_eq!(replay.bound(10, 8), Bound::Kept);
+        assert_eq!(replay.size(), (8, 2));
+        assert_eq!(pending(&replay), ["m2", "m3"]);
         replay.skip_to_end();
         assert!(!replay.has_unwritten());
     }

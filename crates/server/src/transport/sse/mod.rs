@@ -18,20 +18,18 @@ use axum::extract::{Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use serde::Deserialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::error::ClientError;
 use crate::net::{client_ip, error_response};
-use crate::transport::http_session::{ToSession, not_found, open, read_commands, route};
+use crate::transport::http_session::{
+    StreamBody, ToSession, not_found, open, read_commands, route,
+};
 use crate::transport::origin::{self, with_cors};
 use crate::transport::{Shared, disabled};
 use event::RETRY_MS;
-
-/// Chunks waiting to be written to a stream's connection. The session writes everything
-/// unwritten as one chunk whenever there is room, so a few are enough; a client that
-/// stops reading leaves its messages unwritten, where the session's bound catches them.
-const CHUNKS: usize = 4;
 /// `GET /sse` query.
 #[derive(Debug, Deserialize)]
 struct StreamQuery {
@@ -61,21 +59,17 @@ fn last_event_id(request: &Request) -> Option<(String, u64)> {
     Some((sid.to_owned(), seq.parse().ok()?))
 }
 
-/// Asks a live session to take a new stream resuming after `seq`; `None` if the session
-/// is unknown or ended meanwhile.
-async fn resume(shared: &Arc<Shared>, sid: &str, seq: u64) -> Option<mpsc::Receiver<Bytes>> {
+/// Asks a live session to take a new stream resuming after `seq`: its body, or `None`
+/// if the session is unknown or ended meanwhile.
+async fn resume(shared: &Arc<Shared>, sid: &str, seq: u64) -> Option<StreamBody> {
     let session = route(shared, sid)?;
-    let (tx, rx) = mpsc::channel(CHUNKS);
-    let _ = tx.try_send(Bytes::from(format!("retry: {RETRY_MS}\n\n")));
     let (attached, was_attached) = oneshot::channel();
     let request = ToSession::Stream {
         resume: seq,
-        tx,
         attached,
     };
     session.send(request).await.ok()?;
-    was_attached.await.ok()?;
-    Some(rx)
+    was_attached.await.ok()
 }
 
 /// `GET /sse`: resumes the session named by `Last-Event-ID`, or opens a new one.
@@ -91,30 +85,32 @@ pub(crate) async fn stream(State(shared): State<Arc<Shared>>, request: Request) 
         Some((sid, seq)) => resume(&shared, &sid, seq).await,
         None => None,
     };
-    let rx = match resumed {
-        Some(rx) => rx,
+    let body = match resumed {
+        // The reconnect delay goes first again: a proxy may have cut the first stream.
+        Some(body) => {
+            let retry = Bytes::from(format!("retry: {RETRY_MS}\n\n"));
+            Body::from_stream(futures_util::stream::iter([Ok::<_, Infallible>(retry)]).chain(body))
+        }
         // Unknown or expired: a new session, whose `session` event tells the client
         // to subscribe again (recovering by offsets).
         None => {
-            let (tx, rx) = mpsc::channel(CHUNKS);
             let ip = client_ip(
                 request.extensions(),
                 request.headers(),
                 &shared.session.config.trusted_proxies,
             );
-            if let Err(refusal) = open(&shared, Some(tx), ip) {
-                return with_cors(
-                    (StatusCode::SERVICE_UNAVAILABLE, refusal.message()).into_response(),
-                    cors,
-                );
+            match open(&shared, true, ip) {
+                Ok((_, _, Some(body))) => Body::from_stream(StreamBody::Session(body)),
+                Ok(_) => return with_cors(not_found(), cors),
+                Err(refusal) => {
+                    return with_cors(
+                        (StatusCode::SERVICE_UNAVAILABLE, refusal.message()).into_response(),
+                        cors,
+                    );
+                }
             }
-            rx
         }
     };
-    let mut rx = rx;
-    let body = Body::from_stream(futures_util::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx).map(|chunk| chunk.map(Ok::<_, Infallible>))
-    }));
     let mut response = Response::new(body);
     let headers = response.headers_mut();
     headers.insert(
