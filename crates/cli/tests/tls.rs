@@ -239,6 +239,27 @@ fn unusable_tls_files_stop_the_start_with_a_clear_error() {
     assert!(stderr.contains("--tls-key"), "{stderr}");
 }
 
+/// Runs `script` with `python`, the server's port and the CA file as its arguments;
+/// returns what it printed, failing the test if it failed.
+fn run_python(python: &str, script: &str, port: u16, ca_pem: &std::path::Path) -> String {
+    let out = Command::new(python)
+        .args([
+            "-c",
+            script,
+            &port.to_string(),
+            ca_pem.to_str().expect("a UTF-8 path"),
+        ])
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Another TLS client than ours: Python's `ssl` (OpenSSL) trusting the test CA gets the
 /// health answer over HTTPS, with TLS 1.3; with TLS 1.1 at most it gets no handshake.
 /// Skipped (said on stderr) without python3.
@@ -287,21 +308,7 @@ try:
 except (ssl.SSLError, OSError) as e:
     print("old refused")
 "#;
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            script,
-            &port(&server).to_string(),
-            ca_pem.to_str().unwrap(),
-        ])
-        .output()
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_python("python3", script, port(&server), &ca_pem);
     let mut lines = stdout.lines();
     assert_eq!(lines.next(), Some("TLSv1.3 HTTP/1.1 200 OK"), "{stdout}");
     assert_eq!(lines.next(), Some("old refused"), "{stdout}");
@@ -519,21 +526,7 @@ try:
 except ssl.SSLCertVerificationError:
     print("untrusted refused")
 "#;
-    let out = Command::new(&python)
-        .args([
-            "-c",
-            script,
-            &port(&server).to_string(),
-            ca_pem.to_str().unwrap(),
-        ])
-        .output()
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = run_python(&python, script, port(&server), &ca_pem);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines,

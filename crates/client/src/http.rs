@@ -107,14 +107,7 @@ impl HttpConnection {
     /// request.
     pub async fn open(stream: impl Into<Stream>, host: &str) -> Result<HttpConnection> {
         let stream = stream.into();
-        // Requests are small and answers awaited: Nagle's delay would only add latency.
-        stream
-            .tcp()
-            .set_nodelay(true)
-            .map_err(|cause| Error::Connect {
-                addr: host.to_owned(),
-                cause,
-            })?;
+        stream.no_delay(host)?;
         let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
         Ok(HttpConnection {
             sender,

@@ -134,6 +134,17 @@ impl Stream {
             Stream::Tls(tls) => tls.get_ref().0,
         }
     }
+
+    /// Turns Nagle's algorithm off: the clients' commands and requests are small and
+    /// awaited, so its delay would only add latency. `host` names the server in the error.
+    pub(crate) fn no_delay(&self, host: &str) -> crate::Result<()> {
+        self.tcp()
+            .set_nodelay(true)
+            .map_err(|cause| crate::Error::Connect {
+                addr: host.to_owned(),
+                cause,
+            })
+    }
 }
 
 impl From<TcpStream> for Stream {

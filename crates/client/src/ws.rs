@@ -82,14 +82,7 @@ impl Client {
         deflate: bool,
     ) -> Result<Client> {
         let stream = stream.into();
-        // Commands are small and answered: Nagle's delay would only add latency.
-        stream
-            .tcp()
-            .set_nodelay(true)
-            .map_err(|cause| Error::Connect {
-                addr: host.to_owned(),
-                cause,
-            })?;
+        stream.no_delay(host)?;
         let config = switchboard_ws::Config {
             deflate: switchboard_ws::DeflateConfig {
                 enabled: deflate,
