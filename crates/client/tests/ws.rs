@@ -108,3 +108,40 @@ async fn a_server_that_is_not_there_is_a_connect_error() {
     let opened = Client::open("tcp://127.0.0.1:1/ws").await;
     assert!(matches!(opened, Err(Error::Url { .. })), "{opened:?}");
 }
+
+#[tokio::test]
+async fn open_compressed_negotiates_deflate_and_round_trips_large_messages() {
+    let server = Server::start().await;
+    let mut plain = Client::open(&server.ws_url()).await.unwrap();
+    assert!(!plain.is_compressed());
+    plain.connect(Some(&token("plain", 60))).await.unwrap();
+    let mut client = bounded("open", Client::open_compressed(&server.ws_url()))
+        .await
+        .unwrap();
+    assert!(client.is_compressed(), "the server takes the offer");
+    client.connect(Some(&token("packed", 60))).await.unwrap();
+    for c in [&mut plain, &mut client] {
+        c.result(json!({"cmd": "subscribe", "channel": "chat:logs"}))
+            .await
+            .unwrap();
+    }
+    // Sent compressed, inflated by the server, sent to both: compressed to one, plain to
+    // the other, the same data either way.
+    let lines: Vec<String> = (0..50)
+        .map(|i| format!("GET /static/app.js?v={i} HTTP/1.1 200 5120"))
+        .collect();
+    let data = json!({ "lines": lines });
+    client
+        .result(json!({"cmd": "publish", "channel": "chat:logs", "data": data}))
+        .await
+        .unwrap();
+    for c in [&mut plain, &mut client] {
+        let push = loop {
+            let push = bounded("publication", c.next_push()).await.unwrap();
+            if push["push"] == "publication" {
+                break push;
+            }
+        };
+        assert_eq!(push["data"], data);
+    }
+}
