@@ -12,6 +12,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use switchboard_ws::PreparedMessage;
 
 use crate::outbox::Disconnect;
+
 /// How long the browser waits before reconnecting a cut stream, in milliseconds.
 pub(crate) const RETRY_MS: u32 = 1000;
 
