@@ -68,6 +68,30 @@ fn tls_serve(data: &Path, cert: &Path, key: &Path) -> Server {
     )
 }
 
+/// A server on TLS with a certificate of a fresh test CA, its data in `tmp/data`.
+struct TlsServer {
+    ca: TestCa,
+    /// The CA's certificate file, for `--ca`.
+    ca_pem: PathBuf,
+    data: PathBuf,
+    server: Server,
+}
+
+impl TlsServer {
+    fn start(tmp: &TempDir) -> TlsServer {
+        let ca = TestCa::new("switchboard test CA");
+        let (ca_pem, cert, key) = ca.write(&tmp.0);
+        let data = tmp.join("data");
+        let server = tls_serve(&data, &cert, &key);
+        TlsServer {
+            ca,
+            ca_pem,
+            data,
+            server,
+        }
+    }
+}
+
 fn port(server: &Server) -> u16 {
     server
         .addr
@@ -80,10 +104,12 @@ fn port(server: &Server) -> u16 {
 #[test]
 fn sub_and_pub_speak_wss_and_https_with_a_ca_file() {
     let tmp = TempDir::new("tls-pubsub");
-    let ca = TestCa::new("switchboard test CA");
-    let (ca_pem, cert, key) = ca.write(&tmp.0);
-    let data = tmp.join("data");
-    let server = tls_serve(&data, &cert, &key);
+    let TlsServer {
+        ca_pem,
+        data,
+        server,
+        ..
+    } = TlsServer::start(&tmp);
     let start_up = server.proc.stderr.seen();
     assert!(
         start_up.contains("switchboard: serving https://") && start_up.contains(" and wss://"),
@@ -275,10 +301,7 @@ fn python_ssl_talks_to_the_server_and_old_versions_are_refused() {
         return;
     }
     let tmp = TempDir::new("tls-python");
-    let ca = TestCa::new("switchboard test CA");
-    let (ca_pem, cert, key) = ca.write(&tmp.0);
-    let data = tmp.join("data");
-    let server = tls_serve(&data, &cert, &key);
+    let TlsServer { ca_pem, server, .. } = TlsServer::start(&tmp);
     let script = r#"
 import socket, ssl, sys
 port, ca = int(sys.argv[1]), sys.argv[2]
@@ -340,10 +363,12 @@ async fn handshake_failures(port: u16, ca: &Tls) -> u64 {
 #[tokio::test]
 async fn bench_fanout_runs_over_wss_and_https_with_a_ca_file() {
     let tmp = TempDir::new("tls-bench");
-    let ca = TestCa::new("switchboard test CA");
-    let (ca_pem, cert, key) = ca.write(&tmp.0);
-    let data = tmp.join("data");
-    let server = tls_serve(&data, &cert, &key);
+    let TlsServer {
+        ca,
+        ca_pem,
+        data,
+        server,
+    } = TlsServer::start(&tmp);
     let port = port(&server);
     let trust = Tls::from_ca_pem(ca.pem.as_bytes(), "the test CA").unwrap();
     let wss = format!("wss://localhost:{port}/ws");
@@ -490,10 +515,7 @@ fn python_websockets_chats_over_wss() {
         return;
     }
     let tmp = TempDir::new("tls-pyws");
-    let ca = TestCa::new("switchboard test CA");
-    let (ca_pem, cert, key) = ca.write(&tmp.0);
-    let data = tmp.join("data");
-    let server = tls_serve(&data, &cert, &key);
+    let TlsServer { ca_pem, server, .. } = TlsServer::start(&tmp);
     let script = r#"
 import json, ssl, sys
 from websockets.sync.client import connect
