@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::util::{SseClient, SseStream, WAIT, http_response, start};
+use crate::util::{SseClient, SseStream, WAIT, bounded, eventually, http_response, start};
 
 #[tokio::test]
 async fn a_full_session_over_sse() {
@@ -357,4 +357,81 @@ async fn two_streams_get_one_publication_with_line_breaks_each_with_its_own_id()
     for i in 0..20 {
         assert_eq!(bob.next_publication().await["data"]["i"], i);
     }
+}
+
+/// Reads `tcp` until the server closes it (or [`WAIT`] passes): everything it sent.
+async fn read_to_close(tcp: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut all = Vec::new();
+    bounded("the server closes the connection", tcp.read_to_end(&mut all))
+        .await
+        .expect("read the stream");
+    String::from_utf8(all).expect("UTF-8")
+}
+
+/// A stream's connection leaves hyper once the head is written (`net::takeover`): the
+/// body arrives as HTTP/1.1 chunks, and when the session ends, the close event, the last
+/// chunk, and the server closing the connection (hyper would have kept it for another
+/// request).
+#[tokio::test]
+async fn an_ended_stream_writes_the_last_chunk_and_closes_its_connection() {
+    use tokio::io::AsyncWriteExt;
+    let server = start(|c| c.limits.connect_timeout = Duration::from_millis(200)).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(b"GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_to_close(&mut tcp).await;
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    // The chunks, decoded by hand: each size line matches what follows it.
+    let mut rest = body;
+    let mut events = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").expect("a size line");
+        let size = usize::from_str_radix(size, 16).expect("a hex size");
+        if size == 0 {
+            assert_eq!(after, "\r\n", "nothing after the last chunk");
+            break;
+        }
+        events.push_str(&after[..size]);
+        assert_eq!(&after[size..size + 2], "\r\n", "a chunk ends with CRLF");
+        rest = &after[size + 2..];
+    }
+    assert!(events.contains("event: session\n"), "{events}");
+    assert!(
+        events.contains("event: close\ndata: {\"code\":4007,") && events.ends_with("\n\n"),
+        "{events}"
+    );
+    eventually("the stream is counted closed", || async {
+        server.metric("switchboard_sse_streams").await == 0.0
+    })
+    .await;
+}
+
+/// A client that hangs up is noticed at once by the task writing its stream (it reads
+/// the connection), not at the next write: the stream is counted closed, and after
+/// `limits.session_idle` the session ends.
+#[tokio::test]
+async fn a_client_hanging_up_is_noticed_without_a_write() {
+    let server = start(|c| {
+        c.limits.poll_timeout = Duration::from_millis(100);
+        c.limits.session_idle = Duration::from_millis(300);
+    })
+    .await;
+    let alice = SseClient::connect(server.addr, "alice").await;
+    eventually("the stream is counted open", || async {
+        server.metric("switchboard_sse_streams").await == 1.0
+    })
+    .await;
+    drop(alice);
+    eventually("the stream is counted closed", || async {
+        server.metric("switchboard_sse_streams").await == 0.0
+    })
+    .await;
+    eventually("the idle session ends", || async {
+        server.metric("switchboard_connections").await == 0.0
+    })
+    .await;
 }

@@ -1,11 +1,12 @@
 //! The accept loop: HTTP/1.1 connections served by hyper with axum's router.
 //!
 //! Our own loop rather than `axum::serve`: a connection's I/O reaches an upgrade as
-//! `TokioIo<WriteDeadline<TcpStream>>`, so the WebSocket transport can take the socket back
-//! and split it to write pushes directly (see `outbox`). axum's server wraps it in a
-//! private type. Every request carries its peer's address as `ConnectInfo<SocketAddr>`.
-//! With TLS (see `tls`), the handshake comes first and the I/O is
-//! `TokioIo<WriteDeadline<TlsStream<TcpStream>>>`.
+//! `TokioIo<Detachable<WriteDeadline<TcpStream>>>`, so the WebSocket transport can take
+//! the socket back and split it to write pushes directly (see `outbox`). axum's server
+//! wraps it in a private type. Every request carries its peer's address as
+//! `ConnectInfo<SocketAddr>`, and a [`Takeover`] of its connection (see `takeover`: an
+//! SSE stream leaves hyper after its head). With TLS (see `tls`), the handshake comes
+//! first and the I/O is `TokioIo<Detachable<WriteDeadline<TlsStream<TcpStream>>>>`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use tower_service::Service;
 use tracing::{debug, warn};
 
+use super::takeover::{Detachable, Takeover};
 use super::tls::{OverTls, Tls};
 use super::write_deadline::WriteDeadline;
 use crate::config::Limits;
@@ -96,17 +98,20 @@ pub(crate) async fn serve(
                 debug!(cause = %err, "SO_SNDBUF failed");
             }
         }
+        let takeover = Takeover::new();
         let service = ConnService {
             router: router.clone(),
             peer,
             hsts: tls.as_ref().and_then(|tls| tls.hsts().cloned()),
             over_tls: tls.is_some(),
+            takeover: takeover.clone(),
         };
         let closing = closing_rx.clone();
         let (header_timeout, write_timeout) = (limits.header_timeout, limits.write_timeout);
         match &tls {
             None => {
                 let io = WriteDeadline::new(tcp, write_timeout, metrics.clone());
+                let io = Detachable::new(io, &takeover);
                 connections.spawn(serve_http(
                     TokioIo::new(io),
                     service,
@@ -130,6 +135,7 @@ pub(crate) async fn serve(
                             // Around the TLS stream, as around a socket: the WebSocket
                             // transport takes it back out after an upgrade.
                             let io = WriteDeadline::new(stream, write_timeout, metrics);
+                            let io = Detachable::new(io, &takeover);
                             serve_http(TokioIo::new(io), service, header_timeout, closing).await;
                         }
                         // Counted, but logged at debug only: anyone can make a
@@ -194,6 +200,8 @@ struct ConnService {
     /// `Strict-Transport-Security` for every response (TLS connections only).
     hsts: Option<HeaderValue>,
     over_tls: bool,
+    /// The connection's way out of hyper, for each request.
+    takeover: Takeover,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
@@ -209,6 +217,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for ConnService {
     fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(ConnectInfo(self.peer));
+        request.extensions_mut().insert(self.takeover.clone());
         if self.over_tls {
             request.extensions_mut().insert(OverTls);
         }

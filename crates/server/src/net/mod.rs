@@ -2,11 +2,12 @@
 //! stalled-write deadline, request bodies with a size limit and a deadline, who the client
 //! is, and the shapes of refusals.
 //!
-//! Files: `listen` (the accept loop), `tls` (the certificate, its reload, the acceptor),
-//! `write_deadline`, `body`.
+//! Files: `listen` (the accept loop), `takeover` (a response taking its connection out of
+//! hyper), `tls` (the certificate, its reload, the acceptor), `write_deadline`, `body`.
 
 pub(crate) mod body;
 pub(crate) mod listen;
+pub(crate) mod takeover;
 pub(crate) mod tls;
 pub(crate) mod write_deadline;
 

@@ -24,6 +24,7 @@ use tracing::debug;
 use super::{Shared, disabled, origin};
 use crate::admission::PendingSlot;
 use crate::error::{ClientError, close};
+use crate::net::takeover::Detachable;
 use crate::net::write_deadline::WriteDeadline;
 use crate::net::{client_ip, plain};
 use crate::outbox::{ClientHandle, Disconnect, Outbox, outbox};
@@ -139,9 +140,12 @@ async fn serve(
     let upgraded = if socket.keeps_context() {
         upgraded
     } else {
-        match upgraded.downcast::<TokioIo<WriteDeadline<TcpStream>>>() {
+        match upgraded.downcast::<TokioIo<Detachable<WriteDeadline<TcpStream>>>>() {
             Ok(parts) => {
-                let (read, write) = parts.io.into_inner().into_inner().into_split();
+                let Some(io) = parts.io.into_inner().into_inner() else {
+                    return;
+                };
+                let (read, write) = io.into_inner().into_split();
                 let writer = outbox.attach(write);
                 // Copied and dropped now: it can hold hyper's whole read buffer.
                 let leftover = BytesMut::from(&parts.read_buf[..]);
@@ -155,9 +159,12 @@ async fn serve(
     let upgraded = if socket.keeps_context() {
         upgraded
     } else {
-        match upgraded.downcast::<TokioIo<WriteDeadline<TlsStream<TcpStream>>>>() {
+        match upgraded.downcast::<TokioIo<Detachable<WriteDeadline<TlsStream<TcpStream>>>>>() {
             Ok(parts) => {
-                let (tcp, session) = parts.io.into_inner().into_inner().into_inner();
+                let Some(io) = parts.io.into_inner().into_inner() else {
+                    return;
+                };
+                let (tcp, session) = io.into_inner().into_inner();
                 let (read, write) = tcp.into_split();
                 let (reader, writer) = outbox.attach_tls(read, write, session);
                 // Plaintext hyper read past the request (already decrypted).

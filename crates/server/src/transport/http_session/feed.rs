@@ -212,9 +212,11 @@ pub(crate) struct SessionStream {
 }
 
 impl SessionStream {
-    /// Makes the chunks of one write: the actor's extra bytes, then every unwritten
-    /// message, then the close event if the session ended.
-    fn fill(&mut self, cx: &mut Context<'_>) {
+    /// Hands `emit` the chunks of one write: the actor's extra bytes, then every unwritten
+    /// message, then the close event if the session ended (and `done` is set). The task
+    /// is registered to be woken before anything is taken, so nothing pushed afterwards
+    /// goes unnoticed.
+    fn fill(&mut self, cx: &mut Context<'_>, emit: &mut impl FnMut(Bytes)) {
         let feed = &*self.feed;
         let mut state = feed.state();
         let state = &mut *state;
@@ -230,7 +232,7 @@ impl SessionStream {
                     reason: "another stream resumed this session".into(),
                 },
             );
-            self.frames.push_back(event.freeze());
+            emit(event.freeze());
             self.done = true;
             return;
         }
@@ -243,10 +245,13 @@ impl SessionStream {
         if state.poll_waiting && state.replay.size().1 > before {
             feed.actor.notify_one();
         }
-        let frames = &mut self.frames;
-        let mut emit = |chunk: Bytes| frames.push_back(chunk);
         let Some(slot) = state.stream.as_mut() else {
             return;
+        };
+        let mut wrote = false;
+        let mut emit = |chunk: Bytes| {
+            wrote = true;
+            emit(chunk);
         };
         if !slot.extra.is_empty() {
             self.encoder.raw(&slot.extra);
@@ -262,10 +267,27 @@ impl SessionStream {
             self.done = true;
         }
         self.encoder.finish(&mut emit);
-        if !frames.is_empty() {
+        if wrote {
             if let Some(slot) = state.stream.as_mut() {
                 slot.last_write = Instant::now();
             }
+        }
+    }
+
+    /// Hands `emit` everything ready to write, as [`StreamBody::poll_batch`] says.
+    fn poll_batch(&mut self, cx: &mut Context<'_>, emit: &mut impl FnMut(Bytes)) -> Poll<bool> {
+        if self.done {
+            return Poll::Ready(true);
+        }
+        let mut any = false;
+        self.fill(cx, &mut |chunk| {
+            any = true;
+            emit(chunk);
+        });
+        if self.done || any {
+            Poll::Ready(self.done)
+        } else {
+            Poll::Pending
         }
     }
 }
@@ -276,7 +298,9 @@ impl Stream for SessionStream {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         let this = self.get_mut();
         if this.frames.is_empty() && !this.done {
-            this.fill(cx);
+            let mut frames = std::mem::take(&mut this.frames);
+            this.fill(cx, &mut |chunk| frames.push_back(chunk));
+            this.frames = frames;
         }
         match this.frames.pop_front() {
             Some(chunk) => Poll::Ready(Some(chunk)),
@@ -306,6 +330,37 @@ impl Drop for SessionStream {
 pub(crate) enum StreamBody {
     Session(SessionStream),
     Relayed(mpsc::Receiver<Bytes>),
+}
+
+impl StreamBody {
+    /// Hands `emit` every chunk ready now, in order. `Ready(false)`: some were handed and
+    /// more may follow; `Ready(true)`: the stream has ended (after what was handed);
+    /// `Pending`: none ready. Either way but the end, the task is woken when more is:
+    /// after `Ready(false)` there is no need to ask again before that.
+    pub(crate) fn poll_batch(
+        &mut self,
+        cx: &mut Context<'_>,
+        emit: &mut impl FnMut(Bytes),
+    ) -> Poll<bool> {
+        match self {
+            StreamBody::Session(stream) => stream.poll_batch(cx, emit),
+            StreamBody::Relayed(rx) => {
+                let mut any = false;
+                loop {
+                    match rx.poll_recv(cx) {
+                        Poll::Ready(Some(chunk)) => {
+                            any = true;
+                            emit(chunk);
+                        }
+                        Poll::Ready(None) => return Poll::Ready(true),
+                        // Registered by this `Pending`.
+                        Poll::Pending if any => return Poll::Ready(false),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Stream for StreamBody {

@@ -9,13 +9,14 @@
 //! itself is in `event`.
 
 pub(crate) mod event;
+mod writer;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -23,6 +24,7 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use crate::error::ClientError;
+use crate::net::takeover::Takeover;
 use crate::net::{client_ip, error_response};
 use crate::transport::http_session::{
     StreamBody, ToSession, not_found, open, read_commands, route,
@@ -85,12 +87,9 @@ pub(crate) async fn stream(State(shared): State<Arc<Shared>>, request: Request) 
         Some((sid, seq)) => resume(&shared, &sid, seq).await,
         None => None,
     };
-    let body = match resumed {
+    let (first, body) = match resumed {
         // The reconnect delay goes first again: a proxy may have cut the first stream.
-        Some(body) => {
-            let retry = Bytes::from(format!("retry: {RETRY_MS}\n\n"));
-            Body::from_stream(futures_util::stream::iter([Ok::<_, Infallible>(retry)]).chain(body))
-        }
+        Some(body) => (Some(Bytes::from(format!("retry: {RETRY_MS}\n\n"))), body),
         // Unknown or expired: a new session, whose `session` event tells the client
         // to subscribe again (recovering by offsets).
         None => {
@@ -100,7 +99,7 @@ pub(crate) async fn stream(State(shared): State<Arc<Shared>>, request: Request) 
                 &shared.session.config.trusted_proxies,
             );
             match open(&shared, true, ip) {
-                Ok((_, _, Some(body))) => Body::from_stream(StreamBody::Session(body)),
+                Ok((_, _, Some(body))) => (None, StreamBody::Session(body)),
                 Ok(_) => return with_cors(not_found(), cors),
                 Err(refusal) => {
                     return with_cors(
@@ -111,7 +110,7 @@ pub(crate) async fn stream(State(shared): State<Arc<Shared>>, request: Request) 
             }
         }
     };
-    let mut response = Response::new(body);
+    let mut response = Response::new(respond(&shared, &request, first, body));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -121,6 +120,31 @@ pub(crate) async fn stream(State(shared): State<Arc<Shared>>, request: Request) 
     // nginx buffers responses unless told not to; events must leave at once.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     with_cors(response, cors)
+}
+
+/// The response body that writes `first`, then `body`: on HTTP/1.1 through our accept
+/// loop, the connection is taken out of hyper after the head and a task of ours writes
+/// the stream (see `writer`); otherwise (HTTP/1.0, a HEAD request) hyper writes it.
+fn respond(shared: &Shared, request: &Request, first: Option<Bytes>, body: StreamBody) -> Body {
+    let takeover = request.extensions().get::<Takeover>();
+    match takeover {
+        Some(takeover)
+            if request.method() == Method::GET && request.version() == Version::HTTP_11 =>
+        {
+            let (response, taken) = takeover.clone().body();
+            shared.tracker.spawn(async move {
+                // Fails if hyper never wrote the head (the client went away first).
+                if let Ok(io) = taken.await {
+                    writer::write(io, first, body).await;
+                }
+            });
+            Body::new(response)
+        }
+        _ => {
+            let first = futures_util::stream::iter(first.map(Ok::<_, Infallible>));
+            Body::from_stream(first.chain(body))
+        }
+    }
 }
 
 /// `POST /sse/send?session=<sid>`: hands the body's commands to the session; 202 once
