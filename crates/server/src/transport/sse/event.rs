@@ -133,12 +133,15 @@ impl Encoder {
         message: &PreparedMessage,
         emit: &mut impl FnMut(Bytes),
     ) {
-        id_line(&mut self.chunk, sid, seq);
         let block = BLOCKS.with(|blocks| blocks.borrow_mut().get(message));
         if block.len() >= SHARE_FROM {
+            id_line(&mut self.chunk, sid, seq);
             emit(std::mem::take(&mut self.chunk).freeze());
             emit(block);
         } else {
+            // Room for the whole event at once: one allocation, no growing.
+            self.chunk.reserve(sid.len() + 26 + block.len());
+            id_line(&mut self.chunk, sid, seq);
             self.chunk.put_slice(&block);
         }
     }
