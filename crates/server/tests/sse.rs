@@ -363,9 +363,12 @@ async fn two_streams_get_one_publication_with_line_breaks_each_with_its_own_id()
 async fn read_to_close(tcp: &mut tokio::net::TcpStream) -> String {
     use tokio::io::AsyncReadExt;
     let mut all = Vec::new();
-    bounded("the server closes the connection", tcp.read_to_end(&mut all))
-        .await
-        .expect("read the stream");
+    bounded(
+        "the server closes the connection",
+        tcp.read_to_end(&mut all),
+    )
+    .await
+    .expect("read the stream");
     String::from_utf8(all).expect("UTF-8")
 }
 
@@ -434,4 +437,26 @@ async fn a_client_hanging_up_is_noticed_without_a_write() {
         server.metric("switchboard_connections").await == 0.0
     })
     .await;
+}
+
+/// An HTTP/1.0 client (no chunked encoding) gets its stream from hyper, the events as they
+/// are until the connection closes.
+#[tokio::test]
+async fn an_http_1_0_stream_is_written_by_hyper_without_chunks() {
+    use tokio::io::AsyncWriteExt;
+    let server = start(|c| c.limits.connect_timeout = Duration::from_millis(200)).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(b"GET /sse HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_to_close(&mut tcp).await;
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    assert!(head.starts_with("HTTP/1.0 200"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert!(body.starts_with("retry: "), "{body}");
+    assert!(body.contains("event: session\n"), "{body}");
+    assert!(
+        body.contains("event: close\ndata: {\"code\":4007,"),
+        "{body}"
+    );
 }

@@ -133,9 +133,9 @@ pub(crate) async fn fanout(args: BenchFanoutArgs) -> anyhow::Result<()> {
             .map(Some)
     };
     tokio::time::sleep_until(start.into()).await;
-    let cpu_start = sum(measure::cpu_ticks)?;
+    let (cpu_start, sys_start) = (sum(measure::cpu_ticks)?, sum(measure::system_ticks)?);
     tokio::time::sleep_until(end.into()).await;
-    let cpu_end = sum(measure::cpu_ticks)?;
+    let (cpu_end, sys_end) = (sum(measure::cpu_ticks)?, sum(measure::system_ticks)?);
     let rss = sum(measure::rss_kib)?;
 
     let mut published = PubTally::default();
@@ -150,10 +150,11 @@ pub(crate) async fn fanout(args: BenchFanoutArgs) -> anyhow::Result<()> {
     let lost = received.gaps + missing(&shared, published.top);
     let slow_closes = slow_closes(slow).await;
 
-    let server_cpu_s = match (cpu_start, cpu_end) {
+    let seconds = |start: Option<u64>, end: Option<u64>| match (start, end) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 * SECS_PER_TICK),
         _ => None,
     };
+    let (server_cpu_s, server_sys_s) = (seconds(cpu_start, cpu_end), seconds(sys_start, sys_end));
     let report = FanoutReport {
         args: &args,
         publishers,
@@ -164,6 +165,7 @@ pub(crate) async fn fanout(args: BenchFanoutArgs) -> anyhow::Result<()> {
         received,
         slow_closes,
         server_cpu_s,
+        server_sys_s,
         server_rss_kib: rss,
     };
     report.print();

@@ -7,6 +7,18 @@ pub(crate) const SECS_PER_TICK: f64 = 0.01;
 
 /// utime + stime of a process, in clock ticks (fields 14 and 15 of /proc/PID/stat).
 pub(crate) fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let (utime, stime) = user_and_system(pid)?;
+    Ok(utime + stime)
+}
+
+/// stime of a process alone (field 15 of /proc/PID/stat): its time in the kernel, in
+/// clock ticks.
+pub(crate) fn system_ticks(pid: u32) -> anyhow::Result<u64> {
+    Ok(user_and_system(pid)?.1)
+}
+
+/// (utime, stime) of a process, in clock ticks.
+fn user_and_system(pid: u32) -> anyhow::Result<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
     // The command name (field 2) may hold spaces; fields after it follow the last ')'.
@@ -14,7 +26,7 @@ pub(crate) fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     let fields: Vec<&str> = after.split_whitespace().collect();
     let utime: u64 = fields.get(11).context("malformed stat")?.parse()?;
     let stime: u64 = fields.get(12).context("malformed stat")?.parse()?;
-    Ok(utime + stime)
+    Ok((utime, stime))
 }
 
 /// A process's resident set size in KiB (VmRSS in /proc/PID/status).

@@ -22,6 +22,8 @@ pub(crate) struct FanoutReport<'a> {
     pub(crate) received: Tally,
     pub(crate) slow_closes: BTreeMap<String, u64>,
     pub(crate) server_cpu_s: Option<f64>,
+    /// The part of `server_cpu_s` spent in the kernel (system calls, the network stack).
+    pub(crate) server_sys_s: Option<f64>,
     pub(crate) server_rss_kib: Option<u64>,
 }
 
@@ -98,7 +100,8 @@ impl FanoutReport<'_> {
             "subscribers_ended": received.ended,
             "slow": args.slow, "slow_disconnected": slow_disconnected,
             "slow_ends": self.slow_closes,
-            "server_cpu_s": self.server_cpu_s, "server_rss_kib": self.server_rss_kib,
+            "server_cpu_s": self.server_cpu_s, "server_sys_s": self.server_sys_s,
+            "server_rss_kib": self.server_rss_kib,
         });
         // A closed stdout (`| head`) is not an error worth a panic.
         let mut out = std::io::stdout().lock();

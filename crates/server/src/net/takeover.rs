@@ -27,7 +27,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 
 /// A connection's I/O, as a handler gets it back.
-pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug + 'static {}
+pub(crate) trait Io:
+    AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug + 'static
+{
+}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug + 'static> Io for T {}
 
@@ -175,7 +178,12 @@ impl<S: Io> AsyncWrite for Detachable<S> {
         // hyper flushes only once everything it queued is written: with the takeover
         // armed, the response's head has left, and the connection is the handler's.
         if this.slot.armed.load(Ordering::Acquire) {
-            let to = this.slot.to.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let to = this
+                .slot
+                .to
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
             if let (Some(to), Some(inner)) = (to, this.inner.take()) {
                 // The handler may be gone already; the connection closes with it.
                 let _ = to.send(Box::new(inner));

@@ -1,12 +1,12 @@
 //! What an HTTP session's actor shares with the body of its open SSE stream: the
 //! outbox's receiving side and the replay buffer.
 //!
-//! While a stream is open, its body takes the session's messages itself whenever hyper
-//! polls it: a push wakes the stream's connection task, which drains the outbox into the
-//! replay buffer and writes every unwritten message as one chunk. The actor is not woken
-//! per delivery; it keeps the requests, the deadlines and the end of the session, and
-//! hands the body what only it knows (the opening event, keep-alives, the close event)
-//! through the shared state. Without a stream, the actor reads the outbox itself.
+//! While a stream is open, its body takes the session's messages itself whenever the
+//! task writing the stream polls it (`sse::writer`, or hyper for a stream left to it): a
+//! push wakes that task, which drains the outbox into the replay buffer and writes every
+//! unwritten message as one chunk. The actor is not woken per delivery; it keeps the
+//! requests, the deadlines and the end of the session, and hands the body what only it
+//! knows (the opening event, keep-alives, the close event) through the shared state. Without a stream, the actor reads the outbox itself.
 //!
 //! The outbox has one waker slot, so only one task waits on it: the open stream's body
 //! (through [`BodyWaker`], which also tells the actor when the session is ended), or the
@@ -92,7 +92,7 @@ impl Wake for BodyWaker {
     fn wake_by_ref(self: &Arc<Self>) {
         self.task.wake();
         // A disconnect wakes the outbox's waker: the actor must learn it even when the
-        // body is not polled (hyper polls a body only while it has room to write).
+        // body is not polled (its writer polls it only while the socket has room).
         if let Some(feed) = self.feed.upgrade() {
             if feed.handle.is_disconnected() {
                 feed.actor.notify_one();
@@ -204,7 +204,7 @@ pub(crate) struct SessionStream {
     feed: Arc<Feed>,
     /// This stream's number (see [`FeedState::streams`]).
     id: u64,
-    /// Chunks made and not yet handed to hyper.
+    /// Chunks made and not yet handed out (as a `Stream`, one per poll).
     frames: VecDeque<Bytes>,
     encoder: Encoder,
     /// No more chunks after `frames`.

@@ -133,12 +133,11 @@ impl Writer {
             for (slice, piece) in slices.iter_mut().zip(&self.pieces) {
                 *slice = IoSlice::new(piece);
             }
-            let written =
-                match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(false),
-                    Poll::Ready(Ok(n)) => n,
-                    Poll::Pending => return Poll::Pending,
-                };
+            let written = match Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..count]) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(false),
+                Poll::Ready(Ok(n)) => n,
+                Poll::Pending => return Poll::Pending,
+            };
             let mut left = written;
             while left > 0 {
                 let Some(front) = self.pieces.front_mut() else {
