@@ -460,3 +460,30 @@ async fn an_http_1_0_stream_is_written_by_hyper_without_chunks() {
         "{body}"
     );
 }
+
+/// A client that sends anything after its request (an SSE client has nothing more to
+/// say) is cut off: the connection closes and the stream is counted closed.
+#[tokio::test]
+async fn a_client_that_sends_after_its_request_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start(|_| {}).await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(b"GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 1024];
+    let n = bounded("the head", tcp.read(&mut head)).await.unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"));
+    eventually("the stream is counted open", || async {
+        server.metric("switchboard_sse_streams").await == 1.0
+    })
+    .await;
+    tcp.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    read_to_close(&mut tcp).await;
+    eventually("the stream is counted closed", || async {
+        server.metric("switchboard_sse_streams").await == 0.0
+    })
+    .await;
+}

@@ -2,10 +2,11 @@
 //!
 //! hyper wrote the head (`Transfer-Encoding: chunked`); from then on this task owns the
 //! connection: whatever the body has ready goes out as one HTTP chunk in one vectored
-//! write (its size line, the body's pieces as they are, the closing CRLF), and a read
-//! that ends tells that the client went away. When the body ends, the last chunk is
-//! written and the connection shut down: it does not go back to hyper for another
-//! request (a browser's EventSource opens a new one to reconnect).
+//! write (its size line, the body's pieces as they are, the closing CRLF). A read that
+//! ends, fails or brings anything at all ends the stream: the client went away, or sent
+//! what an SSE client never sends. When the body ends, the last chunk is written and the
+//! connection shut down: it does not go back to hyper for another request (a browser's
+//! EventSource opens a new one to reconnect).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -105,19 +106,17 @@ impl Writer {
         self.pieces.push_back(Bytes::from_static(b"\r\n"));
     }
 
-    /// Whether the client closed its side (or the connection failed). Anything it sends
-    /// after its request is read and dropped: an SSE client has nothing more to say.
+    /// Whether the client closed its side, the connection failed, or the client sent
+    /// something after its request: an SSE client has nothing more to say (a browser's
+    /// EventSource never does), and reading and dropping whatever a client sends would let
+    /// it keep this task busy for nothing. Such a client is cut off.
     fn client_gone(&mut self) -> bool {
         let mut cx = Context::from_waker(&self.read_waker);
         let mut scratch = [0u8; 64];
-        loop {
-            let mut buf = ReadBuf::new(&mut scratch);
-            match Pin::new(&mut self.io).poll_read(&mut cx, &mut buf) {
-                Poll::Ready(Ok(())) if buf.filled().is_empty() => return true,
-                Poll::Ready(Ok(())) => continue,
-                Poll::Ready(Err(_)) => return true,
-                Poll::Pending => return false,
-            }
+        let mut buf = ReadBuf::new(&mut scratch);
+        match Pin::new(&mut self.io).poll_read(&mut cx, &mut buf) {
+            Poll::Ready(_) => true,
+            Poll::Pending => false,
         }
     }
 
