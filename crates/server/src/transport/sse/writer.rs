@@ -114,10 +114,9 @@ impl Writer {
         let mut cx = Context::from_waker(&self.read_waker);
         let mut scratch = [0u8; 64];
         let mut buf = ReadBuf::new(&mut scratch);
-        match Pin::new(&mut self.io).poll_read(&mut cx, &mut buf) {
-            Poll::Ready(_) => true,
-            Poll::Pending => false,
-        }
+        Pin::new(&mut self.io)
+            .poll_read(&mut cx, &mut buf)
+            .is_ready()
     }
 
     /// Writes queued pieces until none is left (`Ready(true)`), the socket is full
