@@ -359,6 +359,17 @@ async fn two_streams_get_one_publication_with_line_breaks_each_with_its_own_id()
     }
 }
 
+/// A `GET /sse` over HTTP/`version` on a socket of the test's own.
+async fn raw_stream(addr: std::net::SocketAddr, version: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET /sse HTTP/{version}\r\nHost: 127.0.0.1\r\n\r\n");
+    tcp.write_all(request.as_bytes())
+        .await
+        .expect("send the request");
+    tcp
+}
+
 /// Reads `tcp` until the server closes it (or [`WAIT`] passes): everything it sent.
 async fn read_to_close(tcp: &mut tokio::net::TcpStream) -> String {
     use tokio::io::AsyncReadExt;
@@ -378,12 +389,8 @@ async fn read_to_close(tcp: &mut tokio::net::TcpStream) -> String {
 /// request).
 #[tokio::test]
 async fn an_ended_stream_writes_the_last_chunk_and_closes_its_connection() {
-    use tokio::io::AsyncWriteExt;
     let server = start(|c| c.limits.connect_timeout = Duration::from_millis(200)).await;
-    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    tcp.write_all(b"GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .unwrap();
+    let mut tcp = raw_stream(server.addr, "1.1").await;
     let text = read_to_close(&mut tcp).await;
     let (head, body) = text.split_once("\r\n\r\n").expect("a head");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
@@ -443,12 +450,8 @@ async fn a_client_hanging_up_is_noticed_without_a_write() {
 /// are until the connection closes.
 #[tokio::test]
 async fn an_http_1_0_stream_is_written_by_hyper_without_chunks() {
-    use tokio::io::AsyncWriteExt;
     let server = start(|c| c.limits.connect_timeout = Duration::from_millis(200)).await;
-    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    tcp.write_all(b"GET /sse HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .unwrap();
+    let mut tcp = raw_stream(server.addr, "1.0").await;
     let text = read_to_close(&mut tcp).await;
     let (head, body) = text.split_once("\r\n\r\n").expect("a head");
     assert!(head.starts_with("HTTP/1.0 200"), "{head}");
@@ -467,10 +470,7 @@ async fn an_http_1_0_stream_is_written_by_hyper_without_chunks() {
 async fn a_client_that_sends_after_its_request_is_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = start(|_| {}).await;
-    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    tcp.write_all(b"GET /sse HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        .await
-        .unwrap();
+    let mut tcp = raw_stream(server.addr, "1.1").await;
     let mut head = [0u8; 1024];
     let n = bounded("the head", tcp.read(&mut head)).await.unwrap();
     assert!(head[..n].starts_with(b"HTTP/1.1 200"));
