@@ -215,8 +215,8 @@ impl SessionStream {
     /// Hands `emit` the chunks of one write: the actor's extra bytes, then every unwritten
     /// message, then the close event if the session ended (and `done` is set). The task
     /// is registered to be woken before anything is taken, so nothing pushed afterwards
-    /// goes unnoticed.
-    fn fill(&mut self, cx: &mut Context<'_>, emit: &mut impl FnMut(Bytes)) {
+    /// goes unnoticed. Returns whether `emit` was handed anything.
+    fn fill(&mut self, cx: &mut Context<'_>, emit: &mut impl FnMut(Bytes)) -> bool {
         let feed = &*self.feed;
         let mut state = feed.state();
         let state = &mut *state;
@@ -234,7 +234,7 @@ impl SessionStream {
             );
             emit(event.freeze());
             self.done = true;
-            return;
+            return true;
         }
         // Registered before looking, under the lock: a replaced body never registers.
         feed.body.task.register(cx.waker());
@@ -246,7 +246,7 @@ impl SessionStream {
             feed.actor.notify_one();
         }
         let Some(slot) = state.stream.as_mut() else {
-            return;
+            return false;
         };
         let mut wrote = false;
         let mut emit = |chunk: Bytes| {
@@ -272,6 +272,7 @@ impl SessionStream {
                 slot.last_write = Instant::now();
             }
         }
+        wrote
     }
 
     /// Hands `emit` everything ready to write, as [`StreamBody::poll_batch`] says.
@@ -279,12 +280,7 @@ impl SessionStream {
         if self.done {
             return Poll::Ready(true);
         }
-        let mut any = false;
-        self.fill(cx, &mut |chunk| {
-            any = true;
-            emit(chunk);
-        });
-        if self.done || any {
+        if self.fill(cx, emit) || self.done {
             Poll::Ready(self.done)
         } else {
             Poll::Pending
